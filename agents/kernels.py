@@ -1,0 +1,376 @@
+"""Pure NumPy kernels for mesa-optimizer behaviour.
+
+Every function here maps arrays to arrays and holds no state: the Mesa agent classes in
+``agents/`` keep the state (objectives, actions, world models) and call these kernels once per
+step for a whole population at a time. Rows are agents, columns are channels (``d`` of them).
+
+The agent's one-step problem is the quadratic programme of the LEN model: with marginal rewards
+``r`` (objective plus incentive plus peer effects, see DESIGN.md §2) and effort-cost matrix ``K``,
+
+    maximise  rᵀa − ½ aᵀKa   subject to  a ≥ 0  and  a_k = 0 on channels the agent cannot perceive.
+
+* :func:`best_response` solves it exactly (``direct`` optimizer, power ``exact``);
+* :func:`best_of_k` solves it by best-of-k sampling against a noisy internal model (``direct``
+  optimizer, power ``k``: log2 k bits of optimization);
+* :func:`control_update` takes one projected feedback step along a (noisy) gradient (``control``
+  optimizer);
+* :func:`reward_gradient` and :func:`quadratic_payoff` evaluate the objective;
+* :func:`substitution_cost_matrix` builds ``K`` from per-channel costs and a shared effort budget.
+
+The closed-form oracles these kernels are tested against live in :mod:`analysis.theory`; the
+principal's side of the contract is in :mod:`agents.contract`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import ndtri
+
+__all__ = [
+    "MAX_CHANNELS",
+    "best_of_k",
+    "best_response",
+    "control_update",
+    "quadratic_payoff",
+    "reward_gradient",
+    "substitution_cost_matrix",
+]
+
+#: Largest number of channels :func:`best_response` accepts (it enumerates 2^d active sets).
+MAX_CHANNELS = 12
+
+# Tolerances of the KKT tests in the active-set enumeration, in units of the rounding error
+# bound eps·κ(K)·(1 + max|r|). The first pass only forgives rounding; rows left without a KKT
+# point (near-degenerate ties) are retried with the looser ones.
+_KKT_PASSES = (128.0, 1e4, 1e7)
+
+
+def _check_problem(
+    reward: np.ndarray, cost: np.ndarray, perceive: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate and normalise the (reward, cost, perceive) triple shared by the kernels."""
+    r = np.asarray(reward, dtype=float)
+    k = np.asarray(cost, dtype=float)
+    p = np.asarray(perceive, dtype=bool)
+    if r.ndim != 2:
+        raise ValueError(f"reward must have shape (N, d), got {r.shape}")
+    d = r.shape[1]
+    if k.shape != (d, d):
+        raise ValueError(f"cost must have shape ({d}, {d}), got {k.shape}")
+    if p.shape != r.shape:
+        raise ValueError(f"perceive must have shape {r.shape}, got {p.shape}")
+    if not np.all(np.isfinite(k)):
+        raise ValueError("cost must be finite")
+    if not np.allclose(k, k.T, rtol=1e-12, atol=0.0):
+        raise ValueError("cost must be symmetric")
+    return r, k, p
+
+
+def _is_diagonal(k: np.ndarray) -> bool:
+    """Return True when ``k`` has no non-zero off-diagonal entry."""
+    return not np.any(k - np.diag(np.diag(k)))
+
+
+def best_response(reward: np.ndarray, cost: np.ndarray, perceive: np.ndarray) -> np.ndarray:
+    """Exact best response of each agent to its marginal rewards.
+
+    Solves, for every row i, the strictly convex quadratic programme
+    ``max_a r_iᵀa − ½ aᵀKa`` s.t. ``a ≥ 0`` and ``a_k = 0`` where ``perceive[i, k]`` is False.
+    This is the agent's effort choice in the linear-exponential-normal (LEN) agency model with
+    multiple tasks (Holmström & Milgrom 1991), extended with the non-negativity constraint and
+    a perception mask. Clipping the unconstrained solution ``K⁻¹r`` at zero is *not* the answer
+    when ``K`` has off-diagonal entries: dropping one channel changes the optimum on the others.
+
+    Method: a strictly convex QP with non-negativity constraints is a linear complementarity
+    problem with exactly one solution, characterised by its KKT conditions (Cottle, Pang &
+    Stone 1992, *The Linear Complementarity Problem*; Nocedal & Wright 2006, ch. 16). For every
+    active set S (channels with a_k > 0) the candidate is ``a_S = K_SS⁻¹ r_S``, and it is the
+    optimum iff ``a_S ≥ 0`` and ``r_k − K_{k,S} a_S ≤ 0`` for every perceived ``k ∉ S``. The
+    kernel enumerates all 2^|P| subsets of each perception mask P, vectorised over the rows that
+    share the mask. A diagonal ``K`` takes a closed-form fast path, ``max(r, 0) / diag(K)``.
+
+    Args:
+        reward: Marginal rewards r, shape (N, d).
+        cost: Symmetric positive definite cost matrix K, shape (d, d).
+        perceive: Boolean perception mask, shape (N, d); the agent acts only where True.
+
+    Returns:
+        The optimal actions, shape (N, d), non-negative and zero off the perceived channels.
+
+    Raises:
+        ValueError: On shape mismatch, non-finite rewards, a non-symmetric or non positive
+            definite ``cost``, or more than :data:`MAX_CHANNELS` channels.
+    """
+    r, k, p = _check_problem(reward, cost, perceive)
+    n, d = r.shape
+    if d > MAX_CHANNELS:
+        raise ValueError(f"best_response supports at most {MAX_CHANNELS} channels, got {d}")
+    if not np.all(np.isfinite(r)):
+        raise ValueError("reward must be finite")
+    if d and np.any(np.linalg.eigvalsh(k) <= 0.0):
+        raise ValueError("cost must be positive definite")
+    if n == 0 or d == 0:
+        return np.zeros((n, d))
+    if _is_diagonal(k):
+        out = np.maximum(r, 0.0)
+        out /= np.diag(k)
+        out *= p  # multiplying by the mask is ~10x faster than np.where here
+        return out
+
+    eig = np.linalg.eigvalsh(k)
+    unit = np.finfo(float).eps * (eig[-1] / eig[0]) * (1.0 + float(np.max(np.abs(r))))
+    # Tolerances on the KKT slack, and on a's sign: a slack error e moves a by ≤ e / λ_min(K).
+    tols = [(c * unit, c * unit / eig[0]) for c in _KKT_PASSES]
+    if p.all():
+        return np.ascontiguousarray(_solve_mask(np.ascontiguousarray(r.T), k, tols).T)
+    # Group rows by perception mask; each group solves the QP reduced to its channels.
+    out_t = np.zeros((d, n))
+    r_t = r.T
+    codes = p.astype(np.int64) @ (np.int64(1) << np.arange(d, dtype=np.int64))
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=1 << d)
+    starts = np.concatenate(([0], np.cumsum(counts)))
+    for code in np.flatnonzero(counts):
+        cols = np.flatnonzero((code >> np.arange(d)) & 1)
+        if cols.size == 0:
+            continue
+        rows = order[starts[code] : starts[code + 1]]
+        sol = _solve_mask(r_t[np.ix_(cols, rows)], k[np.ix_(cols, cols)], tols)
+        for i, c in enumerate(cols):
+            out_t[c, rows] = sol[i]
+    return np.ascontiguousarray(out_t.T)
+
+
+def _solve_mask(r_t: np.ndarray, k: np.ndarray, tols: list[tuple[float, float]]) -> np.ndarray:
+    """Active-set enumeration for rows that all perceive every channel of the reduced problem.
+
+    Works on transposed arrays (channels × rows) so that every operation streams over rows.
+    Subsets are visited by increasing size and solved rows are dropped as they are found; a row
+    keeps the first active set that passes the KKT test. Rows that no set passes (rounding in a
+    near-degenerate tie) are retried with the next, looser, pair of tolerances.
+
+    Args:
+        r_t: Marginal rewards on the perceived channels, transposed: shape (m, n).
+        k: Cost matrix restricted to those channels, shape (m, m).
+        tols: Successive ``(slack, sign)`` tolerances: on ``r_k − K_{k,S} a_S ≤ tol`` and on
+            ``a_S ≥ −tol``.
+
+    Returns:
+        The optimal actions, transposed: shape (m, n).
+
+    Raises:
+        RuntimeError: If some row passes no KKT test even with the loosest tolerances.
+    """
+    m, n = r_t.shape
+    out_t = np.zeros((m, n))
+    pending = np.arange(n)
+    rp = r_t
+    idx = np.arange(m)
+    subsets = sorted(range(1, 1 << m), key=lambda s: (s.bit_count(), s))
+    for tol, tol_a in tols:
+        # The empty active set, a = 0, is optimal iff every marginal reward is ≤ 0.
+        # np.take with integer indices is several times faster than boolean column indexing.
+        keep = np.flatnonzero(np.any(rp > tol, axis=0))
+        pending = pending[keep]
+        rp = np.take(rp, keep, axis=1)
+        for s in subsets:
+            if pending.size == 0:
+                return out_t
+            in_s = ((s >> idx) & 1).astype(bool)
+            act, rest = idx[in_s], idx[~in_s]
+            a_t = np.linalg.inv(k[np.ix_(act, act)]) @ rp[act]
+            ok = np.all(a_t >= -tol_a, axis=0)
+            if rest.size:
+                slack = rp[rest] - k[np.ix_(rest, act)] @ a_t
+                ok &= np.all(slack <= tol, axis=0)
+            found = np.flatnonzero(ok)
+            if found.size:
+                hit = pending[found]
+                sol = np.maximum(np.take(a_t, found, axis=1), 0.0)
+                for i, c in enumerate(act):
+                    out_t[c, hit] = sol[i]
+                keep = np.flatnonzero(~ok)
+                pending = pending[keep]
+                rp = np.take(rp, keep, axis=1)
+        if pending.size == 0:
+            return out_t
+    raise RuntimeError(
+        f"active-set enumeration found no KKT point for {pending.size} rows; "
+        "is the cost matrix badly conditioned?"
+    )
+
+
+def best_of_k(
+    reward: np.ndarray,
+    cost: np.ndarray,
+    perceive: np.ndarray,
+    k: int,
+    model_noise: float,
+    rng: np.random.Generator,
+    *,
+    chunk: int = 65536,
+) -> np.ndarray:
+    """Best of k sampled candidate actions, scored by a noisy internal model.
+
+    Each agent draws k candidate actions with ``a_c ~ Uniform(0, 2·ā_c)`` independently per
+    perceived channel, where ``ā_c = max(r_c, 0) / K_cc`` is the diagonal best response (zero off
+    the perceived channels), scores every candidate with its model ``rᵀa − ½aᵀKa`` plus
+    independent ``N(0, model_noise²)`` noise, and returns the best-scored candidate. Selecting
+    one of k candidates is log2 k bits of optimization (Yudkowsky 2008, "Measuring Optimization
+    Power"); it is the best-of-n policy of Gao, Schulman & Hilton (2023, "Scaling Laws for
+    Reward Model Overoptimization"), and with model noise it exhibits regressional Goodhart
+    (Manheim & Garrabrant 2018, "Categorizing Variants of Goodhart's Law").
+
+    Random numbers: every draw comes from ``rng``, as ``k·(d + 1)`` uniforms per row in row
+    order (``k·d`` for the candidates, ``k`` turned into Gaussian score noise by the inverse
+    normal CDF). The stream is therefore consumed identically whatever ``chunk`` is, and the
+    result does not depend on ``chunk``.
+
+    Args:
+        reward: Marginal rewards r, shape (N, d).
+        cost: Symmetric positive definite cost matrix K, shape (d, d).
+        perceive: Boolean perception mask, shape (N, d).
+        k: Number of candidates per agent, at least 1.
+        model_noise: Standard deviation of the score noise, at least 0.
+        rng: Source of all randomness.
+        chunk: Memory budget, in candidate actions (rows × k) held at once; rows are processed
+            ``max(1, chunk // k)`` at a time, so peak memory is about ``chunk·(d + 1)`` floats.
+
+    Returns:
+        The selected actions, shape (N, d), non-negative and zero off the perceived channels.
+
+    Raises:
+        ValueError: On shape mismatch, ``k < 1``, ``model_noise < 0``, ``chunk < 1`` or a
+            non-positive diagonal of ``cost``.
+    """
+    r, kmat, p = _check_problem(reward, cost, perceive)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if not model_noise >= 0.0:
+        raise ValueError(f"model_noise must be non-negative, got {model_noise}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    diag = np.diag(kmat)
+    if np.any(diag <= 0.0):
+        raise ValueError("cost must have a positive diagonal")
+    n, d = r.shape
+    width = np.maximum(r, 0.0)
+    width *= 2.0 / diag
+    width *= p
+    out = np.empty((n, d))
+    rows = max(1, chunk // k)
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
+        m = hi - lo
+        u = rng.random((m, k * (d + 1)))
+        cand = u[:, : k * d].reshape(m, k, d) * width[lo:hi, None, :]
+        score = np.einsum("mkd,md->mk", cand, r[lo:hi])
+        score -= 0.5 * np.einsum("mkd,mkd->mk", cand @ kmat, cand)
+        if model_noise > 0.0:
+            # Map [0, 1) to the open interval so that ndtri stays finite.
+            score += model_noise * ndtri(u[:, k * d :] + 2.0**-54)
+        best = np.argmax(score, axis=1)
+        out[lo:hi] = cand[np.arange(m), best]
+    return out
+
+
+def control_update(
+    action: np.ndarray, gradient: np.ndarray, gain: float, perceive: np.ndarray
+) -> np.ndarray:
+    """One step of a projected feedback controller.
+
+    Returns ``a' = max(0, a + gain·gradient)`` on perceived channels and 0 elsewhere: projected
+    gradient ascent (Goldstein 1964; Levitin & Polyak 1966), the discrete-time gradient dynamics
+    of Arrow, Hurwicz & Uzawa (1958). Fed with :func:`reward_gradient` and a gain below
+    ``2 / λ_max(K)`` it converges to :func:`best_response`; fed with a noisy realized gradient it
+    adapts with lag and chases the noise.
+
+    Args:
+        action: Current actions a, shape (N, d).
+        gradient: Observed reward gradient, shape (N, d).
+        gain: Step size (controller gain).
+        perceive: Boolean perception mask, shape (N, d).
+
+    Returns:
+        The updated actions, shape (N, d).
+
+    Raises:
+        ValueError: On shape mismatch or a negative or non-finite ``gain``.
+    """
+    a = np.asarray(action, dtype=float)
+    g = np.asarray(gradient, dtype=float)
+    p = np.asarray(perceive, dtype=bool)
+    if a.shape != g.shape or a.shape != p.shape:
+        raise ValueError(
+            f"action, gradient and perceive must share a shape, got {a.shape}, {g.shape}, {p.shape}"
+        )
+    if not (np.isfinite(gain) and gain >= 0.0):
+        raise ValueError(f"gain must be finite and non-negative, got {gain}")
+    out = np.maximum(a + gain * g, 0.0)
+    out *= p  # faster than np.where; non-finite input propagates
+    return out
+
+
+def reward_gradient(reward: np.ndarray, cost: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """Gradient ``r − Ka`` of the quadratic payoff ``rᵀa − ½aᵀKa``, row by row.
+
+    Args:
+        reward: Marginal rewards r, shape (N, d).
+        cost: Symmetric cost matrix K, shape (d, d).
+        action: Actions a, shape (N, d).
+
+    Returns:
+        The gradients, shape (N, d).
+    """
+    return np.asarray(reward, dtype=float) - np.asarray(action, dtype=float) @ np.asarray(
+        cost, dtype=float
+    )
+
+
+def quadratic_payoff(reward: np.ndarray, cost: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """Quadratic payoff ``rᵀa − ½aᵀKa`` of each row.
+
+    Args:
+        reward: Marginal rewards r, shape (N, d).
+        cost: Symmetric cost matrix K, shape (d, d).
+        action: Actions a, shape (N, d).
+
+    Returns:
+        The payoffs, shape (N,).
+    """
+    r = np.asarray(reward, dtype=float)
+    a = np.asarray(action, dtype=float)
+    k = np.asarray(cost, dtype=float)
+    return np.einsum("nd,nd->n", r - 0.5 * (a @ k), a)
+
+
+def substitution_cost_matrix(costs: np.ndarray, substitution: float) -> np.ndarray:
+    """Effort-cost matrix with a shared effort budget.
+
+    ``K_kk = c_k`` and ``K_kl = s·sqrt(c_k c_l)`` for ``k ≠ l``: effort on one channel raises
+    the marginal cost of the others, the substitutable-efforts case of Holmström & Milgrom
+    (1991, "Multitask Principal-Agent Analyses", J. Law Econ. Organ. 7:24–52). Writing
+    ``K = D^½((1 − s)I + s·11ᵀ)D^½`` shows the eigenvalues are positive for ``0 ≤ s < 1``.
+
+    Args:
+        costs: Positive per-channel costs c, shape (d,).
+        substitution: Substitution strength s in [0, 1).
+
+    Returns:
+        The symmetric positive definite cost matrix K, shape (d, d).
+
+    Raises:
+        ValueError: If ``costs`` is not a 1-d array of positive finite numbers or ``s`` is
+            outside [0, 1).
+    """
+    c = np.asarray(costs, dtype=float)
+    if c.ndim != 1:
+        raise ValueError(f"costs must be 1-d, got shape {c.shape}")
+    if not np.all(np.isfinite(c) & (c > 0.0)):
+        raise ValueError("costs must be positive and finite")
+    if not 0.0 <= substitution < 1.0:
+        raise ValueError(f"substitution must lie in [0, 1), got {substitution}")
+    root = np.sqrt(c)
+    k = substitution * np.outer(root, root)
+    np.fill_diagonal(k, c)
+    return k

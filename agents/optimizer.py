@@ -1,0 +1,97 @@
+"""The mesa-optimizer as a Mesa agent: a thin view onto one row of the population arrays.
+
+A :class:`MesaOptimizer` has no state of its own beyond its row index, so ``model.agents``,
+``AgentSet`` queries (``select``, ``agg``, ``groupby``) and Mesa's visualization keep working while
+every step runs as vectorized kernels over :class:`agents.population.Population`.
+
+``OPTIMIZER_KINDS`` declares what each kind of mesa-optimizer perceives and can change (the
+analogue of Axelrod's strategy ``classifier``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import mesa
+import numpy as np
+
+if TYPE_CHECKING:
+    from model.model import MesaOptModel
+
+#: The kinds of mesa-optimizer (DESIGN.md §2) and their properties.
+OPTIMIZER_KINDS: dict[str, dict[str, object]] = {
+    "direct": {
+        "plans_with": "its internal world model, as of its deployment (stale after regime change)",
+        "power": "exact constrained argmax, or best of k sampled actions (log2 k bits)",
+        "adapts_to_regime_change": False,
+        "chases_noise": False,
+    },
+    "control": {
+        "plans_with": "the realized, noisy reward gradient of the current world",
+        "power": "a feedback gain",
+        "adapts_to_regime_change": True,
+        "chases_noise": True,
+    },
+}
+
+
+class MesaOptimizer(mesa.Agent):
+    """One deployed mesa-optimizer, viewed through its row of the population arrays.
+
+    Attributes:
+        index: The agent's row in the population and its network node id.
+    """
+
+    def __init__(self, model: MesaOptModel, index: int) -> None:
+        super().__init__(model)
+        self.index = index
+
+    @property
+    def node(self) -> int:
+        """Network node id (agent i sits on node i)."""
+        return self.index
+
+    @property
+    def principal(self):
+        """The agent's principal (a :class:`agents.principal.Principal`)."""
+        return self.model.principals[int(self.model.population.principal[self.index])]
+
+    @property
+    def kind(self) -> str:
+        """``"control"`` or ``"direct"``."""
+        return "control" if self.model.population.is_control[self.index] else "direct"
+
+    @property
+    def capacity(self) -> int:
+        """Capacity C_i."""
+        return int(self.model.population.capacity[self.index])
+
+    @property
+    def objective(self) -> np.ndarray:
+        """The agent's objective θ_i (a copy)."""
+        return self.model.population.theta[self.index].copy()
+
+    @property
+    def action(self) -> np.ndarray:
+        """The agent's current effort a_i (a copy)."""
+        return self.model.population.action[self.index].copy()
+
+    @property
+    def category(self) -> str:
+        """Primary category (super, trans, sub or aligned) as of the last step."""
+        return self.model.category_of(self.index)
+
+    @property
+    def neighbors(self) -> list[MesaOptimizer]:
+        """Views of the agent's network neighbours."""
+        adjacency = self.model.network.adjacency
+        row = adjacency.indices[adjacency.indptr[self.index] : adjacency.indptr[self.index + 1]]
+        return [self.model.optimizer(int(j)) for j in row]
+
+    def __getattr__(self, name: str):
+        # Metrics of the last step (proxy, value, utility, principal_loss, ...) by name, so that
+        # AgentSet.get("value") and Mesa reporters work on views.
+        last = self.__dict__.get("model") and self.model.last_agent_metrics
+        if last and name in last:
+            return float(last[name][self.index])
+        raise AttributeError(name)

@@ -1,0 +1,76 @@
+"""The population of mesa-optimizers as arrays: one row per agent, one column per channel.
+
+All per-agent state lives here so that a step is a handful of vectorized kernels over rows;
+:class:`agents.optimizer.MesaOptimizer` objects are thin views onto one row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Population:
+    """Per-agent state of every mesa-optimizer (agent i sits on network node i).
+
+    Attributes:
+        principal: Index of each agent's principal, (N,) int.
+        capacity: Capacity C_i, (N,) int.
+        is_control: True for control (feedback) optimizers, False for direct planners, (N,).
+        theta: Objective θ_i per channel (selected part + private deviation), (N, d).
+        selected: The part of θ_i that selection put there (what the principal knows), (N, d).
+        epoch: World epoch of the agent's world model (the world it was deployed into), (N,).
+        deployed_at: Step at which the agent was last (re)trained, (N,).
+        action: Current effort a_i, (N, d).
+        last_noise: Output noise realized last step (what a controller felt), (N, d).
+        last_proxy: Proxy M_i realized last step (selection retrains the worst), (N,).
+    """
+
+    principal: np.ndarray
+    capacity: np.ndarray
+    is_control: np.ndarray
+    theta: np.ndarray
+    selected: np.ndarray
+    epoch: np.ndarray
+    deployed_at: np.ndarray
+    action: np.ndarray
+    last_noise: np.ndarray
+    last_proxy: np.ndarray
+
+    @classmethod
+    def empty(cls, principal: np.ndarray, capacity: np.ndarray, is_control: np.ndarray, d: int):
+        """Allocate a population whose objectives and actions are zero until first selection.
+
+        Args:
+            principal: Principal index per agent, (N,).
+            capacity: Capacity per agent, (N,).
+            is_control: Control-optimizer flag per agent, (N,).
+            d: Number of channels.
+
+        Returns:
+            The new population.
+        """
+        n = len(principal)
+        return cls(
+            principal=principal.astype(np.int64),
+            capacity=capacity.astype(np.int64),
+            is_control=is_control.astype(bool),
+            theta=np.zeros((n, d)),
+            selected=np.zeros((n, d)),
+            epoch=np.zeros(n, dtype=np.int64),
+            deployed_at=np.zeros(n, dtype=np.int64),
+            action=np.zeros((n, d)),
+            last_noise=np.zeros((n, d)),
+            last_proxy=np.zeros(n),
+        )
+
+    @property
+    def size(self) -> int:
+        """Number of agents N."""
+        return len(self.principal)
+
+    def nbytes(self) -> int:
+        """Bytes held by the population arrays."""
+        return sum(getattr(self, f).nbytes for f in self.__dataclass_fields__)

@@ -1,0 +1,175 @@
+"""The principal (base optimizer) as a Mesa agent: its beliefs, its contract and its mechanisms.
+
+A :class:`Principal` holds what the principal knows — its capacity, its belief v̂ of the channel
+values, its model of the world (the channel parameters as of its last federated update), its
+contract — and decides with the pure kernels of :mod:`agents.kernels`, :mod:`agents.contract`
+and :mod:`agents.selection`. The population arrays it acts on belong to the model; the
+principal never reads the simulator's ground truth except through the channels it is allowed to
+observe (audits, reports, measured proxies). ``MECHANISMS`` declares what each of its mechanisms
+perceives and changes (the analogue of Axelrod's strategy ``classifier``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import mesa
+import numpy as np
+
+from agents.contract import len_optimal_beta, metric_noise_variance
+from model.channels import World
+from model.scenario import PrincipalConfig
+
+if TYPE_CHECKING:
+    from model.model import MesaOptModel
+
+#: What each mechanism of a principal perceives and what it changes.
+MECHANISMS: dict[str, dict[str, str]] = {
+    "selection": {
+        "perceives": "measured sandbox outcomes scored by the training signal (m or v̂)",
+        "changes": "the retrained agents' objectives and world models",
+    },
+    "contract": {
+        "perceives": "its own world model restricted to the channels within its capacity",
+        "changes": "beta (alpha stays as configured)",
+    },
+    "audit": {
+        "perceives": "a sampled agent's effort on the channels within its capacity",
+        "changes": "penalties; caught agents are retrained when replace = true",
+    },
+    "federated": {
+        "perceives": "agents' reports of realized value per perceived channel (some spoofed)",
+        "changes": "the value belief v̂, its world model, the contract and the training signal",
+    },
+}
+
+
+class Principal(mesa.Agent):
+    """A base optimizer that builds, pays, audits and updates its mesa-optimizers.
+
+    Attributes:
+        index: Position of the principal in the scenario (0-based).
+        name: Its name in the scenario and in the tables.
+        config: Its scenario section.
+        capacity: Which channel levels its own model contains.
+        true_values: Its true values v_j per channel (known to the simulator only).
+        value_belief: Its belief v̂_j (0 on channels it does not perceive).
+        world_model: The channel parameters it designs with (refreshed by federated updates).
+        alpha: Fixed pay of its linear contract.
+        beta: Slope of its linear contract.
+        mean_objective: Its belief ḡ of its agents' mean objective (what selection put there).
+        action_low: Smallest action per channel seen in its selections so far.
+        action_high: Largest action per channel seen in its selections so far.
+    """
+
+    def __init__(
+        self,
+        model: MesaOptModel,
+        index: int,
+        config: PrincipalConfig,
+        true_values: np.ndarray,
+        world: World,
+        intrinsic_mean: np.ndarray,
+    ) -> None:
+        super().__init__(model)
+        self.index = index
+        self.name = config.name
+        self.config = config
+        self.capacity = config.capacity
+        self.true_values = true_values.astype(float).copy()
+        self.world_model = world
+        self.value_belief = np.where(self.perceived, self.true_values, 0.0)
+        self.alpha = config.contract.alpha
+        self.beta = 0.0 if config.contract.beta == "optimal" else float(config.contract.beta)
+        self.intrinsic_mean = intrinsic_mean
+        self.mean_objective = self.prior_mean()
+        self.action_low = np.full(world.d, np.inf)
+        self.action_high = np.full(world.d, -np.inf)
+
+    @property
+    def perceived(self) -> np.ndarray:
+        """Channels within the principal's capacity under its world model, (d,) bool."""
+        return self.world_model.perceives(self.capacity)
+
+    @property
+    def signal(self) -> np.ndarray:
+        """The training signal s_j: the metric m, or the value belief v̂."""
+        if self.config.train_on == "metric":
+            return self.world_model.metric.copy()
+        return self.value_belief.copy()
+
+    @property
+    def score_weights(self) -> np.ndarray:
+        """Weights applied to measured sandbox outcomes when scoring candidates.
+
+        Training on the metric scores the proxy M = mᵀy, which is measured on every channel,
+        perceived or not; training on value scores v̂ᵀy, which is zero off perceived channels.
+        """
+        return self.signal
+
+    def prior_mean(self) -> np.ndarray:
+        """Centre of candidate objectives: imprint · signal + the agents' shared intrinsic goals."""
+        return self.config.selection.imprint * self.signal + self.intrinsic_mean
+
+    def gaming_channels(self) -> np.ndarray:
+        """Channels it would call gaming: perceived, rewarded by the metric, not valued (m > 0 ≥ v̂)."""
+        metric = self.world_model.metric
+        return self.perceived & (metric > 0) & (self.value_belief <= 0)
+
+    def design_contract(self, risk_aversion: float) -> float:
+        """Set beta by the LEN formula over the perceived channels when ``beta = "optimal"``.
+
+        Args:
+            risk_aversion: The agents' risk aversion ρ (known to the principal).
+
+        Returns:
+            The contract slope now in force.
+        """
+        if self.config.contract.beta != "optimal":
+            return self.beta
+        world = self.world_model
+        perceived = self.perceived
+        sigma2 = metric_noise_variance(world.metric, world.noise_var, perceived)
+        self.beta = float(
+            len_optimal_beta(
+                self.value_belief,
+                self.mean_objective,
+                world.metric,
+                world.cost_matrix,
+                risk_aversion,
+                sigma2,
+                perceived,
+            )
+        )
+        return self.beta
+
+    def record_selection_range(self, low: np.ndarray, high: np.ndarray) -> None:
+        """Widen the range of actions it has seen in selection (for the extremal measure)."""
+        self.action_low = np.minimum(self.action_low, low)
+        self.action_high = np.maximum(self.action_high, high)
+
+    def refit_values(self, outputs: np.ndarray, reports: np.ndarray, world: World) -> np.ndarray:
+        """Federated update: refit v̂ from agents' reports and refresh the world model.
+
+        Each perceived channel's value is the least-squares slope (through the origin) of
+        reported value on realized output; channels outside its capacity stay unknown (0).
+
+        Args:
+            outputs: Realized outputs of the reporting agents, (R, d).
+            reports: Their reported value per channel, (R, d).
+            world: The current world, which becomes its world model.
+
+        Returns:
+            The new belief v̂.
+        """
+        self.world_model = world
+        perceived = self.perceived
+        denominator = np.einsum("ij,ij->j", outputs, outputs)
+        slope = np.divide(
+            np.einsum("ij,ij->j", outputs, reports),
+            denominator,
+            out=self.value_belief.copy(),
+            where=denominator > 0,
+        )
+        self.value_belief = np.where(perceived, slope, 0.0)
+        return self.value_belief

@@ -1,0 +1,168 @@
+"""Best-of-n selection: the base optimizer's search over candidate mesa-objectives.
+
+For each agent slot to (re)fill, the principal draws ``n`` candidate objectives
+θ ~ N(prior_mean, prior_scale²·I), deploys each in a side-effect-free sandbox (true mechanics of
+the current world, the slot's own capacity, no network), watches ``eval_samples`` noisy episodes,
+scores each candidate by its training signal on the *measured* mean outcome, and keeps the best.
+log2 n is the optimization power in bits. The simulator also records what the principal never
+sees: every candidate's expected true value, which is what the regressional Goodhart measure
+(winner's curse, shrinkage) is computed from. With Gaussian objectives and Gaussian noise this is
+the classical best-of-n result: E[true of chosen] − E[true] = σ_θ²/√(σ_θ² + σ_ε²)·E[max of n N(0,1)]
+(see ``analysis.theory.regressional_selection_gain``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agents.kernels import best_response
+from model.channels import NOISE_CODES, World
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    """What a round of best-of-n selection produced, one row per filled slot.
+
+    Attributes:
+        theta: Chosen objectives, (M, d).
+        action: The chosen candidates' sandbox actions, (M, d).
+        chosen_score: Measured score of the chosen candidate (mean over episodes), (M,).
+        chosen_expected_score: Its noise-free expected score, (M,).
+        chosen_true: Its expected true value to the principal, (M,).
+        candidates_mean_true: Mean expected true value over the n candidates, (M,).
+        candidates_sd_true: Their standard deviation (ddof=0), (M,).
+        candidates_max_true: The best true value among the candidates, (M,).
+        candidates_mean_score: Mean measured score over the candidates, (M,).
+        candidates_mean_expected_score: Mean expected score over the candidates, (M,).
+        action_low: Smallest sandbox action seen per channel, (d,).
+        action_high: Largest sandbox action seen per channel, (d,).
+    """
+
+    theta: np.ndarray
+    action: np.ndarray
+    chosen_score: np.ndarray
+    chosen_expected_score: np.ndarray
+    chosen_true: np.ndarray
+    candidates_mean_true: np.ndarray
+    candidates_sd_true: np.ndarray
+    candidates_max_true: np.ndarray
+    candidates_mean_score: np.ndarray
+    candidates_mean_expected_score: np.ndarray
+    action_low: np.ndarray
+    action_high: np.ndarray
+
+
+def mean_episode_noise(world: World, rng: np.random.Generator, shape: tuple[int, ...], episodes: int):
+    """Draw the mean of ``episodes`` iid output-noise draws, per channel.
+
+    Gaussian channels draw the mean directly (scale/√episodes); other families average draws.
+
+    Args:
+        world: The world whose noise distributions apply.
+        rng: The run's generator.
+        shape: Leading shape; the result has shape ``shape + (d,)``.
+        episodes: Number of episodes averaged.
+
+    Returns:
+        Array of mean noise, ``shape + (d,)``.
+    """
+    out = np.empty((*shape, world.d))
+    for k in range(world.d):
+        scale = world.noise_scale[k]
+        code = world.noise_dist[k]
+        if code == NOISE_CODES["normal"]:
+            out[..., k] = rng.standard_normal(shape) * (scale / np.sqrt(episodes))
+        else:
+            draws_shape = (*shape, episodes)
+            if code == NOISE_CODES["laplace"]:
+                draws = rng.laplace(0.0, 1.0, draws_shape)
+            else:
+                draws = rng.standard_t(world.noise_df[k], draws_shape)
+            out[..., k] = draws.mean(axis=-1) * scale
+    return out
+
+
+def select_best_of_n(
+    *,
+    world: World,
+    capacity: np.ndarray,
+    prior_mean: np.ndarray,
+    prior_scale: float,
+    n: int,
+    eval_samples: int,
+    beta: float,
+    score_weights: np.ndarray,
+    true_values: np.ndarray,
+    rng: np.random.Generator,
+    chunk: int = 8192,
+) -> SelectionResult:
+    """Fill ``len(capacity)`` agent slots by best-of-n selection in the sandbox.
+
+    Args:
+        world: Current true mechanics (the sandbox runs the real world).
+        capacity: Capacity of each slot's mesa-optimizer, (M,).
+        prior_mean: Centre of the candidate objectives, (d,).
+        prior_scale: Standard deviation of candidate objectives per channel.
+        n: Number of candidates per slot (log2 n bits of selection).
+        eval_samples: Noisy sandbox episodes per candidate.
+        beta: Contract slope the candidates are paid under in the sandbox.
+        score_weights: The training signal applied to the measured mean outcome, (d,):
+            the metric m when training on the metric, the value belief v̂ otherwise.
+        true_values: The principal's true values, (d,), for the recorded true value.
+        rng: The run's generator (every draw comes from it).
+        chunk: Slots processed at once (bounds memory to chunk·n·d floats).
+
+    Returns:
+        The chosen objectives, their sandbox actions and the selection statistics.
+    """
+    m_slots = len(capacity)
+    d = world.d
+    fields = {
+        name: np.empty(m_slots)
+        for name in (
+            "chosen_score",
+            "chosen_expected_score",
+            "chosen_true",
+            "candidates_mean_true",
+            "candidates_sd_true",
+            "candidates_max_true",
+            "candidates_mean_score",
+            "candidates_mean_expected_score",
+        )
+    }
+    theta_out = np.empty((m_slots, d))
+    action_out = np.empty((m_slots, d))
+    low = np.full(d, np.inf)
+    high = np.full(d, -np.inf)
+    pay_push = beta * world.metric
+    for start in range(0, m_slots, chunk):
+        stop = min(start + chunk, m_slots)
+        size = stop - start
+        theta = prior_mean + prior_scale * rng.standard_normal((size, n, d))
+        perceive = np.repeat(world.perceives(capacity[start:stop]), n, axis=0)
+        action = best_response(
+            (theta + pay_push).reshape(size * n, d), world.cost_matrix, perceive
+        ).reshape(size, n, d)
+        outcome = action + mean_episode_noise(world, rng, (size, n), eval_samples)
+        score = outcome @ score_weights
+        expected_score = action @ score_weights
+        true = action @ true_values
+        best = np.argmax(score, axis=1)
+        rows = np.arange(size)
+        theta_out[start:stop] = theta[rows, best]
+        action_out[start:stop] = action[rows, best]
+        fields["chosen_score"][start:stop] = score[rows, best]
+        fields["chosen_expected_score"][start:stop] = expected_score[rows, best]
+        fields["chosen_true"][start:stop] = true[rows, best]
+        fields["candidates_mean_true"][start:stop] = true.mean(axis=1)
+        fields["candidates_sd_true"][start:stop] = true.std(axis=1)
+        fields["candidates_max_true"][start:stop] = true.max(axis=1)
+        fields["candidates_mean_score"][start:stop] = score.mean(axis=1)
+        fields["candidates_mean_expected_score"][start:stop] = expected_score.mean(axis=1)
+        low = np.minimum(low, action.min(axis=(0, 1)))
+        high = np.maximum(high, action.max(axis=(0, 1)))
+    return SelectionResult(
+        theta=theta_out, action=action_out, action_low=low, action_high=high, **fields
+    )

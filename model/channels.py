@@ -1,0 +1,165 @@
+"""Channels: the effort dimensions of the world, as arrays, and their regime changes.
+
+A :class:`World` is one immutable snapshot of every channel's parameters (value, metric, cost,
+noise, externality, peer effect, capacity level) plus the effort-cost matrix K. A regime change
+produces a new ``World``; agents keep a reference to the snapshot they were deployed with (their
+world model), which is how stale world models arise (DESIGN.md §2, "Regime change").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from agents.contract import noise_variance
+from agents.kernels import substitution_cost_matrix
+from model.scenario import ChannelConfig, NoiseConfig, Scenario
+
+NOISE_CODES = {"normal": 0, "laplace": 1, "student_t": 2}
+
+
+@dataclass(frozen=True)
+class World:
+    """Channel parameters at one time (one regime epoch).
+
+    Attributes:
+        epoch: 0 for the initial world, +1 at every regime change.
+        names: Channel names, in scenario order.
+        value: True value per unit output, (d,) (the channels' defaults, before principal
+            overrides).
+        metric: Weight of each channel in the proxy M, (d,).
+        costs: Diagonal of K, (d,).
+        cost_matrix: The effort-cost matrix K, (d, d).
+        noise_dist: Noise family code per channel (see ``NOISE_CODES``), (d,).
+        noise_scale: Noise scale per channel, (d,).
+        noise_df: Student-t degrees of freedom per channel, (d,).
+        externality: Payoff to each neighbour per unit of effort, (d,).
+        peer: Peer-effect complementarity delta, (d,).
+        level: Capacity needed to perceive the channel, (d,).
+        substitution: Effort substitution used to build K.
+    """
+
+    epoch: int
+    names: tuple[str, ...]
+    value: np.ndarray
+    metric: np.ndarray
+    costs: np.ndarray
+    cost_matrix: np.ndarray
+    noise_dist: np.ndarray
+    noise_scale: np.ndarray
+    noise_df: np.ndarray
+    externality: np.ndarray
+    peer: np.ndarray
+    level: np.ndarray
+    substitution: float
+
+    @property
+    def d(self) -> int:
+        """Number of channels."""
+        return len(self.names)
+
+    @property
+    def noise_var(self) -> np.ndarray:
+        """Variance of each channel's output noise (inf for Student-t with df <= 2)."""
+        inverse = {code: name for name, code in NOISE_CODES.items()}
+        return np.array(
+            [
+                noise_variance(inverse[int(c)], float(s), float(df))
+                for c, s, df in zip(self.noise_dist, self.noise_scale, self.noise_df, strict=True)
+            ]
+        )
+
+    def perceives(self, capacity: np.ndarray | int) -> np.ndarray:
+        """Return which channels a mind of the given capacity perceives (level <= capacity).
+
+        Args:
+            capacity: Scalar or (N,) capacities.
+
+        Returns:
+            (d,) bool for a scalar, (N, d) bool for an array.
+        """
+        cap = np.asarray(capacity)
+        return cap[..., None] >= self.level if cap.ndim else self.level <= cap
+
+    def sample_noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw realized output noise for ``n`` agents, (n, d), channel by channel."""
+        out = np.empty((n, self.d))
+        for k in range(self.d):
+            scale = self.noise_scale[k]
+            code = self.noise_dist[k]
+            if code == NOISE_CODES["normal"]:
+                out[:, k] = rng.standard_normal(n)
+            elif code == NOISE_CODES["laplace"]:
+                out[:, k] = rng.laplace(0.0, 1.0, n)
+            else:
+                out[:, k] = rng.standard_t(self.noise_df[k], n)
+            out[:, k] *= scale
+        return out
+
+    def changed(self, channel: int, fields: dict[str, Any]) -> World:
+        """Return the next epoch's world with ``fields`` of one channel replaced.
+
+        Args:
+            channel: Index of the channel.
+            fields: New values of channel fields (validated by the scenario schema).
+
+        Returns:
+            A new World with ``epoch + 1``.
+        """
+        arrays = {
+            name: getattr(self, name).copy()
+            for name in (
+                "value",
+                "metric",
+                "costs",
+                "noise_dist",
+                "noise_scale",
+                "noise_df",
+                "externality",
+                "peer",
+                "level",
+            )
+        }
+        for field, new in fields.items():
+            if field == "noise":
+                noise = NoiseConfig.model_validate(new)
+                arrays["noise_dist"][channel] = NOISE_CODES[noise.dist]
+                arrays["noise_scale"][channel] = noise.scale
+                arrays["noise_df"][channel] = noise.df
+            elif field == "cost":
+                arrays["costs"][channel] = float(new)
+            else:
+                arrays[field][channel] = new
+        cost_matrix = substitution_cost_matrix(arrays["costs"], self.substitution)
+        return replace(self, epoch=self.epoch + 1, cost_matrix=cost_matrix, **arrays)
+
+
+def world_from_scenario(scenario: Scenario) -> World:
+    """Build the initial world (epoch 0) from the scenario's channels.
+
+    Args:
+        scenario: A validated scenario.
+
+    Returns:
+        The epoch-0 World.
+    """
+    channels: list[ChannelConfig] = scenario.channels
+    costs = np.array([c.cost for c in channels], dtype=float)
+    substitution = scenario.agents.effort_substitution
+    return World(
+        epoch=0,
+        names=tuple(c.name for c in channels),
+        value=np.array([c.value for c in channels], dtype=float),
+        metric=np.array([c.metric for c in channels], dtype=float),
+        costs=costs,
+        cost_matrix=substitution_cost_matrix(costs, substitution),
+        noise_dist=np.array([NOISE_CODES[c.noise.dist] for c in channels]),
+        noise_scale=np.array([c.noise.scale for c in channels], dtype=float),
+        noise_df=np.array([c.noise.df for c in channels], dtype=float),
+        externality=np.array([c.externality for c in channels], dtype=float),
+        peer=np.array([c.peer for c in channels], dtype=float),
+        level=np.array([c.level for c in channels], dtype=np.int64),
+        substitution=substitution,
+    )

@@ -1,0 +1,32 @@
+"""Errors raised on bad user input (scenario files, overrides, edge lists).
+
+Every error names the offending key (dotted path, e.g. ``network.k``) and, when known, the file
+it came from, so that the command line can print it as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+
+class ScenarioError(ValueError):
+    """A scenario value, override or referenced file is invalid.
+
+    Args:
+        key: Dotted path of the offending key (``principals.0.contract.beta``).
+        message: What is wrong, in a few words.
+        source: The file the value came from, if any.
+    """
+
+    def __init__(self, key: str, message: str, source: str | None = None) -> None:
+        self.key = key
+        self.message = message
+        self.source = source
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        """Return the error as a single line: ``file: key: message``."""
+        where = f"{self.source}: " if self.source else ""
+        return f"{where}{self.key}: {self.message}".replace("\n", " ")
+
+    def with_source(self, source: str) -> ScenarioError:
+        """Return a copy of this error attributed to ``source`` (if it had none)."""
+        return ScenarioError(self.key, self.message, self.source or source)

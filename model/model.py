@@ -1,0 +1,623 @@
+"""The mesaopt model: principals build mesa-optimizers on a network, and every failure is measured.
+
+:class:`MesaOptModel` is a ``mesa.Model``. Population state lives in NumPy arrays
+(:class:`agents.population.Population`), the network in a SciPy CSR matrix, and one step is a
+fixed sequence of vectorized kernels. Principals are Mesa agents; mesa-optimizers are Mesa agents
+too, as thin views onto their rows (created for populations up to ``VIEW_LIMIT`` agents, lazily
+above it).
+
+Step order (one call of ``model.step()``; ``t`` is the step number, 1-based):
+
+1. **Regime changes** scheduled at ``t`` replace channel fields; the world's epoch advances.
+   Deployed agents keep their world model; principals keep theirs until a federated update.
+2. **Selection**: each principal whose ``selection.every`` divides ``t`` retrains the worst
+   ``fraction`` of its agents by last step's proxy (best-of-n in the sandbox), then redesigns its
+   contract if ``beta = "optimal"``.
+3. **Action**: every agent chooses its effort simultaneously, given its neighbours' efforts of the
+   previous step: direct optimizers plan with their own (possibly stale) world model (exact best
+   response or best of k); control optimizers take a gain step along the realized, noisy reward
+   gradient of the current world.
+4. **Outcomes**: realized output y = a + ε; proxy M = mᵀy; true value V = v_jᵀy; pay
+   w = α_j + β_j·M; utilities, externalities and peer payoffs.
+5. **Audits**: sampled agents caught gaming pay the penalty (a transfer to their principal).
+6. **Measurement**: every metric of DESIGN.md §3 is computed (see :mod:`model.metrics`) and handed
+   to the recorder: a ``steps`` row per principal plus ``all``, and an agent snapshot every
+   ``run.agent_every`` steps.
+7. **Replacement**: caught agents are retrained at once when ``audit.replace`` is true.
+8. **Federated updates**: each principal whose ``federated.every`` divides ``t`` refits its value
+   belief from its agents' reports (a ``misreport`` share of them spoof it with their own
+   objective), refreshes its world model and redesigns its contract.
+
+Initialisation (step 0) builds the network from the run's generator, assigns agents to
+principals by share, designs each contract on the principal's prior, fills every agent slot by
+best-of-n selection and redesigns the contracts on the agents actually selected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mesa
+import numpy as np
+
+from agents.kernels import best_of_k, best_response, control_update, reward_gradient
+from agents.optimizer import MesaOptimizer
+from agents.population import Population
+from agents.principal import Principal
+from agents.selection import select_best_of_n
+from model.channels import World, world_from_scenario
+from model.errors import ScenarioError
+from model.metrics import CATEGORIES, StepOutcome, aggregate_steps, categorize
+from model.network import Network, build_network, spectral_radius
+from model.scenario import Scenario, apply_override, load_raw, validate
+
+#: Populations up to this size get a Mesa Agent view per agent at construction; above it views
+#: are created on demand by :meth:`MesaOptModel.optimizer`.
+VIEW_LIMIT = 20_000
+
+#: Agent snapshots are on by default up to this many agents (``run.agent_snapshots = "auto"``).
+SNAPSHOT_LIMIT = 10_000
+
+
+class MesaOptModel(mesa.Model):
+    """Principals, their mesa-optimizers and the network they share.
+
+    Args:
+        scenario: A validated scenario; None loads the embedded default.
+        rng: Seed or generator; None uses ``scenario.run.seed``.
+        base_dir: Folder that relative paths in the scenario (edge lists) resolve against.
+        recorder: Called with ``(table, rows)`` for every row batch the model produces
+            (``steps``, ``agents``, ``selections``, ``events``); None keeps only the last step.
+        **overrides: ``dotted__key=value`` keyword overrides of the scenario (``__`` for ``.``),
+            so that the model can be built from keyword parameters (e.g. by ``mesa.batch_run``).
+
+    Attributes:
+        config: The resolved scenario (``scenario`` is Mesa's own Scenario object).
+        world: The current channel parameters.
+        worlds: Every world epoch so far (agents' world models index into it).
+        network: The agents' network (CSR adjacency).
+        population: Per-agent state arrays.
+        principals: The principals, in scenario order.
+        last_steps: The ``steps`` rows of the last step.
+        last_agent_metrics: Per-agent metric arrays of the last step.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario | None = None,
+        *,
+        rng: int | np.random.Generator | None = None,
+        base_dir: Path | None = None,
+        recorder: Callable[[str, list[dict[str, Any]] | dict[str, np.ndarray]], None] | None = None,
+        **overrides: Any,
+    ) -> None:
+        if scenario is None or overrides:
+            data = scenario.model_dump(mode="json") if scenario is not None else load_raw(None)[0]
+            for key, value in overrides.items():
+                apply_override(data, key.replace("__", "."), value)
+            scenario = validate(data, "<keyword parameters>" if overrides else "<default scenario>")
+        super().__init__(rng=scenario.run.seed if rng is None else rng)
+        self.config = scenario
+        self._record = recorder or (lambda table, rows: None)
+        self._selection_stats: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.world: World = world_from_scenario(scenario)
+        self.worlds: list[World] = [self.world]
+        self.d = self.world.d
+        n_agents = scenario.network.n_agents
+        n_principals = len(scenario.principals)
+
+        counts = _counts_by_share([p.share for p in scenario.principals], n_agents)
+        self.network: Network = build_network(
+            scenario.network, self.rng, block_sizes=counts, base_dir=base_dir
+        )
+        self._check_peer_stability()
+        self.adjacency = self.network.adjacency
+        self.in_weight = np.asarray(self.adjacency.sum(axis=0)).ravel()
+
+        principal_of = self._assign_principals(counts)
+        capacity = self._draw_capacity(n_agents)
+        is_control = self._draw_optimizer_kind(n_agents)
+        self.population = Population.empty(principal_of, capacity, is_control, self.d)
+
+        intrinsic = np.zeros(self.d)
+        for name, mean in scenario.agents.goals.mean.items():
+            intrinsic[scenario.channel_index(name)] = mean
+        self.principals: list[Principal] = []
+        for j, config in enumerate(scenario.principals):
+            values = self.world.value.copy()
+            for name, value in config.values.items():
+                values[scenario.channel_index(name)] = value
+            self.principals.append(Principal(self, j, config, values, self.world, intrinsic))
+        self.members = [np.flatnonzero(principal_of == j) for j in range(n_principals)]
+
+        self._regimes: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        for regime in scenario.regimes:
+            self._regimes.setdefault(regime.at, []).append(
+                (scenario.channel_index(regime.channel), dict(regime.set))
+            )
+
+        self._views: dict[int, MesaOptimizer] = {}
+        if n_agents <= VIEW_LIMIT:
+            for i in range(n_agents):
+                self._views[i] = MesaOptimizer(self, i)
+
+        self.snapshots_on = scenario.run.agent_every > 0 and (
+            scenario.run.agent_snapshots == "on"
+            or (scenario.run.agent_snapshots == "auto" and n_agents <= SNAPSHOT_LIMIT)
+        )
+        self.last_steps: list[dict[str, Any]] = []
+        self.last_agent_metrics: dict[str, np.ndarray] = {}
+        self._primary = np.full(n_agents, "aligned", dtype=object)
+
+        risk = scenario.agents.risk_aversion
+        for principal in self.principals:
+            principal.design_contract(risk)
+        for j, principal in enumerate(self.principals):
+            self._retrain(principal, self.members[j], reason="initial", step=0)
+            self._redesign(principal)
+
+    # ------------------------------------------------------------------ construction helpers
+
+    def _check_peer_stability(self) -> None:
+        peer = self.world.peer
+        if peer.max(initial=0.0) <= 0:
+            return
+        degrees = np.asarray(abs(self.network.adjacency).sum(axis=1)).ravel()
+        bound = degrees.max(initial=0.0)
+        k = int(np.argmax(peer))
+        if peer[k] * bound < 1:
+            return
+        radius = spectral_radius(self.network.adjacency)
+        if peer[k] * radius >= 1:
+            raise ScenarioError(
+                f"channels.{k}.peer",
+                f"peer effect {peer[k]:g} times the network's spectral radius {radius:.3g} is "
+                "≥ 1: best responses diverge (lower peer or set network.normalize = true)",
+            )
+
+    def _assign_principals(self, counts: list[int]) -> np.ndarray:
+        labels = np.repeat(np.arange(len(counts)), counts)
+        if self.network.blocks is not None and self.config.network.blocks is None:
+            return labels  # SBM blocks are the principals' groups, in node order
+        return self.rng.permutation(labels)
+
+    def _draw_capacity(self, n: int) -> np.ndarray:
+        spec = self.config.agents.capacity
+        if isinstance(spec, int):
+            return np.full(n, spec, dtype=np.int64)
+        weights = np.ones(len(spec.values)) if spec.weights is None else np.array(spec.weights)
+        return self.rng.choice(np.array(spec.values), size=n, p=weights / weights.sum())
+
+    def _draw_optimizer_kind(self, n: int) -> np.ndarray:
+        agents = self.config.agents
+        if agents.optimizer == "direct":
+            return np.zeros(n, dtype=bool)
+        if agents.optimizer == "control":
+            return np.ones(n, dtype=bool)
+        return self.rng.random(n) < agents.control_share
+
+    # ------------------------------------------------------------------------ Mesa views
+
+    def optimizer(self, index: int) -> MesaOptimizer:
+        """Return the Mesa view of agent ``index`` (created on first use above ``VIEW_LIMIT``)."""
+        if not 0 <= index < self.population.size:
+            raise IndexError(f"no agent {index}")
+        view = self._views.get(index)
+        if view is None:
+            view = self._views[index] = MesaOptimizer(self, index)
+        return view
+
+    def category_of(self, index: int) -> str:
+        """Primary category of agent ``index`` as of the last step."""
+        return str(self._primary[index])
+
+    # ------------------------------------------------------------------------ mechanisms
+
+    def _retrain(self, principal: Principal, slots: np.ndarray, *, reason: str, step: int) -> None:
+        """Fill ``slots`` with newly selected mesa-optimizers and record one row per slot."""
+        if len(slots) == 0:
+            return
+        pop = self.population
+        config = principal.config.selection
+        result = select_best_of_n(
+            world=self.world,
+            capacity=pop.capacity[slots],
+            prior_mean=principal.prior_mean(),
+            prior_scale=config.prior_scale,
+            n=config.n,
+            eval_samples=config.eval_samples,
+            beta=principal.beta,
+            score_weights=principal.score_weights,
+            true_values=principal.true_values,
+            rng=self.rng,
+        )
+        private = self.config.agents.goals.scale * self.rng.standard_normal(result.theta.shape)
+        pop.selected[slots] = result.theta
+        pop.theta[slots] = result.theta + private
+        pop.action[slots] = result.action
+        pop.epoch[slots] = self.world.epoch
+        pop.deployed_at[slots] = step
+        principal.record_selection_range(result.action_low, result.action_high)
+        self._record(
+            "selections",
+            {
+                "step": np.full(len(slots), step, dtype=np.int64),
+                "principal": np.full(len(slots), principal.name, dtype=object),
+                "agent_id": slots.astype(np.int64),
+                "reason": np.full(len(slots), reason, dtype=object),
+                "n": np.full(len(slots), config.n, dtype=np.int64),
+                "eval_samples": np.full(len(slots), config.eval_samples, dtype=np.int64),
+                "beta": np.full(len(slots), principal.beta),
+                "chosen_proxy": result.chosen_score,
+                "chosen_expected_proxy": result.chosen_expected_score,
+                "winners_curse": result.chosen_score - result.chosen_expected_score,
+                "chosen_true": result.chosen_true,
+                "candidates_mean_true": result.candidates_mean_true,
+                "candidates_sd_true": result.candidates_sd_true,
+                "candidates_max_true": result.candidates_max_true,
+                "candidates_mean_proxy": result.candidates_mean_score,
+                "candidates_mean_expected_proxy": result.candidates_mean_expected_score,
+            },
+        )
+        self._selection_stats.append(
+            (
+                principal.index,
+                result.chosen_score - result.chosen_expected_score,
+                result.chosen_expected_score - result.candidates_mean_expected_score,
+                result.chosen_score - result.candidates_mean_score,
+            )
+        )
+
+    def _redesign(self, principal: Principal) -> None:
+        """Update the principal's belief of its agents' mean objective and its contract."""
+        members = self.members[principal.index]
+        if len(members):
+            principal.mean_objective = self.population.selected[members].mean(axis=0)
+        old = principal.beta
+        new = principal.design_contract(self.config.agents.risk_aversion)
+        if new != old:
+            self._event("contract", principal=principal.name, field="beta", old=old, new=new)
+
+    def _event(self, kind: str, **fields: Any) -> None:
+        row = {
+            "step": int(self.time),
+            "kind": kind,
+            "principal": "",
+            "agent_id": -1,
+            "channel": "",
+            "field": "",
+            "old": np.nan,
+            "new": np.nan,
+            "detail": "",
+        }
+        row.update(fields)
+        self._record("events", [row])
+
+    def _apply_regimes(self, step: int) -> None:
+        for channel, fields in self._regimes.get(step, []):
+            before = self.world
+            self.world = self.world.changed(channel, fields)
+            self.worlds.append(self.world)
+            name = self.world.names[channel]
+            for field, new in fields.items():
+                if field == "value":
+                    for principal in self.principals:
+                        principal.true_values[channel] = float(new)
+                old = getattr(before, "costs" if field == "cost" else field, None)
+                numeric = field != "noise"
+                self._event(
+                    "regime",
+                    channel=name,
+                    field=field,
+                    old=float(old[channel]) if numeric else np.nan,
+                    new=float(new) if numeric else np.nan,
+                    detail="" if numeric else str(new),
+                )
+
+    def _federated_update(self, principal: Principal, outputs: np.ndarray) -> None:
+        config = principal.config.federated
+        members = self.members[principal.index]
+        if len(members) == 0:
+            return
+        y = outputs[members]
+        reports = y * principal.true_values + config.report_noise * self.rng.standard_normal(
+            y.shape
+        )
+        spoofers = self.rng.random(len(members)) < config.misreport
+        reports[spoofers] = (y * self.population.theta[members])[spoofers]
+        old = principal.value_belief.copy()
+        new = principal.refit_values(y, reports, self.world)
+        for k in np.flatnonzero(principal.perceived):
+            self._event(
+                "federated",
+                principal=principal.name,
+                channel=self.world.names[k],
+                field="value_belief",
+                old=float(old[k]),
+                new=float(new[k]),
+                detail=f"{int(spoofers.sum())} of {len(members)} reports spoofed",
+            )
+        self._redesign(principal)
+
+    # ------------------------------------------------------------------------------ step
+
+    def _choose_actions(self, beta_of: np.ndarray, neighbour_effort: np.ndarray) -> np.ndarray:
+        """Step 3: every agent's new effort, given neighbours' previous efforts."""
+        pop = self.population
+        agents = self.config.agents
+        action = np.empty_like(pop.action)
+        direct = ~pop.is_control
+        for epoch in np.unique(pop.epoch[direct]):
+            rows = np.flatnonzero(direct & (pop.epoch == epoch))
+            model = self.worlds[int(epoch)]
+            reward = (
+                pop.theta[rows]
+                + beta_of[rows, None] * model.metric
+                + model.peer * neighbour_effort[rows]
+            )
+            perceive = model.perceives(pop.capacity[rows])
+            if agents.power == "exact":
+                action[rows] = best_response(reward, model.cost_matrix, perceive)
+            else:
+                action[rows] = best_of_k(
+                    reward, model.cost_matrix, perceive, agents.power, agents.model_noise, self.rng
+                )
+        control = np.flatnonzero(pop.is_control)
+        if len(control):
+            world = self.world
+            reward = (
+                pop.theta[control]
+                + beta_of[control, None] * world.metric
+                + world.peer * neighbour_effort[control]
+            )
+            felt = reward_gradient(reward, world.cost_matrix, pop.action[control])
+            felt += pop.last_noise[control]
+            action[control] = control_update(
+                pop.action[control], felt, agents.gain, world.perceives(pop.capacity[control])
+            )
+        return action
+
+    def step(self) -> None:
+        """Advance the model by one step (see the module docstring for the order)."""
+        t = int(self.time)
+        pop = self.population
+        self._selection_stats = []
+        self._apply_regimes(t)
+
+        for j, principal in enumerate(self.principals):
+            config = principal.config.selection
+            if config.every and t % config.every == 0 and config.fraction > 0:
+                members = self.members[j]
+                count = int(round(config.fraction * len(members)))
+                if count:
+                    worst = members[np.argsort(pop.last_proxy[members], kind="stable")[:count]]
+                    self._retrain(principal, np.sort(worst), reason="scheduled", step=t)
+                    self._redesign(principal)
+
+        beta_of = np.array([p.beta for p in self.principals])[pop.principal]
+        alpha_of = np.array([p.alpha for p in self.principals])[pop.principal]
+        values_of = np.stack([p.true_values for p in self.principals])[pop.principal]
+        neighbour_effort = self.adjacency @ pop.action
+        action = self._choose_actions(beta_of, neighbour_effort)
+        noise = self.world.sample_noise(self.rng, pop.size)
+        outcome = self._outcomes(action, noise, beta_of, alpha_of, values_of, neighbour_effort)
+        caught = self._audit(outcome, action)
+
+        pop.action = action
+        pop.last_noise = noise
+        pop.last_proxy = outcome.proxy
+        self._measure(t, outcome, action, values_of, beta_of, neighbour_effort)
+
+        for j, principal in enumerate(self.principals):
+            if principal.config.audit.replace:
+                slots = self.members[j][caught[self.members[j]]]
+                self._retrain(principal, slots, reason="audit", step=t)
+        for principal in self.principals:
+            every = principal.config.federated.every
+            if every and t % every == 0:
+                self._federated_update(principal, action + noise)
+
+    def _outcomes(
+        self,
+        action: np.ndarray,
+        noise: np.ndarray,
+        beta_of: np.ndarray,
+        alpha_of: np.ndarray,
+        values_of: np.ndarray,
+        neighbour_effort: np.ndarray,
+    ) -> StepOutcome:
+        """Step 4: realized output, proxy, value, pay and every payoff term."""
+        world = self.world
+        pop = self.population
+        output = action + noise
+        proxy = output @ world.metric
+        effort_cost = 0.5 * np.einsum("ij,jk,ik->i", action, world.cost_matrix, action)
+        sigma_m2 = float(np.sum(world.metric**2 * world.noise_var))
+        risk = 0.5 * self.config.agents.risk_aversion * beta_of**2 * sigma_m2
+        harm = action @ world.externality
+        return StepOutcome(
+            output=output,
+            proxy=proxy,
+            value=np.einsum("ij,ij->i", output, values_of),
+            pay=alpha_of + beta_of * proxy,
+            intrinsic=np.einsum("ij,ij->i", pop.theta, action),
+            effort_cost=effort_cost,
+            risk_premium=risk,
+            peer_payoff=np.einsum("ij,ij->i", action * world.peer, neighbour_effort),
+            externality_given=harm * self.in_weight,
+            externality_received=self.adjacency @ harm,
+            penalty=np.zeros(pop.size),
+        )
+
+    def _audit(self, outcome: StepOutcome, action: np.ndarray) -> np.ndarray:
+        """Step 5: sample audits; caught gamers pay their principal's penalty."""
+        pop = self.population
+        rates = np.array([p.config.audit.rate for p in self.principals])
+        if not rates.any():
+            return np.zeros(pop.size, dtype=bool)
+        audited = self.rng.random(pop.size) < rates[pop.principal]
+        gaming = np.stack([p.gaming_channels() for p in self.principals])[pop.principal]
+        tolerance = np.array([p.config.audit.tolerance for p in self.principals])
+        caught = audited & ((action * gaming).sum(axis=1) > tolerance[pop.principal])
+        penalties = np.array([p.config.audit.penalty for p in self.principals])
+        outcome.penalty = np.where(caught, penalties[pop.principal], 0.0)
+        for j, principal in enumerate(self.principals):
+            count = int(caught[self.members[j]].sum())
+            if count:
+                self._event(
+                    "audit",
+                    principal=principal.name,
+                    detail=f"{count} of {int(audited[self.members[j]].sum())} audited caught",
+                    new=float(count),
+                )
+        return caught
+
+    def _measure(
+        self,
+        t: int,
+        outcome: StepOutcome,
+        action: np.ndarray,
+        values_of: np.ndarray,
+        beta_of: np.ndarray,
+        neighbour_effort: np.ndarray,
+    ) -> None:
+        """Step 6: losses, categories and Goodhart measures; rows to the recorder."""
+        world = self.world
+        pop = self.population
+        full = np.ones_like(action, dtype=bool)
+        cost = world.cost_matrix
+
+        # Principal loss: surplus (value net of effort cost) of an aligned benchmark agent —
+        # objective = the principal's true values, full capacity, exact, current world — minus
+        # the realized surplus. The benchmark maximizes that surplus, so the loss is ≥ 0 in
+        # expectation.
+        benchmark = np.empty(len(self.principals))
+        for j, principal in enumerate(self.principals):
+            best = best_response(principal.true_values[None, :], cost, full[:1])[0]
+            benchmark[j] = principal.true_values @ best - 0.5 * best @ cost @ best
+        principal_loss = benchmark[pop.principal] - (outcome.value - outcome.effort_cost)
+
+        # Mesa loss: the agent's own decision payoff at the true optimum of its own objective
+        # (current world, every channel, neighbours as they are) minus what it realized.
+        reward = pop.theta + beta_of[:, None] * world.metric + world.peer * neighbour_effort
+        optimum = best_response(reward, cost, full)
+        own_best = np.einsum("ij,ij->i", reward, optimum) - 0.5 * np.einsum(
+            "ij,jk,ik->i", optimum, cost, optimum
+        )
+        own_realized = (
+            np.einsum("ij,ij->i", reward, action)
+            - outcome.effort_cost
+            + beta_of * (outcome.proxy - action @ world.metric)
+        )
+        mesa_loss = own_best - own_realized
+
+        # Causal Goodhart: value lost because direct agents plan with a stale world model.
+        stale = (~pop.is_control) & (pop.epoch != world.epoch)
+        causal = np.zeros(pop.size)
+        if stale.any():
+            rows = np.flatnonzero(stale)
+            refreshed = best_response(reward[rows], cost, world.perceives(pop.capacity[rows]))
+            causal[rows] = np.einsum("ij,ij->i", refreshed - action[rows], values_of[rows])
+
+        # Adversarial Goodhart: value destroyed on channels the metric rewards and the principal
+        # punishes, and on harmful channels beyond the principal's capacity.
+        beyond = np.stack([~p.world_model.perceives(p.capacity) for p in self.principals])
+        hostile = (values_of < 0) & ((world.metric > 0) | beyond[pop.principal])
+        adversarial = np.einsum("ij,ij->i", -values_of * hostile, action)
+
+        # Extremal Goodhart: acting outside the range of actions seen in selection.
+        low = np.stack([p.action_low for p in self.principals])[pop.principal]
+        high = np.stack([p.action_high for p in self.principals])[pop.principal]
+        span = np.maximum(high - low, 0.0)
+        slack = 1e-9 + 1e-6 * span
+        outside = ((action < low - slack) | (action > high + slack)).any(axis=1)
+
+        flags, primary = categorize(
+            pop.capacity,
+            np.array([p.capacity for p in self.principals])[pop.principal],
+            pop.theta,
+            values_of,
+            self.config.metrics.trans_cosine,
+        )
+        self._primary = np.asarray(CATEGORIES, dtype=object)[primary]
+        per_agent = {
+            "proxy": outcome.proxy,
+            "value": outcome.value,
+            "pay": outcome.pay,
+            "profit": outcome.profit,
+            "utility": outcome.utility,
+            "private_payoff": outcome.private_payoff,
+            "externality_given": outcome.externality_given,
+            "externality_received": outcome.externality_received,
+            "penalty": outcome.penalty,
+            "principal_loss": principal_loss,
+            "mesa_loss": mesa_loss,
+            "goodhart_causal": causal,
+            "goodhart_adversarial": adversarial,
+        }
+        self.last_agent_metrics = per_agent
+        rows = aggregate_steps(
+            step=t,
+            per_agent=per_agent,
+            principal_of=pop.principal,
+            principals=self.principals,
+            flags=flags,
+            primary=primary,
+            action=action,
+            channel_names=world.names,
+            outside=outside,
+            stale=stale,
+            caught=outcome.penalty > 0,
+            selection_stats=self._selection_stats,
+            top_quantile=self.config.metrics.top_quantile,
+        )
+        self.last_steps = rows
+        self._record("steps", rows)
+        if self.snapshots_on and t % self.config.run.agent_every == 0:
+            snapshot: dict[str, np.ndarray] = {
+                "step": np.full(pop.size, t, dtype=np.int64),
+                "agent_id": np.arange(pop.size, dtype=np.int64),
+                "node": np.arange(pop.size, dtype=np.int64),
+                "principal": np.array([p.name for p in self.principals], dtype=object)[
+                    pop.principal
+                ],
+                "optimizer": np.where(pop.is_control, "control", "direct").astype(object),
+                "capacity": pop.capacity.copy(),
+                "category": self._primary.copy(),
+            }
+            for name, column in zip(CATEGORIES, flags.T, strict=True):
+                snapshot[f"is_{name}"] = column.copy()
+            snapshot["deployed_at"] = pop.deployed_at.copy()
+            snapshot["stale"] = stale.copy()
+            snapshot["outside_selection_range"] = outside
+            for k, name in enumerate(world.names):
+                snapshot[f"effort_{name}"] = action[:, k].copy()
+            for k, name in enumerate(world.names):
+                snapshot[f"objective_{name}"] = pop.theta[:, k].copy()
+            snapshot.update({key: value.copy() for key, value in per_agent.items()})
+            self._record("agents", snapshot)
+
+    def run(self, steps: int | None = None, progress: Callable[[int], None] | None = None) -> None:
+        """Run ``steps`` steps (default ``scenario.run.steps``).
+
+        Args:
+            steps: Number of steps to run.
+            progress: Called with the step number after each step.
+        """
+        for _ in range(self.config.run.steps if steps is None else steps):
+            self.step()
+            if progress is not None:
+                progress(int(self.time))
+
+
+def _counts_by_share(shares: list[float], total: int) -> list[int]:
+    """Split ``total`` agents by ``shares`` with the largest-remainder method (every share ≥ 1)."""
+    weights = np.asarray(shares, dtype=float) / sum(shares)
+    exact = weights * total
+    counts = np.floor(exact).astype(int)
+    remainder = total - counts.sum()
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[:remainder]] += 1
+    return [int(c) for c in counts]

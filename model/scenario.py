@@ -1,0 +1,506 @@
+"""Scenario schema: the pydantic model of a scenario file, and how it is loaded and overridden.
+
+A scenario is a TOML file with the sections of DESIGN.md §4 (``run``, ``network``, ``channels``,
+``principals``, ``agents``, ``regimes``, plus ``metrics``). Everything is validated on load:
+unknown keys, wrong types, NaN or infinite numbers, negative costs and references to channels that
+do not exist are :class:`~model.errors.ScenarioError` s that name the key and the file. Command-line
+overrides (``--set principals.0.contract.beta=0.3``) are applied to the raw TOML data *before*
+validation, so they are checked exactly like the file.
+
+The embedded default scenario lives in ``model/default.toml`` (``scenarios/baseline.toml`` is the
+same model, documented key by key).
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from model.errors import ScenarioError
+
+NonNegFloat = Annotated[float, Field(ge=0)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+
+TOPOLOGIES = (
+    "grid",
+    "watts_strogatz",
+    "barabasi_albert",
+    "erdos_renyi",
+    "complete",
+    "star",
+    "ring",
+    "sbm",
+    "edgelist",
+)
+CHANNEL_FIELDS = ("value", "metric", "cost", "noise", "externality", "peer", "level")
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors, NaN/inf are errors, values re-validated."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+
+class RunConfig(_Section):
+    """``[run]``: length, seed and snapshot cadence of one run."""
+
+    steps: NonNegInt = 200
+    seed: NonNegInt = 42
+    agent_every: NonNegInt = Field(10, description="agent snapshot every k steps; 0 = never")
+    agent_snapshots: Literal["auto", "on", "off"] = Field(
+        "auto", description="auto = on up to 10,000 agents, off above"
+    )
+
+
+class NetworkConfig(_Section):
+    """``[network]``: topology and size of the agents' network."""
+
+    topology: Literal[TOPOLOGIES] = "watts_strogatz"  # type: ignore[valid-type]
+    n_agents: PosInt = 1000
+    k: NonNegInt = Field(8, description="mean degree (WS ring neighbours, ER, ring)")
+    p: Probability = Field(0.1, description="Watts-Strogatz rewiring probability")
+    m: PosInt | None = Field(None, description="Barabasi-Albert edges per new node (k // 2)")
+    width: PosInt | None = None
+    height: PosInt | None = None
+    torus: bool = False
+    neighborhood: Literal["von_neumann", "moore"] = "von_neumann"
+    blocks: list[PosInt] | None = Field(None, description="SBM block sizes (default: principals)")
+    p_in: Probability = 0.01
+    p_out: Probability = 0.001
+    path: str | None = Field(None, description="edgelist CSV of node pairs")
+    normalize: bool = False
+
+    @model_validator(mode="after")
+    def _edgelist_needs_path(self) -> NetworkConfig:
+        if self.topology == "edgelist" and not self.path:
+            raise ValueError("path: topology 'edgelist' needs a path")
+        return self
+
+
+class NoiseConfig(_Section):
+    """Distribution of realized output noise on one channel."""
+
+    dist: Literal["normal", "laplace", "student_t"] = "normal"
+    scale: NonNegFloat = 1.0
+    df: Annotated[float, Field(gt=0)] = 3.0
+
+
+class ChannelConfig(_Section):
+    """``[[channels]]``: one effort channel (DESIGN.md §2)."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    value: float = 0.0
+    metric: float = 0.0
+    cost: Annotated[float, Field(gt=0)] = 1.0
+    noise: NoiseConfig = NoiseConfig()
+    externality: float = 0.0
+    peer: NonNegFloat = 0.0
+    level: NonNegInt = 0
+
+
+class ContractConfig(_Section):
+    """Linear contract w = alpha + beta * M; ``beta = "optimal"`` designs it (LEN)."""
+
+    alpha: float = 0.0
+    beta: float | Literal["optimal"] = "optimal"
+
+
+class SelectionConfig(_Section):
+    """Best-of-n base optimization of a principal's agents."""
+
+    n: PosInt = 16
+    every: NonNegInt = Field(10, description="retrain every k steps; 0 = never after step 0")
+    fraction: Probability = 0.1
+    eval_samples: PosInt = 4
+    prior_scale: NonNegFloat = 1.0
+    imprint: NonNegFloat = Field(1.0, description="candidates are centred on imprint * signal")
+
+
+class AuditConfig(_Section):
+    """Random audits of deployed agents."""
+
+    rate: Probability = 0.0
+    penalty: NonNegFloat = 1.0
+    tolerance: NonNegFloat = Field(0.05, description="effort on gaming channels that counts")
+    replace: bool = True
+
+
+class FederatedConfig(_Section):
+    """Post-hoc (federated) updates of the principal's value belief from agents' reports."""
+
+    every: NonNegInt = Field(0, description="0 = never")
+    report_noise: NonNegFloat = 0.5
+    misreport: Probability = 0.0
+
+
+class PrincipalConfig(_Section):
+    """``[[principals]]``: one base optimizer."""
+
+    name: Annotated[str, Field(min_length=1)]
+    share: Annotated[float, Field(gt=0)] = 1.0
+    capacity: NonNegInt = 1
+    train_on: Literal["metric", "value"] = "metric"
+    values: dict[str, float] = Field(default_factory=dict)
+    contract: ContractConfig = ContractConfig()
+    selection: SelectionConfig = SelectionConfig()
+    audit: AuditConfig = AuditConfig()
+    federated: FederatedConfig = FederatedConfig()
+
+
+class CapacityConfig(_Section):
+    """A discrete distribution of agent capacity."""
+
+    values: Annotated[list[NonNegInt], Field(min_length=1)]
+    weights: list[NonNegFloat] | None = None
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> CapacityConfig:
+        if self.weights is not None:
+            if len(self.weights) != len(self.values):
+                raise ValueError("weights: needs one weight per value")
+            if sum(self.weights) <= 0:
+                raise ValueError("weights: must not all be zero")
+        return self
+
+
+class GoalsConfig(_Section):
+    """Agents' intrinsic goals: shared mean per channel, private per-agent deviations."""
+
+    mean: dict[str, float] = Field(default_factory=dict)
+    scale: NonNegFloat = 0.0
+
+
+class AgentsConfig(_Section):
+    """``[agents]``: the mesa-optimizers' make-up."""
+
+    capacity: NonNegInt | CapacityConfig = 1
+    optimizer: Literal["direct", "control", "mixed"] = "direct"
+    control_share: Probability = Field(0.5, description="share of control agents when mixed")
+    power: Literal["exact"] | PosInt = "exact"
+    model_noise: NonNegFloat = Field(0.5, description="scoring noise of best-of-k planning")
+    gain: Annotated[float, Field(gt=0, le=1)] = 0.2
+    goals: GoalsConfig = GoalsConfig()
+    risk_aversion: NonNegFloat = 1.0
+    effort_substitution: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class RegimeConfig(_Section):
+    """``[[regimes]]``: at step ``at`` set fields of one channel."""
+
+    at: PosInt
+    channel: str
+    set: dict[str, Any]
+
+    @field_validator("set")
+    @classmethod
+    def _known_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("needs at least one field")
+        for key in value:
+            if key not in CHANNEL_FIELDS:
+                raise ValueError(f"unknown channel field {key!r} (one of {', '.join(CHANNEL_FIELDS)})")
+        return value
+
+
+class MetricsConfig(_Section):
+    """``[metrics]``: thresholds of the measures (DESIGN.md §3)."""
+
+    trans_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.9
+    top_quantile: Annotated[float, Field(gt=0, lt=1)] = 0.9
+
+
+class Scenario(_Section):
+    """A whole scenario file."""
+
+    run: RunConfig = RunConfig()
+    network: NetworkConfig = NetworkConfig()
+    channels: Annotated[list[ChannelConfig], Field(min_length=1)]
+    principals: Annotated[list[PrincipalConfig], Field(min_length=1)]
+    agents: AgentsConfig = AgentsConfig()
+    regimes: list[RegimeConfig] = Field(default_factory=list)
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Scenario:
+        names = [c.name for c in self.channels]
+        if len(set(names)) != len(names):
+            raise ScenarioError("channels", "channel names must be unique")
+        if len(names) > 10:
+            raise ScenarioError("channels", "at most 10 channels are supported")
+        pnames = [p.name for p in self.principals]
+        if len(set(pnames)) != len(pnames) or "all" in pnames:
+            raise ScenarioError("principals", "principal names must be unique and not 'all'")
+        known = set(names)
+        for j, principal in enumerate(self.principals):
+            for channel in principal.values:
+                if channel not in known:
+                    raise ScenarioError(f"principals.{j}.values.{channel}", "no such channel")
+        for channel in self.agents.goals.mean:
+            if channel not in known:
+                raise ScenarioError(f"agents.goals.mean.{channel}", "no such channel")
+        for i, regime in enumerate(self.regimes):
+            if regime.channel not in known:
+                raise ScenarioError(f"regimes.{i}.channel", f"no such channel {regime.channel!r}")
+            _validate_regime_set(regime, f"regimes.{i}.set")
+        if self.network.topology == "sbm" and self.network.blocks is not None:
+            if sum(self.network.blocks) != self.network.n_agents:
+                raise ScenarioError("network.blocks", "block sizes must sum to network.n_agents")
+        if len(self.principals) > self.network.n_agents:
+            raise ScenarioError("principals", "more principals than agents")
+        return self
+
+    def channel_index(self, name: str) -> int:
+        """Return the index of the channel called ``name``."""
+        return [c.name for c in self.channels].index(name)
+
+
+def _validate_regime_set(regime: RegimeConfig, key: str) -> None:
+    """Check the new channel fields of a regime change against the channel schema."""
+    for field, value in regime.set.items():
+        try:
+            if field == "noise":
+                NoiseConfig.model_validate(value)
+            else:
+                ChannelConfig.model_validate({"name": "x", field: value})
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ScenarioError(f"{key}.{field}", _clean_message(first["msg"])) from None
+
+
+# ----------------------------------------------------------------------------------- loading
+
+
+def default_text() -> str:
+    """Return the TOML text of the embedded default scenario."""
+    return resources.files("model").joinpath("default.toml").read_text(encoding="utf-8")
+
+
+def parse_override(assignment: str) -> tuple[str, Any]:
+    """Split ``dotted.key=value`` and parse the value as a TOML literal (bare words are strings).
+
+    Args:
+        assignment: The text given to ``--set``.
+
+    Returns:
+        The dotted key and the parsed value.
+
+    Raises:
+        ScenarioError: If there is no ``=`` or no key.
+    """
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ScenarioError(assignment or "--set", "overrides look like dotted.key=value")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``value`` at the dotted ``key`` of raw scenario data (list items by index).
+
+    Missing tables are created so that validation can name an unknown key; a list index out of
+    range is an error.
+
+    Args:
+        data: Raw scenario data as parsed from TOML (modified in place).
+        key: Dotted path such as ``principals.0.selection.n``.
+        value: The new value.
+
+    Raises:
+        ScenarioError: If the path runs through a value that is not a table or list, or an index
+            is out of range.
+    """
+    parts = key.split(".")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        here = ".".join(parts[: depth + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ScenarioError(here, f"no item {part} (the list has {len(node)})")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if part not in node:
+                    node[part] = [] if part in ("channels", "principals", "regimes") else {}
+                node = node[part]
+        else:
+            raise ScenarioError(here, "cannot set a key inside a plain value")
+
+
+def _clean_message(msg: str) -> str:
+    msg = msg.split(", unable to parse", 1)[0]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg.replace("\n", " ")
+
+
+_MISMATCH = {
+    "int_type",
+    "int_parsing",
+    "int_from_float",
+    "float_type",
+    "float_parsing",
+    "bool_type",
+    "bool_parsing",
+    "string_type",
+    "literal_error",
+    "model_type",
+    "model_attributes_type",
+    "dict_type",
+    "list_type",
+}
+
+
+def _key_of(error: dict[str, Any]) -> list[str]:
+    """Dotted-key parts of a pydantic error, without the union-branch tags pydantic adds."""
+    parts = []
+    for part in error["loc"]:
+        text = str(part)
+        if "[" in text or "-" in text or (text[:1].isupper() and text.endswith("Config")):
+            continue  # a union branch such as "literal['optimal']" or "constrained-int"
+        if text in ("int", "float", "str", "bool"):
+            continue
+        parts.append(text)
+    return parts
+
+
+def _format_validation_error(err: ValidationError) -> ScenarioError:
+    """Turn pydantic's most telling error into a one-line ScenarioError naming the dotted key.
+
+    Unions (``beta = 0.3 | "optimal"``, ``capacity = 2 | {values, weights}``) report one error per
+    branch: a branch whose *type* fits explains the problem best; if none fits, the branches'
+    expectations are joined ("a valid number or 'optimal'").
+    """
+    errors = err.errors()
+    for error in errors:
+        original = (error.get("ctx") or {}).get("error")
+        if isinstance(original, ScenarioError):
+            return original
+    ranked = sorted(errors, key=lambda e: (e["type"] in _MISMATCH, -len(_key_of(e))))
+    first = ranked[0]
+    loc = _key_of(first)
+    msg = _clean_message(first["msg"])
+    if first["type"] == "value_error" and ": " in msg and msg.split(": ", 1)[0].isidentifier():
+        sub, msg = msg.split(": ", 1)
+        loc.append(sub)
+    if first["type"] in _MISMATCH:
+        expected = [
+            _clean_message(e["msg"]).removeprefix("Input should be ")
+            for e in errors
+            if e["type"] in _MISMATCH and _key_of(e) == loc
+        ]
+        if len(expected) > 1:
+            msg = "Input should be " + " or ".join(dict.fromkeys(expected))
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    value = first.get("input")
+    if first["type"] not in ("extra_forbidden", "missing") and not isinstance(value, dict | list):
+        msg = f"{msg} (got {value!r})"
+    return ScenarioError(".".join(loc) or "scenario", msg)
+
+
+def validate(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    """Validate raw scenario data.
+
+    Args:
+        data: Raw data as parsed from TOML, overrides applied.
+        source: Name of the file, for error messages.
+
+    Returns:
+        The validated scenario.
+
+    Raises:
+        ScenarioError: Naming the first bad key and the file.
+    """
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        raise _format_validation_error(err).with_source(source) from None
+    except ScenarioError as err:
+        raise err.with_source(source) from None
+
+
+def load_raw(path: str | Path | None) -> tuple[dict[str, Any], str]:
+    """Read a scenario file (or the embedded default when ``path`` is None) as raw data.
+
+    Args:
+        path: The TOML file, or None for the embedded default.
+
+    Returns:
+        The raw data and the name to use in error messages.
+
+    Raises:
+        ScenarioError: If the file is missing or is not valid TOML.
+    """
+    if path is None:
+        return tomllib.loads(default_text()), "<default scenario>"
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError("scenario", "file not found", source) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ScenarioError("scenario", f"cannot read: {err}", source) from None
+    try:
+        return tomllib.loads(text), source
+    except tomllib.TOMLDecodeError as err:
+        raise ScenarioError("scenario", f"not valid TOML: {err}", source) from None
+
+
+def load_scenario(path: str | Path | None = None, overrides: list[str] | None = None) -> Scenario:
+    """Load, override and validate a scenario.
+
+    Args:
+        path: The TOML file, or None for the embedded default.
+        overrides: ``dotted.key=value`` assignments, applied in order.
+
+    Returns:
+        The validated scenario (its ``source`` attribute-free; see :func:`scenario_base_dir`).
+
+    Raises:
+        ScenarioError: On any bad input, naming the key and the file.
+    """
+    data, source = load_raw(path)
+    for assignment in overrides or []:
+        key, value = parse_override(assignment)
+        try:
+            apply_override(data, key, value)
+        except ScenarioError as err:
+            raise err.with_source(source) from None
+    return validate(data, source)
+
+
+def to_toml_dict(scenario: Scenario) -> dict[str, Any]:
+    """Return the fully resolved scenario as plain data (for manifests and run ids)."""
+    return scenario.model_dump(mode="json")
+
+
+def is_finite_number(value: Any) -> bool:
+    """Return True for an int or a finite float (not bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
