@@ -265,7 +265,9 @@ def best_of_k(
         u = rng.random((m, k * (d + 1)))
         cand = u[:, : k * d].reshape(m, k, d) * width[lo:hi, None, :]
         score = np.einsum("mkd,md->mk", cand, r[lo:hi])
-        score -= 0.5 * np.einsum("mkd,mkd->mk", cand @ kmat, cand)
+        score -= 0.5 * np.einsum(
+            "mkd,mkd->mk", _times_cost(cand.reshape(-1, d), kmat).reshape(cand.shape), cand
+        )
         if model_noise > 0.0:
             # Map [0, 1) to the open interval so that ndtri stays finite.
             score += model_noise * ndtri(u[:, k * d :] + 2.0**-54)
@@ -311,6 +313,16 @@ def control_update(
     return out
 
 
+def _times_cost(a: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Row-wise ``aK`` for symmetric ``K``, computed as ``(K aᵀ)ᵀ``.
+
+    Same result as ``a @ k``, but OpenBLAS handles the wide (d, d) × (d, N) product far better
+    than the tall (N, d) × (d, d) one when the CPU is oversubscribed (measured 8 ms vs 80 ms
+    for N = 100,000, d = 4 with another process busy; equal on an idle machine).
+    """
+    return (k @ a.T).T
+
+
 def reward_gradient(reward: np.ndarray, cost: np.ndarray, action: np.ndarray) -> np.ndarray:
     """Gradient ``r − Ka`` of the quadratic payoff ``rᵀa − ½aᵀKa``, row by row.
 
@@ -322,9 +334,9 @@ def reward_gradient(reward: np.ndarray, cost: np.ndarray, action: np.ndarray) ->
     Returns:
         The gradients, shape (N, d).
     """
-    return np.asarray(reward, dtype=float) - np.asarray(action, dtype=float) @ np.asarray(
-        cost, dtype=float
-    )
+    a = np.asarray(action, dtype=float)
+    k = np.asarray(cost, dtype=float)
+    return np.asarray(reward, dtype=float) - _times_cost(a, k)
 
 
 def quadratic_payoff(reward: np.ndarray, cost: np.ndarray, action: np.ndarray) -> np.ndarray:
@@ -341,7 +353,7 @@ def quadratic_payoff(reward: np.ndarray, cost: np.ndarray, action: np.ndarray) -
     r = np.asarray(reward, dtype=float)
     a = np.asarray(action, dtype=float)
     k = np.asarray(cost, dtype=float)
-    return np.einsum("nd,nd->n", r - 0.5 * (a @ k), a)
+    return np.einsum("nd,nd->n", r - 0.5 * _times_cost(a, k), a)
 
 
 def substitution_cost_matrix(costs: np.ndarray, substitution: float) -> np.ndarray:

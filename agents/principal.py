@@ -112,7 +112,7 @@ class Principal(mesa.Agent):
         return self.config.selection.imprint * self.signal + self.intrinsic_mean
 
     def gaming_channels(self) -> np.ndarray:
-        """Channels it would call gaming: perceived, rewarded by the metric, not valued (m > 0 ≥ v̂)."""
+        """Channels it calls gaming: perceived, rewarded by the metric, not valued (m > 0 ≥ v̂)."""
         metric = self.world_model.metric
         return self.perceived & (metric > 0) & (self.value_belief <= 0)
 

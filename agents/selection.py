@@ -54,7 +54,9 @@ class SelectionResult:
     action_high: np.ndarray
 
 
-def mean_episode_noise(world: World, rng: np.random.Generator, shape: tuple[int, ...], episodes: int):
+def mean_episode_noise(
+    world: World, rng: np.random.Generator, shape: tuple[int, ...], episodes: int
+):
     """Draw the mean of ``episodes`` iid output-noise draws, per channel.
 
     Gaussian channels draw the mean directly (scale/√episodes); other families average draws.

@@ -57,6 +57,23 @@ from model.scenario import Scenario, apply_override, load_raw, validate
 #: are created on demand by :meth:`MesaOptModel.optimizer`.
 VIEW_LIMIT = 20_000
 
+#: Per-agent metrics of a step, in the order of the ``agents`` table.
+_AGENT_METRICS = (
+    "proxy",
+    "value",
+    "pay",
+    "profit",
+    "utility",
+    "private_payoff",
+    "externality_given",
+    "externality_received",
+    "penalty",
+    "principal_loss",
+    "mesa_loss",
+    "goodhart_causal",
+    "goodhart_adversarial",
+)
+
 #: Agent snapshots are on by default up to this many agents (``run.agent_snapshots = "auto"``).
 SNAPSHOT_LIMIT = 10_000
 
@@ -151,6 +168,7 @@ class MesaOptModel(mesa.Model):
         self.last_agent_metrics: dict[str, np.ndarray] = {}
         self._primary = np.full(n_agents, "aligned", dtype=object)
 
+        self._declare_tables()
         risk = scenario.agents.risk_aversion
         for principal in self.principals:
             principal.design_contract(risk)
@@ -390,7 +408,7 @@ class MesaOptModel(mesa.Model):
             config = principal.config.selection
             if config.every and t % config.every == 0 and config.fraction > 0:
                 members = self.members[j]
-                count = int(round(config.fraction * len(members)))
+                count = round(config.fraction * len(members))
                 if count:
                     worst = members[np.argsort(pop.last_proxy[members], kind="stable")[:count]]
                     self._retrain(principal, np.sort(worst), reason="scheduled", step=t)
@@ -576,28 +594,77 @@ class MesaOptModel(mesa.Model):
         self.last_steps = rows
         self._record("steps", rows)
         if self.snapshots_on and t % self.config.run.agent_every == 0:
-            snapshot: dict[str, np.ndarray] = {
-                "step": np.full(pop.size, t, dtype=np.int64),
-                "agent_id": np.arange(pop.size, dtype=np.int64),
-                "node": np.arange(pop.size, dtype=np.int64),
-                "principal": np.array([p.name for p in self.principals], dtype=object)[
-                    pop.principal
-                ],
-                "optimizer": np.where(pop.is_control, "control", "direct").astype(object),
-                "capacity": pop.capacity.copy(),
-                "category": self._primary.copy(),
-            }
-            for name, column in zip(CATEGORIES, flags.T, strict=True):
-                snapshot[f"is_{name}"] = column.copy()
-            snapshot["deployed_at"] = pop.deployed_at.copy()
-            snapshot["stale"] = stale.copy()
-            snapshot["outside_selection_range"] = outside
-            for k, name in enumerate(world.names):
-                snapshot[f"effort_{name}"] = action[:, k].copy()
-            for k, name in enumerate(world.names):
-                snapshot[f"objective_{name}"] = pop.theta[:, k].copy()
-            snapshot.update({key: value.copy() for key, value in per_agent.items()})
-            self._record("agents", snapshot)
+            self._record(
+                "agents",
+                self._agent_snapshot(t, slice(None), flags, stale, outside, action, per_agent),
+            )
+
+    def _agent_snapshot(
+        self,
+        t: int,
+        rows: slice | np.ndarray,
+        flags: np.ndarray,
+        stale: np.ndarray,
+        outside: np.ndarray,
+        action: np.ndarray,
+        per_agent: dict[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """Columns of the ``agents`` table for ``rows`` (documented in docs/tables.md)."""
+        pop = self.population
+        principal = pop.principal[rows]
+        names = np.array([p.name for p in self.principals], dtype=object)
+        index = np.arange(pop.size, dtype=np.int64)[rows]
+        snapshot: dict[str, np.ndarray] = {
+            "step": np.full(len(index), t, dtype=np.int64),
+            "agent_id": index,
+            "node": index.copy(),
+            "principal": names[principal],
+            "optimizer": np.where(pop.is_control[rows], "control", "direct").astype(object),
+            "capacity": pop.capacity[rows].copy(),
+            "category": np.asarray(self._primary, dtype=object)[rows].copy(),
+        }
+        for name, column in zip(CATEGORIES, flags.T, strict=True):
+            snapshot[f"is_{name}"] = column.copy()
+        snapshot["deployed_at"] = pop.deployed_at[rows].copy()
+        snapshot["stale"] = stale.copy()
+        snapshot["outside_selection_range"] = outside.copy()
+        for k, name in enumerate(self.world.names):
+            snapshot[f"effort_{name}"] = action[:, k].copy()
+        for k, name in enumerate(self.world.names):
+            snapshot[f"objective_{name}"] = pop.theta[rows, k].copy()
+        snapshot.update({key: value.copy() for key, value in per_agent.items()})
+        return snapshot
+
+    def _declare_tables(self) -> None:
+        """Record zero-row batches so that every table has its columns even when left empty."""
+        none = np.arange(0)
+        empty = {name: np.zeros(0) for name in _AGENT_METRICS}
+        self._record(
+            "agents",
+            self._agent_snapshot(
+                0,
+                none,
+                np.zeros((0, len(CATEGORIES)), dtype=bool),
+                np.zeros(0, dtype=bool),
+                np.zeros(0, dtype=bool),
+                np.zeros((0, self.d)),
+                empty,
+            ),
+        )
+        self._record(
+            "events",
+            {
+                "step": np.zeros(0, dtype=np.int64),
+                "kind": np.zeros(0, dtype=object),
+                "principal": np.zeros(0, dtype=object),
+                "agent_id": np.zeros(0, dtype=np.int64),
+                "channel": np.zeros(0, dtype=object),
+                "field": np.zeros(0, dtype=object),
+                "old": np.zeros(0),
+                "new": np.zeros(0),
+                "detail": np.zeros(0, dtype=object),
+            },
+        )
 
     def run(self, steps: int | None = None, progress: Callable[[int], None] | None = None) -> None:
         """Run ``steps`` steps (default ``scenario.run.steps``).

@@ -26,9 +26,15 @@ TABLES = ("steps", "agents", "selections", "events")
 FORMATS = ("parquet", "csv")
 
 
+def _column(values: Any) -> pa.Array:
+    array = np.asarray(values)
+    # Object columns hold strings; an empty one would otherwise get Arrow's null type.
+    return pa.array(array, type=pa.string() if array.dtype == object else None)
+
+
 def _to_arrow(rows: list[dict[str, Any]] | dict[str, np.ndarray]) -> pa.Table:
     if isinstance(rows, dict):
-        return pa.table({key: pa.array(np.asarray(value)) for key, value in rows.items()})
+        return pa.table({key: _column(value) for key, value in rows.items()})
     return pa.Table.from_pylist(rows)
 
 

@@ -55,7 +55,7 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_revision() -> str | None:
-    """The project's git revision (``+dirty`` when the work tree has changes), if it is a checkout."""
+    """The project's git revision (``+dirty`` with uncommitted changes), if it is a checkout."""
     try:
         rev = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],

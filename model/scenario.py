@@ -212,7 +212,9 @@ class RegimeConfig(_Section):
             raise ValueError("needs at least one field")
         for key in value:
             if key not in CHANNEL_FIELDS:
-                raise ValueError(f"unknown channel field {key!r} (one of {', '.join(CHANNEL_FIELDS)})")
+                raise ValueError(
+                    f"unknown channel field {key!r} (one of {', '.join(CHANNEL_FIELDS)})"
+                )
         return value
 
 

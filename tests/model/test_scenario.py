@@ -36,7 +36,9 @@ def test_every_shipped_scenario_validates(path):
 def test_baseline_documents_every_key_with_a_comment():
     text = BASELINE.read_text(encoding="utf-8")
     data = tomllib.loads(text)
-    documented = {line.split("=")[0].strip().lstrip("# ") for line in text.splitlines() if "#" in line}
+    documented = {
+        line.split("=")[0].strip().lstrip("# ") for line in text.splitlines() if "#" in line
+    }
     for section in ("run", "network", "agents", "metrics"):
         for key in Scenario.model_fields[section].annotation.model_fields:
             assert key in documented, f"{section}.{key} is not documented in baseline.toml"

@@ -157,7 +157,7 @@ def test_contract_is_holmstrom_milgrom_1987_for_one_channel():
 
 @pytest.mark.parametrize("substitution", [0.0, 0.3, 0.7])
 def test_contract_is_holmstrom_milgrom_1991_with_an_unmeasured_task(substitution):
-    """Task 1 measured, task 2 unmeasured; efforts substitute; an unseen gaming channel is ignored."""
+    """Task 1 measured, task 2 unmeasured, efforts substitute; unseen gaming is ignored."""
     rho, scale, c1, c2, v1, v2 = 2.0, 0.6, 1.0, 1.5, 1.0, 0.8
     data = one_channel(cost=c1, value=v1, noise={"scale": scale})
     data["channels"] += [

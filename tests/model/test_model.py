@@ -1,0 +1,210 @@
+"""The model: determinism, accounting invariants, Mesa integration and each mechanism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from agents.optimizer import MesaOptimizer
+from agents.principal import Principal
+from model.metrics import CATEGORIES
+from model.model import MesaOptModel
+from model.scenario import load_scenario
+
+SMALL = ["network.n_agents=300", "run.steps=60", "regimes.0.at=30", "run.agent_every=5"]
+
+
+class Tables:
+    """In-memory recorder: one DataFrame per table."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, list[pd.DataFrame]] = {}
+
+    def __call__(self, table, rows) -> None:
+        self.parts.setdefault(table, []).append(pd.DataFrame(rows))
+
+    def __getitem__(self, table: str) -> pd.DataFrame:
+        return pd.concat(self.parts[table], ignore_index=True)
+
+
+def run(overrides=(), steps=None) -> tuple[MesaOptModel, Tables]:
+    tables = Tables()
+    model = MesaOptModel(load_scenario(None, [*SMALL, *overrides]), recorder=tables)
+    model.run(steps)
+    return model, tables
+
+
+@pytest.fixture(scope="module")
+def baseline():
+    return run()
+
+
+def test_same_seed_same_tables_and_other_seed_differs(baseline):
+    _, first = baseline
+    _, second = run()
+    for table in ("steps", "agents", "selections", "events"):
+        pd.testing.assert_frame_equal(first[table], second[table])
+    _, third = run(["run.seed=43"])
+    assert not first["steps"]["value"].equals(third["steps"]["value"])
+
+
+def test_welfare_is_value_plus_private_payoff_plus_externalities(baseline):
+    _, tables = baseline
+    for frame in (tables["steps"], tables["agents"]):
+        np.testing.assert_allclose(
+            frame["welfare"] if "welfare" in frame else frame["profit"] + frame["utility"],
+            frame["value"] + frame["private_payoff"] + frame["externality_received"],
+            atol=1e-9,
+        )
+    steps = tables["steps"]
+    np.testing.assert_allclose(steps["welfare"], steps["profit"] + steps["utility"], atol=1e-9)
+    # pay is a transfer: it leaves welfare unchanged
+    np.testing.assert_allclose(
+        steps["profit"] + steps["pay"] - steps["penalty"], steps["value"], atol=1e-9
+    )
+
+
+def test_externalities_given_equal_received_in_total(baseline):
+    _, tables = baseline
+    everyone = tables["steps"].query("principal == 'all'")
+    np.testing.assert_allclose(
+        everyone["externality_given"], everyone["externality_received"], atol=1e-9
+    )
+
+
+@pytest.mark.parametrize("loss", ["principal_loss", "mesa_loss"])
+def test_losses_are_non_negative_in_expectation(baseline, loss):
+    _, tables = baseline
+    agents = tables["agents"]
+    values = agents[loss].to_numpy()
+    se = values.std(ddof=1) / np.sqrt(len(values))
+    assert values.mean() > -4 * se
+    for _, group in agents.groupby("category"):
+        if len(group) > 30:
+            v = group[loss].to_numpy()
+            assert v.mean() > -4 * v.std(ddof=1) / np.sqrt(len(v))
+
+
+def test_mesa_loss_of_exact_direct_agents_with_fresh_models_is_only_noise():
+    """An exact planner with a current world model and full capacity loses nothing on average."""
+    _, tables = run(
+        [
+            "agents.optimizer='direct'",
+            "agents.capacity=5",
+            "agents.goals.scale=0",
+            "channels.0.peer=0",
+        ],
+        steps=5,
+    )
+    agents = tables["agents"]
+    mesa_loss = agents["mesa_loss"].to_numpy()
+    assert abs(mesa_loss.mean()) < 4 * mesa_loss.std(ddof=1) / np.sqrt(len(mesa_loss)) + 1e-12
+
+
+def test_steps_table_has_a_row_per_principal_and_all(baseline):
+    _, tables = baseline
+    steps = tables["steps"]
+    assert len(steps) == 60 * 3
+    assert set(steps["principal"]) == {"lab", "regulated", "all"}
+    everyone = steps.query("principal == 'all'")
+    assert (everyone["n_agents"] == 300).all()
+    for category in CATEGORIES:
+        assert (steps[f"n_{category}"] <= steps["n_agents"]).all()
+    assert (steps[[f"n_{c}" for c in CATEGORIES]].sum(axis=1) == steps["n_agents"]).all(), (
+        "primary categories partition the agents"
+    )
+
+
+def test_mesa_agents_are_views_on_the_arrays(baseline):
+    model, _ = baseline
+    views = model.agents_by_type[MesaOptimizer]
+    assert len(views) == model.population.size
+    assert len(model.agents_by_type[Principal]) == 2
+    agent = model.optimizer(7)
+    np.testing.assert_array_equal(agent.action, model.population.action[7])
+    assert agent.principal is model.principals[model.population.principal[7]]
+    assert agent.category in CATEGORIES
+    supers = views.select(lambda a: a.category == "super")
+    assert all(a.capacity > a.principal.capacity for a in supers)
+    assert views.agg("value", np.mean) == pytest.approx(model.last_agent_metrics["value"].mean())
+    assert set(agent.neighbors) and all(isinstance(n, MesaOptimizer) for n in agent.neighbors)
+
+
+def test_regime_change_makes_direct_world_models_stale(baseline):
+    _, tables = baseline
+    events = tables["events"]
+    regime = events.query("kind == 'regime'")
+    assert list(regime["step"]) == [30, 30]
+    assert set(regime["field"]) == {"metric", "cost"}
+    steps = tables["steps"].query("principal == 'all'").set_index("step")
+    assert steps.loc[29, "share_stale"] == 0
+    assert steps.loc[30, "share_stale"] > 0.3
+    # retraining refreshes world models
+    assert steps.loc[60, "share_stale"] < steps.loc[30, "share_stale"]
+    assert steps.loc[31:, "goodhart_causal"].mean() > 0
+
+
+def test_agents_act_only_on_channels_they_perceive(baseline):
+    model, _ = baseline
+    pop = model.population
+    for epoch in np.unique(pop.epoch):
+        rows = pop.epoch == epoch
+        unseen = ~model.worlds[epoch].perceives(pop.capacity[rows])
+        assert np.all(pop.action[rows][unseen] == 0)
+    assert np.all(pop.action >= 0)
+
+
+def test_audits_catch_gaming_and_replace_the_gamers():
+    _, tables = run(["principals.1.audit.rate=1.0", "principals.1.audit.tolerance=0.0"], steps=3)
+    steps = tables["steps"].query("principal == 'regulated'")
+    assert steps["n_caught"].sum() > 0
+    assert (steps["penalty"] > 0).any()
+    audited = tables["selections"].query("reason == 'audit'")
+    assert len(audited) == steps["n_caught"].sum()
+    assert set(audited["principal"]) == {"regulated"}
+
+
+def test_principal_without_capacity_cannot_see_gaming():
+    _, tables = run(["principals.0.audit.rate=1.0", "principals.0.audit.tolerance=0.0"], steps=3)
+    assert tables["steps"].query("principal == 'lab'")["n_caught"].sum() == 0
+
+
+def test_federated_updates_learn_values_and_spoofing_misleads():
+    honest, _ = run(
+        ["principals.1.federated.every=1", "principals.1.federated.misreport=0.0"], steps=2
+    )
+    spoofed, _ = run(
+        ["principals.1.federated.every=1", "principals.1.federated.misreport=1.0"], steps=2
+    )
+    truth = honest.principals[1].true_values
+    honest_error = np.abs(honest.principals[1].value_belief - truth)
+    spoofed_error = np.abs(spoofed.principals[1].value_belief - truth)
+    assert honest_error.max() < 0.2
+    assert spoofed_error.max() > honest_error.max()
+
+
+def test_selection_retrains_the_worst_by_proxy(baseline):
+    _, tables = baseline
+    sel = tables["selections"]
+    initial = sel.query("reason == 'initial'")
+    assert len(initial) == 300 and initial["agent_id"].is_unique
+    scheduled = sel.query("reason == 'scheduled'")
+    assert set(scheduled["step"]) == {10, 20, 30, 40, 50, 60}
+    assert (scheduled.groupby(["step", "principal"]).size() == 15).all()
+
+
+def test_best_of_k_agents_lose_more_than_exact_planners():
+    exact, _ = run(["agents.optimizer='direct'"], steps=5)
+    sampled, _ = run(["agents.optimizer='direct'", "agents.power=4"], steps=5)
+    assert (
+        sampled.last_agent_metrics["mesa_loss"].mean()
+        > exact.last_agent_metrics["mesa_loss"].mean()
+    )
+
+
+def test_keyword_parameters_build_the_model():
+    model = MesaOptModel(network__n_agents=50, run__steps=3, principals__0__selection__n=2)
+    assert model.population.size == 50 and model.config.principals[0].selection.n == 2
+    model.run()
+    assert int(model.time) == 3

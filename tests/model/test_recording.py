@@ -1,0 +1,82 @@
+"""Recorder: streamed parts, atomic final tables, crash leftovers, CSV."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from model.recording import TABLES, Recorder
+
+
+def rows(step: int, n: int = 3):
+    return [{"step": step, "principal": f"p{i}", "value": float(step * i)} for i in range(n)]
+
+
+def test_parts_are_flushed_and_merged_in_order(tmp_path):
+    recorder = Recorder(tmp_path / "run", flush_rows=5)
+    for step in range(10):
+        recorder("steps", rows(step))
+    parts = sorted((tmp_path / "run" / ".partial" / "steps").glob("part-*.parquet"))
+    assert len(parts) == 5  # 30 rows in batches of 3: a part every 6 (>= 5) rows
+    for part in parts:  # every flushed part is a complete, readable file
+        assert pq.read_table(part).num_rows == 6
+    manifest = recorder.close({"seed": 1})
+    steps = pd.read_parquet(tmp_path / "run" / "steps.parquet")
+    assert list(steps["step"]) == [s for s in range(10) for _ in range(3)]
+    assert manifest["row_counts"]["steps"] == 30
+    assert not (tmp_path / "run" / ".partial").exists()
+    written = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert written["row_counts"] == manifest["row_counts"]
+    assert set(written["files"]) == set(TABLES)
+
+
+def test_columnar_batches_and_empty_tables_keep_their_schema(tmp_path):
+    recorder = Recorder(tmp_path)
+    recorder("agents", {"step": np.empty(0, dtype=np.int64), "x": np.empty(0)})
+    recorder("events", {"step": np.array([1, 2]), "kind": np.array(["a", "b"], dtype=object)})
+    recorder.close({})
+    agents = pq.read_table(tmp_path / "agents.parquet")
+    assert agents.num_rows == 0 and agents.schema.names == ["step", "x"]
+    assert pd.read_parquet(tmp_path / "events.parquet")["kind"].tolist() == ["a", "b"]
+
+
+def test_csv_format(tmp_path):
+    recorder = Recorder(tmp_path, "csv", flush_rows=2)
+    for step in range(3):
+        recorder("steps", rows(step))
+    recorder.close({})
+    frame = pd.read_csv(tmp_path / "steps.csv")
+    assert len(frame) == 9 and list(frame.columns) == ["step", "principal", "value"]
+
+
+def test_nothing_is_written_before_the_first_flush_and_discard_cleans_up(tmp_path):
+    out = tmp_path / "run"
+    recorder = Recorder(out, flush_rows=100)
+    recorder("steps", rows(0))
+    assert not out.exists()
+    recorder = Recorder(out, flush_rows=1)
+    recorder("steps", rows(0))
+    assert (out / ".partial").exists()
+    recorder.discard()
+    assert not (out / ".partial").exists()
+
+
+def test_a_crash_leaves_old_results_whole_and_new_parts_readable(tmp_path):
+    first = Recorder(tmp_path, flush_rows=1)
+    first("steps", rows(0))
+    first.close({"run": 1})
+    crashed = Recorder(tmp_path, flush_rows=1)
+    crashed("steps", rows(1))
+    # no close(): the previous complete run is untouched, the new rows sit in readable parts
+    assert pd.read_parquet(tmp_path / "steps.parquet")["step"].tolist() == [0, 0, 0]
+    part = next((tmp_path / ".partial" / "steps").glob("part-*.parquet"))
+    assert pd.read_parquet(part)["step"].tolist() == [1, 1, 1]
+
+
+def test_unknown_format_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="format"):
+        Recorder(tmp_path, "xlsx")

@@ -1,0 +1,157 @@
+"""End to end through the command line: simulate a shipped scenario, read the tables back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import run
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = ROOT / "scenarios" / "baseline.toml"
+FAST = ["--set", "network.n_agents=400", "--steps", "40", "--set", "regimes.0.at=20"]
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "out"
+    result = cli("simulate", str(BASELINE), *FAST, "--out", str(out), "--seed", "5")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_simulate_writes_four_tables_and_a_manifest(simulated):
+    out, result = simulated
+    assert f"wrote {out}" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 5 and manifest["steps"] == 40
+    assert manifest["scenario"]["network"]["n_agents"] == 400
+    assert manifest["versions"]["mesa"].startswith("3.")
+    for table in ("steps", "agents", "selections", "events"):
+        frame = pd.read_parquet(out / f"{table}.parquet")
+        assert len(frame) == manifest["row_counts"][table]
+    assert not (out / ".partial").exists()
+
+
+def test_tables_have_their_documented_columns_and_invariants(simulated):
+    out, _ = simulated
+    steps = pd.read_parquet(out / "steps.parquet")
+    documented = (ROOT / "docs" / "tables.md").read_text()
+    for table in ("steps", "agents", "selections", "events"):
+        for column in pd.read_parquet(out / f"{table}.parquet").columns:
+            generic = column.split("_")[0] + "_<channel>"
+            category = column.rsplit("_", 1)[0] + "_<category>"
+            assert (
+                f"`{column}`" in documented
+                or f"`{generic}`" in documented
+                or f"`{category}`" in documented
+            ), f"{table}.{column} is not documented in docs/tables.md"
+    assert len(steps) == 40 * 3
+    np.testing.assert_allclose(
+        steps["welfare"],
+        steps["value"] + steps["private_payoff"] + steps["externality_received"],
+        atol=1e-9,
+    )
+    agents = pd.read_parquet(out / "agents.parquet")
+    assert set(agents["step"]) == {10, 20, 30, 40}
+    assert agents["node"].between(0, 399).all()
+    for loss in ("principal_loss", "mesa_loss"):
+        values = agents[loss]
+        assert values.mean() > -4 * values.std() / np.sqrt(len(values))
+    selections = pd.read_parquet(out / "selections.parquet")
+    assert (selections["candidates_max_true"] >= selections["chosen_true"] - 1e-12).all()
+    events = pd.read_parquet(out / "events.parquet")
+    assert "regime" in set(events["kind"])
+
+
+def test_csv_format_matches_parquet(simulated, tmp_path):
+    out, _ = simulated
+    result = cli(
+        "simulate", str(BASELINE), *FAST, "--out", str(tmp_path), "--seed", "5", "--format", "csv"
+    )
+    assert result.returncode == 0, result.stderr
+    a = pd.read_parquet(out / "steps.parquet")
+    b = pd.read_csv(tmp_path / "steps.csv")
+    pd.testing.assert_frame_equal(a, b, check_dtype=False, atol=1e-12)
+
+
+def test_bad_scenario_file_gives_one_line_exit_2_and_no_output(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BASELINE.read_text().replace("cost = 1.0", "cost = -1.0", 1))
+    out = tmp_path / "out"
+    result = cli("simulate", str(bad), "--out", str(out))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert (
+        lines[-1]
+        == f"mesaopt: error: {bad}: channels.0.cost: Input should be greater than 0 (got -1.0)"
+    )
+    assert not out.exists()
+
+
+def test_error_found_while_building_names_key_and_file(tmp_path):
+    out = tmp_path / "out"
+    result = cli("simulate", str(BASELINE), "--set", "network.k=7", "--out", str(out))
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith(f"mesaopt: error: {BASELINE}: network.k:")
+    )
+    assert not out.exists()
+
+
+def test_bad_arguments_exit_2():
+    assert cli("simulate", str(BASELINE), "--steps", "-3").returncode == 2
+    assert cli("simulate").returncode == 2
+    assert cli("frobnicate").returncode == 2
+
+
+def test_edgelist_errors_name_the_file(tmp_path):
+    edges = tmp_path / "edges.csv"
+    edges.write_text("source,target\n0,1\n1,999\n")
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(
+        BASELINE.read_text()
+        .replace('topology = "watts_strogatz"', 'topology = "edgelist"', 1)
+        .replace('# path = "edges.csv"', 'path = "edges.csv"', 1)
+        .replace("n_agents = 1000", "n_agents = 10", 1)
+    )
+    result = cli("validate", str(scenario))
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"mesaopt: error: {scenario}: network.path:") and "999" in line
+
+
+def test_scenarios_lists_shipped_files_and_prints_the_schema(capsys):
+    assert run.main(["scenarios"]) == 0
+    assert "baseline" in capsys.readouterr().out
+    assert run.main(["scenarios", "--schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "channels" in schema["properties"]
+
+
+def test_demo_runs_and_draws_a_figure(tmp_path):
+    result = cli(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    figure = tmp_path / "mesaopt-demo" / "proxy_vs_value.png"
+    assert figure.stat().st_size > 10_000
+    assert "figure:" in result.stdout and "proxy_vs_value.png" in result.stdout
+    assert (tmp_path / "mesaopt-demo" / "steps.parquet").exists()
