@@ -453,7 +453,11 @@ class MesaOptModel(mesa.Model):
         proxy = output @ world.metric
         effort_cost = 0.5 * np.einsum("ij,jk,ik->i", action, world.cost_matrix, action)
         sigma_m2 = float(np.sum(world.metric**2 * world.noise_var))
-        risk = 0.5 * self.config.agents.risk_aversion * beta_of**2 * sigma_m2
+        # β = 0 carries no risk even when σ_M² is infinite (Student-t, df ≤ 2; see scenario checks)
+        with np.errstate(invalid="ignore"):
+            risk = np.where(
+                beta_of == 0, 0.0, 0.5 * self.config.agents.risk_aversion * beta_of**2 * sigma_m2
+            )
         harm = action @ world.externality
         return StepOutcome(
             output=output,

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from model.errors import ScenarioError
+from model.ranges import expand_values
 
 NonNegFloat = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -225,8 +226,48 @@ class MetricsConfig(_Section):
     top_quantile: Annotated[float, Field(gt=0, lt=1)] = 0.9
 
 
+class SweepConfig(_Section):
+    """``[sweep]``: a parameter grid and replicates for ``run.py sweep`` (ignored by single runs).
+
+    ``grid`` maps dotted scenario keys to a list of values or a range string (``"1:1024:log2"``,
+    ``"0:1:0.25"``; see :mod:`model.ranges` and docs/sweeps.md). Nested TOML tables are flattened,
+    so ``[sweep.grid]`` may say ``principals.0.selection.n = "1:64:log2"``.
+    """
+
+    grid: dict[str, Any] = Field(default_factory=dict)
+    replicates: PosInt = 1
+    seed: NonNegInt | None = Field(None, description="replicate seeds spawn from it (run.seed)")
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _flatten_grid(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        flat: dict[str, Any] = {}
+
+        def walk(prefix: str, node: dict[str, Any]) -> None:
+            for key, item in node.items():
+                dotted = f"{prefix}.{key}" if prefix else str(key)
+                if isinstance(item, dict):
+                    walk(dotted, item)
+                else:
+                    flat[dotted] = item
+
+        walk("", value)
+        return flat
+
+    @model_validator(mode="after")
+    def _values_expand(self) -> SweepConfig:
+        for key, spec in self.grid.items():
+            try:
+                expand_values(spec)
+            except ValueError as err:
+                raise ScenarioError(f"sweep.grid.{key}", str(err)) from None
+        return self
+
+
 class Scenario(_Section):
-    """A whole scenario file."""
+    """A whole scenario file (``sweep`` is read by ``run.py sweep`` only)."""
 
     run: RunConfig = RunConfig()
     network: NetworkConfig = NetworkConfig()
@@ -235,6 +276,7 @@ class Scenario(_Section):
     agents: AgentsConfig = AgentsConfig()
     regimes: list[RegimeConfig] = Field(default_factory=list)
     metrics: MetricsConfig = MetricsConfig()
+    sweep: SweepConfig | None = None
 
     @model_validator(mode="after")
     def _cross_references(self) -> Scenario:
@@ -258,6 +300,7 @@ class Scenario(_Section):
             if regime.channel not in known:
                 raise ScenarioError(f"regimes.{i}.channel", f"no such channel {regime.channel!r}")
             _validate_regime_set(regime, f"regimes.{i}.set")
+        _check_finite_risk(self)
         if self.network.topology == "sbm" and self.network.blocks is not None:
             if sum(self.network.blocks) != self.network.n_agents:
                 raise ScenarioError("network.blocks", "block sizes must sum to network.n_agents")
@@ -268,6 +311,34 @@ class Scenario(_Section):
     def channel_index(self, name: str) -> int:
         """Return the index of the channel called ``name``."""
         return [c.name for c in self.channels].index(name)
+
+
+def _check_finite_risk(scenario: Scenario) -> None:
+    """Refuse a fixed β ≠ 0 when measured noise can have infinite variance (infinite risk premium).
+
+    Student-t noise with df ≤ 2 has no variance; a risk-averse agent paid β ≠ 0 on a metric that
+    includes it would bear an infinite risk premium (``beta = "optimal"`` then designs β = 0).
+    """
+    if scenario.agents.risk_aversion == 0:
+        return
+    heavy = False
+    for channel in scenario.channels:
+        if channel.metric != 0 and channel.noise.dist == "student_t" and channel.noise.df <= 2:
+            heavy = True
+    for regime in scenario.regimes:
+        noise = regime.set.get("noise")
+        if isinstance(noise, dict) and noise.get("dist") == "student_t" and noise.get("df", 3) <= 2:
+            heavy = True
+    if not heavy:
+        return
+    for j, principal in enumerate(scenario.principals):
+        beta = principal.contract.beta
+        if beta != "optimal" and beta != 0:
+            raise ScenarioError(
+                f"principals.{j}.contract.beta",
+                "a fixed beta != 0 with Student-t noise of df <= 2 on a measured channel gives "
+                'risk-averse agents an infinite risk premium; use 0, "optimal" or df > 2',
+            )
 
 
 def _validate_regime_set(regime: RegimeConfig, key: str) -> None:
