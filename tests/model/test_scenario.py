@@ -120,3 +120,24 @@ def test_list_items_are_overridden_by_index():
 def test_json_schema_is_serialisable():
     schema = Scenario.model_json_schema()
     assert "principals" in json.dumps(schema)
+
+
+def _fields(model, prefix=""):
+    """Dotted names of every leaf field of a pydantic section."""
+    for name, field in model.model_fields.items():
+        yield f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+            yield from _fields(annotation, f"{prefix}{name}.")
+
+
+def test_reference_documents_every_key():
+    reference = (ROOT / "docs" / "scenarios.md").read_text(encoding="utf-8")
+    for section, field in Scenario.model_fields.items():
+        assert f"[{section}]" in reference or f"[[{section}]]" in reference, section
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", (annotation,))[0]
+        if hasattr(inner, "model_fields"):
+            for key in _fields(inner):
+                last = key.rsplit(".", 1)[-1]
+                assert f"`{key}" in reference or f"`{last}`" in reference, f"{section}.{key}"
