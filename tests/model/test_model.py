@@ -208,3 +208,26 @@ def test_keyword_parameters_build_the_model():
     assert model.population.size == 50 and model.config.principals[0].selection.n == 2
     model.run()
     assert int(model.time) == 3
+
+
+def test_memory_does_not_grow_with_steps():
+    """Beyond the recorder (which streams to disk), a run holds only the current state."""
+    import gc
+    import tracemalloc
+
+    model = MesaOptModel(
+        load_scenario(None, ["network.n_agents=500", "run.agent_every=1"]),
+        recorder=lambda table, rows: None,
+    )
+    model.run(50)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        model.run(400)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # 400 steps of steps rows alone would be ~6 MB if anything kept them; state is ~0.2 MB
+    assert grown < 1_000_000
