@@ -49,7 +49,7 @@ TOPOLOGIES = (
     "sbm",
     "edgelist",
 )
-MAX_COMPLETE = 20_000
+MAX_COMPLETE = 5_000
 """Largest ``n_agents`` accepted for the complete graph (it stores n·(n-1) entries)."""
 
 _EMPTY = np.empty(0, dtype=np.int64)
@@ -216,14 +216,19 @@ def spectral_radius(adjacency: sp.csr_matrix) -> float:
     row_sums = np.asarray(abs(a).sum(axis=1)).ravel()
     if np.allclose(row_sums, row_sums[0], rtol=1e-12, atol=0.0):
         return float(row_sums[0])
-    if n <= 500:
-        return float(np.max(np.abs(np.linalg.eigvals(a.toarray()))))
     symmetric = abs(a - a.T).max() <= 1e-12 * max(1.0, float(row_sums.max()))
+    if n <= 500:
+        dense = a.toarray()
+        eigenvalues = np.linalg.eigvalsh(dense) if symmetric else np.linalg.eigvals(dense)
+        return float(np.max(np.abs(eigenvalues)))
+    # Deterministic positive start vector (so not orthogonal to the Perron vector), irregular so
+    # that its Krylov space is no small invariant subspace (as all-ones is for a star).
+    v0 = 1.0 + (np.arange(n) * 0.6180339887498949) % 1.0
     try:
         if symmetric:
-            vals = spla.eigsh(a, k=1, which="LA", tol=1e-10, return_eigenvectors=False)
+            vals = spla.eigsh(a, k=1, which="LA", v0=v0, tol=1e-8, return_eigenvectors=False)
         else:
-            vals = spla.eigs(a, k=1, which="LR", tol=1e-10, return_eigenvectors=False)
+            vals = spla.eigs(a, k=1, which="LR", v0=v0, tol=1e-8, return_eigenvectors=False)
         return float(np.max(np.abs(vals)))
     except spla.ArpackNoConvergence:
         return _power_iteration(a)
@@ -431,8 +436,8 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
         try:
             a, b = (int(f) for f in fields)
         except ValueError:
-            if not seen_data and len(us) == 0:
-                seen_data = True  # header line
+            if not seen_data and not all(_is_int(f) for f in fields):
+                seen_data = True  # a header line
                 continue
             raise ScenarioError(
                 "network.path", f"line {lineno}: expected two integer node ids, got {line!r}"
@@ -565,7 +570,11 @@ def _bernoulli_positions(total: int, p: float, rng: np.random.Generator) -> np.n
     while True:
         remaining = (total - 1 - last) * p
         size = int(remaining + 6 * math.sqrt(remaining) + 16)
-        pos = last + np.cumsum(rng.geometric(p, size=size))
+        gaps = rng.geometric(p, size=size)
+        beyond = np.flatnonzero(gaps >= total - last)  # huge gaps (tiny p) would overflow cumsum
+        if beyond.size:
+            gaps = gaps[: beyond[0] + 1]
+        pos = last + np.cumsum(gaps)
         if pos[-1] >= total:
             chunks.append(pos[pos < total])
             return np.concatenate(chunks)
@@ -712,6 +721,14 @@ def _power_iteration(a: sp.csr_matrix, tol: float = 1e-10, max_iter: int = 100_0
 # --------------------------------------------------------------------------------------------
 # Parameter checks
 # --------------------------------------------------------------------------------------------
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _int_param(key: str, value: Any, minimum: int) -> int:
