@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     scenarios = commands.add_parser("scenarios", help="list shipped scenarios")
     scenarios.add_argument("--schema", action="store_true", help="print the JSON schema")
+    _add_view_commands(commands)
     return parser
 
 
@@ -173,6 +174,62 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ figures, report, app
+
+
+def _add_view_commands(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report", help="draw the figures and an HTML report of a run or sweep folder"
+    )
+    report.add_argument("dir", help="a run folder (run.py simulate) or a sweep folder")
+    report.add_argument("--out", help="report folder (default: DIR/report)")
+    report.add_argument(
+        "--animate", action="store_true", help="also a GIF (+ MP4 with ffmpeg) of the agents"
+    )
+    viz = commands.add_parser("viz", help="serve the interactive app (Mesa SolaraViz)")
+    viz.add_argument("scenario", nargs="?", help="scenario TOML file (default: embedded)")
+    viz.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    viz.add_argument("--port", type=_non_negative_int, default=8765, help="port (default 8765)")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Draw every figure of a run or sweep folder and write report.html."""
+    from analysis.report import NotARunError, build_report
+
+    try:
+        report = build_report(args.dir, args.out, animate=args.animate)
+    except NotARunError as err:
+        print(f"mesaopt: error: {err}", file=sys.stderr)
+        return 2
+    print(f"mesaopt: {len(report.figures)} figures (PNG + SVG) → {report.out_dir}/")
+    for path in report.animations:
+        print(f"animation: {path}")
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"report:   {report.html}")
+    return 0
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    """Serve the SolaraViz app (``solara run analysis/app.py``) until interrupted."""
+    import os
+    import subprocess
+
+    if args.scenario:
+        load_scenario(args.scenario)  # a bad file fails here, with one line
+    env = dict(os.environ, SOLARA_TELEMETRY_MIXPANEL_ENABLE="False")
+    if args.scenario:
+        env["MESAOPT_VIZ_SCENARIO"] = str(Path(args.scenario).resolve())
+    app = PROJECT_ROOT / "analysis" / "app.py"
+    command = [sys.executable, "-m", "solara", "run", str(app), "--host", args.host]
+    command += ["--port", str(args.port), "--no-open", "--production"]
+    print(f"mesaopt: serving the app on http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    try:
+        return subprocess.call(command, env=env, cwd=PROJECT_ROOT)
+    except KeyboardInterrupt:
+        return 0
+
+
 def cmd_demo() -> int:
     """Run the demo: the embedded default, a figure of proxy vs true value per principal."""
     import pandas as pd
@@ -203,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"simulate": cmd_simulate, "validate": cmd_validate, "scenarios": cmd_scenarios}
+    handlers.update(report=cmd_report, viz=cmd_viz)
     try:
         if args.command is None:
             return cmd_demo()

@@ -1,8 +1,11 @@
-"""Static figures drawn from recorded tables (never from a live model).
+"""Static figures of one run over time, drawn from recorded tables (never from a live model).
 
-Every function takes the tables of a run (pandas DataFrames as read from its folder) and writes a
-PNG (and an SVG next to it when ``svg=True``). Colours come from the Okabe–Ito palette, which stays
-distinguishable under the common colour-vision deficiencies.
+Every function takes the tables of a run (pandas DataFrames as read from its folder, see
+:mod:`analysis.run_folder`) and writes a PNG (and an SVG next to it when ``svg=True``): proxy vs
+true value per principal, the failure map by mesa-optimizer category, and the Goodhart breakdown.
+Agent maps live in :mod:`analysis.agent_maps`, sweep figures in :mod:`analysis.sweep_figures`.
+Colours come from the Okabe–Ito palette, which stays distinguishable under the common
+colour-vision deficiencies.
 """
 
 from __future__ import annotations
@@ -13,19 +16,62 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 
+#: Fixed colour of each mesa-optimizer category (Okabe–Ito), the same in every figure and the app.
+CATEGORY_COLOURS = {
+    "super": "#D55E00",
+    "sub": "#56B4E9",
+    "trans": "#CC79A7",
+    "aligned": "#009E73",
+}
 
-def _save(fig: plt.Figure, path: Path, svg: bool) -> Path:
+
+def save_figure(fig: plt.Figure, path: Path, svg: bool) -> Path:
+    """Write ``fig`` as a PNG (and an SVG next to it) and close it.
+
+    Args:
+        fig: The figure.
+        path: The PNG's path (folders are created).
+        svg: Also write ``path`` with the ``.svg`` suffix.
+
+    Returns:
+        The PNG's path.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     if svg:
         fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+_save = save_figure
+
+
+def _regime_steps(events: pd.DataFrame | None) -> list[int]:
+    if events is None or events.empty:
+        return []
+    return sorted(int(s) for s in events.loc[events["kind"] == "regime", "step"].unique())
+
+
+def _mark_regimes(ax: plt.Axes, steps: list[int], *, label: bool = True) -> None:
+    for step in steps:
+        ax.axvline(step, color="0.4", ls="--", lw=1)
+        if label:
+            ax.annotate(
+                "regime change",
+                (step, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -12),
+                textcoords="offset points",
+                fontsize=8,
+                color="0.3",
+            )
 
 
 def plot_proxy_vs_value(
@@ -75,3 +121,144 @@ def plot_proxy_vs_value(
     axes[0][-1].legend(loc="best", frameon=False)
     fig.suptitle("Proxy vs true value per principal", y=1.02)
     return _save(fig, Path(path), svg)
+
+
+def failure_table(steps: pd.DataFrame) -> pd.DataFrame:
+    """Principal and mesa loss by principal and category, averaged over the run.
+
+    Each step's category mean is weighted by the number of agents of that category, so the result
+    is the mean loss per agent-step of the category.
+
+    Args:
+        steps: The run's ``steps`` table.
+
+    Returns:
+        One row per principal and category: ``principal``, ``category``, ``agents`` (mean agents
+        per step), ``principal_loss``, ``mesa_loss`` (NaN when the category never occurred).
+    """
+    rows = []
+    for name in [p for p in steps["principal"].unique() if p != "all"]:
+        group = steps[steps["principal"] == name]
+        for category in CATEGORY_COLOURS:
+            count = group[f"n_{category}"].to_numpy(dtype=float)
+            total = count.sum()
+            row = {"principal": name, "category": category, "agents": count.mean()}
+            for loss in ("principal_loss", "mesa_loss"):
+                values = np.nan_to_num(group[f"{loss}_{category}"].to_numpy(dtype=float))
+                row[loss] = float((values * count).sum() / total) if total else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_failure_map(steps: pd.DataFrame, path: str | Path, *, svg: bool = False) -> Path:
+    """The two levels of failure by mesa-optimizer category: grouped bars with agent counts.
+
+    Left: principal loss (the principal built or paid a misaligned agent); right: mesa loss (the
+    agent misses its own goal). Bars are grouped by category and coloured by principal; the number
+    over each bar is the mean count of agents of that category per step.
+
+    Args:
+        steps: The run's ``steps`` table.
+        path: Where to write the PNG.
+        svg: Also write an SVG next to it.
+
+    Returns:
+        The PNG's path.
+    """
+    table = failure_table(steps)
+    principals = list(dict.fromkeys(table["principal"]))
+    categories = list(CATEGORY_COLOURS)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    width = 0.8 / max(len(principals), 1)
+    x = np.arange(len(categories))
+    titles = {
+        "principal_loss": "Principal loss (value units per agent-step)",
+        "mesa_loss": "Mesa loss (utility units per agent-step)",
+    }
+    for ax, loss in zip(axes, ("principal_loss", "mesa_loss"), strict=True):
+        for i, name in enumerate(principals):
+            rows = table[table["principal"] == name].set_index("category").reindex(categories)
+            heights = rows[loss].to_numpy(dtype=float)
+            offsets = x - 0.4 + width * (i + 0.5)
+            bars = ax.bar(
+                offsets,
+                np.nan_to_num(heights),
+                width * 0.92,
+                color=OKABE_ITO[i % len(OKABE_ITO)],
+                label=name,
+            )
+            for bar, count, height in zip(bars, rows["agents"], heights, strict=True):
+                text = "none" if not np.isfinite(height) else f"n={count:.0f}"
+                ax.annotate(
+                    text,
+                    (bar.get_x() + bar.get_width() / 2, max(np.nan_to_num(height), 0)),
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    color="0.25",
+                )
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xticks(x, categories)
+        ax.set_xlabel("mesa-optimizer category (relative to its principal)")
+        ax.set_title(titles[loss], fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.12)
+    axes[0].set_ylabel("mean loss")
+    axes[1].legend(title="principal", frameon=False, fontsize=8, title_fontsize=8)
+    fig.suptitle(
+        "Failure map: who fails, and at which level (n = mean agents per step)", fontsize=11
+    )
+    fig.tight_layout()
+    return save_figure(fig, Path(path), svg)
+
+
+#: Goodhart measures of the ``steps`` table, with their panel titles and y labels.
+GOODHART_PANELS = (
+    ("goodhart_regressional", "Regressional: winner's curse", "measured − expected score"),
+    ("goodhart_extremal", "Extremal: acting outside selection range", "share of agents"),
+    ("goodhart_causal", "Causal: value lost to stale world models", "value per agent"),
+    ("goodhart_adversarial", "Adversarial: value destroyed on gamed channels", "value per agent"),
+)
+
+
+def plot_goodhart_breakdown(
+    steps: pd.DataFrame, events: pd.DataFrame | None, path: str | Path, *, svg: bool = False
+) -> Path:
+    """The four Goodhart variants over time, one panel each, one line per principal.
+
+    Regressional Goodhart exists only at selection steps (drawn as markers); the others every step.
+
+    Args:
+        steps: The run's ``steps`` table.
+        events: The run's ``events`` table (regime changes drawn as dashed lines), or None.
+        path: Where to write the PNG.
+        svg: Also write an SVG next to it.
+
+    Returns:
+        The PNG's path.
+    """
+    principals = [p for p in steps["principal"].unique() if p != "all"]
+    regimes = _regime_steps(events)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 6.4), sharex=True)
+    for ax, (column, title, ylabel) in zip(axes.flat, GOODHART_PANELS, strict=True):
+        for i, name in enumerate(principals):
+            rows = steps[steps["principal"] == name].sort_values("step")
+            colour = OKABE_ITO[i % len(OKABE_ITO)]
+            if column == "goodhart_regressional":
+                rows = rows.dropna(subset=[column])
+                ax.plot(rows["step"], rows[column], "o-", ms=3, lw=1, color=colour, label=name)
+            else:
+                ax.plot(rows["step"], rows[column], lw=1.4, color=colour, label=name)
+        _mark_regimes(ax, regimes, label=ax is axes[0][0])
+        ax.axhline(0, color="0.8", lw=0.8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("step")
+    axes[0][1].legend(title="principal", frameon=False, fontsize=8, title_fontsize=8)
+    fig.suptitle("Goodhart breakdown over time", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, Path(path), svg)

@@ -1,0 +1,341 @@
+"""The interactive app: a Mesa SolaraViz page that drives a live :class:`MesaOptModel`.
+
+Serve it with ``run.py viz [SCENARIO]`` (which runs ``solara run analysis/app.py``); the scenario
+file comes in through the ``MESAOPT_VIZ_SCENARIO`` environment variable (the embedded default when
+unset). The page has sliders for the main parameters (:data:`MODEL_PARAMS`), Mesa's
+play/step/reset controls, the agents drawn on their lattice or network coloured by a chosen
+quantity, and live plots of proxy vs true value and of the losses by category.
+
+This is the one place in :mod:`analysis` that uses a live model instead of recorded tables.
+:class:`VizModel` maps the sliders to scenario overrides and keeps the ``steps`` rows of the
+run so far. Large populations stay responsive: the agent map draws a seeded random sample of at
+most :data:`~analysis.agent_maps.MAX_DRAWN_NODES` agents (lattices are drawn whole, as an image),
+and the page says so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np
+import pandas as pd
+import solara
+from matplotlib.figure import Figure
+from mesa.visualization import Slider, SolaraViz
+from mesa.visualization.utils import update_counter
+
+from analysis.agent_maps import MapLayout, draw_agent_map, map_layout, quantity_label
+from analysis.figures import CATEGORY_COLOURS, OKABE_ITO
+from model.metrics import CATEGORIES
+from model.model import MesaOptModel
+from model.scenario import Scenario, load_scenario
+
+#: Topologies offered by the app (edge lists need a file, so they are not).
+APP_TOPOLOGIES = ["watts_strogatz", "grid", "barabasi_albert", "erdos_renyi", "sbm", "ring", "star"]
+
+#: Population sizes offered by the app.
+APP_SIZES = [100, 400, 1000, 2500, 10000, 40000, 100000]
+
+#: Quantities the agent map can be coloured by (efforts are added per channel).
+APP_QUANTITIES = ["category", "principal", "principal_loss", "mesa_loss", "proxy", "value"]
+
+
+def base_scenario() -> Scenario:
+    """The scenario the app starts from: ``$MESAOPT_VIZ_SCENARIO`` or the embedded default."""
+    path = os.environ.get("MESAOPT_VIZ_SCENARIO") or None
+    return load_scenario(path)
+
+
+def scenario_overrides(
+    base: Scenario,
+    *,
+    selection_n: int,
+    capacity_gap: int,
+    beta: float,
+    set_beta: bool,
+    audit_rate: float,
+    regime_at: int,
+    topology: str,
+    n_agents: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Scenario overrides (dotted keys) for the app's parameters.
+
+    Args:
+        base: The scenario the app started from.
+        selection_n: Candidates per selection, for every principal.
+        capacity_gap: Added to every agent capacity of the base scenario (floored at 0):
+            positive gaps make agents more capable than their principals (mesa-superoptimizers).
+        beta: Contract slope β given to every principal when ``set_beta``.
+        set_beta: Replace the scenario's contracts (a number or ``"optimal"`` per principal)
+            by ``beta``; otherwise keep them.
+        audit_rate: Audit probability per agent and step, for every principal.
+        regime_at: Step of the first regime change (ignored when the scenario has none).
+        topology: Network topology (grids use the largest square of at most ``n_agents``).
+        n_agents: Number of agents.
+        seed: The run's seed.
+
+    Returns:
+        ``{dotted.key: value}`` for :meth:`MesaOptModel.__init__` (``__`` not yet substituted).
+    """
+    out: dict[str, Any] = {"run.seed": seed, "network.topology": topology}
+    if topology == "grid":
+        side = max(2, math.isqrt(n_agents))
+        out.update({"network.n_agents": side * side, "network.width": side, "network.height": side})
+    else:
+        out["network.n_agents"] = n_agents
+    for j in range(len(base.principals)):
+        out[f"principals.{j}.selection.n"] = selection_n
+        out[f"principals.{j}.audit.rate"] = audit_rate
+        if set_beta:
+            out[f"principals.{j}.contract.beta"] = beta
+    capacity = base.agents.capacity
+    if isinstance(capacity, int):
+        out["agents.capacity"] = max(0, capacity + capacity_gap)
+    else:
+        out["agents.capacity.values"] = [max(0, v + capacity_gap) for v in capacity.values]
+    if base.regimes:
+        out["regimes.0.at"] = regime_at
+    return out
+
+
+class VizModel(MesaOptModel):
+    """A :class:`MesaOptModel` built from the app's slider values, keeping its ``steps`` rows.
+
+    Args:
+        selection_n: See :func:`scenario_overrides` for every parameter.
+        capacity_gap: Shift of the agents' capacities.
+        beta: Contract slope of every principal when ``set_beta``.
+        set_beta: Replace the scenario's contracts by ``beta``.
+        audit_rate: Audit probability per agent and step.
+        regime_at: Step of the first regime change.
+        topology: Network topology.
+        n_agents: Number of agents.
+        seed: The run's seed.
+        rng: Ignored (Mesa's seed control); the seed comes from ``seed``.
+
+    Attributes:
+        history: The ``steps`` rows so far (one per principal and ``all`` per step).
+        layout: Where the agent map draws each agent (computed once).
+    """
+
+    def __init__(
+        self,
+        selection_n: int = 16,
+        capacity_gap: int = 0,
+        beta: float = 0.3,
+        set_beta: bool = False,
+        audit_rate: float = 0.02,
+        regime_at: int = 100,
+        topology: str = "watts_strogatz",
+        n_agents: int = 1000,
+        seed: int = 42,
+        rng: Any = None,
+    ) -> None:
+        base = base_scenario()
+        overrides = scenario_overrides(
+            base,
+            selection_n=int(selection_n),
+            capacity_gap=int(capacity_gap),
+            beta=float(beta),
+            set_beta=bool(set_beta),
+            audit_rate=float(audit_rate),
+            regime_at=int(regime_at),
+            topology=str(topology),
+            n_agents=int(n_agents),
+            seed=int(seed),
+        )
+        self.history: list[dict[str, Any]] = []
+        super().__init__(
+            base,
+            recorder=self._keep,
+            **{key.replace(".", "__"): value for key, value in overrides.items()},
+        )
+        self.layout: MapLayout = map_layout(self.network, seed=int(seed))
+
+    def _keep(self, table: str, rows: Any) -> None:
+        if table == "steps":
+            self.history.extend(rows)
+
+    def snapshot(self, nodes: np.ndarray) -> pd.DataFrame:
+        """The drawn agents' current state as ``agents``-table columns (node, category, ...)."""
+        pop = self.population
+        names = np.array([p.name for p in self.principals], dtype=object)
+        frame = pd.DataFrame(
+            {
+                "node": nodes,
+                "principal": names[pop.principal[nodes]],
+                "category": np.asarray(self._primary, dtype=object)[nodes],
+            }
+        )
+        for key, values in self.last_agent_metrics.items():
+            frame[key] = values[nodes]
+        for k, name in enumerate(self.world.names):
+            frame[f"effort_{name}"] = pop.action[nodes, k]
+        if not self.last_agent_metrics:
+            for key in ("principal_loss", "mesa_loss", "proxy", "value"):
+                frame[key] = np.nan
+        return frame
+
+
+#: The app's parameters (Mesa SolaraViz ``model_params``).
+MODEL_PARAMS: dict[str, Any] = {
+    "selection_n": Slider("selection n (candidates per slot)", 16, 1, 256, 1),
+    "capacity_gap": Slider("capacity gap (agent − base capacity)", 0, -2, 2, 1),
+    "beta": Slider("contract β (all principals)", 0.3, 0.0, 1.0, 0.05),
+    "set_beta": {"type": "Checkbox", "value": False, "label": "use this β (else scenario's)"},
+    "audit_rate": Slider("audit rate", 0.02, 0.0, 0.2, 0.01),
+    "regime_at": Slider("regime change step", 100, 1, 300, 1),
+    "topology": {
+        "type": "Select",
+        "value": "watts_strogatz",
+        "values": APP_TOPOLOGIES,
+        "label": "topology",
+    },
+    "n_agents": {"type": "Select", "value": 1000, "values": APP_SIZES, "label": "agents"},
+    "seed": {"type": "InputText", "value": 42, "label": "seed"},
+}
+
+#: The quantity the agent map is coloured by (shared by the page's components).
+colour_by = solara.reactive("category")
+
+
+@solara.component
+def AgentMap(model: VizModel) -> None:
+    """The agents on their lattice or network, coloured by the chosen quantity."""
+    update_counter.get()
+    channels = [f"effort_{name}" for name in model.world.names]
+    solara.Select("colour agents by", values=APP_QUANTITIES + channels, value=colour_by)
+    layout = model.layout
+    fig = Figure(figsize=(6.4, 4.6))
+    ax = fig.subplots()
+    quantity = colour_by.value
+    draw_agent_map(
+        ax,
+        layout,
+        model.snapshot(layout.nodes),
+        quantity,
+        size_by="principal_loss" if quantity in ("category", "principal") else None,
+        principals=[p.name for p in model.principals],
+    )
+    title = f"{quantity_label(quantity)} — step {int(model.time)}"
+    if not model.last_agent_metrics:
+        title += " (measured from step 1)"
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    solara.FigureMatplotlib(fig, format="png")
+    note = (
+        f"Drawing a random sample of {len(layout.nodes):,} of {layout.n_total:,} agents "
+        "(to stay responsive); statistics in the plots use every agent."
+        if layout.sampled
+        else f"Drawing {layout.caption()}."
+    )
+    solara.Markdown(f"*{note}*")
+
+
+def _history(model: VizModel) -> pd.DataFrame:
+    return pd.DataFrame(model.history)
+
+
+@solara.component
+def ProxyValuePlot(model: VizModel) -> None:
+    """Proxy M and true value V per principal over the steps so far."""
+    update_counter.get()
+    fig = Figure(figsize=(6.0, 3.4))
+    ax = fig.subplots()
+    history = _history(model)
+    names = [p.name for p in model.principals]
+    for i, name in enumerate(names):
+        rows = history[history["principal"] == name] if len(history) else history
+        if len(rows):
+            colour = OKABE_ITO[i % len(OKABE_ITO)]
+            ax.plot(rows["step"], rows["proxy"], color=colour, lw=1.5, label=f"{name}: proxy M")
+            ax.plot(
+                rows["step"], rows["value"], color=colour, lw=1.5, ls="--", label=f"{name}: true V"
+            )
+    for regime in model.config.regimes:
+        if regime.at <= model.time:
+            ax.axvline(regime.at, color="0.5", ls=":", lw=1)
+    if not len(history):
+        ax.text(0.5, 0.5, "press STEP or ▶ to run", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("step")
+    ax.set_ylabel("mean per agent")
+    ax.set_title("Proxy (solid) vs true value (dashed)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if len(history):
+        ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    solara.FigureMatplotlib(fig, format="png")
+
+
+@solara.component
+def FailurePlot(model: VizModel) -> None:
+    """Principal loss by category over time (all principals), with current counts."""
+    update_counter.get()
+    fig = Figure(figsize=(6.0, 3.4))
+    ax = fig.subplots()
+    history = _history(model)
+    rows = history[history["principal"] == "all"] if len(history) else history
+    for category in CATEGORIES:
+        if len(rows):
+            count = int(rows[f"n_{category}"].iloc[-1])
+            ax.plot(
+                rows["step"],
+                rows[f"principal_loss_{category}"],
+                color=CATEGORY_COLOURS[category],
+                lw=1.5,
+                label=f"{category} (now {count:,})",
+            )
+    ax.set_xlabel("step")
+    ax.set_ylabel("principal loss per agent")
+    ax.set_title("Failures by category", fontsize=10)
+    ax.grid(alpha=0.3)
+    if len(rows):
+        ax.legend(frameon=False, fontsize=7, title="category", title_fontsize=7)
+    fig.tight_layout()
+    solara.FigureMatplotlib(fig, format="png")
+
+
+def make_page(model: VizModel | None = None) -> Any:
+    """The SolaraViz page for ``model`` (by default a :class:`VizModel` of the base scenario)."""
+    base = base_scenario()
+    params = dict(MODEL_PARAMS)
+    start = _initial_agents()
+    sizes = sorted({*APP_SIZES, start})
+    params["n_agents"] = {"type": "Select", "value": start, "values": sizes, "label": "agents"}
+    topology = (
+        base.network.topology if base.network.topology in APP_TOPOLOGIES else "watts_strogatz"
+    )
+    params["topology"] = {**MODEL_PARAMS["topology"], "value": topology}
+    params["seed"] = {**MODEL_PARAMS["seed"], "value": base.run.seed}
+    if base.regimes:
+        params["regime_at"] = Slider("regime change step", base.regimes[0].at, 1, 300, 1)
+    if model is None:
+        model = VizModel(
+            n_agents=start,
+            topology=topology,
+            seed=base.run.seed,
+            regime_at=base.regimes[0].at if base.regimes else 100,
+        )
+    return SolaraViz(
+        model,
+        components=[(AgentMap, 0), (ProxyValuePlot, 0), (FailurePlot, 0)],
+        model_params=params,
+        name="mesaopt: principals and their mesa-optimizers",
+        play_interval=150,
+    )
+
+
+def _initial_agents() -> int:
+    size = os.environ.get("MESAOPT_VIZ_AGENTS")
+    if size:
+        return int(size)
+    return base_scenario().network.n_agents
+
+
+page = make_page()

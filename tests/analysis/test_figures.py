@@ -1,0 +1,121 @@
+"""Every figure function writes a non-empty PNG and SVG from a small run or sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis import figures
+from analysis.agent_maps import force_layout, map_layout, plot_agent_map
+from analysis.animation import animate_agent_map
+from analysis.run_folder import read_run, rebuild_network
+from analysis.sweep_figures import (
+    plot_overoptimization,
+    plot_parameter_vs_metrics,
+    read_sweep,
+    selection_parameters,
+)
+from model.model import MesaOptModel
+
+
+def _written(path: Path) -> None:
+    assert path.stat().st_size > 1000
+    svg = path.with_suffix(".svg")
+    assert svg.stat().st_size > 1000
+    assert svg.read_text(encoding="utf-8").lstrip().startswith("<?xml")
+
+
+def test_time_figures(run_dir: Path, tmp_path: Path) -> None:
+    run = read_run(run_dir)
+    _written(figures.plot_proxy_vs_value(run.steps, run.events, tmp_path / "pv.png", svg=True))
+    _written(figures.plot_failure_map(run.steps, tmp_path / "fail.png", svg=True))
+    _written(figures.plot_goodhart_breakdown(run.steps, run.events, tmp_path / "gh.png", svg=True))
+
+
+def test_failure_table_weights_by_count(run_dir: Path) -> None:
+    steps = read_run(run_dir).steps
+    table = figures.failure_table(steps)
+    row = table[(table["principal"] == "lab") & (table["category"] == "trans")].iloc[0]
+    lab = steps[steps["principal"] == "lab"]
+    expected = (lab["principal_loss_trans"].fillna(0) * lab["n_trans"]).sum() / lab["n_trans"].sum()
+    assert row["principal_loss"] == pytest.approx(expected)
+
+
+def test_rebuilt_network_is_the_runs_network(run_dir: Path) -> None:
+    run = read_run(run_dir)
+    model = MesaOptModel(run.scenario)
+    rebuilt = rebuild_network(run.manifest)
+    assert (rebuilt.adjacency != model.network.adjacency).nnz == 0
+
+
+def test_network_map_layout_is_seeded_and_cached(run_dir: Path, tmp_path: Path) -> None:
+    network = rebuild_network(read_run(run_dir).manifest)
+    first = map_layout(network, seed=3, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob(".layout-*.npy"))) == 1
+    again = map_layout(network, seed=3, cache_dir=tmp_path)
+    np.testing.assert_array_equal(first.positions, again.positions)
+    fresh = map_layout(network, seed=3)
+    np.testing.assert_allclose(first.positions, fresh.positions)
+    sample = map_layout(network, seed=3, max_nodes=50)
+    assert sample.sampled and len(sample.nodes) == 50
+    assert "random sample of 50 of 120 agents" in sample.caption()
+
+
+def test_force_layout_pulls_neighbours_together() -> None:
+    import scipy.sparse as sp
+
+    n = 40  # two cliques joined by one edge
+    rows, cols = np.triu_indices(20, 1)
+    a = sp.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tolil()
+    a[rows + 20, cols + 20] = 1
+    a[0, 20] = 1
+    a = (a + a.T).tocsr()
+    pos = force_layout(a, np.random.default_rng(0))
+    within = np.linalg.norm(pos[:20].mean(0) - pos[:20], axis=1).mean()
+    between = np.linalg.norm(pos[:20].mean(0) - pos[20:].mean(0))
+    assert between > 2 * within
+
+
+@pytest.mark.parametrize("which", ["run_dir", "grid_run_dir"])
+def test_agent_maps(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    run = read_run(request.getfixturevalue(which))
+    layout = map_layout(rebuild_network(run.manifest), cache_dir=tmp_path)
+    assert layout.kind == ("grid" if which == "grid_run_dir" else "network")
+    path = plot_agent_map(
+        run.agents,
+        layout,
+        tmp_path / "map.png",
+        quantities=("category", "principal_loss", "effort_gaming", "principal"),
+        svg=True,
+    )
+    _written(path)
+
+
+def test_animation_gif(grid_run_dir: Path, tmp_path: Path) -> None:
+    run = read_run(grid_run_dir)
+    layout = map_layout(rebuild_network(run.manifest))
+    written = animate_agent_map(run.agents, layout, tmp_path / "a.gif", mp4=False)
+    assert written == [tmp_path / "a.gif"]
+    from PIL import Image
+
+    with Image.open(written[0]) as gif:
+        assert gif.n_frames == run.agents["step"].nunique()
+
+
+def test_sweep_figures(sweep_dir: Path, tmp_path: Path) -> None:
+    sweep = read_sweep(sweep_dir)
+    assert sweep.parameters == ["principals.1.selection.n"]
+    assert sweep.runs["run_id"].nunique() == 6
+    keys = selection_parameters(sweep)
+    assert keys == {"principals.1.selection.n": "regulated"}
+    _written(plot_overoptimization(sweep, *next(iter(keys.items())), tmp_path / "o.png", svg=True))
+    _written(
+        plot_parameter_vs_metrics(sweep, "principals.1.selection.n", tmp_path / "p.png", svg=True)
+    )
+    # one candidate: no selection gain at all
+    one = sweep.runs[
+        (sweep.runs["principals.1.selection.n"] == 1) & (sweep.runs["principal"] == "regulated")
+    ]
+    assert np.allclose(one["true_gain"], 0) and np.allclose(one["measured_gain"], 0)
