@@ -4,6 +4,9 @@ Commands:
     simulate   run one scenario and write its tables (steps, agents, selections, events)
     validate   check a scenario file (and overrides) without running it
     scenarios  list the shipped scenarios, or print the JSON schema with --schema
+    sweep        run a parameter grid × replicates on Dask (resumable), with summaries
+    export       write a sweep's tables as CSV
+    sensitivity  Sobol / Morris sensitivity indices (SALib) over parameter ranges
 
 With no command, runs a small demo on the embedded default scenario and draws proxy vs true value
 per principal. Bad input (scenario files, overrides, edge lists, arguments) prints one line naming
@@ -76,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     scenarios = commands.add_parser("scenarios", help="list shipped scenarios")
     scenarios.add_argument("--schema", action="store_true", help="print the JSON schema")
+    _add_batch_commands(commands)
     _add_view_commands(commands)
     return parser
 
@@ -174,6 +178,207 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ batch: sweep, export, SA
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="sweep folder (re-running resumes it)")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "serial"),
+        default="local",
+        help="local: embedded Dask LocalCluster, one process per core (default); serial: here",
+    )
+    parser.add_argument("--scheduler", help="run on an existing Dask cluster: tcp://HOST:PORT")
+    parser.add_argument("--cluster", choices=("slurm",), help="start workers with dask-jobqueue")
+    parser.add_argument("--workers", type=_positive_int, help="local worker processes / SLURM jobs")
+    parser.add_argument("--replicates", type=_positive_int, help="replicates per design point")
+    parser.add_argument("--quiet", action="store_true", help="no progress or summary")
+
+
+def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="run a parameter grid × replicates (Dask), resumable, with summaries"
+    )
+    _add_scenario_arguments(sweep)
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=VALUES",
+        help="swept key: v1,v2,... or a range start:stop:step / start:stop:log2 (repeatable; "
+        "adds to the scenario's [sweep] section)",
+    )
+    _add_engine_arguments(sweep)
+
+    export = commands.add_parser("export", help="write a sweep's tables as CSV (or one Parquet)")
+    export.add_argument("sweep_dir", help="a sweep folder (holding sweep.json)")
+    export.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    export.add_argument("--out", help="destination folder (default: the sweep folder)")
+
+    sensitivity = commands.add_parser(
+        "sensitivity", help="Sobol or Morris sensitivity indices (SALib) over parameter ranges"
+    )
+    _add_scenario_arguments(sensitivity)
+    sensitivity.add_argument("--method", choices=("sobol", "morris"), default="sobol")
+    sensitivity.add_argument(
+        "--param",
+        action="append",
+        required=True,
+        metavar="KEY=LOW:HIGH",
+        help="a parameter and its range (repeatable; whole-number bounds sample integers)",
+    )
+    sensitivity.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=64,
+        help="Sobol base samples N (a power of 2; N·(D+2) runs) or Morris trajectories "
+        "(N·(D+1) runs); default 64",
+    )
+    sensitivity.add_argument("--metric", default="value", help="output metric (default: value)")
+    sensitivity.add_argument(
+        "--statistic",
+        choices=("mean", "final"),
+        default="mean",
+        help="time-averaged (default) or final-step value of the metric",
+    )
+    sensitivity.add_argument("--principal", default="all", help="principal name or all")
+    _add_engine_arguments(sensitivity)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides.append(f"run.steps={args.steps}")
+    if args.seed is not None:
+        overrides.append(f"run.seed={args.seed}")
+    return overrides
+
+
+def _engine_options(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "engine": args.engine,
+        "scheduler": args.scheduler,
+        "cluster": args.cluster,
+        "workers": args.workers,
+        "progress": not args.quiet,
+    }
+
+
+def _report_failures(result) -> int:
+    """Print failed runs to stderr; return the exit status of the sweep (1 if any failed)."""
+    failed = result.failed
+    for outcome in failed[:10]:
+        print(
+            f"mesaopt: failed: run {outcome.run_id} (design {outcome.design_id}, replicate "
+            f"{outcome.replicate}): {outcome.error} — {result.out_dir}/runs/{outcome.run_id}/"
+            "error.txt",
+            file=sys.stderr,
+        )
+    if len(failed) > 10:
+        print(f"mesaopt: ... and {len(failed) - 10} more (see runs.parquet)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a grid of design points × replicates and write the sweep's tables."""
+    from analysis.batch import load_base, run_design, sweep_design
+    from analysis.sweep import parse_grid_arguments
+
+    grid = parse_grid_arguments(args.grid)
+    base = load_base(Path(args.scenario), _overrides(args))
+    design = sweep_design(base, grid, args.replicates)
+    result = run_design(base, design, args.out, **_engine_options(args))
+    if not args.quiet:
+        out = result.out_dir
+        print(
+            f"mesaopt: {len(result.runs)} runs ({result.count('ok')} ran, "
+            f"{result.count('skipped')} already done, {result.count('failed')} failed) in "
+            f"{result.wall_seconds:.1f} s → {out}/\n"
+            f"  tidy dataset  {out}/steps/  (pd.read_parquet('{out}/steps'))\n"
+            f"  summary       {out}/summary.parquet, summary.csv  (mean, sd, 95% CI per design "
+            "point)\n"
+            f"  runs          {out}/runs.parquet, run_metrics.parquet; design in sweep.json"
+        )
+        table = result.summary
+        if not table.empty:
+            head = table[
+                (table["principal"] == "all")
+                & (table["statistic"] == "final")
+                & (table["metric"].isin(["proxy", "value"]))
+            ]
+            columns = ["design_id", *result.design.parameters, "metric", "n", "mean", "ci_low"]
+            print("  final-step proxy and true value (all agents):")
+            print(head[[*columns, "ci_high"]].to_string(index=False, float_format="%.3f"))
+    return _report_failures(result)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a sweep folder's tables as CSV (or single Parquet files)."""
+    from analysis.export import export_sweep
+
+    for path in export_sweep(args.sweep_dir, args.format, args.out):
+        print(f"mesaopt: wrote {path}")
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """Sample parameter ranges with SALib, run them, and write indices with CIs."""
+    from analysis.batch import load_base, run_design
+    from analysis.sensitivity import (
+        indices,
+        output_per_point,
+        parse_param,
+        problem,
+        sample,
+        sensitivity_design,
+    )
+
+    bounds = [parse_param(text) for text in args.param]
+    base = load_base(Path(args.scenario), _overrides(args))
+    seed = int(base.data.get("run", {}).get("seed", 42))
+    matrix = sample(args.method, bounds, args.samples, seed)
+    design, point_of = sensitivity_design(args.method, bounds, matrix, args.replicates or 1, seed)
+    record = {
+        "sensitivity": {
+            "method": args.method,
+            "problem": problem(bounds),
+            "samples": args.samples,
+            "sample_rows": len(matrix),
+            "metric": args.metric,
+            "statistic": args.statistic,
+            "principal": args.principal,
+        }
+    }
+    result = run_design(base, design, args.out, extra_record=record, **_engine_options(args))
+    status = _report_failures(result)
+    if status:
+        print("mesaopt: no indices: some runs failed", file=sys.stderr)
+        return status
+    per_point = output_per_point(
+        result.run_metrics, len(design.points), args.metric, args.statistic, args.principal
+    )
+    table = indices(args.method, bounds, matrix, per_point[point_of], seed)
+    table.insert(0, "method", args.method)
+    table.insert(1, "metric", args.metric)
+    table.insert(2, "statistic", args.statistic)
+    table.insert(3, "principal", args.principal)
+    out = Path(args.out)
+    table.to_parquet(out / "sensitivity.parquet", index=False)
+    table.to_csv(out / "sensitivity.csv", index=False)
+    if not args.quiet:
+        print(f"mesaopt: {len(result.runs)} runs; indices → {out}/sensitivity.parquet, .csv")
+        print(table.drop(columns=["method"]).to_string(index=False, float_format="%.3f"))
+    return 0
+
+
 # ------------------------------------------------------------------ figures, report, app
 
 
@@ -260,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"simulate": cmd_simulate, "validate": cmd_validate, "scenarios": cmd_scenarios}
+    handlers.update(sweep=cmd_sweep, export=cmd_export, sensitivity=cmd_sensitivity)
     handlers.update(report=cmd_report, viz=cmd_viz)
     try:
         if args.command is None:

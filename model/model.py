@@ -48,6 +48,7 @@ from agents.population import Population
 from agents.principal import Principal
 from agents.selection import select_best_of_n
 from model.channels import World, world_from_scenario
+from model.collect import make_datacollector
 from model.errors import ScenarioError
 from model.metrics import CATEGORIES, StepOutcome, aggregate_steps, categorize
 from model.network import Network, build_network, spectral_radius
@@ -175,6 +176,8 @@ class MesaOptModel(mesa.Model):
         for j, principal in enumerate(self.principals):
             self._retrain(principal, self.members[j], reason="initial", step=0)
             self._redesign(principal)
+        # Mesa compatibility (mesa.batch_run reads model.datacollector; see model/collect.py).
+        self.datacollector = make_datacollector()
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -436,6 +439,7 @@ class MesaOptModel(mesa.Model):
             every = principal.config.federated.every
             if every and t % every == 0:
                 self._federated_update(principal, action + noise)
+        self.datacollector.collect(self)
 
     def _outcomes(
         self,

@@ -1,0 +1,287 @@
+"""One sweep end to end: plan the runs, execute them on an engine, write the sweep's tables.
+
+:func:`run_design` is what ``run.py sweep`` and ``run.py sensitivity`` call. It validates every
+run before anything is written (a bad design point is a :class:`~model.errors.ScenarioError`),
+writes ``DIR/sweep.json``, clears what an interrupted sweep left half-written, runs what is not
+finished yet through :mod:`analysis.engine` (showing runs done/total, failures and an ETA on
+stderr), and finally writes, from the workers' small outcomes only:
+
+* ``DIR/runs.parquet`` — one row per run: ids, seed, parameters, status, error, seconds;
+* ``DIR/run_metrics.parquet`` — per run and principal, the ``final`` and ``mean`` of every metric;
+* ``DIR/summary.parquet`` and ``summary.csv`` — per design point, principal, statistic and metric:
+  n, mean, sd and the 95% t interval (:mod:`analysis.stats`).
+
+The tidy dataset ``DIR/steps/`` (one Parquet file per run, written by the workers) is pruned of
+runs that are not part of the current design, so that it always reads as this sweep's dataset.
+The layout is in docs/sweeps.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from analysis.engine import RunOutcome, RunTask, clean_temporary, execute_run, open_engine
+from analysis.stats import summarize
+from analysis.sweep import (
+    Design,
+    RunSpec,
+    column_value,
+    design_record,
+    grid_design,
+    parameter_column_types,
+    plan_runs,
+    write_design,
+)
+from model.errors import ScenarioError
+from model.scenario import apply_override, load_raw, parse_override, validate
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did.
+
+    Attributes:
+        out_dir: The sweep folder.
+        design: The design.
+        runs: The planned runs.
+        outcomes: One outcome per run, in plan order.
+        summary: The summary table (also in ``summary.parquet``).
+        run_metrics: Per-run reductions with run columns (also in ``run_metrics.parquet``).
+        wall_seconds: Driver wall time.
+    """
+
+    out_dir: Path
+    design: Design
+    runs: list[RunSpec]
+    outcomes: list[RunOutcome]
+    summary: pd.DataFrame
+    run_metrics: pd.DataFrame
+    wall_seconds: float
+
+    def count(self, status: str) -> int:
+        """Number of runs with this status (``ok``, ``skipped``, ``failed``)."""
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        """The failed runs."""
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+@dataclass(frozen=True)
+class BaseScenario:
+    """A scenario file's raw data with overrides applied, and where it came from.
+
+    Attributes:
+        data: Raw data (validated once; each run re-validates with its point applied).
+        source: File name for messages.
+        base_dir: Folder relative paths resolve against.
+    """
+
+    data: dict[str, Any]
+    source: str
+    base_dir: Path | None
+
+
+def load_base(path: str | Path | None, overrides: list[str]) -> BaseScenario:
+    """Read a scenario file and apply ``--set`` overrides.
+
+    The result is validated per design point (a grid may supply a key the file lacks).
+
+    Args:
+        path: The scenario file, or None for the embedded default.
+        overrides: ``dotted.key=value`` assignments.
+
+    Returns:
+        The base scenario.
+
+    Raises:
+        ScenarioError: On any bad input, naming the key and the file.
+    """
+    data, source = load_raw(path)
+    for assignment in overrides:
+        key, value = parse_override(assignment)
+        try:
+            apply_override(data, key, value)
+        except ScenarioError as err:
+            raise err.with_source(source) from None
+    return BaseScenario(data, source, Path(path).parent if path is not None else None)
+
+
+def sweep_design(
+    base: BaseScenario,
+    grid: dict[str, list[Any]],
+    replicates: int | None = None,
+    seed: int | None = None,
+) -> Design:
+    """The design of ``run.py sweep``: the scenario's ``[sweep]`` section with CLI entries on top.
+
+    Args:
+        base: The base scenario (its ``sweep`` section, if any, is read).
+        grid: ``--grid`` values per key; they replace the file's entry for the same key.
+        replicates: ``--replicates`` (default: the file's, else 1).
+        seed: Sweep seed (default: ``sweep.seed``, else ``run.seed``).
+
+    Returns:
+        The full-factorial design.
+    """
+    # Only [run] and [sweep] matter here; the rest is validated per design point.
+    stub = {
+        "run": base.data.get("run", {}),
+        "sweep": base.data.get("sweep"),
+        "channels": [{"name": "stub"}],
+        "principals": [{"name": "stub"}],
+    }
+    scenario = validate(stub, base.source)
+    section = scenario.sweep
+    merged: dict[str, Any] = dict(section.grid) if section else {}
+    merged.update(grid)
+    if replicates is None:
+        replicates = section.replicates if section else 1
+    if seed is None:
+        seed = section.seed if section and section.seed is not None else scenario.run.seed
+    return grid_design(merged, replicates, seed, source=base.source)
+
+
+def _progress_bar(total: int, enabled: bool, desc: str) -> tqdm:
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit="run",
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+        bar_format="{desc}: {n_fmt}/{total_fmt} runs |{bar}| {elapsed}, ETA {remaining}{postfix}",
+    )
+
+
+def _tables(
+    design: Design, runs: list[RunSpec], outcomes: dict[str, RunOutcome]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Build the runs index, the per-run metrics and the summary from the outcomes."""
+    types = parameter_column_types(design)
+    index_rows = []
+    metric_frames = []
+    for spec in runs:
+        outcome = outcomes[spec.run_id]
+        params = {key: column_value(spec.params[key], types[key]) for key in design.parameters}
+        head = {
+            "run_id": spec.run_id,
+            "design_id": spec.design_id,
+            "replicate": spec.replicate,
+            "seed": spec.seed,
+            **params,
+        }
+        index_rows.append(
+            {
+                **head,
+                "status": outcome.status,
+                "error": outcome.error,
+                "wall_seconds": round(outcome.wall_seconds, 4),
+            }
+        )
+        if outcome.reduction is not None:
+            frame = outcome.reduction.copy()
+            for position, (key, value) in enumerate(head.items()):
+                frame.insert(position, key, value)
+            metric_frames.append(frame)
+    index = pd.DataFrame(index_rows)
+    run_metrics = pd.concat(metric_frames, ignore_index=True) if metric_frames else pd.DataFrame()
+    summary = summarize(run_metrics, design.parameters) if metric_frames else pd.DataFrame()
+    return index, run_metrics, summary
+
+
+def _prune_steps(out_dir: Path, keep: set[str]) -> None:
+    """Remove tidy-dataset files of runs that are not in the current design."""
+    for path in (out_dir / "steps").glob("*.parquet"):
+        if path.stem not in keep:
+            path.unlink(missing_ok=True)
+
+
+def run_design(
+    base: BaseScenario,
+    design: Design,
+    out_dir: str | Path,
+    *,
+    engine: str = "local",
+    scheduler: str | None = None,
+    cluster: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    extra_record: dict[str, Any] | None = None,
+) -> SweepResult:
+    """Run every run of a design that is not finished yet and write the sweep's tables.
+
+    Args:
+        base: The base scenario.
+        design: Design points and replicate seeds.
+        out_dir: The sweep folder ``DIR``.
+        engine: ``"local"`` or ``"serial"`` (see :func:`analysis.engine.open_engine`).
+        scheduler: Address of an existing Dask scheduler.
+        cluster: ``"slurm"`` for dask-jobqueue.
+        workers: Local worker processes or SLURM jobs.
+        progress: Show progress on stderr.
+        extra_record: More entries for ``sweep.json`` (e.g. the sensitivity problem).
+
+    Returns:
+        The sweep's result (failed runs are in it; the caller decides the exit status).
+
+    Raises:
+        ScenarioError: If a design point is invalid (nothing is written then).
+    """
+    clock = time.perf_counter()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ScenarioError("--out", f"{out_dir} exists and is not a folder")
+    runs = plan_runs(base.data, design, base.source)
+    types = parameter_column_types(design)
+    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+    clean_temporary(out_dir)
+    record = design_record(design, runs, base.source)
+    record.update(extra_record or {})
+    write_design(out_dir / "sweep.json", record)
+    base_dir = str(base.base_dir.resolve()) if base.base_dir is not None else None
+    tasks = [RunTask(spec, str(out_dir.resolve()), base_dir, base.source, types) for spec in runs]
+
+    outcomes: dict[str, RunOutcome] = {}
+    with open_engine(engine, scheduler=scheduler, cluster=cluster, workers=workers) as (
+        map_unordered,
+        description,
+    ):
+        if progress:
+            print(
+                f"mesaopt sweep: {len(design.points)} design points × {len(design.seeds)} "
+                f"replicates = {len(runs)} runs on {description} → {out_dir}/",
+                file=sys.stderr,
+            )
+        counts = {"ok": 0, "skipped": 0, "failed": 0}
+        with _progress_bar(len(tasks), progress, "sweep") as bar:
+            for outcome in map_unordered(execute_run, tasks):
+                outcomes[outcome.run_id] = outcome
+                counts[outcome.status] += 1
+                bar.set_postfix_str(
+                    f"{counts['failed']} failed, {counts['skipped']} already done", refresh=False
+                )
+                bar.update(1)
+    _prune_steps(out_dir, {spec.run_id for spec in runs})
+    index, run_metrics, summary = _tables(design, runs, outcomes)
+    index.to_parquet(out_dir / "runs.parquet", index=False)
+    run_metrics.to_parquet(out_dir / "run_metrics.parquet", index=False)
+    summary.to_parquet(out_dir / "summary.parquet", index=False)
+    summary.to_csv(out_dir / "summary.csv", index=False)
+    return SweepResult(
+        out_dir=out_dir,
+        design=design,
+        runs=runs,
+        outcomes=[outcomes[spec.run_id] for spec in runs],
+        summary=summary,
+        run_metrics=run_metrics,
+        wall_seconds=time.perf_counter() - clock,
+    )

@@ -1,0 +1,329 @@
+"""Executing the runs of a sweep: the worker-side task and the serial / Dask engines.
+
+:func:`execute_run` is what a worker does for one run: skip it if its folder is complete, else run
+it into a scratch folder ``DIR/.partial-runs/<run_id>-<random>/`` and rename that to
+``DIR/runs/<run_id>/`` (so ``runs/`` holds only whole run folders, with a ``manifest.json``, and
+failed runs' folders, with only an ``error.txt``),
+then write the run's rows of the tidy dataset (``DIR/steps/<run_id>.parquet``) and return a small
+:class:`RunOutcome` (status, error, per-run reductions). The driver never sees a run's full tables.
+
+:func:`open_engine` gives a ``map_unordered(fn, tasks)`` over one of:
+
+* ``serial`` — in the driver process, one run after the other (debugging, tests);
+* ``local`` — an embedded Dask ``LocalCluster``: one single-threaded process worker per core
+  (``--workers`` to change), started and stopped with the sweep, dashboard off;
+* ``scheduler`` — an existing Dask cluster at ``tcp://HOST:PORT`` (workers must import the
+  installed project and see ``DIR`` on a shared filesystem);
+* ``slurm`` — a ``dask_jobqueue.SLURMCluster`` scaled to ``--workers`` jobs (optional extra
+  ``mesaopt[slurm]``; queue, account and walltime come from dask's jobqueue configuration).
+
+Results are identical whatever the engine: every run's randomness comes from its own seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.stats import reduce_run
+from analysis.sweep import RunSpec, column_value
+
+ENGINES = ("local", "serial")
+#: Scratch folder (in the sweep folder) where runs are written before being renamed into runs/.
+TMP_DIR = ".partial-runs"
+MapFn = Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]]
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """Everything a worker needs for one run (picklable).
+
+    Attributes:
+        spec: The run's place in the design and its resolved scenario.
+        out_dir: The sweep folder ``DIR``.
+        base_dir: Folder that relative paths in the scenario resolve against.
+        source: The base scenario's file name.
+        param_types: Column type of each swept parameter (:func:`parameter_column_types`).
+    """
+
+    spec: RunSpec
+    out_dir: str
+    base_dir: str | None
+    source: str
+    param_types: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunOutcome:
+    """What a worker hands back to the driver for one run (small).
+
+    Attributes:
+        run_id: The run's id.
+        design_id: Its design point.
+        replicate: Its replicate.
+        seed: Its seed.
+        status: ``"ok"`` (ran now), ``"skipped"`` (finished before) or ``"failed"``.
+        error: The error's last line when failed.
+        wall_seconds: Time the worker spent on it.
+        reduction: Final-step and time-averaged metrics per principal (:func:`reduce_run`).
+    """
+
+    run_id: str
+    design_id: int
+    replicate: int
+    seed: int
+    status: str
+    error: str | None = None
+    wall_seconds: float = 0.0
+    reduction: pd.DataFrame | None = None
+
+
+def run_folder(out_dir: str | Path, run_id: str) -> Path:
+    """The folder of run ``run_id`` in the sweep folder ``out_dir``."""
+    return Path(out_dir) / "runs" / run_id
+
+
+def is_complete(folder: Path) -> bool:
+    """True when a run folder is whole (its manifest, written last, is there)."""
+    return (folder / "manifest.json").is_file()
+
+
+def _write_tidy_part(task: RunTask, folder: Path) -> pd.DataFrame:
+    """Write the run's rows of the tidy dataset; return its ``steps`` table."""
+    spec = task.spec
+    steps = pq.read_table(folder / "steps.parquet")
+    n = steps.num_rows
+    front: dict[str, pa.Array] = {
+        "run_id": pa.array([spec.run_id] * n, pa.string()),
+        "design_id": pa.array([spec.design_id] * n, pa.int64()),
+        "replicate": pa.array([spec.replicate] * n, pa.int64()),
+        "seed": pa.array([spec.seed] * n, pa.int64()),
+    }
+    for key, kind in task.param_types.items():
+        value = column_value(spec.params[key], kind)
+        front[key] = pa.array([value] * n)
+    tidy = pa.table({**front, **{name: steps[name] for name in steps.column_names}})
+    folder_out = Path(task.out_dir) / "steps"
+    folder_out.mkdir(parents=True, exist_ok=True)
+    final = folder_out / f"{spec.run_id}.parquet"
+    tmp = folder_out / f".{spec.run_id}.tmp-{uuid.uuid4().hex[:8]}"
+    pq.write_table(tidy, tmp, compression="zstd")
+    os.replace(tmp, final)
+    return steps.to_pandas()
+
+
+def _attempt(task: RunTask, final: Path) -> str | None:
+    """Run into a temporary folder and rename it into place; return the error or None."""
+    from model.runner import run_simulation
+    from model.scenario import validate
+
+    spec = task.spec
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(task.out_dir) / TMP_DIR  # outside runs/: runs/ only ever holds whole folders
+    scratch.mkdir(parents=True, exist_ok=True)
+    tmp = scratch / f"{spec.run_id}-{uuid.uuid4().hex[:8]}"
+    error: str | None = None
+    try:
+        scenario = validate(spec.scenario, task.source)
+        run_simulation(
+            scenario,
+            tmp,
+            base_dir=Path(task.base_dir) if task.base_dir else None,
+            source=task.source,
+            progress=False,
+        )
+    except Exception as err:  # a failing run is recorded, the sweep goes on
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        (tmp / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        error = f"{type(err).__name__}: {err}".splitlines()[0]
+    if final.exists():  # an earlier failed attempt
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return error
+
+
+def execute_run(task: RunTask) -> RunOutcome:
+    """Run one task on a worker (or skip it if finished) and return its outcome.
+
+    Args:
+        task: The run.
+
+    Returns:
+        Its outcome; errors in the model are caught and reported as ``"failed"``.
+    """
+    spec = task.spec
+    clock = time.perf_counter()
+    final = run_folder(task.out_dir, spec.run_id)
+    status = "skipped"
+    if not is_complete(final):
+        error = _attempt(task, final)
+        if error is not None:
+            return RunOutcome(
+                spec.run_id,
+                spec.design_id,
+                spec.replicate,
+                spec.seed,
+                "failed",
+                error,
+                time.perf_counter() - clock,
+            )
+        status = "ok"
+    steps = _write_tidy_part(task, final)
+    return RunOutcome(
+        spec.run_id,
+        spec.design_id,
+        spec.replicate,
+        spec.seed,
+        status,
+        None,
+        time.perf_counter() - clock,
+        reduce_run(steps),
+    )
+
+
+def clean_temporary(out_dir: str | Path) -> int:
+    """Remove temporary folders and files left by an interrupted sweep; return how many.
+
+    Only call this while no sweep is writing to ``out_dir``.
+    """
+    removed = 0
+    for pattern, where in (("*", TMP_DIR), (".*.tmp-*", "steps")):
+        for path in (Path(out_dir) / where).glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+# --------------------------------------------------------------------------------- engines
+
+
+def _serial_map(fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
+    for item in items:
+        yield fn(item)
+
+
+def _quiet_dask() -> None:
+    for name in ("distributed", "dask", "tornado", "bokeh", "dask_jobqueue"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _dask_map(client: Any) -> MapFn:
+    from distributed import as_completed
+
+    def map_unordered(fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
+        keys = [
+            f"mesaopt-{getattr(getattr(i, 'spec', None), 'run_id', n)}" for n, i in enumerate(items)
+        ]
+        futures = client.map(fn, items, key=keys, pure=False)
+        index = {future.key: item for future, item in zip(futures, items, strict=True)}
+        for future in as_completed(futures):
+            try:
+                yield future.result()
+            except Exception as err:  # the worker died (KilledWorker) or could not import
+                yield _lost(index[future.key], err)
+            finally:
+                future.release()
+
+    return map_unordered
+
+
+def _lost(task: Any, err: Exception) -> Any:
+    """Outcome of a task whose worker failed outside :func:`execute_run`."""
+    if isinstance(task, RunTask):
+        spec = task.spec
+        message = f"{type(err).__name__}: {err}".splitlines()[0]
+        return RunOutcome(spec.run_id, spec.design_id, spec.replicate, spec.seed, "failed", message)
+    raise err
+
+
+def default_workers() -> int:
+    """Number of local workers: one per core."""
+    return os.cpu_count() or 1
+
+
+@contextmanager
+def open_engine(
+    engine: str = "local",
+    *,
+    scheduler: str | None = None,
+    cluster: str | None = None,
+    workers: int | None = None,
+) -> Iterator[tuple[MapFn, str]]:
+    """Start (or connect to) an execution engine for the length of a ``with`` block.
+
+    Args:
+        engine: ``"local"`` (embedded LocalCluster) or ``"serial"``; ignored when ``scheduler``
+            or ``cluster`` is given.
+        scheduler: Address of an existing Dask scheduler (``tcp://HOST:PORT``).
+        cluster: ``"slurm"`` to start a dask-jobqueue SLURMCluster.
+        workers: Local worker processes (default: one per core) or SLURM jobs (default 1).
+
+    Yields:
+        ``(map_unordered, description)``: ``map_unordered(fn, items)`` yields ``fn(item)`` for
+        every item as runs complete, in any order.
+
+    Raises:
+        ValueError: On an unknown engine or cluster kind.
+        ImportError: If ``--cluster slurm`` is asked for without dask-jobqueue.
+    """
+    if scheduler is None and cluster is None and engine == "serial":
+        yield _serial_map, "serial (in this process)"
+        return
+    if scheduler is None and cluster is None and engine != "local":
+        raise ValueError(f"unknown engine {engine!r} (one of {', '.join(ENGINES)})")
+    _quiet_dask()
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler, timeout="30s") as client:
+            n = len(client.scheduler_info().get("workers", {}))
+            yield _dask_map(client), f"Dask scheduler {scheduler} ({n} workers now)"
+        return
+    if cluster is not None:
+        if cluster != "slurm":
+            raise ValueError(f"unknown cluster {cluster!r} (one of slurm)")
+        try:
+            from dask_jobqueue import SLURMCluster
+        except ImportError:
+            raise ImportError(
+                "--cluster slurm needs dask-jobqueue: pip install 'mesaopt[slurm]'"
+            ) from None
+        with SLURMCluster(cores=1, processes=1, memory="2GB") as slurm:
+            slurm.scale(jobs=workers or 1)
+            with Client(slurm) as client:
+                yield _dask_map(client), f"SLURM via dask-jobqueue ({workers or 1} jobs)"
+        return
+    n = workers or default_workers()
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as local,
+        Client(local) as client,
+    ):
+        yield _dask_map(client), f"Dask LocalCluster ({n} process workers × 1 thread)"
+
+
+def run_all(map_unordered: MapFn, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
+    """Execute tasks through an engine's ``map_unordered``, yielding outcomes as they finish."""
+    yield from map_unordered(execute_run, list(tasks))

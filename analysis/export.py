@@ -1,0 +1,85 @@
+"""Exporting a sweep folder's tables as CSV (or as single Parquet files): ``run.py export``.
+
+The tidy dataset ``DIR/steps/`` (one Parquet file per run) is streamed file by file into one
+``steps.csv`` (or ``steps.parquet``), so exporting a large sweep does not load it into memory;
+``runs``, ``run_metrics``, ``summary`` and, after a sensitivity analysis, ``sensitivity`` are
+converted as they are. Files are written through a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from model.errors import ScenarioError
+
+FORMATS = ("csv", "parquet")
+TABLES = ("runs", "run_metrics", "summary", "sensitivity")
+
+
+class _Sink:
+    """Writes Arrow tables to one CSV or Parquet file, atomically on close."""
+
+    def __init__(self, path: Path, fmt: str, schema: pa.Schema) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        self.schema = schema
+        if fmt == "csv":
+            self.writer = pacsv.CSVWriter(self.tmp, schema)
+        else:
+            self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table.select(self.schema.names).cast(self.schema))
+
+    def close(self) -> None:
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+
+def export_sweep(
+    sweep_dir: str | Path, fmt: str = "csv", out: str | Path | None = None
+) -> list[Path]:
+    """Write a sweep's tables as single CSV (or Parquet) files.
+
+    Args:
+        sweep_dir: The sweep folder (holding ``sweep.json``).
+        fmt: ``"csv"`` or ``"parquet"``.
+        out: Destination folder (default: the sweep folder).
+
+    Returns:
+        The files written.
+
+    Raises:
+        ScenarioError: If ``sweep_dir`` is not a sweep folder or the format is unknown.
+    """
+    sweep_dir = Path(sweep_dir)
+    if fmt not in FORMATS:
+        raise ScenarioError("--format", f"one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not (sweep_dir / "sweep.json").is_file():
+        raise ScenarioError(str(sweep_dir), "not a sweep folder (no sweep.json)")
+    out_dir = Path(out) if out is not None else sweep_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    parts = sorted((sweep_dir / "steps").glob("*.parquet"))
+    if parts:
+        sink = _Sink(out_dir / f"steps.{fmt}", fmt, pq.read_schema(parts[0]))
+        for part in parts:
+            sink.write(pq.read_table(part))
+        sink.close()
+        written.append(sink.path)
+    for name in TABLES:
+        source = sweep_dir / f"{name}.parquet"
+        target = out_dir / f"{name}.{fmt}"
+        if not source.is_file() or source.resolve() == target.resolve():
+            continue
+        table = pq.read_table(source)
+        sink = _Sink(target, fmt, table.schema)
+        sink.write(table)
+        sink.close()
+        written.append(target)
+    return written

@@ -1,0 +1,111 @@
+"""Statistics over runs: per-run reductions and per-design-point summaries with t-based 95% CIs.
+
+A run's ``steps`` table is reduced to two rows per principal (and ``all``): ``final`` (the metric at
+the last step) and ``mean`` (the metric averaged over steps 1…T, NaN steps skipped) —
+:func:`reduce_run`. Reductions are small; the sweep driver collects them and
+:func:`summarize` turns them into one tidy row per design point, principal, statistic and metric
+with the replicates' count, mean, standard deviation and a two-sided 95% confidence interval
+mean ± t₀.₉₇₅,ₙ₋₁ · sd/√n (NaN when fewer than two replicates).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+#: Columns of a ``steps`` table that are not metrics.
+ID_COLUMNS = ("step", "principal")
+STATISTICS = ("final", "mean")
+SUMMARY_COLUMNS = ("n", "mean", "sd", "ci_low", "ci_high")
+
+
+def metric_columns(steps: pd.DataFrame) -> list[str]:
+    """Numeric columns of a ``steps`` table other than ``step``."""
+    return [
+        c
+        for c in steps.columns
+        if c not in ID_COLUMNS
+        and pd.api.types.is_numeric_dtype(steps[c])
+        and not pd.api.types.is_bool_dtype(steps[c])
+    ]
+
+
+def reduce_run(steps: pd.DataFrame) -> pd.DataFrame:
+    """Final-step and time-averaged metrics of one run, per principal.
+
+    Args:
+        steps: The run's ``steps`` table.
+
+    Returns:
+        Columns ``principal``, ``statistic`` (``final`` or ``mean``) and one per metric; the
+        principals in the order they appear in ``steps``.
+    """
+    metrics = metric_columns(steps)
+    order = list(dict.fromkeys(steps["principal"]))
+    if steps.empty:
+        return pd.DataFrame(columns=["principal", "statistic", *metrics])
+    last = steps[steps["step"] == steps["step"].max()].set_index("principal")[metrics]
+    mean = steps.groupby("principal", sort=False)[metrics].mean()
+    frames = []
+    for name, table in (("final", last), ("mean", mean)):
+        table = table.reindex(order).astype(float)
+        table.insert(0, "statistic", name)
+        frames.append(table.rename_axis("principal").reset_index())
+    return pd.concat(frames, ignore_index=True)
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[int, float, float, float, float]:
+    """Count, mean, sd and t-based confidence interval of the finite ``values``.
+
+    Args:
+        values: Replicate values.
+        level: Confidence level.
+
+    Returns:
+        ``(n, mean, sd, ci_low, ci_high)``; sd and the interval are NaN for n < 2, everything but
+        n is NaN for n = 0.
+    """
+    finite = values[np.isfinite(values)]
+    n = len(finite)
+    if n == 0:
+        return 0, np.nan, np.nan, np.nan, np.nan
+    mean = float(finite.mean())
+    if n < 2:
+        return 1, mean, np.nan, np.nan, np.nan
+    sd = float(finite.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
+    return n, mean, sd, mean - half, mean + half
+
+
+def summarize(reductions: pd.DataFrame, parameters: list[str], level: float = 0.95) -> pd.DataFrame:
+    """Per design point: n, mean, sd and CI of every metric over replicates.
+
+    Args:
+        reductions: Per-run reductions with columns ``design_id``, the swept ``parameters``,
+            ``principal``, ``statistic`` and the metrics (other run columns are ignored).
+        parameters: The swept parameter columns.
+        level: Confidence level of the interval.
+
+    Returns:
+        Tidy rows ``design_id, <parameters>, principal, statistic, metric, n, mean, sd, ci_low,
+        ci_high``, in design, principal, statistic and metric order.
+    """
+    keys = ["design_id", *parameters, "principal", "statistic"]
+    skip = {*keys, "run_id", "replicate", "seed"}
+    metrics = [c for c in reductions.columns if c not in skip]
+    rows: list[dict[str, Any]] = []
+    grouped = reductions.groupby(["design_id", "principal", "statistic"], sort=False)
+    for _, group in grouped:
+        head = group.iloc[0]
+        for metric in metrics:
+            values = group[metric].to_numpy(dtype=float)
+            n, mean, sd, low, high = t_interval(values, level)
+            row = {key: head[key] for key in keys}
+            row.update(metric=metric, n=n, mean=mean, sd=sd, ci_low=low, ci_high=high)
+            rows.append(row)
+    columns = [*keys, "metric", *SUMMARY_COLUMNS]
+    summary = pd.DataFrame(rows, columns=columns)
+    return summary.sort_values(["design_id"], kind="stable").reset_index(drop=True)

@@ -1,0 +1,302 @@
+"""Sweep designs: design points × replicates → one fully resolved scenario (and run id) per run.
+
+A :class:`Design` is a list of *design points* (each a ``{dotted.key: value}`` assignment over
+the swept parameters) and a list of replicate seeds. The full-factorial product of a grid
+(:func:`grid_design`) is one way to get design points; a SALib sample
+(:mod:`analysis.sensitivity`) is another. :func:`plan_runs` applies each point to the base
+scenario, gives replicate ``r`` the ``r``-th seed, validates the result and names the run by a hash
+of its fully resolved scenario (:func:`run_id`), so that the same run always has the same id,
+whatever the sweep it belongs to. Execution is in :mod:`analysis.engine`; statistics in
+:mod:`analysis.stats`.
+
+Replicate seeds are spawned from the sweep seed with ``numpy.random.SeedSequence(seed).spawn(R)``;
+replicate ``r`` uses the same seed at every design point (common random numbers), so differences
+between design points are not blurred by different noise draws.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.errors import ScenarioError
+from model.ranges import expand_values, parse_cli_values
+from model.scenario import Scenario, apply_override, to_toml_dict, validate
+
+#: Length of a run id (hex digits of the SHA-256 of the resolved scenario).
+RUN_ID_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Design:
+    """What to run: design points over the swept parameters and replicate seeds.
+
+    Attributes:
+        parameters: The swept dotted keys, in column order.
+        points: One ``{key: value}`` assignment per design point (design id = index).
+        seeds: One seed per replicate (replicate id = index).
+        sweep_seed: The seed the replicate seeds were spawned from.
+        kind: ``"grid"``, ``"sobol"`` or ``"morris"``.
+    """
+
+    parameters: list[str]
+    points: list[dict[str, Any]]
+    seeds: list[int]
+    sweep_seed: int
+    kind: str = "grid"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: where it sits in the design and its resolved scenario.
+
+    Attributes:
+        run_id: Hash of the resolved scenario (seed included).
+        design_id: Index of the design point.
+        replicate: Index of the replicate.
+        seed: The run's ``run.seed``.
+        params: The design point's values of the swept parameters.
+        scenario: The fully resolved scenario as plain data (``sweep`` removed).
+    """
+
+    run_id: str
+    design_id: int
+    replicate: int
+    seed: int
+    params: dict[str, Any]
+    scenario: dict[str, Any] = field(repr=False)
+
+
+def replicate_seeds(sweep_seed: int, replicates: int) -> list[int]:
+    """Spawn one integer seed per replicate from the sweep seed.
+
+    Args:
+        sweep_seed: The sweep's seed.
+        replicates: Number of replicates.
+
+    Returns:
+        ``replicates`` seeds in [0, 2⁶³): the first 64-bit word of each spawned child's state,
+        shifted right by one so that it fits signed 64-bit columns and TOML integers.
+    """
+    children = np.random.SeedSequence(sweep_seed).spawn(replicates)
+    return [int(child.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for child in children]
+
+
+def parse_grid_arguments(assignments: list[str]) -> dict[str, list[Any]]:
+    """Parse ``--grid key=v1,v2`` / ``--grid key=1:1024:log2`` arguments.
+
+    Args:
+        assignments: The texts given to ``--grid``.
+
+    Returns:
+        Values per dotted key, in the order given.
+
+    Raises:
+        ScenarioError: On a missing ``=``, a repeated key or a malformed range.
+    """
+    grid: dict[str, list[Any]] = {}
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ScenarioError(text or "--grid", "grid entries look like key=v1,v2 or key=1:8:1")
+        if key in grid:
+            raise ScenarioError(f"--grid {key}", "key given twice")
+        try:
+            grid[key] = parse_cli_values(raw)
+        except ValueError as err:
+            raise ScenarioError(f"--grid {key}", str(err)) from None
+    return grid
+
+
+def grid_design(
+    grid: dict[str, Any], replicates: int, sweep_seed: int, *, source: str = "--grid"
+) -> Design:
+    """The full-factorial design of a grid (last key varies fastest).
+
+    Args:
+        grid: Values (lists or range strings) per dotted key.
+        replicates: Replicates per design point (≥ 1).
+        sweep_seed: Seed the replicate seeds are spawned from.
+        source: Where the grid came from, for error messages.
+
+    Returns:
+        The design; an empty grid gives one design point with no parameters.
+
+    Raises:
+        ScenarioError: On a malformed value list or fewer than one replicate.
+    """
+    if replicates < 1:
+        raise ScenarioError("--replicates", "needs at least one replicate", source)
+    values: dict[str, list[Any]] = {}
+    for key, spec in grid.items():
+        try:
+            values[key] = expand_values(spec)
+        except ValueError as err:
+            raise ScenarioError(f"sweep.grid.{key}", str(err), source) from None
+    keys = list(values)
+    points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values.values())]
+    return Design(keys, points, replicate_seeds(sweep_seed, replicates), sweep_seed, "grid")
+
+
+def canonical_json(data: Any) -> str:
+    """JSON text with sorted keys and no whitespace: the input of run ids."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def run_id(scenario: dict[str, Any]) -> str:
+    """Return the id of a run: a hash of its fully resolved scenario (seed included).
+
+    Args:
+        scenario: The resolved scenario as plain data (:func:`model.scenario.to_toml_dict`).
+
+    Returns:
+        ``RUN_ID_LENGTH`` hex digits.
+    """
+    digest = hashlib.sha256(canonical_json(scenario).encode("utf-8")).hexdigest()
+    return digest[:RUN_ID_LENGTH]
+
+
+def resolve_point(
+    base: dict[str, Any], point: dict[str, Any], seed: int, source: str
+) -> dict[str, Any]:
+    """Apply a design point and a seed to raw scenario data and validate the result.
+
+    Args:
+        base: Raw scenario data (overrides applied, not modified).
+        point: ``{dotted.key: value}`` of the design point.
+        seed: The run's seed.
+        source: The scenario's file name, for error messages.
+
+    Returns:
+        The fully resolved scenario as plain data, without a ``sweep`` section.
+
+    Raises:
+        ScenarioError: If the point makes the scenario invalid (naming the key).
+    """
+    data = copy.deepcopy(base)
+    data.pop("sweep", None)
+    for key, value in point.items():
+        try:
+            apply_override(data, key, value)
+        except ScenarioError as err:
+            raise err.with_source(source) from None
+    apply_override(data, "run.seed", seed)
+    scenario: Scenario = validate(data, source)
+    resolved = to_toml_dict(scenario)
+    resolved.pop("sweep", None)
+    return resolved
+
+
+def plan_runs(base: dict[str, Any], design: Design, source: str) -> list[RunSpec]:
+    """Resolve every run of a design (design-point major, replicate minor).
+
+    Args:
+        base: Raw scenario data with command-line overrides applied.
+        design: The design.
+        source: The scenario's file name, for error messages.
+
+    Returns:
+        One :class:`RunSpec` per design point and replicate.
+
+    Raises:
+        ScenarioError: If a design point is invalid, or two design points resolve to the same
+            scenario (e.g. ``1`` and ``1.0`` for a float key).
+    """
+    runs: list[RunSpec] = []
+    seen: dict[str, int] = {}
+    for design_id, point in enumerate(design.points):
+        for replicate, seed in enumerate(design.seeds):
+            resolved = resolve_point(base, point, seed, source)
+            rid = run_id(resolved)
+            if rid in seen and seen[rid] != design_id:
+                raise ScenarioError(
+                    "sweep.grid",
+                    f"design points {seen[rid]} and {design_id} give the same scenario",
+                    source,
+                )
+            seen[rid] = design_id
+            runs.append(RunSpec(rid, design_id, replicate, seed, dict(point), resolved))
+    return runs
+
+
+def design_record(design: Design, runs: list[RunSpec], source: str) -> dict[str, Any]:
+    """The content of ``sweep.json``: parameters, design points, seeds and run ids.
+
+    Args:
+        design: The design.
+        runs: Its planned runs.
+        source: The base scenario's file name.
+
+    Returns:
+        Plain, JSON-able data.
+    """
+    return {
+        "kind": design.kind,
+        "scenario_source": source,
+        "parameters": design.parameters,
+        "sweep_seed": design.sweep_seed,
+        "replicates": len(design.seeds),
+        "seeds": design.seeds,
+        "design_points": [
+            {"design_id": i, "params": point} for i, point in enumerate(design.points)
+        ],
+        "runs": [
+            {
+                "run_id": run.run_id,
+                "design_id": run.design_id,
+                "replicate": run.replicate,
+                "seed": run.seed,
+            }
+            for run in runs
+        ],
+    }
+
+
+def parameter_column_types(design: Design) -> dict[str, str]:
+    """Column type of each swept parameter in the tidy tables.
+
+    Numbers stay numbers (``int`` when every value is a whole int, else ``float``), booleans stay
+    booleans; anything else, including a mix such as ``[0.3, "optimal"]``, becomes ``str``.
+
+    Args:
+        design: The design.
+
+    Returns:
+        ``"int"``, ``"float"``, ``"bool"`` or ``"str"`` per parameter.
+    """
+    types: dict[str, str] = {}
+    for key in design.parameters:
+        values = [point[key] for point in design.points]
+        if all(isinstance(v, bool) for v in values):
+            types[key] = "bool"
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            types[key] = "int"
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            types[key] = "float"
+        else:
+            types[key] = "str"
+    return types
+
+
+def column_value(value: Any, kind: str) -> Any:
+    """Convert a parameter value to its tidy-table column type (see parameter_column_types)."""
+    if kind == "float":
+        return float(value)
+    if kind == "str":
+        return value if isinstance(value, str) else json.dumps(value)
+    return value
+
+
+def write_design(path: Path, record: dict[str, Any]) -> None:
+    """Write ``sweep.json`` atomically."""
+    from model.recording import write_json_atomic
+
+    write_json_atomic(path, record)

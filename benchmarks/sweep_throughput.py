@@ -1,0 +1,74 @@
+"""Sweep throughput: 200 small runs, serial vs a 2-worker Dask LocalCluster; per-run overhead.
+
+Usage: ``python benchmarks/sweep_throughput.py [--runs-per-point R] [--agents N] [--steps T]``.
+
+The sweep is the embedded default scenario at N agents and T steps over a 5 × 2 grid
+(``principals.0.selection.n = 1:16:log2``, ``agents.risk_aversion = 0.5,1``) × R replicates
+(default 20: 200 runs). It reports wall time and runs/s of the whole command-equivalent
+(:func:`analysis.batch.run_design`, cluster start and stop included) for the serial engine and a
+LocalCluster of 2 single-threaded process workers, their ratio, and the per-run overhead of the
+sweep machinery: serial wall time per run minus the time of the same runs as bare
+``MesaOptModel(...).run()`` calls (no recording, no files). Results go to stdout as Markdown rows
+for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from analysis.batch import load_base, run_design, sweep_design
+from analysis.sweep import plan_runs
+from model.model import MesaOptModel
+from model.scenario import validate
+
+GRID = {"principals.0.selection.n": "1:16:log2", "agents.risk_aversion": [0.5, 1.0]}
+
+
+def main() -> None:
+    """Run the benchmark and print the results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs-per-point", type=int, default=20)
+    parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    base = load_base(
+        None, [f"network.n_agents={args.agents}", f"run.steps={args.steps}", "regimes.0.at=10"]
+    )
+    design = sweep_design(base, dict(GRID), replicates=args.runs_per_point, seed=1)
+    runs = plan_runs(base.data, design, base.source)
+    n = len(runs)
+
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, options in (
+            ("serial", {"engine": "serial"}),
+            ("local-2", {"engine": "local", "workers": 2}),
+        ):
+            clock = time.perf_counter()
+            result = run_design(base, design, Path(tmp) / name, progress=False, **options)
+            timings[name] = time.perf_counter() - clock
+            assert result.count("ok") == n, result.failed[:3]
+
+    clock = time.perf_counter()
+    for spec in runs:
+        MesaOptModel(validate(spec.scenario)).run()
+    bare = time.perf_counter() - clock
+
+    speedup = timings["serial"] / timings["local-2"]
+    overhead_ms = (timings["serial"] - bare) / n * 1000
+    print(f"# {n} runs of {args.agents} agents × {args.steps} steps; {platform.processor() or ''}")
+    print("| engine | wall s | runs/s |")
+    print("|---|---|---|")
+    for name, seconds in timings.items():
+        print(f"| {name} | {seconds:.1f} | {n / seconds:.1f} |")
+    print(f"| bare model runs (no files) | {bare:.1f} | {n / bare:.1f} |")
+    print(f"speed-up local-2 / serial: {speedup:.2f}×")
+    print(f"per-run overhead of the sweep machinery (serial − bare): {overhead_ms:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Values of one swept parameter: explicit lists and range strings (``1:1024:log2``, ``0:1:0.25``).
+
+A sweep grid (the ``[sweep]`` section of a scenario, or ``run.py sweep --grid``) gives each swept
+key either a list of values or a range string ``start:stop:step``:
+
+* ``start:stop:step`` (linear) — ``start, start + step, …`` up to and including ``stop`` (within a
+  relative tolerance of 1e-9); integers when start and step are whole numbers (``1:10:3`` →
+  1, 4, 7, 10), floats otherwise (``0:1:0.25`` → 0.0, 0.25, 0.5, 0.75, 1.0);
+* ``start:stop:logB`` (geometric) — ``start, start·B, start·B², …`` up to and including ``stop``
+  (``1:1024:log2`` → 1, 2, 4, …, 1024; ``0.001:1:log10`` → 0.001, 0.01, 0.1, 1.0); integers when
+  start and B are whole numbers.
+
+The module lives in :mod:`model` because the scenario schema validates sweep sections with it;
+:mod:`analysis.sweep` builds designs from the expanded values.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from typing import Any
+
+#: Refuse ranges that would expand to more values than this (a typo such as ``0:1e6:1``).
+MAX_VALUES = 100_000
+_TOL = 1e-9
+
+
+def _number(text: str, what: str) -> int | float:
+    text = text.strip()
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"range {what} must be a finite number, got {text!r}")
+    return value
+
+
+def _whole(value: float) -> bool:
+    return float(value).is_integer()
+
+
+def _check_count(count: int, text: str) -> None:
+    if count > MAX_VALUES:
+        raise ValueError(f"range {text!r} has {count} values (at most {MAX_VALUES})")
+
+
+def is_range(value: Any) -> bool:
+    """Return True if ``value`` is a range string (two colons)."""
+    return isinstance(value, str) and value.count(":") == 2
+
+
+def expand_range(text: str) -> list[int | float]:
+    """Expand a range string into its values.
+
+    Args:
+        text: ``start:stop:step`` or ``start:stop:logB``.
+
+    Returns:
+        The values, in increasing order from ``start``.
+
+    Raises:
+        ValueError: If the string is malformed or the range is empty, infinite or too long.
+    """
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise ValueError(f"a range looks like start:stop:step or start:stop:log2, got {text!r}")
+    start = _number(parts[0], "start")
+    stop = _number(parts[1], "stop")
+    how = parts[2].strip()
+    if how.startswith("log"):
+        base = _number(how[3:] or "10", "log base")
+        if base <= 1:
+            raise ValueError(f"log base must be > 1, got {how!r}")
+        if start <= 0 or stop < start:
+            raise ValueError(f"a log range needs 0 < start <= stop, got {text!r}")
+        count = math.floor(math.log(stop / start, base) + _TOL) + 1
+        integral = isinstance(start, int) and _whole(base)
+        factor = int(base) if integral else base
+        _check_count(count, text)
+        values = [start * factor**i for i in range(count)]
+    else:
+        step = _number(how, "step")
+        if step <= 0 or stop < start:
+            raise ValueError(f"a linear range needs step > 0 and start <= stop, got {text!r}")
+        count = math.floor((stop - start) / step * (1 + _TOL) + _TOL) + 1
+        integral = isinstance(start, int) and isinstance(step, int)
+        _check_count(count, text)
+        values = [start + i * step for i in range(count)]
+    if not integral:
+        values = [float(round(v, 12)) for v in values]
+    return values
+
+
+def expand_values(spec: Any) -> list[Any]:
+    """Return the list of values a grid entry stands for.
+
+    Args:
+        spec: A list of values, a range string, or a single value.
+
+    Returns:
+        The values (a single value becomes a one-item list).
+
+    Raises:
+        ValueError: On a malformed range or an empty list.
+    """
+    if is_range(spec):
+        return expand_range(spec)
+    if isinstance(spec, list | tuple):
+        if not spec:
+            raise ValueError("needs at least one value")
+        return list(spec)
+    return [spec]
+
+
+def parse_cli_values(text: str) -> list[Any]:
+    """Parse the value part of ``--grid key=...``: a range string or comma-separated TOML literals.
+
+    Args:
+        text: ``1:1024:log2`` or ``0.1,0.3,"optimal"`` (bare words are strings).
+
+    Returns:
+        The values.
+
+    Raises:
+        ValueError: On a malformed range or an empty list.
+    """
+    text = text.strip()
+    if is_range(text):
+        return expand_range(text)
+    values: list[Any] = []
+    for raw in text.split(","):
+        raw = raw.strip()
+        if not raw:
+            raise ValueError(f"empty value in {text!r}")
+        try:
+            values.append(tomllib.loads(f"v = {raw}")["v"])
+        except tomllib.TOMLDecodeError:
+            values.append(raw)
+    return values

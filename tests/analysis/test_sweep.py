@@ -1,0 +1,315 @@
+"""Sweeps: designs, run ids, identical tables on every engine, resuming, failures, Dask clusters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.batch import load_base, run_design, sweep_design
+from analysis.engine import is_complete
+from analysis.export import export_sweep
+from analysis.stats import reduce_run, t_interval
+from analysis.sweep import grid_design, parse_grid_arguments, plan_runs, replicate_seeds
+from model.errors import ScenarioError
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["network.n_agents=60", "run.steps=10", "run.agent_every=5", "regimes.0.at=5"]
+GRID = {"principals.0.selection.n": [2, 8], "principals.1.contract.beta": [0.1, "optimal"]}
+
+
+def env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def sweep_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "sweep", *args],
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=timeout,
+    )
+
+
+def tidy(out: Path) -> pd.DataFrame:
+    steps = pd.read_parquet(out / "steps")
+    return steps.sort_values(["run_id", "step", "principal"]).reset_index(drop=True)
+
+
+def check_whole(out: Path) -> pd.DataFrame:
+    """Every planned run is complete exactly once; return the tidy dataset."""
+    record = json.loads((out / "sweep.json").read_text())
+    ids = [run["run_id"] for run in record["runs"]]
+    assert len(set(ids)) == len(ids)
+    for run_id in ids:
+        assert is_complete(out / "runs" / run_id), run_id
+        pd.read_parquet(out / "runs" / run_id / "steps.parquet")  # not corrupt
+    assert sorted(p.stem for p in (out / "steps").glob("*.parquet")) == sorted(ids)
+    assert not list((out / ".partial-runs").iterdir())
+    assert all(is_complete(p) for p in (out / "runs").iterdir())
+    steps = tidy(out)
+    assert not steps.duplicated(["run_id", "step", "principal"]).any()
+    assert set(steps["run_id"]) == set(ids)
+    return steps
+
+
+@pytest.fixture(scope="module")
+def serial_sweep(tmp_path_factory):
+    base = load_base(None, TINY)
+    design = sweep_design(base, GRID, replicates=2, seed=3)
+    out = tmp_path_factory.mktemp("serial") / "sweep"
+    return run_design(base, design, out, engine="serial", progress=False)
+
+
+def test_ranges_and_grid_arguments():
+    grid = parse_grid_arguments(["a.b=1:1024:log2", "c=0:1:0.25", "d=0.1,optimal,true"])
+    assert grid["a.b"] == [2**i for i in range(11)]
+    assert grid["c"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert grid["d"] == [0.1, "optimal", True]
+    with pytest.raises(ScenarioError, match="--grid c"):
+        parse_grid_arguments(["c=1:0:1"])
+    with pytest.raises(ScenarioError, match="twice"):
+        parse_grid_arguments(["c=1", "c=2"])
+
+
+def test_design_seeds_and_run_ids_are_deterministic():
+    seeds = replicate_seeds(7, 4)
+    assert seeds == replicate_seeds(7, 4) and len(set(seeds)) == 4
+    assert all(0 <= s < 2**63 for s in seeds)
+    design = grid_design(GRID, 3, 7)
+    assert len(design.points) == 4 and design.seeds == replicate_seeds(7, 3)
+    base = load_base(None, TINY)
+    runs = plan_runs(base.data, design, base.source)
+    again = plan_runs(base.data, design, base.source)
+    assert [r.run_id for r in runs] == [r.run_id for r in again]
+    assert len({r.run_id for r in runs}) == 12
+    assert all(r.scenario["run"]["seed"] == design.seeds[r.replicate] for r in runs)
+    assert "sweep" not in runs[0].scenario
+
+
+def test_bad_design_point_is_an_error_before_anything_is_written(tmp_path):
+    base = load_base(None, TINY)
+    design = grid_design({"network.k": [4, -1]}, 1, 1)
+    with pytest.raises(ScenarioError, match=r"network\.k"):
+        run_design(base, design, tmp_path / "out", engine="serial", progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ScenarioError, match="same scenario"):
+        plan_runs(base.data, grid_design({"network.p": [0.1, 0.1]}, 1, 1), "x")
+
+
+def test_sweep_section_in_the_scenario_file(tmp_path):
+    text = (ROOT / "scenarios" / "baseline.toml").read_text()
+    text += (
+        '\n[sweep]\nreplicates = 2\nseed = 9\n[sweep.grid]\nprincipals.0.selection.n = "2:8:log2"\n'
+    )
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    base = load_base(path, TINY)
+    design = sweep_design(base, {"network.k": [4]})
+    assert design.parameters == ["principals.0.selection.n", "network.k"]
+    assert [p["principals.0.selection.n"] for p in design.points] == [2, 4, 8]
+    assert design.seeds == replicate_seeds(9, 2)
+    path.write_text(text.replace('"2:8:log2"', '"8:2:log2"'))
+    with pytest.raises(ScenarioError, match=r"sweep\.grid\.principals\.0\.selection\.n"):
+        sweep_design(load_base(path, TINY), {})
+
+
+def test_tidy_dataset_and_summary(serial_sweep):
+    out = serial_sweep.out_dir
+    steps = check_whole(out)
+    assert len(steps) == 8 * 10 * 3
+    for column in ("run_id", "design_id", "replicate", "seed", "step", "principal", "value"):
+        assert column in steps.columns
+    assert steps["principals.0.selection.n"].dtype == np.int64
+    assert set(steps["principals.1.contract.beta"]) == {"0.1", "optimal"}
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert summary.equals(serial_sweep.summary)
+    row = summary[
+        (summary.design_id == 1)
+        & (summary.principal == "lab")
+        & (summary.statistic == "final")
+        & (summary.metric == "value")
+    ].iloc[0]
+    finals = steps[(steps.design_id == 1) & (steps.principal == "lab") & (steps.step == 10)]
+    n, mean, sd, _, _ = t_interval(finals["value"].to_numpy())
+    assert row["n"] == n == 2
+    assert row["mean"] == pytest.approx(mean) and row["sd"] == pytest.approx(sd)
+    assert row["ci_low"] < row["mean"] < row["ci_high"]
+    assert row["ci_high"] - row["mean"] == pytest.approx(12.7062047 * sd / np.sqrt(2))
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert list(runs["status"]) == ["ok"] * 8
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["parameters"] == list(GRID) and len(record["design_points"]) == 4
+
+
+def test_reduce_run_final_and_mean():
+    steps = pd.DataFrame(
+        {"step": [1, 1, 2, 2], "principal": ["all", "p", "all", "p"], "value": [1.0, 2, 3, 4]}
+    )
+    reduced = reduce_run(steps).set_index(["principal", "statistic"])["value"]
+    assert reduced[("all", "final")] == 3 and reduced[("p", "mean")] == 3
+
+
+def test_local_cluster_gives_the_tables_of_the_serial_engine(serial_sweep, tmp_path):
+    base = load_base(None, TINY)
+    design = sweep_design(base, GRID, replicates=2, seed=3)
+    local = run_design(base, design, tmp_path / "local", engine="local", workers=2, progress=False)
+    assert local.count("ok") == 8
+    pd.testing.assert_frame_equal(tidy(tmp_path / "local"), tidy(serial_sweep.out_dir))
+    pd.testing.assert_frame_equal(local.summary, serial_sweep.summary)
+    # re-running skips every finished run and gives the same tables
+    again = run_design(base, design, tmp_path / "local", engine="serial", progress=False)
+    assert again.count("skipped") == 8
+    pd.testing.assert_frame_equal(again.summary, serial_sweep.summary)
+
+
+def test_failing_run_is_recorded_and_the_sweep_exits_nonzero(tmp_path):
+    edges = tmp_path / "edges.csv"
+    edges.write_text("\n".join(f"{i},{(i + 1) % 60}" for i in range(60)))
+    out = tmp_path / "out"
+    result = sweep_cli(
+        "scenarios/baseline.toml",
+        *[f"--set={o}" for o in TINY],
+        "--set=network.topology=edgelist",
+        "--grid",
+        f"network.path={edges},{tmp_path / 'missing.csv'}",
+        "--replicates",
+        "2",
+        "--engine",
+        "serial",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("mesaopt: failed: run") == 2
+    runs = pd.read_parquet(out / "runs.parquet")
+    failed = runs[runs.status == "failed"]
+    assert list(failed["design_id"]) == [1, 1]
+    assert failed["error"].str.contains("file not found").all()
+    for run_id in failed["run_id"]:
+        assert "missing.csv" in (out / "runs" / run_id / "error.txt").read_text()
+        assert not is_complete(out / "runs" / run_id)
+    assert set(pd.read_parquet(out / "steps")["design_id"]) == {0}
+    assert set(pd.read_parquet(out / "summary.parquet")["design_id"]) == {0}
+
+
+def test_killed_sweep_resumes_without_missing_duplicated_or_corrupt_runs(tmp_path):
+    out = tmp_path / "out"
+    args = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "sweep",
+        "scenarios/baseline.toml",
+        *[f"--set={o}" for o in TINY],
+        "--grid=principals.0.selection.n=1:8:log2",
+        "--grid=agents.risk_aversion=0.5,1",
+        "--replicates=3",
+        "--workers=2",
+        "--quiet",
+        f"--out={out}",
+    ]
+    driver = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and driver.poll() is None:
+            if len(list((out / "runs").glob("*/manifest.json"))) >= 3:
+                break
+            time.sleep(0.02)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver and its worker processes
+        driver.wait(timeout=30)
+    finished_before = len(list((out / "runs").glob("*/manifest.json")))
+    assert 3 <= finished_before < 24
+    result = subprocess.run(
+        [*args, "--engine=serial"], cwd=ROOT, env=env(), capture_output=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    steps = check_whole(out)
+    assert len(steps) == 24 * 10 * 3
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert (runs["status"] == "skipped").sum() >= finished_before
+    # the resumed sweep equals an uninterrupted one
+    base = load_base(ROOT / "scenarios" / "baseline.toml", TINY)
+    grid = parse_grid_arguments(["principals.0.selection.n=1:8:log2", "agents.risk_aversion=0.5,1"])
+    design = sweep_design(base, grid, replicates=3)
+    run_design(base, design, tmp_path / "fresh", engine="serial", progress=False)
+    pd.testing.assert_frame_equal(steps, tidy(tmp_path / "fresh"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sweep_on_an_existing_dask_cluster(tmp_path, serial_sweep):
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = str(Path(sys.executable).with_name("dask"))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    quiet = {"stdout": subprocess.DEVNULL, "env": env(), "cwd": tmp_path}
+    processes = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            stderr=(logs / "scheduler.log").open("w"),
+            **quiet,
+        )
+    ]
+    try:
+        processes.append(
+            subprocess.Popen(
+                [dask, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
+                stderr=(logs / "worker.log").open("w"),
+                **quiet,
+            )
+        )
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        base = load_base(None, TINY)
+        design = sweep_design(base, GRID, replicates=2, seed=3)
+        result = run_design(base, design, tmp_path / "out", scheduler=address, progress=False)
+        assert result.count("ok") == 8
+        pd.testing.assert_frame_equal(tidy(tmp_path / "out"), tidy(serial_sweep.out_dir))
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+def test_export_writes_csv(serial_sweep, tmp_path):
+    written = export_sweep(serial_sweep.out_dir, "csv", tmp_path / "csv")
+    names = sorted(p.name for p in written)
+    assert names == ["run_metrics.csv", "runs.csv", "steps.csv", "summary.csv"]
+    steps = pd.read_csv(tmp_path / "csv" / "steps.csv")
+    assert len(steps) == 8 * 10 * 3
+    assert steps["value"].to_numpy() == pytest.approx(
+        pd.read_parquet(serial_sweep.out_dir / "steps")["value"].to_numpy()
+    )
+    with pytest.raises(ScenarioError, match="not a sweep folder"):
+        export_sweep(tmp_path, "csv")
