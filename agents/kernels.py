@@ -87,7 +87,10 @@ def best_response(reward: np.ndarray, cost: np.ndarray, perceive: np.ndarray) ->
     active set S (channels with a_k > 0) the candidate is ``a_S = K_SS⁻¹ r_S``, and it is the
     optimum iff ``a_S ≥ 0`` and ``r_k − K_{k,S} a_S ≤ 0`` for every perceived ``k ∉ S``. The
     kernel enumerates all 2^|P| subsets of each perception mask P, vectorised over the rows that
-    share the mask. A diagonal ``K`` takes a closed-form fast path, ``max(r, 0) / diag(K)``.
+    share the mask. Two structures of ``K`` take closed-form fast paths: a diagonal ``K``
+    (``max(r, 0) / diag(K)``) and the shared-effort-budget ``K`` of
+    :func:`substitution_cost_matrix` (water filling, see :func:`_water_filling`), which is the
+    only kind the model builds; both are tested against the enumeration.
 
     Args:
         reward: Marginal rewards r, shape (N, d).
@@ -107,17 +110,22 @@ def best_response(reward: np.ndarray, cost: np.ndarray, perceive: np.ndarray) ->
         raise ValueError(f"best_response supports at most {MAX_CHANNELS} channels, got {d}")
     if not np.all(np.isfinite(r)):
         raise ValueError("reward must be finite")
-    if d and np.any(np.linalg.eigvalsh(k) <= 0.0):
+    if d == 0:
+        return np.zeros((n, 0))
+    eig = np.linalg.eigvalsh(k)
+    if eig[0] <= 0.0:
         raise ValueError("cost must be positive definite")
-    if n == 0 or d == 0:
-        return np.zeros((n, d))
+    if n == 0:
+        return np.zeros((0, d))
     if _is_diagonal(k):
         out = np.maximum(r, 0.0)
         out /= np.diag(k)
         out *= p  # multiplying by the mask is ~10x faster than np.where here
         return out
+    substitution = _shared_budget_substitution(k)
+    if substitution is not None:
+        return _water_filling(r, np.diag(k), substitution, p)
 
-    eig = np.linalg.eigvalsh(k)
     unit = np.finfo(float).eps * (eig[-1] / eig[0]) * (1.0 + float(np.max(np.abs(r))))
     # Tolerances on the KKT slack, and on a's sign: a slack error e moves a by ≤ e / λ_min(K).
     tols = [(c * unit, c * unit / eig[0]) for c in _KKT_PASSES]
@@ -139,6 +147,70 @@ def best_response(reward: np.ndarray, cost: np.ndarray, perceive: np.ndarray) ->
         for i, c in enumerate(cols):
             out_t[c, rows] = sol[i]
     return np.ascontiguousarray(out_t.T)
+
+
+def _shared_budget_substitution(k: np.ndarray) -> float | None:
+    """Return s if ``K = D^½((1 − s)I + s·11ᵀ)D^½``, 0 < s < 1 (a shared effort budget), else None.
+
+    That is the form :func:`substitution_cost_matrix` builds: every off-diagonal entry divided by
+    the geometric mean of its two diagonal entries equals the same s (to 1e-12 relative).
+    """
+    d = k.shape[0]
+    if d < 2:
+        return None
+    diag = np.diag(k)
+    if np.any(diag <= 0.0):
+        return None
+    root = np.sqrt(diag)
+    off = (k / np.outer(root, root))[~np.eye(d, dtype=bool)]
+    s = float(off.mean())
+    if not 0.0 < s < 1.0 or np.any(np.abs(off - s) > 1e-12 * s):
+        return None
+    return s
+
+
+def _water_filling(r: np.ndarray, costs: np.ndarray, s: float, perceive: np.ndarray) -> np.ndarray:
+    """Exact best response when K is a shared effort budget (closed form, no enumeration).
+
+    With ``x = D^½a``, ``u = D^-½r`` and ``T = Σ_k x_k`` (total scaled effort), the KKT
+    conditions of ``max rᵀa − ½aᵀKa, a ≥ 0`` read ``x_k = max(u_k − sT, 0) / (1 − s)``: a channel
+    is worked iff its scaled reward beats the shared marginal cost ``sT``. The active set is
+    therefore the top j channels by u, and ``T = (Σ_{top j} u) / (1 − s + s·j)`` for the largest
+    j whose j-th reward still exceeds ``sT_j`` — the water-filling (or simplex-projection)
+    argument of Held, Wolfe & Crowder (1974) and Duchi et al. (2008). Channels outside the
+    perception mask get u = −∞. Each row costs a d-element sorting network and a few vector
+    operations over all rows at once, instead of up to 2^d linear solves.
+
+    Args:
+        r: Marginal rewards, (N, d).
+        costs: Diagonal of K, (d,), positive.
+        s: Substitution strength, 0 < s < 1.
+        perceive: Perception mask, (N, d).
+
+    Returns:
+        The optimal actions, (N, d).
+    """
+    n, d = r.shape
+    root = np.sqrt(costs)
+    # Scaled rewards, one contiguous vector per channel; unperceived channels never enter.
+    u = [np.where(perceive[:, c], r[:, c] / root[c], -np.inf) for c in range(d)]
+    ranked = list(u)
+    for top in range(d - 1):  # bubble-sort network: ranked[0] ≥ ranked[1] ≥ ... per row
+        for c in range(d - 1, top, -1):
+            hi = np.maximum(ranked[c - 1], ranked[c])
+            ranked[c] = np.minimum(ranked[c - 1], ranked[c])
+            ranked[c - 1] = hi
+    total = np.zeros(n)  # T for the active set; 0 when nothing is worth doing
+    running = np.zeros(n)
+    for j in range(1, d + 1):
+        running += ranked[j - 1]  # −∞ once past the perceived channels: never valid
+        candidate = running / (1.0 - s + s * j)
+        np.copyto(total, candidate, where=ranked[j - 1] > s * candidate)
+    out = np.empty((n, d))
+    shared = s * total
+    for c in range(d):
+        out[:, c] = np.maximum(u[c] - shared, 0.0) / ((1.0 - s) * root[c])
+    return out
 
 
 def _solve_mask(r_t: np.ndarray, k: np.ndarray, tols: list[tuple[float, float]]) -> np.ndarray:
@@ -254,8 +326,9 @@ def best_of_k(
     if np.any(diag <= 0.0):
         raise ValueError("cost must have a positive diagonal")
     n, d = r.shape
-    width = np.maximum(r, 0.0)
-    width *= 2.0 / diag
+    width = np.maximum(r, 0.0)  # 2·ā, ā = max(r, 0) / K_cc on perceived channels
+    width /= diag
+    width *= 2.0
     width *= p
     out = np.empty((n, d))
     rows = max(1, chunk // k)

@@ -81,7 +81,10 @@ def categorize(
     Returns:
         Flags (N, 4) bool in the order of ``CATEGORIES``, and the primary category index (N,).
     """
-    norms = np.linalg.norm(objective, axis=1) * np.linalg.norm(principal_values, axis=1)
+    norms = np.sqrt(
+        np.einsum("ij,ij->i", objective, objective)
+        * np.einsum("ij,ij->i", principal_values, principal_values)
+    )
     dot = np.einsum("ij,ij->i", objective, principal_values)
     cosine = np.divide(dot, norms, out=np.zeros_like(dot), where=norms > 0)
     flags = np.zeros((len(agent_capacity), 4), dtype=bool)
@@ -107,9 +110,38 @@ def gini(x: np.ndarray) -> float:
     mean = float(x.mean())
     if mean <= 0:
         return float("nan")
-    ordered = np.sort(x)
-    ranks = np.arange(1, n + 1)
-    return float(np.sum((2 * ranks - n - 1) * ordered) / (n * n * mean))
+    return _gini_sorted(np.sort(x), mean)
+
+
+def _gini_sorted(ordered: np.ndarray, mean: float) -> float:
+    """Gini of values already in ascending order, Σ(2i − n − 1)·x_(i) / (n²·mean)."""
+    n = len(ordered)
+    weights = np.arange(1 - n, n, 2, dtype=float)  # 2i − n − 1 for i = 1..n
+    return float(weights @ ordered / (n * n * mean))
+
+
+def group_ginis(x: np.ndarray, group: np.ndarray, n_groups: int) -> list[float]:
+    """Gini of ``x`` within each group ``0..n_groups-1``, then over all entries.
+
+    Each group is sorted on its own; the overall order is the stable merge of those sorted runs
+    (timsort merges presorted runs in linear time), so the whole costs about one sort of ``x``
+    instead of two.
+
+    Args:
+        x: Values, (N,).
+        group: Group index per entry, (N,).
+        n_groups: Number of groups.
+
+    Returns:
+        ``n_groups + 1`` coefficients (NaN for an empty group or a non-positive mean).
+    """
+    runs = [np.sort(x[group == j]) for j in range(n_groups)]
+    merged = runs[0] if n_groups == 1 else np.sort(np.concatenate(runs), kind="stable")
+    out = []
+    for ordered in [*runs, merged]:
+        mean = float(ordered.mean()) if len(ordered) else 0.0
+        out.append(_gini_sorted(ordered, mean) if mean > 0 else float("nan"))
+    return out
 
 
 def correlation(x: np.ndarray, y: np.ndarray) -> float:
@@ -161,37 +193,80 @@ def aggregate_steps(
     Returns:
         The rows.
     """
-    groups: list[tuple[str, np.ndarray, Any]] = [
-        (p.name, principal_of == j, p) for j, p in enumerate(principals)
+    n_groups = len(principals)
+    size = len(principal_of)
+    counts = np.bincount(principal_of, minlength=n_groups).astype(float)
+    counts = np.append(counts, size)  # groups 0..J-1, then "all"
+
+    def group_means(values: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        """Means of ``values`` per principal and overall (NaN for an empty group)."""
+        weights = values if where is None else values * where
+        sums = np.bincount(principal_of, weights=weights, minlength=n_groups)
+        n = counts if where is None else group_counts(where)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.append(sums, sums.sum()) / n
+
+    def group_counts(where: np.ndarray) -> np.ndarray:
+        """Number of True entries per principal and overall."""
+        c = np.bincount(principal_of[where], minlength=n_groups)
+        return np.append(c, c.sum()).astype(float)
+
+    means = {key: group_means(values) for key, values in per_agent.items()}
+    efforts = [group_means(np.ascontiguousarray(action[:, k])) for k in range(len(channel_names))]
+    ginis = group_ginis(per_agent["utility"], principal_of, n_groups)
+    # Category counts and losses: one bincount each over (principal, primary category) pairs.
+    n_cat = len(CATEGORIES)
+    pair = principal_of * n_cat + primary
+
+    def by_pair(weights: np.ndarray | None) -> np.ndarray:
+        """(n_groups + 1, categories) sums over (principal, category), the last row over all."""
+        sums = np.bincount(pair, weights=weights, minlength=n_groups * n_cat)
+        sums = sums.reshape(n_groups, n_cat)
+        return np.vstack([sums, sums.sum(axis=0)])
+
+    n_primary = by_pair(None)
+    category_loss = {}
+    for loss in ("principal_loss", "mesa_loss"):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            category_loss[loss] = by_pair(per_agent[loss]) / n_primary
+    flagged = [
+        np.bincount(principal_of, weights=flags[:, c], minlength=n_groups) for c in range(n_cat)
     ]
-    groups.append(("all", np.ones(len(principal_of), dtype=bool), None))
+    n_flagged = [np.append(f, f.sum()) for f in flagged]
+    outside_share = group_means(outside.astype(float))
+    stale_share = group_means(stale.astype(float))
+    n_caught = group_counts(caught)
+
     rows = []
-    for name, mask, principal in groups:
-        n = int(mask.sum())
-        row: dict[str, Any] = {"step": step, "principal": name, "n_agents": n}
+    for g in range(n_groups + 1):
+        principal = principals[g] if g < n_groups else None
+        mask = principal_of == g if principal is not None else slice(None)
+        n = int(counts[g])
+        row: dict[str, Any] = {
+            "step": step,
+            "principal": principal.name if principal is not None else "all",
+            "n_agents": n,
+        }
         row["alpha"] = principal.alpha if principal is not None else np.nan
         row["beta"] = principal.beta if principal is not None else np.nan
         for k, channel in enumerate(channel_names):
             row[f"belief_{channel}"] = (
                 float(principal.value_belief[k]) if principal is not None else np.nan
             )
-        for key, values in per_agent.items():
-            row[key] = float(values[mask].mean()) if n else np.nan
+        for key in per_agent:
+            row[key] = float(means[key][g])
         row["welfare"] = row["value"] + row["private_payoff"] + row["externality_received"]
-        row["gini_utility"] = gini(per_agent["utility"][mask])
+        row["gini_utility"] = ginis[g]
         for k, channel in enumerate(channel_names):
-            row[f"effort_{channel}"] = float(action[mask, k].mean()) if n else np.nan
+            row[f"effort_{channel}"] = float(efforts[k][g])
         for c, category in enumerate(CATEGORIES):
-            in_category = mask & (primary == c)
-            count = int(in_category.sum())
+            count = int(n_primary[g, c])
             row[f"n_{category}"] = count
-            row[f"flagged_{category}"] = int((mask & flags[:, c]).sum())
+            row[f"flagged_{category}"] = int(n_flagged[c][g])
             for loss in ("principal_loss", "mesa_loss"):
-                row[f"{loss}_{category}"] = (
-                    float(per_agent[loss][in_category].mean()) if count else np.nan
-                )
+                row[f"{loss}_{category}"] = float(category_loss[loss][g, c]) if count else np.nan
         _selection_columns(row, selection_stats, principal)
-        row["goodhart_extremal"] = float(outside[mask].mean()) if n else np.nan
+        row["goodhart_extremal"] = float(outside_share[g])
         proxy, value = per_agent["proxy"][mask], per_agent["value"][mask]
         row["corr_proxy_value"] = correlation(proxy, value)
         if n:
@@ -199,8 +274,8 @@ def aggregate_steps(
             row["corr_proxy_value_top"] = correlation(proxy[top], value[top])
         else:
             row["corr_proxy_value_top"] = np.nan
-        row["share_stale"] = float(stale[mask].mean()) if n else np.nan
-        row["n_caught"] = int(caught[mask].sum())
+        row["share_stale"] = float(stale_share[g])
+        row["n_caught"] = int(n_caught[g])
         rows.append(row)
     return rows
 

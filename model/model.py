@@ -417,9 +417,10 @@ class MesaOptModel(mesa.Model):
                     self._retrain(principal, np.sort(worst), reason="scheduled", step=t)
                     self._redesign(principal)
 
-        beta_of = np.array([p.beta for p in self.principals])[pop.principal]
-        alpha_of = np.array([p.alpha for p in self.principals])[pop.principal]
-        values_of = np.stack([p.true_values for p in self.principals])[pop.principal]
+        # Per-agent copies of per-principal parameters (np.take is ~10x faster than fancy indexing).
+        beta_of = np.take(np.array([p.beta for p in self.principals]), pop.principal)
+        alpha_of = np.take(np.array([p.alpha for p in self.principals]), pop.principal)
+        values_of = np.take(np.stack([p.true_values for p in self.principals]), pop.principal, 0)
         neighbour_effort = self.adjacency @ pop.action
         action = self._choose_actions(beta_of, neighbour_effort)
         noise = self.world.sample_noise(self.rng, pop.size)
@@ -455,7 +456,7 @@ class MesaOptModel(mesa.Model):
         pop = self.population
         output = action + noise
         proxy = output @ world.metric
-        effort_cost = 0.5 * np.einsum("ij,jk,ik->i", action, world.cost_matrix, action)
+        effort_cost = 0.5 * np.einsum("ij,ij->i", action @ world.cost_matrix, action)
         sigma_m2 = float(np.sum(world.metric**2 * world.noise_var))
         # β = 0 carries no risk even when σ_M² is infinite (Student-t, df ≤ 2; see scenario checks)
         with np.errstate(invalid="ignore"):
@@ -484,9 +485,10 @@ class MesaOptModel(mesa.Model):
         if not rates.any():
             return np.zeros(pop.size, dtype=bool)
         audited = self.rng.random(pop.size) < rates[pop.principal]
-        gaming = np.stack([p.gaming_channels() for p in self.principals])[pop.principal]
+        gaming = np.stack([p.gaming_channels() for p in self.principals]).astype(float)
+        gaming_effort = np.einsum("ij,ij->i", action, np.take(gaming, pop.principal, 0))
         tolerance = np.array([p.config.audit.tolerance for p in self.principals])
-        caught = audited & ((action * gaming).sum(axis=1) > tolerance[pop.principal])
+        caught = audited & (gaming_effort > np.take(tolerance, pop.principal))
         penalties = np.array([p.config.audit.penalty for p in self.principals])
         outcome.penalty = np.where(caught, penalties[pop.principal], 0.0)
         for j, principal in enumerate(self.principals):
@@ -529,9 +531,9 @@ class MesaOptModel(mesa.Model):
         # (current world, every channel, neighbours as they are) minus what it realized.
         reward = pop.theta + beta_of[:, None] * world.metric + world.peer * neighbour_effort
         optimum = best_response(reward, cost, full)
-        own_best = np.einsum("ij,ij->i", reward, optimum) - 0.5 * np.einsum(
-            "ij,jk,ik->i", optimum, cost, optimum
-        )
+        # At the optimum K·a* = r on the active set and a* = 0 off it, so a*ᵀKa* = rᵀa* and
+        # the optimal payoff rᵀa* − ½a*ᵀKa* is ½rᵀa*.
+        own_best = 0.5 * np.einsum("ij,ij->i", reward, optimum)
         own_realized = (
             np.einsum("ij,ij->i", reward, action)
             - outcome.effort_cost
@@ -550,19 +552,20 @@ class MesaOptModel(mesa.Model):
         # Adversarial Goodhart: value destroyed on channels the metric rewards and the principal
         # punishes, and on harmful channels beyond the principal's capacity.
         beyond = np.stack([~p.world_model.perceives(p.capacity) for p in self.principals])
-        hostile = (values_of < 0) & ((world.metric > 0) | beyond[pop.principal])
+        hostile = (values_of < 0) & ((world.metric > 0) | np.take(beyond, pop.principal, 0))
         adversarial = np.einsum("ij,ij->i", -values_of * hostile, action)
 
         # Extremal Goodhart: acting outside the range of actions seen in selection.
-        low = np.stack([p.action_low for p in self.principals])[pop.principal]
-        high = np.stack([p.action_high for p in self.principals])[pop.principal]
-        span = np.maximum(high - low, 0.0)
-        slack = 1e-9 + 1e-6 * span
-        outside = ((action < low - slack) | (action > high + slack)).any(axis=1)
+        low = np.stack([p.action_low for p in self.principals])
+        high = np.stack([p.action_high for p in self.principals])
+        slack = 1e-9 + 1e-6 * np.maximum(high - low, 0.0)
+        low = np.take(low - slack, pop.principal, 0)
+        high = np.take(high + slack, pop.principal, 0)
+        outside = ((action < low) | (action > high)).any(axis=1)
 
         flags, primary = categorize(
             pop.capacity,
-            np.array([p.capacity for p in self.principals])[pop.principal],
+            np.take(np.array([p.capacity for p in self.principals]), pop.principal),
             pop.theta,
             values_of,
             self.config.metrics.trans_cosine,
