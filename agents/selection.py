@@ -59,7 +59,9 @@ def mean_episode_noise(
 ):
     """Draw the mean of ``episodes`` iid output-noise draws, per channel.
 
-    Gaussian channels draw the mean directly (scale/√episodes); other families average draws.
+    Gaussian channels draw the mean directly (scale/√episodes), and so do Laplace channels: a sum
+    of k Laplace(0, 1) draws is the difference of two Gamma(k, 1) draws, since each Laplace is a
+    difference of two Exp(1). Student-t channels average their draws.
 
     Args:
         world: The world whose noise distributions apply.
@@ -76,12 +78,11 @@ def mean_episode_noise(
         code = world.noise_dist[k]
         if code == NOISE_CODES["normal"]:
             out[..., k] = rng.standard_normal(shape) * (scale / np.sqrt(episodes))
+        elif code == NOISE_CODES["laplace"]:
+            total = rng.standard_gamma(episodes, shape) - rng.standard_gamma(episodes, shape)
+            out[..., k] = total * (scale / episodes)
         else:
-            draws_shape = (*shape, episodes)
-            if code == NOISE_CODES["laplace"]:
-                draws = rng.laplace(0.0, 1.0, draws_shape)
-            else:
-                draws = rng.standard_t(world.noise_df[k], draws_shape)
+            draws = rng.standard_t(world.noise_df[k], (*shape, episodes))
             out[..., k] = draws.mean(axis=-1) * scale
     return out
 

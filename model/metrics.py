@@ -87,14 +87,13 @@ def categorize(
     )
     dot = np.einsum("ij,ij->i", objective, principal_values)
     cosine = np.divide(dot, norms, out=np.zeros_like(dot), where=norms > 0)
-    flags = np.zeros((len(agent_capacity), 4), dtype=bool)
-    flags[:, 0] = agent_capacity > principal_capacity
-    flags[:, 1] = agent_capacity < principal_capacity
-    flags[:, 2] = cosine < trans_cosine
-    flags[:, 3] = ~flags[:, :3].any(axis=1)
-    primary = np.full(len(agent_capacity), 3, dtype=np.int64)
-    for index in reversed(_PRIMARY_ORDER):
-        primary[flags[:, index]] = index
+    is_super = agent_capacity > principal_capacity
+    is_sub = agent_capacity < principal_capacity
+    is_trans = cosine < trans_cosine
+    aligned = ~(is_super | is_sub | is_trans)
+    flags = np.column_stack([is_super, is_sub, is_trans, aligned])
+    # First that holds in the order super, trans, sub (_PRIMARY_ORDER); aligned otherwise.
+    primary = np.where(is_super, 0, np.where(is_trans, 2, np.where(is_sub, 1, 3)))
     return flags, primary
 
 
@@ -198,13 +197,16 @@ def aggregate_steps(
     counts = np.bincount(principal_of, minlength=n_groups).astype(float)
     counts = np.append(counts, size)  # groups 0..J-1, then "all"
 
-    def group_means(values: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    # Group sums as one matrix-vector product with the (N, groups) membership matrix: a BLAS
+    # gemv is about 4x faster than np.bincount with weights.
+    membership = np.zeros((size, n_groups))
+    membership[np.arange(size), principal_of] = 1.0
+
+    def group_means(values: np.ndarray) -> np.ndarray:
         """Means of ``values`` per principal and overall (NaN for an empty group)."""
-        weights = values if where is None else values * where
-        sums = np.bincount(principal_of, weights=weights, minlength=n_groups)
-        n = counts if where is None else group_counts(where)
+        sums = values @ membership
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.append(sums, sums.sum()) / n
+            return np.append(sums, sums.sum()) / counts
 
     def group_counts(where: np.ndarray) -> np.ndarray:
         """Number of True entries per principal and overall."""
@@ -212,7 +214,9 @@ def aggregate_steps(
         return np.append(c, c.sum()).astype(float)
 
     means = {key: group_means(values) for key, values in per_agent.items()}
-    efforts = [group_means(np.ascontiguousarray(action[:, k])) for k in range(len(channel_names))]
+    effort_sums = action.T @ membership  # (channels, groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        efforts = [np.append(e, e.sum()) / counts for e in effort_sums]
     ginis = group_ginis(per_agent["utility"], principal_of, n_groups)
     # Category counts and losses: one bincount each over (principal, primary category) pairs.
     n_cat = len(CATEGORIES)
@@ -229,9 +233,7 @@ def aggregate_steps(
     for loss in ("principal_loss", "mesa_loss"):
         with np.errstate(invalid="ignore", divide="ignore"):
             category_loss[loss] = by_pair(per_agent[loss]) / n_primary
-    flagged = [
-        np.bincount(principal_of, weights=flags[:, c], minlength=n_groups) for c in range(n_cat)
-    ]
+    flagged = flags.T.astype(float) @ membership  # (categories, groups)
     n_flagged = [np.append(f, f.sum()) for f in flagged]
     outside_share = group_means(outside.astype(float))
     stale_share = group_means(stale.astype(float))

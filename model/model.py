@@ -156,6 +156,8 @@ class MesaOptModel(mesa.Model):
                 (scenario.channel_index(regime.channel), dict(regime.set))
             )
 
+        self._perceive_cache: dict[int, np.ndarray] = {}
+        self._all_channels = np.ones((n_agents, self.d), dtype=bool)  # the benchmarks' mask
         self._views: dict[int, MesaOptimizer] = {}
         if n_agents <= VIEW_LIMIT:
             for i in range(n_agents):
@@ -364,40 +366,58 @@ class MesaOptModel(mesa.Model):
 
     # ------------------------------------------------------------------------------ step
 
-    def _choose_actions(self, beta_of: np.ndarray, neighbour_effort: np.ndarray) -> np.ndarray:
-        """Step 3: every agent's new effort, given neighbours' previous efforts."""
+    def _perceives(self, world: World) -> np.ndarray:
+        """Channels each agent perceives in ``world`` (cached per epoch: capacity is fixed)."""
+        cached = self._perceive_cache.get(world.epoch)
+        if cached is None:
+            cached = self._perceive_cache[world.epoch] = world.perceives(self.population.capacity)
+        return cached
+
+    def _choose_actions(
+        self, beta_of: np.ndarray, neighbour_effort: np.ndarray, reward: np.ndarray
+    ) -> np.ndarray:
+        """Step 3: every agent's new effort, given neighbours' previous efforts.
+
+        ``reward`` is every agent's marginal reward θ + βm + δ⊙(G a) in the current world. Exact
+        planners with a current world model and control agents are computed over all rows at
+        once and blended (cheaper than gathering each group's rows); only stale planners (and
+        best-of-k planners, whose draws are per planner) are computed on their own rows.
+        """
         pop = self.population
         agents = self.config.agents
-        action = np.empty_like(pop.action)
+        world = self.world
         direct = ~pop.is_control
-        for epoch in np.unique(pop.epoch[direct]):
-            rows = np.flatnonzero(direct & (pop.epoch == epoch))
+        if agents.power == "exact":
+            action = best_response(reward, world.cost_matrix, self._perceives(world))
+            planned_elsewhere = direct & (pop.epoch != world.epoch)
+        else:
+            action = np.empty_like(pop.action)
+            planned_elsewhere = direct
+        for epoch in np.unique(pop.epoch[planned_elsewhere]):
+            rows = np.flatnonzero(planned_elsewhere & (pop.epoch == epoch))
             model = self.worlds[int(epoch)]
-            reward = (
+            stale_reward = (
                 pop.theta[rows]
                 + beta_of[rows, None] * model.metric
                 + model.peer * neighbour_effort[rows]
             )
             perceive = model.perceives(pop.capacity[rows])
             if agents.power == "exact":
-                action[rows] = best_response(reward, model.cost_matrix, perceive)
+                action[rows] = best_response(stale_reward, model.cost_matrix, perceive)
             else:
                 action[rows] = best_of_k(
-                    reward, model.cost_matrix, perceive, agents.power, agents.model_noise, self.rng
+                    stale_reward,
+                    model.cost_matrix,
+                    perceive,
+                    agents.power,
+                    agents.model_noise,
+                    self.rng,
                 )
-        control = np.flatnonzero(pop.is_control)
-        if len(control):
-            world = self.world
-            reward = (
-                pop.theta[control]
-                + beta_of[control, None] * world.metric
-                + world.peer * neighbour_effort[control]
-            )
-            felt = reward_gradient(reward, world.cost_matrix, pop.action[control])
-            felt += pop.last_noise[control]
-            action[control] = control_update(
-                pop.action[control], felt, agents.gain, world.perceives(pop.capacity[control])
-            )
+        if pop.is_control.any():
+            felt = reward_gradient(reward, world.cost_matrix, pop.action)
+            felt += pop.last_noise
+            steered = control_update(pop.action, felt, agents.gain, self._perceives(world))
+            action = np.where(pop.is_control[:, None], steered, action)
         return action
 
     def step(self) -> None:
@@ -422,7 +442,9 @@ class MesaOptModel(mesa.Model):
         alpha_of = np.take(np.array([p.alpha for p in self.principals]), pop.principal)
         values_of = np.take(np.stack([p.true_values for p in self.principals]), pop.principal, 0)
         neighbour_effort = self.adjacency @ pop.action
-        action = self._choose_actions(beta_of, neighbour_effort)
+        world = self.world
+        reward = pop.theta + beta_of[:, None] * world.metric + world.peer * neighbour_effort
+        action = self._choose_actions(beta_of, neighbour_effort, reward)
         noise = self.world.sample_noise(self.rng, pop.size)
         outcome = self._outcomes(action, noise, beta_of, alpha_of, values_of, neighbour_effort)
         caught = self._audit(outcome, action)
@@ -430,7 +452,7 @@ class MesaOptModel(mesa.Model):
         pop.action = action
         pop.last_noise = noise
         pop.last_proxy = outcome.proxy
-        self._measure(t, outcome, action, values_of, beta_of, neighbour_effort)
+        self._measure(t, outcome, action, values_of, beta_of, reward)
 
         for j, principal in enumerate(self.principals):
             if principal.config.audit.replace:
@@ -509,12 +531,15 @@ class MesaOptModel(mesa.Model):
         action: np.ndarray,
         values_of: np.ndarray,
         beta_of: np.ndarray,
-        neighbour_effort: np.ndarray,
+        reward: np.ndarray,
     ) -> None:
-        """Step 6: losses, categories and Goodhart measures; rows to the recorder."""
+        """Step 6: losses, categories and Goodhart measures; rows to the recorder.
+
+        ``reward`` is every agent's marginal reward θ + βm + δ⊙(G a) in the current world.
+        """
         world = self.world
         pop = self.population
-        full = np.ones_like(action, dtype=bool)
+        full = self._all_channels
         cost = world.cost_matrix
 
         # Principal loss: surplus (value net of effort cost) of an aligned benchmark agent —
@@ -529,7 +554,6 @@ class MesaOptModel(mesa.Model):
 
         # Mesa loss: the agent's own decision payoff at the true optimum of its own objective
         # (current world, every channel, neighbours as they are) minus what it realized.
-        reward = pop.theta + beta_of[:, None] * world.metric + world.peer * neighbour_effort
         optimum = best_response(reward, cost, full)
         # At the optimum K·a* = r on the active set and a* = 0 off it, so a*ᵀKa* = rᵀa* and
         # the optimal payoff rᵀa* − ½a*ᵀKa* is ½rᵀa*.
