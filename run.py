@@ -4,6 +4,8 @@ Commands:
     simulate   run one scenario and write its tables (steps, agents, selections, events)
     validate   check a scenario file (and overrides) without running it
     scenarios  list the shipped scenarios, or print the JSON schema with --schema
+    report       figures and a self-contained HTML report of a run or sweep folder
+    viz          the interactive SolaraViz app in the browser
     sweep        run a parameter grid × replicates on Dask (resumable), with summaries
     export       write a sweep's tables as CSV
     sensitivity  Sobol / Morris sensitivity indices (SALib) over parameter ranges
@@ -16,13 +18,14 @@ the key and the file and exits with status 2, before anything is written.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from model.errors import ScenarioError
-from model.scenario import Scenario, load_scenario
+from model.scenario import Scenario, load_scenario, validate
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 SCENARIO_DIR = PROJECT_ROOT / "scenarios"
@@ -85,13 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Scenario, Path | None, str]:
-    overrides = list(args.overrides)
-    if args.steps is not None:
-        overrides.append(f"run.steps={args.steps}")
-    if args.seed is not None:
-        overrides.append(f"run.seed={args.seed}")
     path = Path(args.scenario) if args.scenario else None
-    scenario = load_scenario(path, overrides)
+    scenario = load_scenario(path, _overrides(args))
     return scenario, (path.parent if path else None), str(path) if path else "<default scenario>"
 
 
@@ -329,6 +327,30 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_output(scenario: Scenario, metric: str, principal: str) -> None:
+    """Refuse an unknown output metric or principal before any run is made.
+
+    The ``steps`` columns are read off a one-step run of the scenario on a ten-node ring.
+    """
+    from model.model import MesaOptModel
+
+    data = scenario.model_dump(mode="json")
+    data.update(run={"steps": 1, "seed": 0, "agent_every": 0}, regimes=[], sweep=None)
+    data["network"] = {"topology": "ring", "n_agents": max(10, len(scenario.principals)), "k": 2}
+    probe = MesaOptModel(validate(data, "<probe>"))
+    probe.step()
+    columns = [c for c in probe.last_steps[0] if c not in ("step", "principal")]
+    if metric not in columns:
+        raise ScenarioError(
+            "--metric", f"no steps column {metric!r} (e.g. {', '.join(columns[5:9])})"
+        )
+    names = [p.name for p in scenario.principals] + ["all"]
+    if principal not in names:
+        raise ScenarioError(
+            "--principal", f"no principal {principal!r} (one of {', '.join(names)})"
+        )
+
+
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Sample parameter ranges with SALib, run them, and write indices with CIs."""
     from analysis.batch import load_base, run_design
@@ -343,7 +365,10 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     bounds = [parse_param(text) for text in args.param]
     base = load_base(Path(args.scenario), _overrides(args))
-    seed = int(base.data.get("run", {}).get("seed", 42))
+    scenario = validate(copy.deepcopy(base.data), base.source)
+    _check_output(scenario, args.metric, args.principal)
+    seed = scenario.sweep.seed if scenario.sweep and scenario.sweep.seed is not None else None
+    seed = scenario.run.seed if seed is None else seed
     matrix = sample(args.method, bounds, args.samples, seed)
     design, point_of = sensitivity_design(args.method, bounds, matrix, args.replicates or 1, seed)
     record = {

@@ -40,7 +40,7 @@ from analysis.sweep import (
     write_design,
 )
 from model.errors import ScenarioError
-from model.scenario import apply_override, load_raw, parse_override, validate
+from model.scenario import load_overridden, validate
 
 
 @dataclass
@@ -105,13 +105,7 @@ def load_base(path: str | Path | None, overrides: list[str]) -> BaseScenario:
     Raises:
         ScenarioError: On any bad input, naming the key and the file.
     """
-    data, source = load_raw(path)
-    for assignment in overrides:
-        key, value = parse_override(assignment)
-        try:
-            apply_override(data, key, value)
-        except ScenarioError as err:
-            raise err.with_source(source) from None
+    data, source = load_overridden(path, overrides)
     return BaseScenario(data, source, Path(path).parent if path is not None else None)
 
 

@@ -18,9 +18,8 @@ import pandas as pd
 
 from model.model import _counts_by_share
 from model.network import Network, build_network
+from model.recording import TABLES
 from model.scenario import Scenario, validate
-
-TABLES = ("steps", "agents", "selections", "events")
 
 
 class NotARunError(ValueError):
@@ -72,12 +71,15 @@ def is_sweep_folder(path: str | Path) -> bool:
     return (path / "sweep.json").is_file() and (path / "runs").is_dir()
 
 
-def _read_table(path: Path, name: str) -> pd.DataFrame:
-    parquet, csv = path / f"{name}.parquet", path / f"{name}.csv"
-    if parquet.is_file():
-        return pd.read_parquet(parquet)
-    if csv.is_file():
-        return pd.read_csv(csv, keep_default_na=False, na_values=["", "NaN", "nan"])
+def _read_table(path: Path, name: str, manifest: dict[str, Any]) -> pd.DataFrame:
+    """Read one table of a run, the file its manifest names (older runs: whichever exists)."""
+    named = manifest.get("files", {}).get(name)
+    candidates = [path / named] if named else [path / f"{name}.{ext}" for ext in ("parquet", "csv")]
+    for file in candidates:
+        if file.suffix == ".parquet" and file.is_file():
+            return pd.read_parquet(file)
+        if file.suffix == ".csv" and file.is_file():
+            return pd.read_csv(file, keep_default_na=False, na_values=["", "NaN", "nan"])
     return pd.DataFrame()
 
 
@@ -100,7 +102,7 @@ def read_run(path: str | Path) -> RunTables:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise NotARunError(f"{path}/manifest.json: cannot read: {err}") from None
-    tables = {name: _read_table(path, name) for name in TABLES}
+    tables = {name: _read_table(path, name, manifest) for name in TABLES}
     return RunTables(path=path, manifest=manifest, **tables)
 
 

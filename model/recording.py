@@ -114,6 +114,9 @@ class Recorder:
         """
         paths: dict[str, Path] = {}
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        # A folder reused by an earlier run: until the new manifest lands it is not a complete run,
+        # and no table of the other format may outlive it.
+        (self.out_dir / "manifest.json").unlink(missing_ok=True)
         for table in TABLES:
             self._flush(table)
             schema = self._schemas.get(table, pa.schema([]))
@@ -130,6 +133,9 @@ class Recorder:
                         writer.write_table(pq.read_table(part).cast(schema))
             os.replace(tmp, final)
             paths[table] = final
+            for other in FORMATS:
+                if other != self.fmt:
+                    (self.out_dir / f"{table}.{other}").unlink(missing_ok=True)
         manifest = dict(manifest)
         manifest["format"] = self.fmt
         manifest["row_counts"] = dict(self.row_counts)

@@ -314,31 +314,44 @@ class Scenario(_Section):
 
 
 def _check_finite_risk(scenario: Scenario) -> None:
-    """Refuse a fixed β ≠ 0 when measured noise can have infinite variance (infinite risk premium).
+    """Refuse contracts under which measured noise of infinite variance meets β ≠ 0.
 
     Student-t noise with df ≤ 2 has no variance; a risk-averse agent paid β ≠ 0 on a metric that
-    includes it would bear an infinite risk premium (``beta = "optimal"`` then designs β = 0).
+    includes it would bear an infinite risk premium. A fixed β ≠ 0 is refused; so is
+    ``beta = "optimal"`` when such a channel lies beyond the principal's capacity (it designs as if
+    the channel did not exist, so it would choose β ≠ 0); one it perceives makes it design β = 0.
+    A channel counts if it is heavy-tailed and measured at any time (initially or by a regime).
     """
     if scenario.agents.risk_aversion == 0:
         return
-    heavy = False
-    for channel in scenario.channels:
-        if channel.metric != 0 and channel.noise.dist == "student_t" and channel.noise.df <= 2:
-            heavy = True
-    for regime in scenario.regimes:
-        noise = regime.set.get("noise")
-        if isinstance(noise, dict) and noise.get("dist") == "student_t" and noise.get("df", 3) <= 2:
-            heavy = True
-    if not heavy:
-        return
+    heavy: dict[int, str] = {}
+    for k, channel in enumerate(scenario.channels):
+        noises = [channel.noise.model_dump()]
+        measured = channel.metric != 0
+        for regime in scenario.regimes:
+            if regime.channel == channel.name:
+                if isinstance(regime.set.get("noise"), dict):
+                    noises.append(noises[-1] | regime.set["noise"])
+                if regime.set.get("metric", 0) != 0:
+                    measured = True
+        if measured and any(n["dist"] == "student_t" and n["df"] <= 2 for n in noises):
+            heavy[k] = channel.name
     for j, principal in enumerate(scenario.principals):
         beta = principal.contract.beta
-        if beta != "optimal" and beta != 0:
-            raise ScenarioError(
-                f"principals.{j}.contract.beta",
-                "a fixed beta != 0 with Student-t noise of df <= 2 on a measured channel gives "
-                'risk-averse agents an infinite risk premium; use 0, "optimal" or df > 2',
-            )
+        unseen = [
+            name for k, name in heavy.items() if scenario.channels[k].level > principal.capacity
+        ]
+        if beta != "optimal" and beta != 0 and heavy:
+            problem = f"a fixed beta != 0 with channel {next(iter(heavy.values()))!r}"
+        elif beta == "optimal" and unseen:
+            problem = f'"optimal" designed without seeing channel {unseen[0]!r} (beyond capacity)'
+        else:
+            continue
+        raise ScenarioError(
+            f"principals.{j}.contract.beta",
+            f"{problem} measured with Student-t noise of df <= 2 gives risk-averse agents an "
+            "infinite risk premium; use beta = 0 or df > 2",
+        )
 
 
 def _validate_regime_set(regime: RegimeConfig, key: str) -> None:
@@ -559,6 +572,24 @@ def load_scenario(path: str | Path | None = None, overrides: list[str] | None = 
     Raises:
         ScenarioError: On any bad input, naming the key and the file.
     """
+    return validate(*load_overridden(path, overrides))
+
+
+def load_overridden(
+    path: str | Path | None, overrides: list[str] | None = None
+) -> tuple[dict[str, Any], str]:
+    """Read a scenario file (or the embedded default) as raw data with overrides applied.
+
+    Args:
+        path: The TOML file, or None for the embedded default.
+        overrides: ``dotted.key=value`` assignments, applied in order.
+
+    Returns:
+        The raw data (not yet validated) and the name to use in error messages.
+
+    Raises:
+        ScenarioError: If the file cannot be read or an override is malformed.
+    """
     data, source = load_raw(path)
     for assignment in overrides or []:
         key, value = parse_override(assignment)
@@ -566,7 +597,7 @@ def load_scenario(path: str | Path | None = None, overrides: list[str] | None = 
             apply_override(data, key, value)
         except ScenarioError as err:
             raise err.with_source(source) from None
-    return validate(data, source)
+    return data, source
 
 
 def to_toml_dict(scenario: Scenario) -> dict[str, Any]:

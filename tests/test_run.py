@@ -155,3 +155,27 @@ def test_demo_runs_and_draws_a_figure(tmp_path):
     assert figure.stat().st_size > 10_000
     assert "figure:" in result.stdout and "proxy_vs_value.png" in result.stdout
     assert (tmp_path / "mesaopt-demo" / "steps.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--metric", "valu"), ("--principal", "nobody")],
+    ids=["metric", "principal"],
+)
+def test_sensitivity_refuses_an_unknown_output_before_running(tmp_path, flag, value):
+    out = tmp_path / "sens"
+    result = cli(
+        "sensitivity",
+        str(ROOT / "scenarios" / "regressional.toml"),
+        "--method",
+        "morris",
+        "--param",
+        "principals.0.selection.n=1:16",
+        flag,
+        value,
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"mesaopt: error: {flag}: ")
+    assert not out.exists()

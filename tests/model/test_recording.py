@@ -80,3 +80,15 @@ def test_a_crash_leaves_old_results_whole_and_new_parts_readable(tmp_path):
 def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="format"):
         Recorder(tmp_path, "xlsx")
+
+
+def test_a_folder_reused_in_another_format_holds_only_the_new_run(tmp_path):
+    first = Recorder(tmp_path, "parquet")
+    first("steps", rows(0))
+    first.close({"run": 1})
+    second = Recorder(tmp_path, "csv")
+    second("steps", rows(1))
+    manifest = second.close({"run": 2})
+    assert not list(tmp_path.glob("*.parquet"))
+    assert manifest["files"]["steps"] == "steps.csv"
+    assert pd.read_csv(tmp_path / "steps.csv")["step"].tolist() == [1, 1, 1]

@@ -141,3 +141,32 @@ def test_reference_documents_every_key():
             for key in _fields(inner):
                 last = key.rsplit(".", 1)[-1]
                 assert f"`{key}" in reference or f"`{last}`" in reference, f"{section}.{key}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        # a fixed beta != 0 on a measured channel with infinite-variance noise
+        (['channels.0.noise={dist="student_t", df=1.5}', "principals.1.contract.beta=0.3"], 1),
+        # "optimal" designed by a principal that cannot see the heavy-tailed gaming channel
+        (['channels.2.noise={dist="student_t", df=2}', "principals.1.contract.beta=0"], 0),
+        # the same channel turned heavy-tailed by a regime change (partial noise table merges)
+        (['regimes.0.channel="gaming"', 'regimes.0.set={noise={df=1.0, dist="student_t"}}'], 0),
+    ],
+)
+def test_infinite_risk_premia_are_refused(overrides, key):
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(BASELINE, overrides)
+    assert info.value.key == f"principals.{key}.contract.beta"
+    assert "infinite risk premium" in info.value.message
+
+
+def test_risk_neutral_agents_or_zero_beta_may_face_heavy_tails():
+    load_scenario(
+        BASELINE, ['channels.2.noise={dist="student_t", df=1.5}', "agents.risk_aversion=0"]
+    )
+    perceived = ['channels.1.noise={dist="student_t", df=1.5}', "principals.1.contract.beta=0"]
+    from model.model import MesaOptModel
+
+    model = MesaOptModel(load_scenario(BASELINE, [*perceived, "network.n_agents=100"]))
+    assert model.principals[0].beta == 0.0  # "optimal" sees the infinite variance: no incentive
