@@ -18,6 +18,7 @@ from agents.kernels import substitution_cost_matrix
 from model.scenario import ChannelConfig, NoiseConfig, Scenario
 
 NOISE_CODES = {"normal": 0, "laplace": 1, "student_t": 2}
+_NOISE_NAMES = {code: name for name, code in NOISE_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,13 @@ class World:
         }
         for field, new in fields.items():
             if field == "noise":
-                noise = NoiseConfig.model_validate(new)
+                # A partial table changes only the fields it names (scale alone keeps the family).
+                current = {
+                    "dist": _NOISE_NAMES[int(arrays["noise_dist"][channel])],
+                    "scale": float(arrays["noise_scale"][channel]),
+                    "df": float(arrays["noise_df"][channel]),
+                }
+                noise = NoiseConfig.model_validate(current | dict(new))
                 arrays["noise_dist"][channel] = NOISE_CODES[noise.dist]
                 arrays["noise_scale"][channel] = noise.scale
                 arrays["noise_df"][channel] = noise.df

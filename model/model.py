@@ -116,6 +116,9 @@ class MesaOptModel(mesa.Model):
             for key, value in overrides.items():
                 apply_override(data, key.replace("__", "."), value)
             scenario = validate(data, "<keyword parameters>" if overrides else "<default scenario>")
+        if isinstance(rng, int | np.integer) and int(rng) != scenario.run.seed:
+            scenario = scenario.model_copy(deep=True)
+            scenario.run.seed = int(rng)  # tables and manifests name the seed actually used
         super().__init__(rng=scenario.run.seed if rng is None else rng)
         self.config = scenario
         self._record = recorder or (lambda table, rows: None)
@@ -169,7 +172,7 @@ class MesaOptModel(mesa.Model):
         )
         self.last_steps: list[dict[str, Any]] = []
         self.last_agent_metrics: dict[str, np.ndarray] = {}
-        self._primary = np.full(n_agents, "aligned", dtype=object)
+        self._primary_code = np.full(n_agents, CATEGORIES.index("aligned"), dtype=np.int64)
 
         self._declare_tables()
         risk = scenario.agents.risk_aversion
@@ -184,19 +187,24 @@ class MesaOptModel(mesa.Model):
     # ------------------------------------------------------------------ construction helpers
 
     def _check_peer_stability(self) -> None:
-        peer = self.world.peer
-        if peer.max(initial=0.0) <= 0:
+        """Refuse a peer effect δ with δ·ρ(G) ≥ 1, initially or after any regime change."""
+        peak, key = 0.0, ""
+        for k, channel in enumerate(self.config.channels):
+            if channel.peer > peak:
+                peak, key = channel.peer, f"channels.{k}.peer"
+        for i, regime in enumerate(self.config.regimes):
+            if float(regime.set.get("peer", 0.0)) > peak:
+                peak, key = float(regime.set["peer"]), f"regimes.{i}.set.peer"
+        if peak <= 0:
             return
         degrees = np.asarray(abs(self.network.adjacency).sum(axis=1)).ravel()
-        bound = degrees.max(initial=0.0)
-        k = int(np.argmax(peer))
-        if peer[k] * bound < 1:
+        if peak * degrees.max(initial=0.0) < 1:  # ρ(G) ≤ max degree: no eigenvalue needed
             return
         radius = spectral_radius(self.network.adjacency)
-        if peer[k] * radius >= 1:
+        if peak * radius >= 1:
             raise ScenarioError(
-                f"channels.{k}.peer",
-                f"peer effect {peer[k]:g} times the network's spectral radius {radius:.3g} is "
+                key,
+                f"peer effect {peak:g} times the network's spectral radius {radius:.3g} is "
                 "≥ 1: best responses diverge (lower peer or set network.normalize = true)",
             )
 
@@ -234,7 +242,12 @@ class MesaOptModel(mesa.Model):
 
     def category_of(self, index: int) -> str:
         """Primary category of agent ``index`` as of the last step."""
-        return str(self._primary[index])
+        return CATEGORIES[int(self._primary_code[index])]
+
+    @property
+    def _primary(self) -> np.ndarray:
+        """Primary category names of all agents as of the last step (built on demand)."""
+        return np.asarray(CATEGORIES, dtype=object)[self._primary_code]
 
     # ------------------------------------------------------------------------ mechanisms
 
@@ -262,6 +275,10 @@ class MesaOptModel(mesa.Model):
         pop.action[slots] = result.action
         pop.epoch[slots] = self.world.epoch
         pop.deployed_at[slots] = step
+        # A new agent has felt no noise yet, and is ranked by its own sandbox proxy, not by the
+        # proxy of the agent it replaced.
+        pop.last_noise[slots] = 0.0
+        pop.last_proxy[slots] = result.action @ self.world.metric
         principal.record_selection_range(result.action_low, result.action_high)
         self._record(
             "selections",
@@ -292,6 +309,15 @@ class MesaOptModel(mesa.Model):
                 result.chosen_score - result.candidates_mean_score,
             )
         )
+
+    def _retrain_worst(self, principal: Principal, *, reason: str, step: int) -> None:
+        """Retrain the worst ``selection.fraction`` of a principal's agents by last proxy."""
+        members = self.members[principal.index]
+        count = int(np.floor(principal.config.selection.fraction * len(members) + 0.5))
+        if count:
+            order = np.argsort(self.population.last_proxy[members], kind="stable")
+            self._retrain(principal, np.sort(members[order[:count]]), reason=reason, step=step)
+            self._redesign(principal)
 
     def _redesign(self, principal: Principal) -> None:
         """Update the principal's belief of its agents' mean objective and its contract."""
@@ -363,6 +389,9 @@ class MesaOptModel(mesa.Model):
                 detail=f"{int(spoofers.sum())} of {len(members)} reports spoofed",
             )
         self._redesign(principal)
+        if principal.config.train_on == "value":
+            # Post-hoc updating: the refit belief is the new training signal; retrain with it.
+            self._retrain_worst(principal, reason="federated", step=int(self.time))
 
     # ------------------------------------------------------------------------------ step
 
@@ -372,6 +401,33 @@ class MesaOptModel(mesa.Model):
         if cached is None:
             cached = self._perceive_cache[world.epoch] = world.perceives(self.population.capacity)
         return cached
+
+    def _reward_in(
+        self, world: World, rows: np.ndarray, beta_of: np.ndarray, neighbour_effort: np.ndarray
+    ) -> np.ndarray:
+        """Marginal rewards θ + βm + δ⊙(G a) of ``rows`` as ``world`` says they are."""
+        pop = self.population
+        return (
+            pop.theta[rows]
+            + beta_of[rows, None] * world.metric
+            + world.peer * neighbour_effort[rows]
+        )
+
+    def _exact_stale_plans(
+        self, rows: np.ndarray, beta_of: np.ndarray, neighbour_effort: np.ndarray
+    ) -> np.ndarray:
+        """Exact best responses of ``rows`` under each one's own (stale) world model."""
+        pop = self.population
+        plans = np.empty((len(rows), self.d))
+        for epoch in np.unique(pop.epoch[rows]):
+            mine = pop.epoch[rows] == epoch
+            model = self.worlds[int(epoch)]
+            plans[mine] = best_response(
+                self._reward_in(model, rows[mine], beta_of, neighbour_effort),
+                model.cost_matrix,
+                model.perceives(pop.capacity[rows[mine]]),
+            )
+        return plans
 
     def _choose_actions(
         self, beta_of: np.ndarray, neighbour_effort: np.ndarray, reward: np.ndarray
@@ -396,11 +452,7 @@ class MesaOptModel(mesa.Model):
         for epoch in np.unique(pop.epoch[planned_elsewhere]):
             rows = np.flatnonzero(planned_elsewhere & (pop.epoch == epoch))
             model = self.worlds[int(epoch)]
-            stale_reward = (
-                pop.theta[rows]
-                + beta_of[rows, None] * model.metric
-                + model.peer * neighbour_effort[rows]
-            )
+            stale_reward = self._reward_in(model, rows, beta_of, neighbour_effort)
             perceive = model.perceives(pop.capacity[rows])
             if agents.power == "exact":
                 action[rows] = best_response(stale_reward, model.cost_matrix, perceive)
@@ -427,15 +479,10 @@ class MesaOptModel(mesa.Model):
         self._selection_stats = []
         self._apply_regimes(t)
 
-        for j, principal in enumerate(self.principals):
+        for principal in self.principals:
             config = principal.config.selection
             if config.every and t % config.every == 0 and config.fraction > 0:
-                members = self.members[j]
-                count = round(config.fraction * len(members))
-                if count:
-                    worst = members[np.argsort(pop.last_proxy[members], kind="stable")[:count]]
-                    self._retrain(principal, np.sort(worst), reason="scheduled", step=t)
-                    self._redesign(principal)
+                self._retrain_worst(principal, reason="scheduled", step=t)
 
         # Per-agent copies of per-principal parameters (np.take is ~10x faster than fancy indexing).
         beta_of = np.take(np.array([p.beta for p in self.principals]), pop.principal)
@@ -452,7 +499,7 @@ class MesaOptModel(mesa.Model):
         pop.action = action
         pop.last_noise = noise
         pop.last_proxy = outcome.proxy
-        self._measure(t, outcome, action, values_of, beta_of, reward)
+        self._measure(t, outcome, action, values_of, beta_of, reward, neighbour_effort)
 
         for j, principal in enumerate(self.principals):
             if principal.config.audit.replace:
@@ -532,10 +579,12 @@ class MesaOptModel(mesa.Model):
         values_of: np.ndarray,
         beta_of: np.ndarray,
         reward: np.ndarray,
+        neighbour_effort: np.ndarray,
     ) -> None:
         """Step 6: losses, categories and Goodhart measures; rows to the recorder.
 
-        ``reward`` is every agent's marginal reward θ + βm + δ⊙(G a) in the current world.
+        ``reward`` is every agent's marginal reward θ + βm + δ⊙(G a) in the current world, with
+        ``neighbour_effort`` = G a of the previous step.
         """
         world = self.world
         pop = self.population
@@ -571,7 +620,14 @@ class MesaOptModel(mesa.Model):
         if stale.any():
             rows = np.flatnonzero(stale)
             refreshed = best_response(reward[rows], cost, world.perceives(pop.capacity[rows]))
-            causal[rows] = np.einsum("ij,ij->i", refreshed - action[rows], values_of[rows])
+            # Best-of-k planners are compared plan to plan (exact, stale vs refreshed model), so
+            # that their sampling loss is not counted as causal Goodhart.
+            planned = (
+                action[rows]
+                if self.config.agents.power == "exact"
+                else self._exact_stale_plans(rows, beta_of, neighbour_effort)
+            )
+            causal[rows] = np.einsum("ij,ij->i", refreshed - planned, values_of[rows])
 
         # Adversarial Goodhart: value destroyed on channels the metric rewards and the principal
         # punishes, and on harmful channels beyond the principal's capacity.
@@ -594,7 +650,7 @@ class MesaOptModel(mesa.Model):
             values_of,
             self.config.metrics.trans_cosine,
         )
-        self._primary = np.asarray(CATEGORIES, dtype=object)[primary]
+        self._primary_code = primary  # names only on demand: an object array costs ~10 ms at 1e6
         per_agent = {
             "proxy": outcome.proxy,
             "value": outcome.value,
@@ -656,7 +712,7 @@ class MesaOptModel(mesa.Model):
             "principal": names[principal],
             "optimizer": np.where(pop.is_control[rows], "control", "direct").astype(object),
             "capacity": pop.capacity[rows].copy(),
-            "category": np.asarray(self._primary, dtype=object)[rows].copy(),
+            "category": np.asarray(CATEGORIES, dtype=object)[self._primary_code[rows]],
         }
         for name, column in zip(CATEGORIES, flags.T, strict=True):
             snapshot[f"is_{name}"] = column.copy()

@@ -281,3 +281,34 @@ def test_memory_does_not_grow_with_steps():
         tracemalloc.stop()
     # 150 steps of rows and snapshots would be ~10 MB if anything kept them; state is ~0.2 MB
     assert grown < 1_000_000
+
+
+def test_a_regime_that_makes_peer_effects_explode_is_refused():
+    from model.errors import ScenarioError
+
+    with pytest.raises(ScenarioError) as info:
+        MesaOptModel(load_scenario(None, [*SMALL, "regimes.0.set={peer=0.5}"]))
+    assert info.value.key == "regimes.0.set.peer"
+
+
+def test_federated_updates_retrain_principals_that_train_on_value():
+    _, tables = run(["principals.1.federated.every=5"], steps=10)
+    federated = tables["selections"].query("reason == 'federated'")
+    assert set(federated["step"]) == {5, 10}
+    assert set(federated["principal"]) == {"regulated"}  # "lab" trains on the metric
+
+
+def test_an_integer_rng_is_the_recorded_seed():
+    model = MesaOptModel(load_scenario(None, ["network.n_agents=50"]), rng=7)
+    assert model.config.run.seed == 7
+
+
+def test_retrained_agents_start_without_their_predecessors_noise_or_proxy():
+    model, _ = run(steps=3)
+    pop = model.population
+    slots = np.flatnonzero(pop.principal == 0)[:5]
+    pop.last_noise[slots] = 9.0
+    pop.last_proxy[slots] = -9.0
+    model._retrain(model.principals[0], slots, reason="audit", step=3)
+    assert np.all(pop.last_noise[slots] == 0)
+    np.testing.assert_allclose(pop.last_proxy[slots], pop.action[slots] @ model.world.metric)
