@@ -362,6 +362,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         sample,
         sensitivity_design,
     )
+    from model.recording import atomic_path
 
     bounds = [parse_param(text) for text in args.param]
     base = load_base(Path(args.scenario), _overrides(args))
@@ -396,8 +397,10 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     table.insert(2, "statistic", args.statistic)
     table.insert(3, "principal", args.principal)
     out = Path(args.out)
-    table.to_parquet(out / "sensitivity.parquet", index=False)
-    table.to_csv(out / "sensitivity.csv", index=False)
+    with atomic_path(out / "sensitivity.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(out / "sensitivity.csv") as tmp:
+        table.to_csv(tmp, index=False)
     if not args.quiet:
         print(f"mesaopt: {len(result.runs)} runs; indices → {out}/sensitivity.parquet, .csv")
         print(table.drop(columns=["method"]).to_string(index=False, float_format="%.3f"))

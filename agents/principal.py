@@ -93,19 +93,14 @@ class Principal(mesa.Agent):
 
     @property
     def signal(self) -> np.ndarray:
-        """The training signal s_j: the metric m, or the value belief v̂."""
+        """The training signal s_j: the metric m, or the value belief v̂.
+
+        It also scores sandbox outcomes: training on the metric scores the proxy M = mᵀy, measured
+        on every channel, perceived or not; training on value scores v̂ᵀy, zero off perceived ones.
+        """
         if self.config.train_on == "metric":
             return self.world_model.metric.copy()
         return self.value_belief.copy()
-
-    @property
-    def score_weights(self) -> np.ndarray:
-        """Weights applied to measured sandbox outcomes when scoring candidates.
-
-        Training on the metric scores the proxy M = mᵀy, which is measured on every channel,
-        perceived or not; training on value scores v̂ᵀy, which is zero off perceived channels.
-        """
-        return self.signal
 
     def prior_mean(self) -> np.ndarray:
         """Centre of candidate objectives: imprint · signal + the agents' shared intrinsic goals."""

@@ -30,6 +30,7 @@ from matplotlib.lines import Line2D
 from analysis.figures import CATEGORY_COLOURS, OKABE_ITO, save_figure
 from model.metrics import CATEGORIES
 from model.network import Network
+from model.recording import atomic_path
 
 #: Networks with more agents than this are drawn as a random sample of this many.
 MAX_DRAWN_NODES = 1500
@@ -195,7 +196,8 @@ def map_layout(
         positions = force_layout(sub, np.random.default_rng(seed))
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cache, positions)
+            with atomic_path(cache) as tmp:  # a torn cache file would break every later report
+                np.save(tmp, positions)
     return MapLayout("network", nodes, positions, edges, n)
 
 

@@ -40,6 +40,7 @@ from analysis.sweep import (
     write_design,
 )
 from model.errors import ScenarioError
+from model.recording import atomic_path
 from model.scenario import load_overridden, validate
 
 
@@ -266,10 +267,17 @@ def run_design(
                 bar.update(1)
     _prune_steps(out_dir, {spec.run_id for spec in runs})
     index, run_metrics, summary = _tables(design, runs, outcomes)
-    index.to_parquet(out_dir / "runs.parquet", index=False)
-    run_metrics.to_parquet(out_dir / "run_metrics.parquet", index=False)
-    summary.to_parquet(out_dir / "summary.parquet", index=False)
-    summary.to_csv(out_dir / "summary.csv", index=False)
+    for frame, name in (
+        (index, "runs.parquet"),
+        (run_metrics, "run_metrics.parquet"),
+        (summary, "summary.parquet"),
+        (summary, "summary.csv"),
+    ):
+        with atomic_path(out_dir / name) as tmp:
+            if name.endswith(".csv"):
+                frame.to_csv(tmp, index=False)
+            else:
+                frame.to_parquet(tmp, index=False)
     return SweepResult(
         out_dir=out_dir,
         design=design,

@@ -28,7 +28,7 @@ import shutil
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,8 +322,3 @@ def open_engine(
         Client(local) as client,
     ):
         yield _dask_map(client), f"Dask LocalCluster ({n} process workers × 1 thread)"
-
-
-def run_all(map_unordered: MapFn, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
-    """Execute tasks through an engine's ``map_unordered``, yielding outcomes as they finish."""
-    yield from map_unordered(execute_run, list(tasks))

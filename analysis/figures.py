@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from model.recording import atomic_path
+
 #: Okabe & Ito (2008) colour-blind-safe palette.
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
 
@@ -43,9 +45,11 @@ def save_figure(fig: plt.Figure, path: Path, svg: bool) -> Path:
         The PNG's path.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight")
     if svg:
-        fig.savefig(path.with_suffix(".svg"), bbox_inches="tight")
+        with atomic_path(path.with_suffix(".svg")) as tmp:
+            fig.savefig(tmp, bbox_inches="tight")
     plt.close(fig)
     return path
 

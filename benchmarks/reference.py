@@ -305,7 +305,7 @@ class ReferenceModel(mesa.Model):
         principal, world = agent.principal, self.params
         config = principal.config.selection
         prior = principal.prior_mean().tolist()
-        weights = principal.score_weights.tolist()
+        weights = principal.signal.tolist()
         perceive = world.perceives(agent.capacity)
         push = [principal.beta * m for m in world.metric]
         best_score, best = -math.inf, None

@@ -265,7 +265,7 @@ class MesaOptModel(mesa.Model):
             n=config.n,
             eval_samples=config.eval_samples,
             beta=principal.beta,
-            score_weights=principal.score_weights,
+            score_weights=principal.signal,
             true_values=principal.true_values,
             rng=self.rng,
         )

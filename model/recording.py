@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +40,35 @@ def _to_arrow(rows: list[dict[str, Any]] | dict[str, np.ndarray]) -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary file name next to ``path``; rename it onto ``path`` when the block ends.
+
+    The temporary name keeps ``path``'s suffix, so writers that infer the format from it
+    (pandas, ``np.save``, matplotlib) behave as they would on ``path``. If the block raises, the
+    temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: The file to (re)write.
+
+    Yields:
+        The temporary path to write to.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file and an atomic rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(
+            json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8"
+        )
 
 
 class Recorder:

@@ -13,7 +13,6 @@ same model, documented key by key).
 
 from __future__ import annotations
 
-import math
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -29,6 +28,7 @@ from pydantic import (
 )
 
 from model.errors import ScenarioError
+from model.network import TOPOLOGIES
 from model.ranges import expand_values
 
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -36,17 +36,6 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 
-TOPOLOGIES = (
-    "grid",
-    "watts_strogatz",
-    "barabasi_albert",
-    "erdos_renyi",
-    "complete",
-    "star",
-    "ring",
-    "sbm",
-    "edgelist",
-)
 CHANNEL_FIELDS = ("value", "metric", "cost", "noise", "externality", "peer", "level")
 
 
@@ -603,8 +592,3 @@ def load_overridden(
 def to_toml_dict(scenario: Scenario) -> dict[str, Any]:
     """Return the fully resolved scenario as plain data (for manifests and run ids)."""
     return scenario.model_dump(mode="json")
-
-
-def is_finite_number(value: Any) -> bool:
-    """Return True for an int or a finite float (not bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
