@@ -10,11 +10,17 @@ This is the one place in :mod:`analysis` that uses a live model instead of recor
 :class:`VizModel` maps the sliders to scenario overrides and keeps the ``steps`` rows of the
 run so far. Large populations stay responsive: the agent map draws a seeded random sample of at
 most :data:`~analysis.agent_maps.MAX_DRAWN_NODES` agents (lattices are drawn whole, as an image),
-and the page says so.
+and the page says so under the map.
+
+Mesa's SolaraViz lays the components out in fixed-height grid cells (resizable by the user) and
+draws its sliders without their values; :class:`ValueSlider` puts the current value in the
+slider's label, and the agent map scales its image to the height its cell leaves, so that the
+note under it always shows.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from typing import Any
@@ -24,8 +30,10 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
+import reacton.ipywidgets as rw
 import solara
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from mesa.visualization import Slider, SolaraViz
 from mesa.visualization.utils import update_counter
 
@@ -183,14 +191,61 @@ class VizModel(MesaOptModel):
         return frame
 
 
+class ValueSlider(Slider):
+    """A Mesa :class:`~mesa.visualization.Slider` whose label shows its current value.
+
+    Mesa's ``UserInputs`` draws a slider as ``SliderInt/SliderFloat(slider.label,
+    value=slider.value, on_value=...)`` and takes the model's initial parameter from
+    ``slider.get("value")``. Here ``value`` is a (per-session) :func:`solara.reactive` that the
+    slider is bound to, ``get("value")`` its plain value, and ``label`` reads it, so the inputs
+    are redrawn with ``"label: value"`` whenever the slider moves.
+
+    Args:
+        label: The label (the value is appended).
+        value: The initial value.
+        min: The smallest value.
+        max: The largest value.
+        step: The increment; a float step makes a float slider.
+    """
+
+    def __init__(self, label: str, value: float, min: float, max: float, step: float = 1) -> None:
+        self._current = solara.reactive(value)
+        super().__init__(label, value, min, max, step)
+        self._decimals = len(f"{float(step):g}".partition(".")[2])  # 0.05 → 2
+
+    @property
+    def label(self) -> str:
+        """The label with the current value."""
+        value = self._current.value
+        text = f"{value:.{self._decimals}f}" if self.is_float_slider else f"{int(value):,}"
+        return f"{self._text}: {text}"
+
+    @label.setter
+    def label(self, text: str) -> None:
+        self._text = text
+
+    @property
+    def value(self) -> solara.Reactive:
+        """The reactive value the slider is bound to."""
+        return self._current
+
+    @value.setter
+    def value(self, value: float) -> None:
+        self._current.set(value)
+
+    def get(self, attr: str) -> Any:
+        """Mesa's accessor; ``"value"`` gives the current plain value."""
+        return self._current.value if attr == "value" else getattr(self, attr)
+
+
 #: The app's parameters (Mesa SolaraViz ``model_params``).
 MODEL_PARAMS: dict[str, Any] = {
-    "selection_n": Slider("selection n (candidates per slot)", 16, 1, 256, 1),
-    "capacity_gap": Slider("capacity gap (agent − base capacity)", 0, -2, 2, 1),
-    "beta": Slider("contract β (all principals)", 0.3, 0.0, 1.0, 0.05),
+    "selection_n": ValueSlider("selection n (candidates per slot)", 16, 1, 256, 1),
+    "capacity_gap": ValueSlider("capacity gap (agent − base capacity)", 0, -2, 2, 1),
+    "beta": ValueSlider("contract β (all principals)", 0.3, 0.0, 1.0, 0.05),
     "set_beta": {"type": "Checkbox", "value": False, "label": "use this β (else scenario's)"},
-    "audit_rate": Slider("audit rate", 0.02, 0.0, 0.2, 0.01),
-    "regime_at": Slider("regime change step", 100, 1, 300, 1),
+    "audit_rate": ValueSlider("audit rate", 0.02, 0.0, 0.2, 0.01),
+    "regime_at": ValueSlider("regime change step", 100, 1, 300, 1),
     "topology": {
         "type": "Select",
         "value": "watts_strogatz",
@@ -205,14 +260,23 @@ MODEL_PARAMS: dict[str, Any] = {
 colour_by = solara.reactive("category")
 
 
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 @solara.component
 def AgentMap(model: VizModel) -> None:
-    """The agents on their lattice or network, coloured by the chosen quantity."""
+    """The agents on their lattice or network, coloured by the chosen quantity.
+
+    The component fills its grid cell: the selector and the note under the map keep their
+    height, the map's image scales (aspect kept) into what is left.
+    """
     update_counter.get()
     channels = [f"effort_{name}" for name in model.world.names]
-    solara.Select("colour agents by", values=APP_QUANTITIES + channels, value=colour_by)
     layout = model.layout
-    fig = Figure(figsize=(6.4, 4.6))
+    fig = Figure(figsize=(5.8, 3.6))
     ax = fig.subplots()
     quantity = colour_by.value
     draw_agent_map(
@@ -228,18 +292,46 @@ def AgentMap(model: VizModel) -> None:
         title += " (measured from step 1)"
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    solara.FigureMatplotlib(fig, format="png")
     note = (
         f"Drawing a random sample of {len(layout.nodes):,} of {layout.n_total:,} agents "
         "(to stay responsive); statistics in the plots use every agent."
         if layout.sampled
         else f"Drawing {layout.caption()}."
     )
-    solara.Markdown(f"*{note}*")
+    with solara.Column(gap="4px", style={"height": "100%", "overflow": "hidden"}):
+        solara.Select(
+            "colour agents by",
+            values=APP_QUANTITIES + channels,
+            value=colour_by,
+            style={"flex": "none"},  # a v-input grows by default
+        )
+        with solara.Div(style={"flex": "1 1 0", "min-height": "0", "overflow": "hidden"}):
+            rw.Image(
+                value=_png(fig),
+                format="png",
+                layout={"width": "100%", "height": "100%", "object_fit": "contain"},
+            )
+        solara.Text(
+            note,
+            classes=["mesaopt-map-note"],
+            style={"flex": "none", "font-size": "0.8rem", "font-style": "italic"},
+        )
 
 
 def _history(model: VizModel) -> pd.DataFrame:
     return pd.DataFrame(model.history)
+
+
+def _step_axis(ax: Any, model: VizModel) -> None:
+    """Whole steps from 0 to the current step on the x axis."""
+    ax.set_xlim(0, max(int(model.time), 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("step")
+
+
+def _marker(rows: pd.DataFrame) -> str | None:
+    """Markers while there are too few steps for a line to show."""
+    return "o" if len(rows) < 3 else None
 
 
 @solara.component
@@ -254,16 +346,15 @@ def ProxyValuePlot(model: VizModel) -> None:
         rows = history[history["principal"] == name] if len(history) else history
         if len(rows):
             colour = OKABE_ITO[i % len(OKABE_ITO)]
-            ax.plot(rows["step"], rows["proxy"], color=colour, lw=1.5, label=f"{name}: proxy M")
-            ax.plot(
-                rows["step"], rows["value"], color=colour, lw=1.5, ls="--", label=f"{name}: true V"
-            )
+            style = {"color": colour, "lw": 1.5, "marker": _marker(rows), "ms": 3}
+            ax.plot(rows["step"], rows["proxy"], **style, label=f"{name}: proxy M")
+            ax.plot(rows["step"], rows["value"], **style, ls="--", label=f"{name}: true V")
     for regime in model.config.regimes:
         if regime.at <= model.time:
             ax.axvline(regime.at, color="0.5", ls=":", lw=1)
     if not len(history):
         ax.text(0.5, 0.5, "press STEP or ▶ to run", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("step")
+    _step_axis(ax, model)
     ax.set_ylabel("mean per agent")
     ax.set_title("Proxy (solid) vs true value (dashed)", fontsize=10)
     ax.grid(alpha=0.3)
@@ -289,9 +380,11 @@ def FailurePlot(model: VizModel) -> None:
                 rows[f"principal_loss_{category}"],
                 color=CATEGORY_COLOURS[category],
                 lw=1.5,
+                marker=_marker(rows),
+                ms=3,
                 label=f"{category} (now {count:,})",
             )
-    ax.set_xlabel("step")
+    _step_axis(ax, model)
     ax.set_ylabel("principal loss per agent")
     ax.set_title("Failures by category", fontsize=10)
     ax.grid(alpha=0.3)
@@ -314,7 +407,7 @@ def make_page(model: VizModel | None = None) -> Any:
     params["topology"] = {**MODEL_PARAMS["topology"], "value": topology}
     params["seed"] = {**MODEL_PARAMS["seed"], "value": base.run.seed}
     if base.regimes:
-        params["regime_at"] = Slider("regime change step", base.regimes[0].at, 1, 300, 1)
+        params["regime_at"] = ValueSlider("regime change step", base.regimes[0].at, 1, 300, 1)
     if model is None:
         model = VizModel(
             n_agents=start,

@@ -46,7 +46,7 @@ class Report:
         html: The HTML page.
         figures: PNG paths with their captions, in page order.
         animations: GIF/MP4 paths written with ``animate``.
-        notes: Figures that could not be drawn, and why.
+        notes: Figures that could not be drawn and why, runs left out of a sweep.
     """
 
     out_dir: Path
@@ -254,9 +254,15 @@ def _sweep_report(path: Path, out: Path, report: Report) -> list[str]:
             )
         )
     runs = sweep.runs["run_id"].nunique()
+    if sweep.missing:
+        report.notes.append(
+            f"{len(sweep.missing)} of the sweep's {runs + len(sweep.missing)} runs have no "
+            "complete run folder (failed or not run) and are left out: " + ", ".join(sweep.missing)
+        )
     return [
         f"<h1>mesaopt sweep report: {html.escape(str(path))}</h1>",
-        f"<p>{runs} complete runs; swept: {html.escape(', '.join(sweep.parameters))}.</p>",
+        f"<p>{runs} complete runs of the {runs + len(sweep.missing)} listed in sweep.json; "
+        f"swept: {html.escape(', '.join(sweep.parameters))}.</p>",
         "<h2>Runs (time means per agent, principal = all)</h2>",
         _table_html(
             sweep.runs[sweep.runs["principal"] == "all"][

@@ -1,17 +1,18 @@
 """Figures of a sweep folder: the over-optimization curve and any swept parameter vs any metric.
 
 A sweep folder (written by ``run.py sweep``, layout in docs/sweeps.md) holds ``sweep.json`` and one
-run folder per run under ``runs/<run_id>/``. :func:`read_sweep` reads every complete run's
-``steps``, ``selections`` and manifest (never a live model) and reduces each run to a few numbers;
-the swept parameters come from ``sweep.json`` (``parameters``) or, failing that, from the scenario
-keys that differ between the runs' manifests. Intervals are 95% Student-t intervals over the
-runs (replicates) at each parameter value.
+run folder per run under ``runs/<run_id>/``. :func:`read_sweep` reads the ``steps``, ``selections``
+and manifest (never a live model) of every complete run that ``sweep.json`` lists — ``runs/`` may
+also keep runs of an earlier design, which are not part of this sweep — and reduces each run to a
+few numbers; the swept parameters come from ``sweep.json`` (``parameters``) or, failing that, from
+the scenario keys that differ between the runs' manifests. Intervals are 95% Student-t intervals
+over the runs (replicates) at each parameter value.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from analysis.figures import OKABE_ITO, save_figure
-from analysis.theory import regressional_selection_gain
+from analysis.theory import expected_max_std_normal, regressional_selection_gain
 
 #: Run-level metrics of the ``steps`` table reduced per run (time mean over the run).
 RUN_METRICS = ("value", "proxy", "principal_loss", "mesa_loss")
@@ -49,14 +50,22 @@ class SweepRuns:
             mean selection gains ``measured_gain`` (chosen measured score − candidates' mean) and
             ``true_gain`` (chosen true value − candidates' mean), plus ``sd_true`` (candidates'
             sd of true value) and ``noise_var`` (n × squared mean score noise over candidates,
-            an unbiased estimate of the score noise variance).
+            an unbiased estimate of the score noise variance), ``var_true`` (candidates'
+            variance of true value, unbiased; NaN for n = 1); ``design_id`` and ``replicate``
+            come from ``sweep.json``.
         train_on: Each principal's training signal (``metric`` or ``value``).
+        closed_form: Per principal, ``None`` when the regressional closed form applies to every
+            run, else why it does not (the first failing run's reason).
+        missing: Run ids listed in ``sweep.json`` without a complete run folder (failed or not
+            yet run).
     """
 
     path: Path
     parameters: list[str]
     runs: pd.DataFrame
     train_on: dict[str, str]
+    closed_form: dict[str, str | None] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
 
 
 def _lookup(data: Any, key: str) -> Any:
@@ -83,14 +92,58 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _run_rows(folder: Path, manifest: dict[str, Any], parameters: list[str]) -> list[dict]:
+def closed_form_condition(scenario: dict[str, Any], index: int) -> str | None:
+    """Whether a principal's selection score is its true value plus noise, from a run's scenario.
+
+    Candidates are scored by ``s·ȳ`` (ȳ: mean sandbox outcome = action + noise) and their true
+    value is ``v·a`` (:func:`agents.selection.select_best_of_n`), so the score is the true value
+    up to noise exactly when the training signal ``s`` equals the principal's true values ``v``
+    on every channel: ``train_on = "metric"`` with ``m = v`` on every channel, or
+    ``train_on = "value"`` with ``v̂ = v`` (every channel it values is within its capacity, and no
+    federated update refits ``v̂`` during the run). A regime change of a channel's value, metric
+    or level during the run may break the equality, so it voids the condition.
+
+    Args:
+        scenario: A run's fully resolved scenario (``manifest.json`` ``scenario``).
+        index: The principal's position in ``scenario["principals"]``.
+
+    Returns:
+        ``None`` when the closed form applies, else the reason it does not (one short phrase).
+    """
+    principal = scenario["principals"][index]
+    channels = scenario["channels"]
+    overrides = principal.get("values") or {}
+    values = np.array([float(overrides.get(c["name"], c["value"])) for c in channels])
+    metric = np.array([float(c["metric"]) for c in channels])
+    train_on = principal.get("train_on", "metric")
+    steps = int(scenario.get("run", {}).get("steps", 0))
+    if train_on == "metric":
+        if not np.allclose(metric, values):
+            return "it trains on the metric and m ≠ v on some channel"
+    else:
+        level = np.array([int(c.get("level", 0)) for c in channels])
+        unseen = (level > int(principal.get("capacity", 0))) & (values != 0)
+        if unseen.any():
+            return "it trains on v̂, which misses a valued channel beyond its capacity"
+        every = int((principal.get("federated") or {}).get("every", 0))
+        if 0 < every <= steps:
+            return "it trains on v̂, which federated updates refit during the run"
+    for regime in scenario.get("regimes") or []:
+        if int(regime["at"]) <= steps and {"value", "metric", "level"} & set(regime["set"]):
+            return f"a regime change at step {regime['at']} alters m, v or a channel level"
+    return None
+
+
+def _run_rows(
+    folder: Path, manifest: dict[str, Any], parameters: list[str], extra: dict[str, Any]
+) -> list[dict]:
     steps = pd.read_parquet(folder / "steps.parquet")
     selections_path = folder / "selections.parquet"
     selections = pd.read_parquet(selections_path) if selections_path.is_file() else pd.DataFrame()
     params = {key: _lookup(manifest["scenario"], key) for key in parameters}
     rows = []
     for name, group in steps.groupby("principal", sort=False):
-        row: dict[str, Any] = {"run_id": folder.name, "principal": name, **params}
+        row: dict[str, Any] = {"run_id": folder.name, **extra, "principal": name, **params}
         for metric in RUN_METRICS:
             row[metric] = float(group[metric].mean())
         if name != "all" and not selections.empty:
@@ -104,6 +157,16 @@ def _run_rows(folder: Path, manifest: dict[str, Any], parameters: list[str]) -> 
                     (chosen["chosen_true"] - chosen["candidates_mean_true"]).mean()
                 )
                 row["sd_true"] = float(chosen["candidates_sd_true"].mean())
+                several = chosen[chosen["n"] > 1]  # n/(n−1): sd over candidates has ddof 0
+                row["var_true"] = (
+                    float(
+                        (
+                            several["candidates_sd_true"] ** 2 * several["n"] / (several["n"] - 1)
+                        ).mean()
+                    )
+                    if len(several)
+                    else np.nan
+                )
                 noise = chosen["candidates_mean_proxy"] - chosen["candidates_mean_expected_proxy"]
                 row["noise_var"] = float((chosen["n"] * noise**2).mean())
         rows.append(row)
@@ -111,22 +174,36 @@ def _run_rows(folder: Path, manifest: dict[str, Any], parameters: list[str]) -> 
 
 
 def read_sweep(path: str | Path) -> SweepRuns:
-    """Read and reduce every complete run of a sweep folder.
+    """Read and reduce every complete run of a sweep folder that ``sweep.json`` lists.
+
+    ``runs/`` keeps the folders of runs from earlier designs (docs/sweeps.md); only the run ids
+    in ``sweep.json`` (``runs[].run_id``) belong to the sweep. A ``sweep.json`` without a
+    ``runs`` list (written by hand) stands for every complete folder in ``runs/``.
 
     Args:
         path: The sweep folder (``sweep.json`` and ``runs/<run_id>/``).
 
     Returns:
-        The reduced runs.
+        The reduced runs, in ``sweep.json`` order.
 
     Raises:
-        ValueError: If the folder has no complete run.
+        ValueError: If none of the sweep's runs is complete.
     """
     path = Path(path)
     record = json.loads((path / "sweep.json").read_text(encoding="utf-8"))
-    folders = sorted(p for p in (path / "runs").iterdir() if (p / "manifest.json").is_file())
+    listed = record.get("runs")
+    if listed is None:
+        entries = {p.name: {} for p in sorted((path / "runs").iterdir()) if p.is_dir()}
+    else:
+        entries = {}
+        for entry in listed:
+            extra = {k: entry[k] for k in ("design_id", "replicate") if k in entry}
+            entries.setdefault(str(entry["run_id"]), extra)
+    complete = {rid for rid in entries if (path / "runs" / rid / "manifest.json").is_file()}
+    folders = [path / "runs" / rid for rid in entries if rid in complete]
+    missing = [rid for rid in entries if rid not in complete]
     if not folders:
-        raise ValueError(f"{path}: the sweep has no complete run")
+        raise ValueError(f"{path}: none of the sweep's {len(entries)} runs is complete")
     manifests = {p: json.loads((p / "manifest.json").read_text(encoding="utf-8")) for p in folders}
     parameters = list(record.get("parameters") or [])
     if not parameters:
@@ -135,10 +212,19 @@ def read_sweep(path: str | Path) -> SweepRuns:
         parameters = [
             key for key in keys if key != "run.seed" and len({f.get(key) for f in flat}) > 1
         ]
-    rows = [row for p in folders for row in _run_rows(p, manifests[p], parameters)]
+    rows = [row for p in folders for row in _run_rows(p, manifests[p], parameters, entries[p.name])]
     first = next(iter(manifests.values()))["scenario"]
     train_on = {p["name"]: p.get("train_on", "metric") for p in first.get("principals", [])}
-    return SweepRuns(path, parameters, pd.DataFrame(rows), train_on)
+    closed_form: dict[str, str | None] = {}
+    for name in train_on:
+        reasons = [
+            closed_form_condition(m["scenario"], i)
+            for m in manifests.values()
+            for i, p in enumerate(m["scenario"].get("principals", []))
+            if p["name"] == name
+        ]
+        closed_form[name] = next((r for r in reasons if r is not None), None)
+    return SweepRuns(path, parameters, pd.DataFrame(rows), train_on, closed_form, missing)
 
 
 def mean_ci(values: pd.Series | np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
@@ -170,9 +256,25 @@ def _curve(frame: pd.DataFrame, by: str, column: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _draw_band(ax: plt.Axes, x: np.ndarray, curve: pd.DataFrame, colour: str, label: str) -> None:
-    ax.plot(x, curve["mean"], "o-", color=colour, lw=1.6, ms=4, label=label)
+def _draw_band(
+    ax: plt.Axes,
+    x: np.ndarray,
+    curve: pd.DataFrame,
+    colour: str,
+    label: str,
+    style: str = "o-",
+) -> None:
+    ax.plot(x, curve["mean"], style, color=colour, lw=1.6, ms=4, label=label)
     ax.fill_between(x, curve["low"], curve["high"], color=colour, alpha=0.2, lw=0)
+
+
+def _power_ticks(ax: plt.Axes, ns: np.ndarray) -> None:
+    """Tick the log2 n axis at the swept n, labelled with bits and n."""
+    ns = np.unique(ns.astype(float))
+    if len(ns) <= 12:
+        bits = np.log2(ns)
+        ax.set_xticks(bits, [f"{b:g}\nn={n:g}" for b, n in zip(bits, ns, strict=True)])
+        ax.tick_params(axis="x", labelsize=8)
 
 
 def selection_parameters(sweep: SweepRuns) -> dict[str, str]:
@@ -193,11 +295,13 @@ def plot_overoptimization(
 ) -> Path:
     """The over-optimization curve: what selection power buys on the proxy and in true value.
 
-    Left: at selection, the chosen candidate's gain over the candidates' mean, measured (proxy)
-    and true, vs log2 n, with the closed-form regressional prediction
+    Left: at selection, the chosen candidate's gain over the candidates' mean, measured (the
+    training score) and true, vs log2 n. When the score is the true value plus noise
+    (:func:`closed_form_condition`: ``train_on = "metric"`` with m = v on every channel, or
+    ``train_on = "value"`` with v̂ = v) the closed forms are overlaid: the true gain
     σ_θ²/√(σ_θ² + σ_ε²)·E[max of n N(0,1)] (:func:`analysis.theory.regressional_selection_gain`)
-    overlaid when the principal trains on its value belief (then the score is true value plus
-    noise; σ_θ and σ_ε are estimated from the selections table). Right: the deployed agents'
+    and the measured gain √(σ_θ² + σ_ε²)·E[max of n N(0,1)], with σ_θ (candidates' true-value
+    sd) and σ_ε (score noise sd) estimated from the selections table. Right: the deployed agents'
     time-mean proxy and true value vs log2 n. Bands are 95% t intervals over runs.
 
     Args:
@@ -211,54 +315,78 @@ def plot_overoptimization(
         The PNG's path.
     """
     frame = sweep.runs[sweep.runs["principal"] == principal].dropna(subset=[key]).copy()
-    frame["bits"] = np.log2(frame[key].astype(float))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ns = frame[key].astype(float)
+    frame["bits"] = np.log2(ns)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     left, right = axes
     measured = _curve(frame, "bits", "measured_gain")
     true = _curve(frame, "bits", "true_gain")
     x = measured["bits"].to_numpy()
-    _draw_band(left, x, measured, OKABE_ITO[0], "measured (proxy) gain")
-    _draw_band(left, x, true, OKABE_ITO[1], "true-value gain")
-    applies = sweep.train_on.get(principal) == "value"
-    if applies and "sd_true" in frame and (frame[key].astype(float) > 1).any():
-        several = frame[frame[key].astype(float) > 1]  # one candidate has no spread
-        sigma_theta = float(several["sd_true"].mean()) if len(several) else np.nan
+    _draw_band(left, x, measured, OKABE_ITO[0], "measured gain (training score)")
+    _draw_band(left, x, true, OKABE_ITO[1], "true-value gain", "s-")
+    reason = sweep.closed_form.get(principal, "the sweep does not say what it trains on")
+    several = frame[ns > 1]  # one candidate has no spread
+    if reason is None and len(several) and "var_true" in several:
+        sigma_theta = float(np.sqrt(several["var_true"].mean()))
         sigma_eps = float(np.sqrt(frame["noise_var"].mean()))
-        grid = np.unique(np.round(np.logspace(0, np.log2(frame[key].max()), 40, base=2)))
-        prediction = [regressional_selection_gain(int(n), sigma_theta, sigma_eps) for n in grid]
+        grid = np.unique(np.round(np.logspace(0, np.log2(ns.max()), 60, base=2)))
+        total = float(np.hypot(sigma_theta, sigma_eps))
+        e_max = np.array([expected_max_std_normal(int(n)) for n in grid])
+        true_form = [regressional_selection_gain(int(n), sigma_theta, sigma_eps) for n in grid]
         left.plot(
             np.log2(grid),
-            prediction,
-            color="0.2",
+            total * e_max,
+            color=OKABE_ITO[0],
             ls=":",
-            lw=1.6,
-            label=f"regressional prediction (σ_θ={sigma_theta:.2f}, σ_ε={sigma_eps:.2f})",
+            lw=1.8,
+            label="closed form √(σ_θ²+σ_ε²)·E[max n]",
         )
-        note = "prediction: score = true value + Gaussian noise"
+        left.plot(
+            np.log2(grid),
+            true_form,
+            color=OKABE_ITO[1],
+            ls=":",
+            lw=1.8,
+            label="closed form σ_θ²/√(σ_θ²+σ_ε²)·E[max n]",
+        )
+        signal = "v̂" if sweep.train_on.get(principal) == "value" else "m"
+        note = (
+            "Closed forms (dotted): the score is true value + noise "
+            f"(s = {signal} = v on every channel); σ_θ = {sigma_theta:.3f} "
+            f"(candidates' true-value sd), σ_ε = {sigma_eps:.3f} (score noise sd), both "
+            "estimated from the selections."
+        )
     else:
-        note = "no closed-form overlay: the principal trains on the metric, not on value"
+        note = f"No closed-form overlay: {reason or 'no selection with n > 1'}."
     left.set_title("At selection: chosen candidate − candidates' mean", fontsize=10)
     left.set_ylabel("gain (score / value units)")
-    left.annotate(note, (0.01, 0.01), xycoords="axes fraction", fontsize=7, color="0.35")
-    for metric, colour, label in (
-        ("proxy", OKABE_ITO[0], "proxy M"),
-        ("value", OKABE_ITO[1], "true value V"),
-    ):
-        curve = _curve(frame, "bits", metric)
-        _draw_band(right, curve["bits"].to_numpy(), curve, colour, label)
+    proxy = _curve(frame, "bits", "proxy")
+    value = _curve(frame, "bits", "value")
+    _draw_band(right, proxy["bits"].to_numpy(), proxy, OKABE_ITO[0], "proxy M")
+    same = np.allclose(proxy["mean"], value["mean"], equal_nan=True)
+    _draw_band(
+        right,
+        value["bits"].to_numpy(),
+        value,
+        OKABE_ITO[1],
+        "true value V (= proxy M here)" if same else "true value V",
+        "s--",
+    )
     right.set_title("Deployed agents: time mean per agent", fontsize=10)
-    right.set_ylabel("units of output per agent")
+    right.set_ylabel("output per agent (proxy / value units)")
     for ax in axes:
         ax.set_xlabel("selection power log₂ n (bits)")
+        _power_ticks(ax, ns.to_numpy())
         ax.axhline(0, color="0.8", lw=0.8)
         ax.grid(alpha=0.3)
-        ax.legend(frameon=False, fontsize=8)
+        ax.legend(frameon=False, fontsize=8, loc="upper left")
     runs = int(frame.groupby("bits").size().min())
     fig.suptitle(
         f"Over-optimization: principal {principal} ({key}); 95% CI over ≥{runs} runs per point",
         fontsize=11,
     )
     fig.tight_layout()
+    fig.text(0.01, 0.0, note, fontsize=8, color="0.3", va="top", wrap=True)
     return save_figure(fig, Path(path), svg)
 
 
@@ -290,22 +418,32 @@ def plot_parameter_vs_metrics(
     if not numeric:
         frame[parameter] = frame[parameter].astype(str)
     names = list(dict.fromkeys(frame["principal"]))
+    labels = {name: name for name in names}
+    real = [name for name in names if name != "all"]
+    if len(real) == 1 and "all" in names:  # one principal: its curves are the "all" curves
+        names = real
+        labels = {real[0]: f"{real[0]} (= all agents)"}
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 0.6, 3.6))
     axes = np.atleast_1d(axes)
+    values = np.unique(frame[parameter].to_numpy(dtype=float)) if numeric else np.zeros(0)
+    log_x = numeric and values.min() > 0 and values.max() >= 8 * values.min()
     for ax, metric in zip(axes, metrics, strict=True):
         for i, name in enumerate(names):
             curve = _curve(frame[frame["principal"] == name], parameter, metric)
             x = curve[parameter].to_numpy(dtype=float) if numeric else np.arange(len(curve))
             colour = "0.15" if name == "all" else OKABE_ITO[i % len(OKABE_ITO)]
-            _draw_band(ax, x, curve, colour, name)
+            _draw_band(ax, x, curve, colour, labels[name], "s--" if name == "all" else "o-")
             if not numeric:
                 ax.set_xticks(x, curve[parameter])
         ax.set_title(_METRIC_LABELS.get(metric, metric), fontsize=9)
         ax.set_xlabel(parameter, fontsize=8)
         ax.grid(alpha=0.3)
-        values = frame[parameter].to_numpy(dtype=float) if numeric else np.zeros(0)
-        if numeric and values.min() > 0 and values.max() >= 8 * values.min():
+        if log_x:
             ax.set_xscale("log", base=2)
+        if numeric and len(values) <= 12:
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.minorticks_off()
+            ax.tick_params(axis="x", labelsize=8)
     handles, labels = axes[-1].get_legend_handles_labels()
     fig.legend(
         handles,

@@ -2,7 +2,9 @@
 
 Runs ``solara run analysis/app.py`` on 127.0.0.1 (a free port) with Solara's front-end assets from
 the ``solara-assets`` package (no CDN), opens the page in Debian's headless Chromium, clicks STEP
-and checks that the agent map changed.
+and checks that the agent map changed, that the sliders show their values and that the note under
+the map shows inside its grid cell. ``MESAOPT_APP_SCREENSHOT=docs/img/app.png`` keeps the
+screenshot (the README's, at 1,000 px wide).
 """
 
 from __future__ import annotations
@@ -93,6 +95,17 @@ def _click_step(page, old: str) -> str:
     return _map_image(page)
 
 
+def _assert_note_inside_its_cell(page) -> None:
+    """The note under the agent map is visible and within the map's grid cell."""
+    note = page.locator(".mesaopt-map-note")
+    assert note.is_visible()
+    assert note.inner_text().startswith("Drawing ")
+    box = note.bounding_box()
+    cell = page.locator(".vue-grid-item").filter(has=note).bounding_box()
+    assert box and cell
+    assert cell["y"] <= box["y"] and box["y"] + box["height"] <= cell["y"] + cell["height"] + 0.5
+
+
 def test_app_steps_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -104,15 +117,29 @@ def test_app_steps_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
             page.get_by_role("button", name="STEP").wait_for(timeout=90_000)
             page.locator("img").first.wait_for(timeout=90_000)
             assert page.get_by_text("colour agents by").count() >= 1
-            assert page.get_by_text("selection n (candidates per slot)").count() == 1
+            assert page.get_by_text("selection n (candidates per slot): 16").count() == 1
+            assert page.get_by_text("contract β (all principals): 0.30").count() == 1
+            _assert_note_inside_its_cell(page)
             before = _map_image(page)
             assert before  # a blob: or data: URL of the PNG
             first = _click_step(page, before)
             second = _click_step(page, first)
             assert len({before, first, second}) == 3
             assert page.get_by_text("Time: 2").count() >= 1
+            _assert_note_inside_its_cell(page)
             shot = Path(os.environ.get("MESAOPT_APP_SCREENSHOT", tmp_path / "app.png"))
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
+            if shot.suffix == ".png" and "MESAOPT_APP_SCREENSHOT" in os.environ:
+                from PIL import Image
+
+                with Image.open(shot) as image:
+                    image.resize((1000, round(image.height * 1000 / image.width))).save(shot)
+
+            # moving a slider shows its new value
+            audit = page.locator(".v-input").filter(has_text="audit rate: 0.02")
+            audit.get_by_role("slider").focus()
+            page.keyboard.press("ArrowRight")
+            page.get_by_text("audit rate: 0.03").wait_for(timeout=30_000)
         finally:
             browser.close()

@@ -12,12 +12,14 @@ from analysis.agent_maps import force_layout, map_layout, plot_agent_map
 from analysis.animation import animate_agent_map
 from analysis.run_folder import read_run, rebuild_network
 from analysis.sweep_figures import (
+    closed_form_condition,
     plot_overoptimization,
     plot_parameter_vs_metrics,
     read_sweep,
     selection_parameters,
 )
 from model.model import MesaOptModel
+from model.scenario import load_scenario, to_toml_dict
 
 
 def _written(path: Path) -> None:
@@ -119,3 +121,43 @@ def test_sweep_figures(sweep_dir: Path, tmp_path: Path) -> None:
         (sweep.runs["principals.1.selection.n"] == 1) & (sweep.runs["principal"] == "regulated")
     ]
     assert np.allclose(one["true_gain"], 0) and np.allclose(one["measured_gain"], 0)
+
+
+def test_sweep_reads_design_and_replicate(sweep_dir: Path) -> None:
+    sweep = read_sweep(sweep_dir)
+    lab = sweep.runs[sweep.runs["principal"] == "regulated"]
+    assert sorted(set(zip(lab["design_id"], lab["replicate"], strict=True))) == [
+        (d, r) for d in range(3) for r in range(2)
+    ]
+    assert sweep.missing == []
+    # 12 steps: no federated update (every 25) and no regime change (step 15) happen
+    assert sweep.closed_form == {
+        "lab": "it trains on the metric and m ≠ v on some channel",
+        "regulated": None,
+    }
+
+
+def test_closed_form_condition() -> None:
+    """The score is true value + noise iff the training signal equals v on every channel."""
+    regressional = to_toml_dict(load_scenario(Path("scenarios/regressional.toml")))
+    assert regressional["principals"][0]["train_on"] == "metric"
+    assert closed_form_condition(regressional, 0) is None  # m = v on its one channel
+    values = dict(regressional, principals=[dict(regressional["principals"][0])])
+    values["principals"][0]["train_on"] = "value"
+    assert closed_form_condition(values, 0) is None  # v̂ = v: it perceives the channel
+    values["principals"][0]["values"] = {"output": 2.0}
+    assert closed_form_condition(values, 0) is None  # v̂ = v still (its own v)
+    metric = dict(values, principals=[dict(values["principals"][0], train_on="metric")])
+    assert "m ≠ v" in closed_form_condition(metric, 0)  # m = 1, its v = 2
+
+    base = to_toml_dict(load_scenario(None, ["run.steps=50"]))  # regime change at step 100
+    lab, regulated = base["principals"]
+    assert lab["train_on"] == "metric" and "m ≠ v" in closed_form_condition(base, 0)
+    assert regulated["train_on"] == "value" and regulated["federated"]["every"] == 25
+    assert "federated" in closed_form_condition(base, 1)
+    quiet = dict(base, principals=[lab, dict(regulated, federated={"every": 0})])
+    assert closed_form_condition(quiet, 1) is None  # capacity 2 perceives every channel
+    blind = dict(quiet, principals=[lab, dict(quiet["principals"][1], capacity=1)])
+    assert "beyond its capacity" in closed_form_condition(blind, 1)  # gaming is level 2
+    later = dict(quiet, run=dict(quiet["run"], steps=200))  # the quality metric changes at 100
+    assert "regime change at step 100" in closed_form_condition(later, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from analysis.report import build_report
+from analysis.sweep_figures import read_sweep
 from run import main
+from tests.analysis.conftest import small_run
 
 
 def _self_contained(page: str) -> None:
@@ -46,6 +49,31 @@ def test_report_of_a_sweep(sweep_dir: Path, tmp_path: Path) -> None:
     assert (tmp_path / "rep" / "overoptimization_regulated.png").is_file()
     assert (tmp_path / "rep" / "sweep_principals_1_selection_n.svg").is_file()
     _self_contained((tmp_path / "rep" / "report.html").read_text(encoding="utf-8"))
+
+
+def test_report_of_a_sweep_ignores_stale_runs(sweep_dir: Path, tmp_path: Path) -> None:
+    """runs/ keeps runs of an earlier design; only the runs sweep.json lists are reported."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(sweep_dir, sweep)
+    listed = [r["run_id"] for r in json.loads((sweep / "sweep.json").read_text())["runs"]]
+    key = "principals.1.selection.n"
+    small_run(sweep / "runs" / "stale0123456789ab", [f"{key}=64", "run.steps=12"])
+    (sweep / "runs" / "failedfedcba9876").mkdir()  # listed below, but never completed
+    record = json.loads((sweep / "sweep.json").read_text())
+    record["runs"].append({"run_id": "failedfedcba9876", "design_id": 2, "replicate": 2})
+    (sweep / "sweep.json").write_text(json.dumps(record), encoding="utf-8")
+
+    runs = read_sweep(sweep)
+    assert sorted(runs.runs["run_id"].unique()) == sorted(listed)
+    assert sorted(runs.runs[key].unique()) == [1, 4, 16]  # not the stale run's 64
+    assert runs.missing == ["failedfedcba9876"]
+
+    report = build_report(sweep, tmp_path / "rep")
+    page = report.html.read_text(encoding="utf-8")
+    assert "stale0123456789ab" not in page
+    assert all(run_id in page for run_id in listed)
+    assert "6 complete runs of the 7 listed in sweep.json" in page
+    assert "failedfedcba9876" in page  # named as left out
 
 
 def test_report_of_a_folder_that_is_not_a_run(
