@@ -61,7 +61,7 @@ def _plan(quick: bool) -> dict[str, Any]:
     return {
         # (agents, repeats, steps): steps cover selection steps (every 10) and the regime change
         # at step 100 where they reach it.
-        "mesaopt": [(1_000, 5, 200), (10_000, 5, 200), (100_000, 3, 120), (1_000_000, 1, 30)],
+        "mesaopt": [(1_000, 5, 200), (10_000, 5, 200), (100_000, 3, 120), (1_000_000, 1, 20)],
         # (agents, steps): the reference at 1e5 is slow; a few steps are enough for a rate.
         "reference": [(1_000, 20), (10_000, 5), (100_000, 2)],
         "graph": (1_000_000, 3),

@@ -37,7 +37,17 @@ def _scenario(spec: dict[str, Any]):
 
 
 def _selection_steps(scenario, steps: int) -> set[int]:
+    """Steps at which some principal retrains agents by best-of-n.
+
+    That is scheduled selection, or a federated update of a principal that trains on its value
+    belief (it retrains with the refit signal).
+    """
     every = [p.selection.every for p in scenario.principals if p.selection.every]
+    every += [
+        p.federated.every
+        for p in scenario.principals
+        if p.federated.every and p.train_on == "value" and p.selection.fraction > 0
+    ]
     return {t for t in range(1, steps + 1) if any(t % e == 0 for e in every)}
 
 

@@ -354,3 +354,43 @@ def test_substitution_cost_matrix():
             substitution_cost_matrix(np.ones(3), bad)
     with pytest.raises(ValueError):
         substitution_cost_matrix(np.array([1.0, 0.0]), 0.2)
+
+
+# --------------------------------------------------------------- shared-budget (water filling)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 7),
+    st.floats(0.01, 0.95),
+    st.integers(0, 2**32 - 1),
+)
+def test_water_filling_path_equals_the_exact_qp(d, s, seed):
+    rng = np.random.default_rng(seed)
+    k = substitution_cost_matrix(rng.uniform(0.2, 4.0, d), s)
+    r = rng.normal(scale=2.0, size=(40, d))
+    mask = rng.random((40, d)) < 0.75
+    got = best_response(r, k, mask)
+    want = qp_oracle(r, k, mask)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 * (1.0 + np.abs(want).max()))
+    assert_kkt(r, k, mask, got)
+
+
+def test_water_filling_agrees_with_the_active_set_enumeration():
+    from agents.kernels import _shared_budget_substitution
+
+    rng = np.random.default_rng(8)
+    # (With d = 2 every K with a positive off-diagonal has the structure: nothing to nudge.)
+    for d, s in ((3, 0.3), (4, 0.2), (4, 0.9), (6, 0.5)):
+        k = substitution_cost_matrix(rng.uniform(0.3, 3.0, d), s)
+        assert _shared_budget_substitution(k) == pytest.approx(s, rel=1e-12)
+        nudged = k.copy()  # breaks the structure: the enumeration runs instead
+        nudged[0, 1] = nudged[1, 0] = k[0, 1] * (1 + 1e-9)
+        assert _shared_budget_substitution(nudged) is None
+        r = rng.normal(size=(2000, d))
+        mask = rng.random((2000, d)) < 0.8
+        np.testing.assert_allclose(
+            best_response(r, k, mask), best_response(r, nudged, mask), rtol=0, atol=1e-7
+        )
+    assert _shared_budget_substitution(random_spd(rng, 4)) is None
+    assert _shared_budget_substitution(np.eye(3)) is None
