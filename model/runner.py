@@ -17,6 +17,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from model.model import MesaOptModel
@@ -113,10 +114,14 @@ def run_simulation(
     recorder = Recorder(out_dir, fmt)
     started = datetime.now(UTC)
     clock = time.perf_counter()
+    # The kernels multiply (N, d) by (d, d) matrices: BLAS threads buy nothing there, and when
+    # runs share the cores (sweep workers) they oversubscribe them badly (docs/performance.md).
+    blas = threadpool_limits(limits=1, user_api="blas")
     try:
         model = MesaOptModel(scenario, base_dir=base_dir, recorder=recorder)
     except Exception:
         recorder.discard()
+        blas.restore_original_limits()
         raise
     build_seconds = time.perf_counter() - clock
     steps = scenario.run.steps
@@ -129,8 +134,11 @@ def run_simulation(
         file=sys.stderr,
         leave=False,
     )
-    with bar:
-        model.run(steps, progress=lambda _: bar.update(1))
+    try:
+        with bar:
+            model.run(steps, progress=lambda _: bar.update(1))
+    finally:
+        blas.restore_original_limits()
     manifest = {
         "mesaopt_version": package_versions()["mesaopt"],
         "scenario": to_toml_dict(scenario),
