@@ -45,6 +45,7 @@ from mesa.discrete_space import CellAgent, Network
 
 from agents.principal import Principal
 from model.channels import NOISE_CODES, World, world_from_scenario
+from model.model import make_principals
 from model.network import build_network
 from model.scenario import Scenario
 
@@ -241,15 +242,7 @@ class ReferenceModel(mesa.Model):
         counts[-1] = n - sum(counts[:-1])
         labels = [j for j, c in enumerate(counts) for _ in range(c)]
         self.random.shuffle(labels)
-        intrinsic = np.zeros(self.world.d)
-        for name, mean in scenario.agents.goals.mean.items():
-            intrinsic[scenario.channel_index(name)] = mean
-        self.principals: list[Principal] = []
-        for j, config in enumerate(scenario.principals):
-            values = self.world.value.copy()
-            for name, value in config.values.items():
-                values[scenario.channel_index(name)] = value
-            self.principals.append(Principal(self, j, config, values, self.world, intrinsic))
+        self.principals: list[Principal] = make_principals(self, scenario, self.world)
 
         agents = scenario.agents
         self.optimizers: list[ReferenceOptimizer] = []

@@ -142,15 +142,7 @@ class MesaOptModel(mesa.Model):
         is_control = self._draw_optimizer_kind(n_agents)
         self.population = Population.empty(principal_of, capacity, is_control, self.d)
 
-        intrinsic = np.zeros(self.d)
-        for name, mean in scenario.agents.goals.mean.items():
-            intrinsic[scenario.channel_index(name)] = mean
-        self.principals: list[Principal] = []
-        for j, config in enumerate(scenario.principals):
-            values = self.world.value.copy()
-            for name, value in config.values.items():
-                values[scenario.channel_index(name)] = value
-            self.principals.append(Principal(self, j, config, values, self.world, intrinsic))
+        self.principals: list[Principal] = make_principals(self, scenario, self.world)
         self.members = [np.flatnonzero(principal_of == j) for j in range(n_principals)]
 
         self._regimes: dict[int, list[tuple[int, dict[str, Any]]]] = {}
@@ -779,3 +771,29 @@ def _counts_by_share(shares: list[float], total: int) -> list[int]:
     order = np.argsort(-(exact - counts), kind="stable")
     counts[order[:remainder]] += 1
     return [int(c) for c in counts]
+
+
+def make_principals(model: mesa.Model, scenario: Scenario, world: World) -> list[Principal]:
+    """Create the scenario's principals as Mesa agents of ``model``, knowing ``world``.
+
+    Each principal's true values are the channels' values with its own ``values`` overrides; its
+    agents' shared intrinsic goals (``agents.goals.mean``) centre its selection prior.
+
+    Args:
+        model: The Mesa model the principals belong to.
+        scenario: The validated scenario.
+        world: The initial world.
+
+    Returns:
+        The principals, in scenario order.
+    """
+    intrinsic = np.zeros(world.d)
+    for name, mean in scenario.agents.goals.mean.items():
+        intrinsic[scenario.channel_index(name)] = mean
+    principals = []
+    for j, config in enumerate(scenario.principals):
+        values = world.value.copy()
+        for name, value in config.values.items():
+            values[scenario.channel_index(name)] = value
+        principals.append(Principal(model, j, config, values, world, intrinsic))
+    return principals
