@@ -83,7 +83,8 @@ def scenario_overrides(
         set_beta: Replace the scenario's contracts (a number or ``"optimal"`` per principal)
             by ``beta``; otherwise keep them.
         audit_rate: Audit probability per agent and step, for every principal.
-        regime_at: Step of the first regime change (ignored when the scenario has none).
+        regime_at: Step of the first regime change; later ones move with it (ignored when the
+            scenario has none).
         topology: Network topology (grids use the largest square of at most ``n_agents``).
         n_agents: Number of agents.
         seed: The run's seed.
@@ -108,7 +109,10 @@ def scenario_overrides(
     else:
         out["agents.capacity.values"] = [max(0, v + capacity_gap) for v in capacity.values]
     if base.regimes:
-        out["regimes.0.at"] = regime_at
+        # Move every regime change by the same offset, keeping simultaneous changes together.
+        shift = regime_at - base.regimes[0].at
+        for i, regime in enumerate(base.regimes):
+            out[f"regimes.{i}.at"] = max(1, regime.at + shift)
     return out
 
 

@@ -59,3 +59,25 @@ def test_page_parameters_are_value_sliders(app) -> None:
     assert all(isinstance(p, app.ValueSlider) for p in sliders.values())
     assert app.MODEL_PARAMS["beta"].label == "contract β (all principals): 0.30"
     assert app.MODEL_PARAMS["capacity_gap"].label.endswith(": 0")
+
+
+def test_the_regime_slider_moves_simultaneous_changes_together(app) -> None:
+    from pathlib import Path
+
+    from model.scenario import load_scenario
+
+    root = Path(__file__).resolve().parents[2]
+    base = load_scenario(root / "scenarios" / "regime_change.toml")  # two changes at step 50
+    out = app.scenario_overrides(
+        base,
+        selection_n=8,
+        capacity_gap=0,
+        beta=0.3,
+        set_beta=False,
+        audit_rate=0.0,
+        regime_at=80,
+        topology="ring",
+        n_agents=100,
+        seed=1,
+    )
+    assert out["regimes.0.at"] == out["regimes.1.at"] == 80
