@@ -42,6 +42,7 @@ from typing import Any
 import mesa
 import numpy as np
 
+from agents.contract import metric_noise_variance
 from agents.kernels import best_of_k, best_response, control_update, reward_gradient
 from agents.optimizer import MesaOptimizer
 from agents.population import Population
@@ -518,7 +519,8 @@ class MesaOptModel(mesa.Model):
         output = action + noise
         proxy = output @ world.metric
         effort_cost = 0.5 * np.einsum("ij,ij->i", action @ world.cost_matrix, action)
-        sigma_m2 = float(np.sum(world.metric**2 * world.noise_var))
+        # Var(mᵀε); an unmeasured channel adds nothing even when its own variance is infinite
+        sigma_m2 = metric_noise_variance(world.metric, world.noise_var, np.ones(self.d, bool))
         # β = 0 carries no risk even when σ_M² is infinite (Student-t, df ≤ 2; see scenario checks)
         with np.errstate(invalid="ignore"):
             risk = np.where(

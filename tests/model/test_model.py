@@ -312,3 +312,10 @@ def test_retrained_agents_start_without_their_predecessors_noise_or_proxy():
     model._retrain(model.principals[0], slots, reason="audit", step=3)
     assert np.all(pop.last_noise[slots] == 0)
     np.testing.assert_allclose(pop.last_proxy[slots], pop.action[slots] @ model.world.metric)
+
+
+def test_an_unmeasured_channel_with_infinite_variance_costs_no_risk():
+    """Student-t noise with df ≤ 2 on a channel the metric ignores leaves Var(M) finite."""
+    model, _ = run(['channels.3.noise={dist="student_t", df=1.5}', "channels.3.metric=0"], steps=3)
+    for name in ("utility", "welfare", "private_payoff"):
+        assert np.isfinite([row[name] for row in model.last_steps]).all(), name
