@@ -98,7 +98,7 @@ def categorize(
 
 
 def gini(x: np.ndarray) -> float:
-    """Gini coefficient of ``x`` (NaN when empty or when the mean is not positive).
+    """Gini coefficient of ``x`` (NaN when empty or when the mean is not clearly positive).
 
     Negative entries are allowed (the coefficient may then exceed 1); it is the mean absolute
     difference over twice the mean.
@@ -107,9 +107,14 @@ def gini(x: np.ndarray) -> float:
     if n == 0:
         return float("nan")
     mean = float(x.mean())
-    if mean <= 0:
+    if not _meaningful_mean(x, mean):
         return float("nan")
     return _gini_sorted(np.sort(x), mean)
+
+
+def _meaningful_mean(x: np.ndarray, mean: float) -> bool:
+    """A positive mean that is not rounding noise of values summing to about zero."""
+    return mean > 64 * np.finfo(float).eps * float(np.abs(x).mean()) if len(x) else False
 
 
 def _gini_sorted(ordered: np.ndarray, mean: float) -> float:
@@ -139,7 +144,8 @@ def group_ginis(x: np.ndarray, group: np.ndarray, n_groups: int) -> list[float]:
     out = []
     for ordered in [*runs, merged]:
         mean = float(ordered.mean()) if len(ordered) else 0.0
-        out.append(_gini_sorted(ordered, mean) if mean > 0 else float("nan"))
+        meaningful = _meaningful_mean(ordered, mean)
+        out.append(_gini_sorted(ordered, mean) if meaningful else float("nan"))
     return out
 
 
@@ -204,6 +210,9 @@ def aggregate_steps(
 
     def group_means(values: np.ndarray) -> np.ndarray:
         """Means of ``values`` per principal and overall (NaN for an empty group)."""
+        if not np.isfinite(values).all():  # inf·0 in the product would spoil every group
+            sums = np.bincount(principal_of, weights=values, minlength=n_groups)
+            return np.append(sums, values.sum()) / counts
         sums = values @ membership
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.append(sums, sums.sum()) / counts

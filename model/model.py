@@ -492,7 +492,7 @@ class MesaOptModel(mesa.Model):
         pop.action = action
         pop.last_noise = noise
         pop.last_proxy = outcome.proxy
-        self._measure(t, outcome, action, values_of, beta_of, reward, neighbour_effort)
+        self._measure(t, outcome, action, values_of, beta_of, reward, neighbour_effort, caught)
 
         for j, principal in enumerate(self.principals):
             if principal.config.audit.replace:
@@ -574,11 +574,13 @@ class MesaOptModel(mesa.Model):
         beta_of: np.ndarray,
         reward: np.ndarray,
         neighbour_effort: np.ndarray,
+        caught: np.ndarray,
     ) -> None:
         """Step 6: losses, categories and Goodhart measures; rows to the recorder.
 
         ``reward`` is every agent's marginal reward θ + βm + δ⊙(G a) in the current world, with
-        ``neighbour_effort`` = G a of the previous step.
+        ``neighbour_effort`` = G a of the previous step; ``caught`` flags this step's audit catches
+        (a catch counts even when the penalty is 0).
         """
         world = self.world
         pop = self.population
@@ -672,7 +674,7 @@ class MesaOptModel(mesa.Model):
             channel_names=world.names,
             outside=outside,
             stale=stale,
-            caught=outcome.penalty > 0,
+            caught=caught,
             selection_stats=self._selection_stats,
             top_quantile=self.config.metrics.top_quantile,
         )

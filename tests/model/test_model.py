@@ -319,3 +319,41 @@ def test_an_unmeasured_channel_with_infinite_variance_costs_no_risk():
     model, _ = run(['channels.3.noise={dist="student_t", df=1.5}', "channels.3.metric=0"], steps=3)
     for name in ("utility", "welfare", "private_payoff"):
         assert np.isfinite([row[name] for row in model.last_steps]).all(), name
+
+
+def test_catches_count_even_without_a_penalty():
+    _, tables = run(
+        [
+            "principals.1.audit.rate=1.0",
+            "principals.1.audit.tolerance=0.0",
+            "principals.1.audit.penalty=0",
+        ],
+        steps=3,
+    )
+    steps = tables["steps"].query("principal == 'regulated'")
+    assert steps["n_caught"].sum() == len(tables["selections"].query("reason == 'audit'")) > 0
+    assert (steps["penalty"] == 0).all()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # correlations of an inf are NaN, loudly
+def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
+    import model.model as model_module
+    from model.metrics import aggregate_steps, gini
+
+    captured = {}
+
+    def capture(**kwargs):
+        captured.update(kwargs)
+        return aggregate_steps(**kwargs)
+
+    monkeypatch.setattr(model_module, "aggregate_steps", capture)
+    run(steps=1)
+    per_agent = {key: value.copy() for key, value in captured["per_agent"].items()}
+    first_of_lab = int(np.flatnonzero(captured["principal_of"] == 0)[0])
+    per_agent["value"][first_of_lab] = np.inf
+    rows = {
+        row["principal"]: row for row in aggregate_steps(**(captured | {"per_agent": per_agent}))
+    }
+    assert rows["lab"]["value"] == np.inf and rows["all"]["value"] == np.inf
+    assert np.isfinite(rows["regulated"]["value"])
+    assert np.isnan(gini(np.array([1.0, -1.0, 1e-17])))  # a mean that is rounding noise
