@@ -99,19 +99,24 @@ def test_payoffs_recomputed_from_efforts_objectives_and_the_network():
         assert everyone[column] == pytest.approx(now[column].mean(), abs=1e-9)
 
 
-def test_welfare_is_value_plus_private_payoff_plus_externalities(baseline):
+def test_welfare_in_steps_is_the_agents_value_plus_private_payoff_plus_externalities(baseline):
+    """Cross-table: each snapshot step's welfare equals the mean over the agents table of
+    value + private payoff + externality received, and of profit + utility (pay is a transfer).
+    The components themselves are checked independently in the recomputation test above."""
     _, tables = baseline
-    for frame in (tables["steps"], tables["agents"]):
-        np.testing.assert_allclose(
-            frame["welfare"] if "welfare" in frame else frame["profit"] + frame["utility"],
-            frame["value"] + frame["private_payoff"] + frame["externality_received"],
-            atol=1e-9,
-        )
-    steps = tables["steps"]
-    np.testing.assert_allclose(steps["welfare"], steps["profit"] + steps["utility"], atol=1e-9)
-    # pay is a transfer: it leaves welfare unchanged
+    agents = tables["agents"]
+    steps = tables["steps"].set_index(["step", "principal"])
+    per_agent = agents.assign(
+        total=agents["value"] + agents["private_payoff"] + agents["externality_received"],
+        transfers=agents["profit"] + agents["utility"],
+    )
+    for (step, principal), group in per_agent.groupby(["step", "principal"]):
+        welfare = steps.loc[(step, principal), "welfare"]
+        assert welfare == pytest.approx(group["total"].mean(), abs=1e-9)
+        assert welfare == pytest.approx(group["transfers"].mean(), abs=1e-9)
+    everyone = per_agent.groupby("step")["transfers"].mean()
     np.testing.assert_allclose(
-        steps["profit"] + steps["pay"] - steps["penalty"], steps["value"], atol=1e-9
+        steps.xs("all", level="principal").loc[everyone.index, "welfare"], everyone, atol=1e-9
     )
 
 
