@@ -22,6 +22,7 @@ Results are identical whatever the engine: every run's randomness comes from its
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -224,6 +225,14 @@ def _quiet_dask() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _on_one_thread(fn: Callable[[Any], Any], item: Any) -> Any:
+    """Call ``fn(item)`` with the compiled kernels on one thread (one run per worker core)."""
+    from agents.parallel import kernel_threads
+
+    with kernel_threads(1):
+        return fn(item)
+
+
 def _dask_map(client: Any) -> MapFn:
     from distributed import as_completed
 
@@ -231,7 +240,7 @@ def _dask_map(client: Any) -> MapFn:
         keys = [
             f"mesaopt-{getattr(getattr(i, 'spec', None), 'run_id', n)}" for n, i in enumerate(items)
         ]
-        futures = client.map(fn, items, key=keys, pure=False)
+        futures = client.map(functools.partial(_on_one_thread, fn), items, key=keys, pure=False)
         index = {future.key: item for future, item in zip(futures, items, strict=True)}
         for future in as_completed(futures):
             try:

@@ -15,47 +15,16 @@ Payoff accounting (per agent i, per step):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from model.step_measures import METRIC_ROWS, group_sums
 
 #: Mesa-optimizer categories relative to the agent's principal. The primary category is the first
 #: flag that holds in the order super, trans, sub, aligned (most dangerous first).
 CATEGORIES = ("super", "sub", "trans", "aligned")
 _PRIMARY_ORDER = (0, 2, 1)  # super, trans, sub; aligned when none holds
-
-
-@dataclass
-class StepOutcome:
-    """Realized outcomes of one step, one entry per agent (all arrays (N,) unless stated)."""
-
-    output: np.ndarray  # (N, d) realized output y = a + ε
-    proxy: np.ndarray
-    value: np.ndarray
-    pay: np.ndarray
-    intrinsic: np.ndarray
-    effort_cost: np.ndarray
-    risk_premium: np.ndarray
-    peer_payoff: np.ndarray
-    externality_given: np.ndarray
-    externality_received: np.ndarray
-    penalty: np.ndarray
-
-    @property
-    def private_payoff(self) -> np.ndarray:
-        """Agent's payoff from its own effort, net of cost and risk premium, before pay."""
-        return self.intrinsic - self.effort_cost - self.risk_premium + self.peer_payoff
-
-    @property
-    def utility(self) -> np.ndarray:
-        """Agent utility U_i (pay + private payoff + externalities received − penalty)."""
-        return self.pay + self.private_payoff + self.externality_received - self.penalty
-
-    @property
-    def profit(self) -> np.ndarray:
-        """Principal profit from agent i: V_i − w_i + penalty_i."""
-        return self.value - self.pay + self.penalty
 
 
 def categorize(
@@ -162,7 +131,7 @@ def correlation(x: np.ndarray, y: np.ndarray) -> float:
 def aggregate_steps(
     *,
     step: int,
-    per_agent: dict[str, np.ndarray],
+    metrics: np.ndarray,
     principal_of: np.ndarray,
     principals: Sequence[Any],
     flags: np.ndarray,
@@ -181,7 +150,8 @@ def aggregate_steps(
 
     Args:
         step: The step number.
-        per_agent: Per-agent metric arrays (proxy, value, ..., goodhart_adversarial).
+        metrics: Per-agent metrics, (len(METRIC_ROWS), N), rows in the order of
+            :data:`model.step_measures.METRIC_ROWS`.
         principal_of: Principal index per agent.
         principals: The principals (for names, contract and belief).
         flags: Category flags (N, 4).
@@ -200,53 +170,36 @@ def aggregate_steps(
     """
     n_groups = len(principals)
     size = len(principal_of)
+    per_agent = dict(zip(METRIC_ROWS, metrics, strict=True))
     counts = np.bincount(principal_of, minlength=n_groups).astype(float)
     counts = np.append(counts, size)  # groups 0..J-1, then "all"
 
-    # Group sums as one matrix-vector product with the (N, groups) membership matrix: a BLAS
-    # gemv is about 4x faster than np.bincount with weights.
-    membership = np.zeros((size, n_groups))
-    membership[np.arange(size), principal_of] = 1.0
+    def with_all(sums: np.ndarray) -> np.ndarray:
+        """Append the overall total to per-group sums (groups on axis 0)."""
+        return np.concatenate([sums, sums.sum(axis=0, keepdims=True)])
 
-    def group_means(values: np.ndarray) -> np.ndarray:
-        """Means of ``values`` per principal and overall (NaN for an empty group)."""
-        if not np.isfinite(values).all():  # inf·0 in the product would spoil every group
-            sums = np.bincount(principal_of, weights=values, minlength=n_groups)
-            return np.append(sums, values.sum()) / counts
-        sums = values @ membership
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.append(sums, sums.sum()) / counts
-
-    def group_counts(where: np.ndarray) -> np.ndarray:
-        """Number of True entries per principal and overall."""
-        c = np.bincount(principal_of[where], minlength=n_groups)
-        return np.append(c, c.sum()).astype(float)
-
-    means = {key: group_means(values) for key, values in per_agent.items()}
-    effort_sums = action.T @ membership  # (channels, groups)
     with np.errstate(invalid="ignore", divide="ignore"):
-        efforts = [np.append(e, e.sum()) / counts for e in effort_sums]
-    ginis = group_ginis(per_agent["utility"], principal_of, n_groups)
-    # Category counts and losses: one bincount each over (principal, primary category) pairs.
+        means = with_all(group_sums(metrics, principal_of, n_groups)) / counts[:, None]
+        efforts = with_all(group_sums(action.T, principal_of, n_groups)) / counts[:, None]
+    # Flags, then outside / stale / caught: counts per group.
+    indicators = np.vstack([flags.T, outside, stale, caught])
+    tallies = with_all(group_sums(indicators, principal_of, n_groups))
     n_cat = len(CATEGORIES)
+    n_flagged = tallies[:, :n_cat]
+    outside_share = tallies[:, n_cat] / counts
+    stale_share = tallies[:, n_cat + 1] / counts
+    n_caught = tallies[:, n_cat + 2]
+    ginis = group_ginis(per_agent["utility"], principal_of, n_groups)
+
+    # Category counts and losses: sums over (principal, primary category) pairs.
     pair = principal_of * n_cat + primary
-
-    def by_pair(weights: np.ndarray | None) -> np.ndarray:
-        """(n_groups + 1, categories) sums over (principal, category), the last row over all."""
-        sums = np.bincount(pair, weights=weights, minlength=n_groups * n_cat)
-        sums = sums.reshape(n_groups, n_cat)
-        return np.vstack([sums, sums.sum(axis=0)])
-
-    n_primary = by_pair(None)
-    category_loss = {}
-    for loss in ("principal_loss", "mesa_loss"):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            category_loss[loss] = by_pair(per_agent[loss]) / n_primary
-    flagged = flags.T.astype(float) @ membership  # (categories, groups)
-    n_flagged = [np.append(f, f.sum()) for f in flagged]
-    outside_share = group_means(outside.astype(float))
-    stale_share = group_means(stale.astype(float))
-    n_caught = group_counts(caught)
+    losses = ("principal_loss", "mesa_loss")
+    pair_columns = np.vstack([np.ones(size), *(per_agent[loss] for loss in losses)])
+    by_pair = group_sums(pair_columns, pair, n_groups * n_cat).reshape(n_groups, n_cat, -1)
+    by_pair = with_all(by_pair)  # (groups + 1, categories, 1 + losses)
+    n_primary = by_pair[:, :, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        category_loss = {loss: by_pair[:, :, 1 + q] / n_primary for q, loss in enumerate(losses)}
 
     rows = []
     for g in range(n_groups + 1):
@@ -264,17 +217,17 @@ def aggregate_steps(
             row[f"belief_{channel}"] = (
                 float(principal.value_belief[k]) if principal is not None else np.nan
             )
-        for key in per_agent:
-            row[key] = float(means[key][g])
+        for q, key in enumerate(METRIC_ROWS):
+            row[key] = float(means[g, q])
         row["welfare"] = row["value"] + row["private_payoff"] + row["externality_received"]
         row["gini_utility"] = ginis[g]
         for k, channel in enumerate(channel_names):
-            row[f"effort_{channel}"] = float(efforts[k][g])
+            row[f"effort_{channel}"] = float(efforts[g, k])
         for c, category in enumerate(CATEGORIES):
             count = int(n_primary[g, c])
             row[f"n_{category}"] = count
-            row[f"flagged_{category}"] = int(n_flagged[c][g])
-            for loss in ("principal_loss", "mesa_loss"):
+            row[f"flagged_{category}"] = int(n_flagged[g, c])
+            for loss in losses:
                 row[f"{loss}_{category}"] = float(category_loss[loss][g, c]) if count else np.nan
         _selection_columns(row, selection_stats, principal)
         row["goodhart_extremal"] = float(outside_share[g])

@@ -36,6 +36,7 @@ best-of-n selection and redesigns the contracts on the agents actually selected.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,41 +44,43 @@ import mesa
 import numpy as np
 
 from agents.contract import metric_noise_variance
-from agents.kernels import best_of_k, best_response, control_update, reward_gradient
+from agents.kernels import best_of_k, best_response
 from agents.optimizer import MesaOptimizer
 from agents.population import Population
 from agents.principal import Principal
 from agents.selection import select_best_of_n
+from agents.step_kernels import plan_actions
 from model.channels import World, world_from_scenario
 from model.collect import make_datacollector
 from model.errors import ScenarioError
-from model.metrics import CATEGORIES, StepOutcome, aggregate_steps, categorize
+from model.metrics import CATEGORIES, aggregate_steps
 from model.network import Network, build_network, spectral_radius
 from model.scenario import Scenario, apply_override, load_raw, validate
+from model.step_measures import METRIC_ROWS, outcomes_and_measures
 
 #: Populations up to this size get a Mesa Agent view per agent at construction; above it views
 #: are created on demand by :meth:`MesaOptModel.optimizer`.
 VIEW_LIMIT = 20_000
 
-#: Per-agent metrics of a step, in the order of the ``agents`` table.
-_AGENT_METRICS = (
-    "proxy",
-    "value",
-    "pay",
-    "profit",
-    "utility",
-    "private_payoff",
-    "externality_given",
-    "externality_received",
-    "penalty",
-    "principal_loss",
-    "mesa_loss",
-    "goodhart_causal",
-    "goodhart_adversarial",
-)
-
 #: Agent snapshots are on by default up to this many agents (``run.agent_snapshots = "auto"``).
 SNAPSHOT_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class _Contracts:
+    """Per-principal parameters of a step as arrays indexed by principal."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    values: np.ndarray  # (J, d) true values
+
+    @classmethod
+    def of(cls, principals: list[Principal]) -> _Contracts:
+        return cls(
+            alpha=np.array([p.alpha for p in principals], dtype=float),
+            beta=np.array([p.beta for p in principals], dtype=float),
+            values=np.stack([p.true_values for p in principals]).astype(float),
+        )
 
 
 class MesaOptModel(mesa.Model):
@@ -422,25 +425,21 @@ class MesaOptModel(mesa.Model):
             )
         return plans
 
-    def _choose_actions(
-        self, beta_of: np.ndarray, neighbour_effort: np.ndarray, reward: np.ndarray
-    ) -> np.ndarray:
-        """Step 3: every agent's new effort, given neighbours' previous efforts.
+    def _replan(
+        self, action: np.ndarray, beta_of: np.ndarray, neighbour_effort: np.ndarray
+    ) -> None:
+        """Step 3, rows the compiled kernel cannot plan: stale and best-of-k planners, in place.
 
-        ``reward`` is every agent's marginal reward θ + βm + δ⊙(G a) in the current world. Exact
-        planners with a current world model and control agents are computed over all rows at
-        once and blended (cheaper than gathering each group's rows); only stale planners (and
-        best-of-k planners, whose draws are per planner) are computed on their own rows.
+        :func:`agents.step_kernels.plan_actions` gives every direct agent its exact best response
+        in the current world; a direct agent whose world model predates the current regime plans
+        in its own world instead, and a best-of-k planner samples (its draws are per planner).
         """
         pop = self.population
         agents = self.config.agents
-        world = self.world
         direct = ~pop.is_control
         if agents.power == "exact":
-            action = best_response(reward, world.cost_matrix, self._perceives(world))
-            planned_elsewhere = direct & (pop.epoch != world.epoch)
+            planned_elsewhere = direct & (pop.epoch != self.world.epoch)
         else:
-            action = np.empty_like(pop.action)
             planned_elsewhere = direct
         for epoch in np.unique(pop.epoch[planned_elsewhere]):
             rows = np.flatnonzero(planned_elsewhere & (pop.epoch == epoch))
@@ -458,12 +457,6 @@ class MesaOptModel(mesa.Model):
                     agents.model_noise,
                     self.rng,
                 )
-        if pop.is_control.any():
-            felt = reward_gradient(reward, world.cost_matrix, pop.action)
-            felt += pop.last_noise
-            steered = control_update(pop.action, felt, agents.gain, self._perceives(world))
-            action = np.where(pop.is_control[:, None], steered, action)
-        return action
 
     def step(self) -> None:
         """Advance the model by one step (see the module docstring for the order)."""
@@ -477,22 +470,47 @@ class MesaOptModel(mesa.Model):
             if config.every and t % config.every == 0 and config.fraction > 0:
                 self._retrain_worst(principal, reason="scheduled", step=t)
 
-        # Per-agent copies of per-principal parameters (np.take is ~10x faster than fancy indexing).
-        beta_of = np.take(np.array([p.beta for p in self.principals]), pop.principal)
-        alpha_of = np.take(np.array([p.alpha for p in self.principals]), pop.principal)
-        values_of = np.take(np.stack([p.true_values for p in self.principals]), pop.principal, 0)
-        neighbour_effort = self.adjacency @ pop.action
         world = self.world
-        reward = pop.theta + beta_of[:, None] * world.metric + world.peer * neighbour_effort
-        action = self._choose_actions(beta_of, neighbour_effort, reward)
-        noise = self.world.sample_noise(self.rng, pop.size)
-        outcome = self._outcomes(action, noise, beta_of, alpha_of, values_of, neighbour_effort)
-        caught = self._audit(outcome, action)
+        contracts = _Contracts.of(self.principals)
+        n, d = pop.size, self.d
+        neighbour_effort = np.empty((n, d))
+        reward = np.empty((n, d))
+        action = np.empty((n, d))
+        own_best = np.empty(n)
+        adjacency = self.adjacency
+        plan_actions(
+            adjacency.indptr,
+            adjacency.indices,
+            adjacency.data,
+            pop.action,
+            pop.theta,
+            pop.principal,
+            contracts.beta,
+            world.metric,
+            world.peer,
+            world.cost_matrix,
+            np.sqrt(world.costs),
+            world.substitution,
+            self._perceives(world),
+            pop.is_control,
+            pop.last_noise,
+            self.config.agents.gain,
+            neighbour_effort,
+            reward,
+            action,
+            own_best,
+        )
+        beta_of = np.take(contracts.beta, pop.principal)
+        self._replan(action, beta_of, neighbour_effort)
+        noise = self.world.sample_noise(self.rng, n)
+        caught = self._audit(action)
 
+        self._measure(
+            t, contracts, action, noise, beta_of, reward, neighbour_effort, own_best, caught
+        )
         pop.action = action
         pop.last_noise = noise
-        pop.last_proxy = outcome.proxy
-        self._measure(t, outcome, action, values_of, beta_of, reward, neighbour_effort, caught)
+        pop.last_proxy = self.last_agent_metrics["proxy"]
 
         for j, principal in enumerate(self.principals):
             if principal.config.audit.replace:
@@ -504,45 +522,8 @@ class MesaOptModel(mesa.Model):
                 self._federated_update(principal, action + noise)
         self.datacollector.collect(self)
 
-    def _outcomes(
-        self,
-        action: np.ndarray,
-        noise: np.ndarray,
-        beta_of: np.ndarray,
-        alpha_of: np.ndarray,
-        values_of: np.ndarray,
-        neighbour_effort: np.ndarray,
-    ) -> StepOutcome:
-        """Step 4: realized output, proxy, value, pay and every payoff term."""
-        world = self.world
-        pop = self.population
-        output = action + noise
-        proxy = output @ world.metric
-        effort_cost = 0.5 * np.einsum("ij,ij->i", action @ world.cost_matrix, action)
-        # Var(mᵀε); an unmeasured channel adds nothing even when its own variance is infinite
-        sigma_m2 = metric_noise_variance(world.metric, world.noise_var, np.ones(self.d, bool))
-        # β = 0 carries no risk even when σ_M² is infinite (Student-t, df ≤ 2; see scenario checks)
-        with np.errstate(invalid="ignore"):
-            risk = np.where(
-                beta_of == 0, 0.0, 0.5 * self.config.agents.risk_aversion * beta_of**2 * sigma_m2
-            )
-        harm = action @ world.externality
-        return StepOutcome(
-            output=output,
-            proxy=proxy,
-            value=np.einsum("ij,ij->i", output, values_of),
-            pay=alpha_of + beta_of * proxy,
-            intrinsic=np.einsum("ij,ij->i", pop.theta, action),
-            effort_cost=effort_cost,
-            risk_premium=risk,
-            peer_payoff=np.einsum("ij,ij->i", action * world.peer, neighbour_effort),
-            externality_given=harm * self.in_weight,
-            externality_received=self.adjacency @ harm,
-            penalty=np.zeros(pop.size),
-        )
-
-    def _audit(self, outcome: StepOutcome, action: np.ndarray) -> np.ndarray:
-        """Step 5: sample audits; caught gamers pay their principal's penalty."""
+    def _audit(self, action: np.ndarray) -> np.ndarray:
+        """Step 5: sample audits; return who is caught gaming (they pay the penalty in step 6)."""
         pop = self.population
         rates = np.array([p.config.audit.rate for p in self.principals])
         if not rates.any():
@@ -552,8 +533,6 @@ class MesaOptModel(mesa.Model):
         gaming_effort = np.einsum("ij,ij->i", action, np.take(gaming, pop.principal, 0))
         tolerance = np.array([p.config.audit.tolerance for p in self.principals])
         caught = audited & (gaming_effort > np.take(tolerance, pop.principal))
-        penalties = np.array([p.config.audit.penalty for p in self.principals])
-        outcome.penalty = np.where(caught, penalties[pop.principal], 0.0)
         for j, principal in enumerate(self.principals):
             count = int(caught[self.members[j]].sum())
             if count:
@@ -568,51 +547,98 @@ class MesaOptModel(mesa.Model):
     def _measure(
         self,
         t: int,
-        outcome: StepOutcome,
+        contracts: _Contracts,
         action: np.ndarray,
-        values_of: np.ndarray,
+        noise: np.ndarray,
         beta_of: np.ndarray,
         reward: np.ndarray,
         neighbour_effort: np.ndarray,
+        own_best: np.ndarray,
         caught: np.ndarray,
     ) -> None:
-        """Step 6: losses, categories and Goodhart measures; rows to the recorder.
+        """Steps 4 and 6: outcomes, payoffs, losses, categories and Goodhart measures; rows out.
 
         ``reward`` is every agent's marginal reward θ + βm + δ⊙(G a) in the current world, with
-        ``neighbour_effort`` = G a of the previous step; ``caught`` flags this step's audit catches
-        (a catch counts even when the penalty is 0).
+        ``neighbour_effort`` = G a of the previous step, and ``own_best`` its payoff at its own
+        optimum; ``caught`` flags this step's audit catches (a catch counts even when the
+        penalty is 0). Per-agent definitions: :func:`model.step_measures.outcomes_and_measures`.
         """
         world = self.world
         pop = self.population
-        full = self._all_channels
         cost = world.cost_matrix
+        principals = self.principals
+        values = contracts.values
 
         # Principal loss: surplus (value net of effort cost) of an aligned benchmark agent —
         # objective = the principal's true values, full capacity, exact, current world — minus
         # the realized surplus. The benchmark maximizes that surplus, so the loss is ≥ 0 in
         # expectation.
-        benchmark = np.empty(len(self.principals))
-        for j, principal in enumerate(self.principals):
-            best = best_response(principal.true_values[None, :], cost, full[:1])[0]
-            benchmark[j] = principal.true_values @ best - 0.5 * best @ cost @ best
-        principal_loss = benchmark[pop.principal] - (outcome.value - outcome.effort_cost)
-
-        # Mesa loss: the agent's own decision payoff at the true optimum of its own objective
-        # (current world, every channel, neighbours as they are) minus what it realized.
-        optimum = best_response(reward, cost, full)
-        # At the optimum K·a* = r on the active set and a* = 0 off it, so a*ᵀKa* = rᵀa* and
-        # the optimal payoff rᵀa* − ½a*ᵀKa* is ½rᵀa*.
-        own_best = 0.5 * np.einsum("ij,ij->i", reward, optimum)
-        own_realized = (
-            np.einsum("ij,ij->i", reward, action)
-            - outcome.effort_cost
-            + beta_of * (outcome.proxy - action @ world.metric)
+        best = best_response(values, cost, np.ones_like(values, dtype=bool))
+        benchmark = np.einsum("jk,jk->j", values, best) - 0.5 * np.einsum(
+            "jk,jk->j", best @ cost, best
         )
-        mesa_loss = own_best - own_realized
+        # Var(mᵀε); an unmeasured channel adds nothing even when its own variance is infinite.
+        # β = 0 carries no risk even when σ_M² is infinite (Student-t, df ≤ 2; scenario checks).
+        sigma_m2 = metric_noise_variance(world.metric, world.noise_var, np.ones(self.d, bool))
+        with np.errstate(invalid="ignore"):
+            risk = np.where(
+                contracts.beta == 0,
+                0.0,
+                0.5 * self.config.agents.risk_aversion * contracts.beta**2 * sigma_m2,
+            )
+        # Adversarial Goodhart: value destroyed on channels the metric rewards and the principal
+        # punishes, and on harmful channels beyond the principal's capacity.
+        beyond = np.stack([~p.world_model.perceives(p.capacity) for p in principals])
+        hostile = (values < 0) & ((world.metric > 0) | beyond)
+        # Extremal Goodhart: acting outside the range of actions seen in selection.
+        low = np.stack([p.action_low for p in principals])
+        high = np.stack([p.action_high for p in principals])
+        slack = 1e-9 + 1e-6 * np.maximum(high - low, 0.0)
+
+        n = pop.size
+        metrics = np.empty((len(METRIC_ROWS), n))
+        flags = np.empty((n, len(CATEGORIES)), dtype=bool)
+        primary = np.empty(n, dtype=np.int64)
+        outside = np.empty(n, dtype=bool)
+        adjacency = self.adjacency
+        outcomes_and_measures(
+            adjacency.indptr,
+            adjacency.indices,
+            adjacency.data,
+            self.in_weight,
+            action,
+            noise,
+            neighbour_effort,
+            reward,
+            own_best,
+            pop.theta,
+            pop.capacity,
+            pop.principal,
+            caught,
+            world.metric,
+            cost,
+            world.externality,
+            world.peer,
+            contracts.alpha,
+            contracts.beta,
+            values,
+            risk,
+            np.array([p.config.audit.penalty for p in principals], dtype=float),
+            benchmark,
+            hostile,
+            low - slack,
+            high + slack,
+            np.array([p.capacity for p in principals], dtype=np.int64),
+            self.config.metrics.trans_cosine,
+            np.empty(n),
+            metrics,
+            flags,
+            primary,
+            outside,
+        )
 
         # Causal Goodhart: value lost because direct agents plan with a stale world model.
         stale = (~pop.is_control) & (pop.epoch != world.epoch)
-        causal = np.zeros(pop.size)
         if stale.any():
             rows = np.flatnonzero(stale)
             refreshed = best_response(reward[rows], cost, world.perceives(pop.capacity[rows]))
@@ -623,51 +649,17 @@ class MesaOptModel(mesa.Model):
                 if self.config.agents.power == "exact"
                 else self._exact_stale_plans(rows, beta_of, neighbour_effort)
             )
-            causal[rows] = np.einsum("ij,ij->i", refreshed - planned, values_of[rows])
+            causal = np.einsum("ij,ij->i", refreshed - planned, values[pop.principal[rows]])
+            metrics[METRIC_ROWS.index("goodhart_causal"), rows] = causal
 
-        # Adversarial Goodhart: value destroyed on channels the metric rewards and the principal
-        # punishes, and on harmful channels beyond the principal's capacity.
-        beyond = np.stack([~p.world_model.perceives(p.capacity) for p in self.principals])
-        hostile = (values_of < 0) & ((world.metric > 0) | np.take(beyond, pop.principal, 0))
-        adversarial = np.einsum("ij,ij->i", -values_of * hostile, action)
-
-        # Extremal Goodhart: acting outside the range of actions seen in selection.
-        low = np.stack([p.action_low for p in self.principals])
-        high = np.stack([p.action_high for p in self.principals])
-        slack = 1e-9 + 1e-6 * np.maximum(high - low, 0.0)
-        low = np.take(low - slack, pop.principal, 0)
-        high = np.take(high + slack, pop.principal, 0)
-        outside = ((action < low) | (action > high)).any(axis=1)
-
-        flags, primary = categorize(
-            pop.capacity,
-            np.take(np.array([p.capacity for p in self.principals]), pop.principal),
-            pop.theta,
-            values_of,
-            self.config.metrics.trans_cosine,
-        )
         self._primary_code = primary  # names only on demand: an object array costs ~10 ms at 1e6
-        per_agent = {
-            "proxy": outcome.proxy,
-            "value": outcome.value,
-            "pay": outcome.pay,
-            "profit": outcome.profit,
-            "utility": outcome.utility,
-            "private_payoff": outcome.private_payoff,
-            "externality_given": outcome.externality_given,
-            "externality_received": outcome.externality_received,
-            "penalty": outcome.penalty,
-            "principal_loss": principal_loss,
-            "mesa_loss": mesa_loss,
-            "goodhart_causal": causal,
-            "goodhart_adversarial": adversarial,
-        }
+        per_agent = dict(zip(METRIC_ROWS, metrics, strict=True))
         self.last_agent_metrics = per_agent
         rows = aggregate_steps(
             step=t,
-            per_agent=per_agent,
+            metrics=metrics,
             principal_of=pop.principal,
-            principals=self.principals,
+            principals=principals,
             flags=flags,
             primary=primary,
             action=action,
@@ -725,7 +717,7 @@ class MesaOptModel(mesa.Model):
     def _declare_tables(self) -> None:
         """Record zero-row batches so that every table has its columns even when left empty."""
         none = np.arange(0)
-        empty = {name: np.zeros(0) for name in _AGENT_METRICS}
+        empty = {name: np.zeros(0) for name in METRIC_ROWS}
         self._record(
             "agents",
             self._agent_snapshot(

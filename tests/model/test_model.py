@@ -344,6 +344,7 @@ def test_catches_count_even_without_a_penalty():
 def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
     import model.model as model_module
     from model.metrics import aggregate_steps, gini
+    from model.step_measures import METRIC_ROWS
 
     captured = {}
 
@@ -353,12 +354,10 @@ def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
 
     monkeypatch.setattr(model_module, "aggregate_steps", capture)
     run(steps=1)
-    per_agent = {key: value.copy() for key, value in captured["per_agent"].items()}
+    metrics = captured["metrics"].copy()
     first_of_lab = int(np.flatnonzero(captured["principal_of"] == 0)[0])
-    per_agent["value"][first_of_lab] = np.inf
-    rows = {
-        row["principal"]: row for row in aggregate_steps(**(captured | {"per_agent": per_agent}))
-    }
+    metrics[METRIC_ROWS.index("value"), first_of_lab] = np.inf
+    rows = {row["principal"]: row for row in aggregate_steps(**(captured | {"metrics": metrics}))}
     assert rows["lab"]["value"] == np.inf and rows["all"]["value"] == np.inf
     assert np.isfinite(rows["regulated"]["value"])
     assert np.isnan(gini(np.array([1.0, -1.0, 1e-17])))  # a mean that is rounding noise

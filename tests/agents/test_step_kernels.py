@@ -1,0 +1,97 @@
+"""Tests for agents/step_kernels.py: the compiled planning pass equals the NumPy kernels."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from agents.kernels import (
+    best_response,
+    control_update,
+    reward_gradient,
+    substitution_cost_matrix,
+)
+from agents.parallel import kernel_threads
+from agents.step_kernels import BLOCK, plan_actions
+
+
+def _problem(n: int, d: int, s: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    costs = rng.uniform(0.3, 2.0, d)
+    graph = sp.random(n, n, density=min(1.0, 6 / n), random_state=seed, format="csr")
+    graph = ((graph + graph.T) > 0).astype(float).tocsr()
+    graph.setdiag(0)
+    graph.eliminate_zeros()
+    graph.data *= rng.uniform(0.2, 1.0, graph.nnz)  # weighted, as after row normalisation
+    graph.sort_indices()
+    return {
+        "graph": graph,
+        "previous": np.abs(rng.normal(size=(n, d))),
+        "theta": rng.normal(size=(n, d)),
+        "principal": rng.integers(0, 3, n),
+        "beta": rng.normal(size=3),
+        "metric": rng.normal(size=d),
+        "peer": rng.uniform(0, 0.05, d),
+        "cost": substitution_cost_matrix(costs, s),
+        "root": np.sqrt(costs),
+        "s": s,
+        "perceive": rng.random((n, d)) < 0.7,
+        "is_control": rng.random(n) < 0.3,
+        "last_noise": rng.normal(size=(n, d)),
+        "gain": 0.2,
+    }
+
+
+def _plan(p: dict) -> tuple[np.ndarray, ...]:
+    n, d = p["theta"].shape
+    outs = (np.empty((n, d)), np.empty((n, d)), np.empty((n, d)), np.empty(n))
+    g = p["graph"]
+    plan_actions(
+        g.indptr, g.indices, g.data, p["previous"], p["theta"], p["principal"], p["beta"],
+        p["metric"], p["peer"], p["cost"], p["root"], p["s"], p["perceive"], p["is_control"],
+        p["last_noise"], p["gain"], *outs,
+    )  # fmt: skip
+    return outs
+
+
+@pytest.mark.parametrize(("d", "s"), [(1, 0.0), (2, 0.5), (4, 0.2), (4, 0.0), (6, 0.9)])
+def test_plan_actions_equals_the_numpy_kernels(d, s):
+    p = _problem(3 * BLOCK + 17, d, s, seed=d)
+    neighbour, reward, action, own_best = _plan(p)
+
+    assert np.allclose(neighbour, p["graph"] @ p["previous"], rtol=1e-13, atol=1e-13)
+    expected_reward = (
+        p["theta"]
+        + p["beta"][p["principal"], None] * p["metric"]
+        + p["peer"] * (p["graph"] @ p["previous"])
+    )
+    assert np.allclose(reward, expected_reward, rtol=1e-13, atol=1e-13)
+
+    direct = ~p["is_control"]
+    exact = best_response(reward, p["cost"], p["perceive"])
+    assert np.allclose(action[direct], exact[direct], rtol=1e-12, atol=1e-12)
+    felt = reward_gradient(reward, p["cost"], p["previous"]) + p["last_noise"]
+    steered = control_update(p["previous"], felt, p["gain"], p["perceive"])
+    assert np.allclose(action[~direct], steered[~direct], rtol=1e-12, atol=1e-12)
+
+    optimum = best_response(reward, p["cost"], np.ones_like(p["perceive"]))
+    assert np.allclose(own_best, 0.5 * np.einsum("ij,ij->i", reward, optimum), rtol=1e-12)
+
+
+def test_plan_actions_does_not_depend_on_the_number_of_threads():
+    p = _problem(5 * BLOCK + 3, 4, 0.2, seed=7)
+    with kernel_threads(1):
+        one = _plan(p)
+    with kernel_threads(numba.config.NUMBA_NUM_THREADS):
+        many = _plan(p)
+    for a, b in zip(one, many, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_kernel_threads_restores_the_thread_count():
+    before = numba.get_num_threads()
+    with kernel_threads(1):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
