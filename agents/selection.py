@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.kernels import best_response
-from model.channels import NOISE_CODES, World
+from model.channels import NOISE_CODES, World, draw_in_blocks
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ def mean_episode_noise(
 
     Gaussian channels draw the mean directly (scale/√episodes), and so do Laplace channels: a sum
     of k Laplace(0, 1) draws is the difference of two Gamma(k, 1) draws, since each Laplace is a
-    difference of two Exp(1). Student-t channels average their draws.
+    difference of two Exp(1). Student-t channels average their draws. Rows are drawn in blocks
+    (:func:`model.channels.draw_in_blocks`).
 
     Args:
         world: The world whose noise distributions apply.
@@ -72,19 +73,27 @@ def mean_episode_noise(
     Returns:
         Array of mean noise, ``shape + (d,)``.
     """
-    out = np.empty((*shape, world.d))
-    for k in range(world.d):
-        scale = world.noise_scale[k]
-        code = world.noise_dist[k]
-        if code == NOISE_CODES["normal"]:
-            out[..., k] = rng.standard_normal(shape) * (scale / np.sqrt(episodes))
-        elif code == NOISE_CODES["laplace"]:
-            total = rng.standard_gamma(episodes, shape) - rng.standard_gamma(episodes, shape)
-            out[..., k] = total * (scale / episodes)
-        else:
-            draws = rng.standard_t(world.noise_df[k], (*shape, episodes))
-            out[..., k] = draws.mean(axis=-1) * scale
-    return out
+
+    def fill(generator: np.random.Generator, out: np.ndarray) -> None:
+        m = out.shape[1]
+        for k in range(world.d):
+            scale = world.noise_scale[k]
+            code = world.noise_dist[k]
+            if code == NOISE_CODES["normal"]:
+                generator.standard_normal(out=out[k])
+                out[k] *= scale / np.sqrt(episodes)
+            elif code == NOISE_CODES["laplace"]:
+                total = generator.standard_gamma(episodes, m)
+                total -= generator.standard_gamma(episodes, m)
+                out[k] = total * (scale / episodes)
+            else:
+                draws = generator.standard_t(world.noise_df[k], (m, episodes))
+                out[k] = draws.mean(axis=1) * scale
+
+    rows = int(np.prod(shape))
+    out = np.empty((world.d, rows))
+    draw_in_blocks(rng, out, fill)
+    return out.T.reshape(*shape, world.d)
 
 
 def select_best_of_n(

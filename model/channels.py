@@ -8,6 +8,7 @@ world model), which is how stale world models arise (DESIGN.md §2, "Regime chan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,9 +16,13 @@ import numpy as np
 
 from agents.contract import noise_variance
 from agents.kernels import substitution_cost_matrix
+from agents.parallel import parallel_map
 from model.scenario import ChannelConfig, NoiseConfig, Scenario
 
 NOISE_CODES = {"normal": 0, "laplace": 1, "student_t": 2}
+
+#: Rows of output noise drawn from one generator (see :meth:`World.sample_noise`).
+NOISE_BLOCK = 1 << 15
 _NOISE_NAMES = {code: name for name, code in NOISE_CODES.items()}
 
 
@@ -85,21 +90,31 @@ class World:
         return cap[..., None] >= self.level if cap.ndim else self.level <= cap
 
     def sample_noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Draw realized output noise for ``n`` agents, (n, d), channel by channel."""
-        out = np.empty((n, self.d))
+        """Draw realized output noise for ``n`` agents, (n, d) (see :func:`draw_in_blocks`).
+
+        Returns:
+            The noise as the transpose of a (d, n) C-ordered array: each channel's draws are
+            contiguous, the way they are generated.
+        """
+        out = np.empty((self.d, n))
+        draw_in_blocks(rng, out, self._fill_noise)
+        return out.T
+
+    def _fill_noise(self, rng: np.random.Generator, out: np.ndarray) -> None:
+        """Fill ``out`` (d, m) with noise draws, channel by channel."""
+        m = out.shape[1]
         for k in range(self.d):
-            scale = self.noise_scale[k]
             code = self.noise_dist[k]
             if code == NOISE_CODES["normal"]:
-                out[:, k] = rng.standard_normal(n)
+                rng.standard_normal(out=out[k])
             elif code == NOISE_CODES["laplace"]:
                 # Laplace(0, 1) as the difference of two Exp(1) draws: the same distribution,
                 # half the cost of rng.laplace.
-                out[:, k] = rng.standard_exponential(n) - rng.standard_exponential(n)
+                rng.standard_exponential(out=out[k])
+                out[k] -= rng.standard_exponential(m)
             else:
-                out[:, k] = rng.standard_t(self.noise_df[k], n)
-            out[:, k] *= scale
-        return out
+                out[k] = rng.standard_t(self.noise_df[k], m)
+            out[k] *= self.noise_scale[k]
 
     def changed(self, channel: int, fields: dict[str, Any]) -> World:
         """Return the next epoch's world with ``fields`` of one channel replaced.
@@ -143,6 +158,36 @@ class World:
                 arrays[field][channel] = new
         cost_matrix = substitution_cost_matrix(arrays["costs"], self.substitution)
         return replace(self, epoch=self.epoch + 1, cost_matrix=cost_matrix, **arrays)
+
+
+def draw_in_blocks(
+    rng: np.random.Generator,
+    out: np.ndarray,
+    fill: Callable[[np.random.Generator, np.ndarray], None],
+) -> None:
+    """Fill ``out`` (d, rows) with random draws, in blocks of :data:`NOISE_BLOCK` rows.
+
+    Up to one block, ``fill(rng, out)`` draws from ``rng`` itself. Beyond, one seed per block is
+    drawn from ``rng`` and each block filled from its own generator, so that blocks can be drawn
+    on several threads (NumPy releases the GIL while it fills an array) and the draws do not
+    depend on how many threads there are (:func:`agents.parallel.parallel_map`).
+
+    Args:
+        rng: The run's generator.
+        out: Array to fill, (d, rows): one row per channel.
+        fill: ``fill(generator, block)`` fills a (d, m) block.
+    """
+    rows = out.shape[1]
+    if rows <= NOISE_BLOCK:
+        fill(rng, out)
+        return
+    starts = range(0, rows, NOISE_BLOCK)
+    seeds = rng.integers(0, 2**63, size=len(starts))
+    blocks = [
+        (np.random.default_rng(seed), out[:, lo : lo + NOISE_BLOCK])
+        for seed, lo in zip(seeds, starts, strict=True)
+    ]
+    parallel_map(lambda block: fill(*block), blocks)
 
 
 def world_from_scenario(scenario: Scenario) -> World:

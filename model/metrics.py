@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from model.group_stats import group_correlations, group_ginis
 from model.step_measures import METRIC_ROWS, group_sums
 
 #: Mesa-optimizer categories relative to the agent's principal. The primary category is the first
@@ -93,31 +94,6 @@ def _gini_sorted(ordered: np.ndarray, mean: float) -> float:
     return float(weights @ ordered / (n * n * mean))
 
 
-def group_ginis(x: np.ndarray, group: np.ndarray, n_groups: int) -> list[float]:
-    """Gini of ``x`` within each group ``0..n_groups-1``, then over all entries.
-
-    Each group is sorted on its own; the overall order is the stable merge of those sorted runs
-    (timsort merges presorted runs in linear time), so the whole costs about one sort of ``x``
-    instead of two.
-
-    Args:
-        x: Values, (N,).
-        group: Group index per entry, (N,).
-        n_groups: Number of groups.
-
-    Returns:
-        ``n_groups + 1`` coefficients (NaN for an empty group or a non-positive mean).
-    """
-    runs = [np.sort(x[group == j]) for j in range(n_groups)]
-    merged = runs[0] if n_groups == 1 else np.sort(np.concatenate(runs), kind="stable")
-    out = []
-    for ordered in [*runs, merged]:
-        mean = float(ordered.mean()) if len(ordered) else 0.0
-        meaningful = _meaningful_mean(ordered, mean)
-        out.append(_gini_sorted(ordered, mean) if meaningful else float("nan"))
-    return out
-
-
 def correlation(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation (NaN with fewer than 3 points or no variance)."""
     if len(x) < 3:
@@ -190,6 +166,9 @@ def aggregate_steps(
     stale_share = tallies[:, n_cat + 1] / counts
     n_caught = tallies[:, n_cat + 2]
     ginis = group_ginis(per_agent["utility"], principal_of, n_groups)
+    corr, corr_top = group_correlations(
+        per_agent["proxy"], per_agent["value"], principal_of, n_groups, top_quantile
+    )
 
     # Category counts and losses: sums over (principal, primary category) pairs.
     pair = principal_of * n_cat + primary
@@ -204,7 +183,6 @@ def aggregate_steps(
     rows = []
     for g in range(n_groups + 1):
         principal = principals[g] if g < n_groups else None
-        mask = principal_of == g if principal is not None else slice(None)
         n = int(counts[g])
         row: dict[str, Any] = {
             "step": step,
@@ -231,13 +209,8 @@ def aggregate_steps(
                 row[f"{loss}_{category}"] = float(category_loss[loss][g, c]) if count else np.nan
         _selection_columns(row, selection_stats, principal)
         row["goodhart_extremal"] = float(outside_share[g])
-        proxy, value = per_agent["proxy"][mask], per_agent["value"][mask]
-        row["corr_proxy_value"] = correlation(proxy, value)
-        if n:
-            top = proxy >= np.quantile(proxy, top_quantile)
-            row["corr_proxy_value_top"] = correlation(proxy[top], value[top])
-        else:
-            row["corr_proxy_value_top"] = np.nan
+        row["corr_proxy_value"] = float(corr[g])
+        row["corr_proxy_value_top"] = float(corr_top[g])
         row["share_stale"] = float(stale_share[g])
         row["n_caught"] = int(n_caught[g])
         rows.append(row)

@@ -3,8 +3,9 @@
 The model hands row batches to a :class:`Recorder` (``recorder(table, rows)``). Rows are buffered
 and flushed as closed Parquet *parts* under ``OUT/.partial/<table>/`` once a buffer holds
 ``flush_rows`` rows, so memory does not grow with the number of steps beyond one buffer, and a
-crash leaves every flushed part readable. :meth:`Recorder.close` merges the parts of each table
-into ``OUT/<table>.parquet`` (or ``.csv``) through a temporary file and an atomic rename, writes
+crash leaves every flushed part readable. :meth:`Recorder.close` writes each table to
+``OUT/<table>.parquet`` (or ``.csv``) through a temporary file and an atomic rename — the flushed
+parts, then the rows still in memory (a small run never touches ``.partial/``) — writes
 ``manifest.json`` last the same way, and removes the partial folder. A run folder therefore holds
 either complete tables and a manifest, or (after a crash) nothing but ``.partial/``.
 """
@@ -92,27 +93,76 @@ class Recorder:
         self._buffered: dict[str, int] = dict.fromkeys(TABLES, 0)
         self._parts: dict[str, int] = dict.fromkeys(TABLES, 0)
         self._schemas: dict[str, pa.Schema] = {}
+        # Row-dict batches whose keys are exactly the table's columns, converted to Arrow in one
+        # call when flushed (one conversion per table instead of one per step).
+        self._pending: dict[str, list[list[dict[str, Any]]]] = {t: [] for t in TABLES}
         self.row_counts: dict[str, int] = dict.fromkeys(TABLES, 0)
         self.paths: dict[str, Path] = {}
+        #: Final tables written straight from memory by :meth:`close` (none of their rows had been
+        #: flushed to parts), so that callers need not read them back.
+        self.tables: dict[str, pa.Table] = {}
 
     def __call__(self, table: str, rows: list[dict[str, Any]] | dict[str, np.ndarray]) -> None:
         """Accept a batch of rows for ``table`` (a list of row dicts or a dict of columns)."""
-        batch = _to_arrow(rows)
         schema = self._schemas.get(table)
+        if schema is not None and isinstance(rows, list):
+            names = tuple(schema.names)
+            if all(tuple(row) == names for row in rows):
+                if rows:
+                    self._pending[table].append(rows)
+                    self._count(table, len(rows))
+                return
+        self._settle(table)
+        batch = _to_arrow(rows)
         if schema is None:
             self._schemas[table] = batch.schema
-        elif batch.num_rows:
+        elif batch.num_rows and not batch.schema.equals(schema):
             batch = batch.select(schema.names).cast(schema)
         if batch.num_rows == 0:
             return
         self._buffers[table].append(batch)
-        self._buffered[table] += batch.num_rows
-        self.row_counts[table] += batch.num_rows
+        self._count(table, batch.num_rows)
+
+    def _count(self, table: str, rows: int) -> None:
+        self._buffered[table] += rows
+        self.row_counts[table] += rows
         if self._buffered[table] >= self.flush_rows:
             self._flush(table)
 
+    def _settle(self, table: str) -> None:
+        """Convert the pending row-dict batches of ``table`` to Arrow, in their order.
+
+        One conversion of all the rows gives the table's schema exactly when every batch, converted
+        on its own and cast to the schema, would give the same values; otherwise the batches are
+        converted one by one and cast, as the first batch of a table always is.
+        """
+        pending = self._pending[table]
+        if not pending:
+            return
+        schema = self._schemas[table]
+        rows = [row for batch in pending for row in batch]
+        merged = pa.Table.from_pylist(rows)
+        if merged.schema.equals(schema):
+            self._buffers[table].append(merged)
+        else:
+            for batch in pending:
+                self._buffers[table].append(_to_arrow(batch).select(schema.names).cast(schema))
+        self._pending[table] = []
+
+    def _merged(self, table: str) -> pa.Table | None:
+        """The buffered rows of ``table`` as one table (None when there are none)."""
+        self._settle(table)
+        buffers = self._buffers[table]
+        if not buffers:
+            return None
+        merged = buffers[0] if len(buffers) == 1 else pa.concat_tables(buffers)
+        self._buffers[table] = []
+        self._buffered[table] = 0
+        return merged
+
     def _flush(self, table: str) -> None:
-        if not self._buffers[table]:
+        merged = self._merged(table)
+        if merged is None:
             return
         if not self._started:  # nothing touches the disk before the first flush
             if self.partial.exists():
@@ -120,14 +170,11 @@ class Recorder:
             self._started = True
         folder = self.partial / table
         folder.mkdir(parents=True, exist_ok=True)
-        merged = pa.concat_tables(self._buffers[table])
         path = folder / f"part-{self._parts[table]:05d}.parquet"
         tmp = path.with_suffix(".tmp")
         pq.write_table(merged, tmp, compression="zstd")
         os.replace(tmp, path)
         self._parts[table] += 1
-        self._buffers[table] = []
-        self._buffered[table] = 0
 
     def close(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Flush everything, write the final tables and the manifest atomically.
@@ -144,21 +191,25 @@ class Recorder:
         # and no table of the other format may outlive it.
         (self.out_dir / "manifest.json").unlink(missing_ok=True)
         for table in TABLES:
-            self._flush(table)
+            # Rows still in memory go straight into the final file (after any flushed parts).
+            rest = self._merged(table)
             schema = self._schemas.get(table, pa.schema([]))
             final = self.out_dir / f"{table}.{self.fmt}"
             tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-            parts = sorted((self.partial / table).glob("part-*.parquet"))
-            if self.fmt == "parquet":
-                with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-                    for part in parts:
-                        writer.write_table(pq.read_table(part).cast(schema))
-            else:
-                with pacsv.CSVWriter(tmp, schema) as writer:
-                    for part in parts:
-                        writer.write_table(pq.read_table(part).cast(schema))
+            parts = (
+                sorted((self.partial / table).glob("part-*.parquet")) if self._parts[table] else []
+            )
+            writer_type = pq.ParquetWriter if self.fmt == "parquet" else pacsv.CSVWriter
+            options = {"compression": "zstd"} if self.fmt == "parquet" else {}
+            with writer_type(tmp, schema, **options) as writer:
+                for part in parts:
+                    writer.write_table(pq.read_table(part).cast(schema))
+                if rest is not None:
+                    writer.write_table(rest)
             os.replace(tmp, final)
             paths[table] = final
+            if not parts:
+                self.tables[table] = rest if rest is not None else schema.empty_table()
             for other in FORMATS:
                 if other != self.fmt:
                     (self.out_dir / f"{table}.{other}").unlink(missing_ok=True)

@@ -242,10 +242,12 @@ def group_sums(columns: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndar
     blocks = (n + BLOCK - 1) // BLOCK
     partial = np.zeros((blocks, n_groups, m))
     for block in nb.prange(blocks):
+        sums = np.zeros((n_groups, m))  # a block's own: threads never write the same line
         for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
             g = group[i]
             for q in range(m):
-                partial[block, g, q] += columns[q, i]
+                sums[g, q] += columns[q, i]
+        partial[block] = sums
     total = np.zeros((n_groups, m))
     for block in range(blocks):
         total += partial[block]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from model.channels import NOISE_CODES, world_from_scenario
+from agents.parallel import kernel_threads
+from model.channels import NOISE_BLOCK, NOISE_CODES, world_from_scenario
 from model.scenario import load_scenario
 
 
@@ -26,3 +28,50 @@ def test_cost_changes_rebuild_the_cost_matrix():
     np.testing.assert_array_equal(
         world.cost_matrix, world_from_scenario(load_scenario(None)).cost_matrix
     )
+
+
+def _three_channel_world():
+    return world_from_scenario(
+        load_scenario(
+            None,
+            [
+                "channels.0.noise.dist=normal",
+                "channels.1.noise.dist=laplace",
+                "channels.2.noise.dist=student_t",
+                "channels.2.noise.df=5",
+                "channels.0.noise.scale=2.0",
+            ],
+        )
+    )
+
+
+def test_noise_in_blocks_does_not_depend_on_the_number_of_threads():
+    world = _three_channel_world()
+    n = 2 * NOISE_BLOCK + 123
+    with kernel_threads(1):
+        one = world.sample_noise(np.random.default_rng(5), n)
+    with kernel_threads(numba.config.NUMBA_NUM_THREADS):
+        many = world.sample_noise(np.random.default_rng(5), n)
+    assert one.shape == (n, world.d)
+    assert np.array_equal(one, many)
+    # every block draws its own numbers
+    assert not np.array_equal(one[:NOISE_BLOCK], one[NOISE_BLOCK : 2 * NOISE_BLOCK])
+
+
+def test_noise_in_blocks_has_each_channels_distribution():
+    world = _three_channel_world()
+    n = 4 * NOISE_BLOCK
+    noise = world.sample_noise(np.random.default_rng(11), n)
+    variance = world.noise_var
+    for k in range(world.d):
+        column = noise[:, k]
+        # mean within 5 standard errors; variance within 5 standard errors of the sample variance
+        assert abs(column.mean()) < 5 * np.sqrt(variance[k] / n)
+        fourth = np.mean(column**4)
+        assert abs(column.var() - variance[k]) < 5 * np.sqrt((fourth - variance[k] ** 2) / n)
+    # Laplace: P(|x| > scale) = e^-1; a Student-t is heavier tailed than a normal of its variance
+    laplace = noise[:, 1] / world.noise_scale[1]
+    share = np.mean(np.abs(laplace) > 1.0)
+    assert abs(share - np.exp(-1)) < 5 * np.sqrt(np.exp(-1) * (1 - np.exp(-1)) / n)
+    t = noise[:, 2] / np.sqrt(variance[2])
+    assert np.mean(t**4) > 3.5  # normal: 3; t with 5 df: 9 (in the limit)

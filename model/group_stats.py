@@ -1,0 +1,217 @@
+"""Order statistics of a step per group: Gini of utility, proxy–value correlations (compiled).
+
+These are the ``steps`` columns that need a sort: ``gini_utility`` (sorted utilities) and
+``corr_proxy_value_top`` (the proxy quantile of each group). One stable radix sort of the whole
+population serves every group and the overall ``all`` row: walking the sorted order with one
+rank counter per group gives each group's sorted sequence without gathering it. The NumPy
+definitions (:func:`model.metrics.gini`, :func:`model.metrics.correlation`, ``np.quantile``) are
+the test oracles.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from agents.parallel import configure_numba
+
+configure_numba()
+
+__all__ = ["group_correlations", "group_ginis", "radix_argsort"]
+
+_DIGIT_BITS = 11
+_BUCKETS = 1 << _DIGIT_BITS
+
+
+@nb.njit(cache=True)
+def radix_argsort(x: np.ndarray) -> np.ndarray:
+    """Stable ascending argsort of float64 ``x`` (LSD radix sort on the IEEE-754 bit patterns).
+
+    Keys are mapped so that unsigned order is float order (negatives have every bit flipped,
+    positives the sign bit), then sorted 11 bits at a time: six linear passes, about twice as
+    fast as ``np.argsort`` at 1e5 and beyond. NaNs sort last, as in NumPy; -0.0 before 0.0.
+
+    Args:
+        x: Values, (N,).
+
+    Returns:
+        The permutation, (N,) int64.
+    """
+    n = x.shape[0]
+    keys = np.empty(n, dtype=np.uint64)
+    bits = x.view(np.uint64)
+    sign = np.uint64(1) << np.uint64(63)
+    for i in range(n):
+        k = bits[i]
+        keys[i] = ~k if k & sign else k | sign
+        if x[i] != x[i]:  # every NaN after +inf, whatever its sign bit
+            keys[i] = ~np.uint64(0)
+    order = np.arange(n)
+    other_keys = np.empty_like(keys)
+    other_order = np.empty_like(order)
+    mask = np.uint64(_BUCKETS - 1)
+    counts = np.empty(_BUCKETS + 1, dtype=np.int64)
+    for shift in range(0, 64, _DIGIT_BITS):
+        s = np.uint64(shift)
+        counts[:] = 0
+        for i in range(n):
+            counts[((keys[i] >> s) & mask) + 1] += 1
+        if counts.max() == n:  # every key shares this digit: nothing to move
+            continue
+        for b in range(_BUCKETS):
+            counts[b + 1] += counts[b]
+        for i in range(n):
+            b = (keys[i] >> s) & mask
+            at = counts[b]
+            other_keys[at] = keys[i]
+            other_order[at] = order[i]
+            counts[b] = at + 1
+        keys, other_keys = other_keys, keys
+        order, other_order = other_order, order
+    return order
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _gini_sums(
+    x: np.ndarray, group: np.ndarray, n_groups: int, order: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per group (the last one = all): count, Σx, Σ|x|, and Σ(2i − n − 1)·x_(i) in sorted order."""
+    counts = np.zeros(n_groups + 1, dtype=np.int64)
+    for i in range(x.shape[0]):
+        counts[group[i]] += 1
+    counts[n_groups] = x.shape[0]
+    total = np.zeros(n_groups + 1)
+    absolute = np.zeros(n_groups + 1)
+    weighted = np.zeros(n_groups + 1)
+    rank = np.zeros(n_groups + 1, dtype=np.int64)
+    for i in order:
+        v = x[i]
+        for g in (group[i], n_groups):
+            rank[g] += 1
+            total[g] += v
+            absolute[g] += abs(v)
+            weighted[g] += (2 * rank[g] - counts[g] - 1) * v
+    return counts, total, absolute, weighted
+
+
+def group_ginis(x: np.ndarray, group: np.ndarray, n_groups: int) -> list[float]:
+    """Gini of ``x`` within each group ``0..n_groups-1``, then over all entries.
+
+    Same definition as :func:`model.metrics.gini`: the mean absolute difference over twice the
+    mean, ``Σ(2i − n − 1)·x_(i) / (n²·mean)``; NaN for an empty group or a mean that is not
+    clearly positive (rounding noise of values summing to about zero).
+
+    Args:
+        x: Values, (N,).
+        group: Group index per entry, (N,).
+        n_groups: Number of groups.
+
+    Returns:
+        ``n_groups + 1`` coefficients.
+    """
+    x = np.ascontiguousarray(x, dtype=float)
+    counts, total, absolute, weighted = _gini_sums(x, group, n_groups, radix_argsort(x))
+    out = []
+    for n, s, a, w in zip(counts, total, absolute, weighted, strict=True):
+        mean = s / n if n else 0.0
+        clear = n > 0 and mean > 64 * np.finfo(float).eps * (a / n)
+        out.append(float(w / (n * n * mean)) if clear else float("nan"))
+    return out
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _correlation_sums(
+    x: np.ndarray, y: np.ndarray, group: np.ndarray, take: np.ndarray, n_groups: int
+) -> np.ndarray:
+    """Per group (last = all) over rows with ``take``: n, then centred Σxx, Σyy, Σxy (two pass)."""
+    sums = np.zeros((n_groups + 1, 3))
+    for i in range(x.shape[0]):
+        if take[i]:
+            for g in (group[i], n_groups):
+                sums[g, 0] += 1
+                sums[g, 1] += x[i]
+                sums[g, 2] += y[i]
+    out = np.zeros((n_groups + 1, 4))
+    for g in range(n_groups + 1):
+        out[g, 0] = sums[g, 0]
+    for i in range(x.shape[0]):
+        if take[i]:
+            for g in (group[i], n_groups):
+                dx = x[i] - sums[g, 1] / sums[g, 0]
+                dy = y[i] - sums[g, 2] / sums[g, 0]
+                out[g, 1] += dx * dx
+                out[g, 2] += dy * dy
+                out[g, 3] += dx * dy
+    return out
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _quantile_cuts(
+    x: np.ndarray, group: np.ndarray, n_groups: int, order: np.ndarray, q: float
+) -> np.ndarray:
+    """Per group (last = all): the q-quantile of x, linear interpolation as ``np.quantile``."""
+    counts = np.zeros(n_groups + 1, dtype=np.int64)
+    for i in range(x.shape[0]):
+        counts[group[i]] += 1
+    counts[n_groups] = x.shape[0]
+    low_rank = np.zeros(n_groups + 1, dtype=np.int64)
+    frac = np.zeros(n_groups + 1)
+    for g in range(n_groups + 1):
+        h = (counts[g] - 1) * q
+        low_rank[g] = int(np.floor(h))
+        frac[g] = h - low_rank[g]
+    low = np.full(n_groups + 1, np.nan)
+    high = np.full(n_groups + 1, np.nan)
+    rank = np.zeros(n_groups + 1, dtype=np.int64)
+    for i in order:
+        for g in (group[i], n_groups):
+            if rank[g] == low_rank[g]:
+                low[g] = x[i]
+            if rank[g] == min(low_rank[g] + 1, counts[g] - 1):
+                high[g] = x[i]
+            rank[g] += 1
+    cuts = np.empty(n_groups + 1)
+    for g in range(n_groups + 1):
+        # NumPy's lerp, including its choice of end for a fraction ≥ ½ (exact at the ends).
+        diff = high[g] - low[g]
+        cuts[g] = high[g] - diff * (1 - frac[g]) if frac[g] >= 0.5 else low[g] + diff * frac[g]
+    return cuts
+
+
+def _correlation(sums: np.ndarray) -> np.ndarray:
+    """Pearson correlation from rows of (n, Σxx, Σyy, Σxy); NaN below 3 points or no variance."""
+    n, sxx, syy, sxy = sums.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = sxy / np.sqrt(sxx * syy)
+    return np.where((n >= 3) & (sxx > 0) & (syy > 0), corr, np.nan)
+
+
+def group_correlations(
+    x: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups: int, top_quantile: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Correlation of x and y per group and overall, and among each group's top x.
+
+    The top of a group are its entries with ``x ≥ np.quantile(x_group, top_quantile)`` (for the
+    last, overall entry: the quantile over all).
+
+    Args:
+        x: First variable (the proxy), (N,).
+        y: Second variable (true value), (N,).
+        group: Group index per entry, (N,).
+        n_groups: Number of groups.
+        top_quantile: Quantile of x that starts the top.
+
+    Returns:
+        ``(corr, corr_top)``, each ``n_groups + 1`` long (NaN where undefined).
+    """
+    x = np.ascontiguousarray(x, dtype=float)
+    y = np.ascontiguousarray(y, dtype=float)
+    everyone = np.ones(len(x), dtype=bool)
+    corr = _correlation(_correlation_sums(x, y, group, everyone, n_groups))
+    cuts = _quantile_cuts(x, group, n_groups, radix_argsort(x), top_quantile)
+    # An entry is in its group's top and, separately, in the overall top: two passes.
+    in_group_top = x >= cuts[group]
+    in_overall_top = x >= cuts[-1]
+    top = _correlation(_correlation_sums(x, y, group, in_group_top, n_groups))
+    top[-1] = _correlation(_correlation_sums(x, y, group, in_overall_top, n_groups))[-1]
+    return corr, top
