@@ -102,10 +102,17 @@ def is_complete(folder: Path) -> bool:
     return (folder / "manifest.json").is_file()
 
 
-def _write_tidy_part(task: RunTask, folder: Path) -> pd.DataFrame:
-    """Write the run's rows of the tidy dataset; return its ``steps`` table."""
+def _write_tidy_part(task: RunTask, folder: Path, steps: pa.Table | None = None) -> pd.DataFrame:
+    """Write the run's rows of the tidy dataset; return its ``steps`` table.
+
+    Args:
+        task: The run.
+        folder: Its run folder.
+        steps: Its ``steps`` table when the run was just made (else it is read from ``folder``).
+    """
     spec = task.spec
-    steps = pq.read_table(folder / "steps.parquet")
+    if steps is None:
+        steps = pq.read_table(folder / "steps.parquet")
     n = steps.num_rows
     front: dict[str, pa.Array] = {
         "run_id": pa.array([spec.run_id] * n, pa.string()),
@@ -126,8 +133,12 @@ def _write_tidy_part(task: RunTask, folder: Path) -> pd.DataFrame:
     return steps.to_pandas()
 
 
-def _attempt(task: RunTask, final: Path) -> str | None:
-    """Run into a temporary folder and rename it into place; return the error or None."""
+def _attempt(task: RunTask, final: Path) -> tuple[str | None, pa.Table | None]:
+    """Run into a temporary folder and rename it into place.
+
+    Returns:
+        The error (None on success) and the run's ``steps`` table when it is at hand in memory.
+    """
     from model.runner import run_simulation
     from model.scenario import validate
 
@@ -137,15 +148,17 @@ def _attempt(task: RunTask, final: Path) -> str | None:
     scratch.mkdir(parents=True, exist_ok=True)
     tmp = scratch / f"{spec.run_id}-{uuid.uuid4().hex[:8]}"
     error: str | None = None
+    steps: pa.Table | None = None
     try:
         scenario = validate(spec.scenario, task.source)
-        run_simulation(
+        result = run_simulation(
             scenario,
             tmp,
             base_dir=Path(task.base_dir) if task.base_dir else None,
             source=task.source,
             progress=False,
         )
+        steps = result.tables.get("steps")
     except Exception as err:  # a failing run is recorded, the sweep goes on
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -154,7 +167,7 @@ def _attempt(task: RunTask, final: Path) -> str | None:
     if final.exists():  # an earlier failed attempt
         shutil.rmtree(final)
     os.replace(tmp, final)
-    return error
+    return error, steps
 
 
 def execute_run(task: RunTask) -> RunOutcome:
@@ -170,8 +183,9 @@ def execute_run(task: RunTask) -> RunOutcome:
     clock = time.perf_counter()
     final = run_folder(task.out_dir, spec.run_id)
     status = "skipped"
+    steps = None
     if not is_complete(final):
-        error = _attempt(task, final)
+        error, steps = _attempt(task, final)
         if error is not None:
             return RunOutcome(
                 spec.run_id,
@@ -183,7 +197,7 @@ def execute_run(task: RunTask) -> RunOutcome:
                 time.perf_counter() - clock,
             )
         status = "ok"
-    steps = _write_tidy_part(task, final)
+    frame = _write_tidy_part(task, final, steps)
     return RunOutcome(
         spec.run_id,
         spec.design_id,
@@ -192,7 +206,7 @@ def execute_run(task: RunTask) -> RunOutcome:
         status,
         None,
         time.perf_counter() - clock,
-        reduce_run(steps),
+        reduce_run(frame),
     )
 
 

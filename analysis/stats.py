@@ -10,11 +10,11 @@ mean ± t₀.₉₇₅,ₙ₋₁ · sd/√n (NaN when fewer than two replicates)
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 #: Columns of a ``steps`` table that are not metrics.
 ID_COLUMNS = ("step", "principal")
@@ -24,13 +24,17 @@ SUMMARY_COLUMNS = ("n", "mean", "sd", "ci_low", "ci_high")
 
 def metric_columns(steps: pd.DataFrame) -> list[str]:
     """Numeric columns of a ``steps`` table other than ``step``."""
-    return [
-        c
-        for c in steps.columns
-        if c not in ID_COLUMNS
-        and pd.api.types.is_numeric_dtype(steps[c])
-        and not pd.api.types.is_bool_dtype(steps[c])
-    ]
+    columns = []
+    for name, dtype in steps.dtypes.items():
+        if name in ID_COLUMNS:
+            continue
+        if isinstance(dtype, np.dtype):  # the common case, without pandas' slower dtype checks
+            numeric = dtype.kind in "iufc"
+        else:
+            numeric = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+        if numeric:
+            columns.append(name)
+    return columns
 
 
 def reduce_run(steps: pd.DataFrame) -> pd.DataFrame:
@@ -47,14 +51,23 @@ def reduce_run(steps: pd.DataFrame) -> pd.DataFrame:
     order = list(dict.fromkeys(steps["principal"]))
     if steps.empty:
         return pd.DataFrame(columns=["principal", "statistic", *metrics])
-    last = steps[steps["step"] == steps["step"].max()].set_index("principal")[metrics]
+    step = steps["step"].to_numpy()
+    last = steps.loc[step == step.max(), ["principal", *metrics]].set_index("principal")
     mean = steps.groupby("principal", sort=False)[metrics].mean()
-    frames = []
-    for name, table in (("final", last), ("mean", mean)):
-        table = table.reindex(order).astype(float)
-        table.insert(0, "statistic", name)
-        frames.append(table.rename_axis("principal").reset_index())
-    return pd.concat(frames, ignore_index=True)
+    values = np.vstack(
+        [table.reindex(order).to_numpy(dtype=float) for table in (last, mean)]
+    ).reshape(2 * len(order), len(metrics))
+    reduced = pd.DataFrame(values, columns=metrics)
+    reduced.insert(0, "statistic", [name for name in STATISTICS for _ in order])
+    reduced.insert(0, "principal", order * len(STATISTICS))
+    return reduced
+
+
+@functools.lru_cache(maxsize=1024)  # a summary asks for the same few quantiles thousands of times
+def _t_quantile(q: float, df: int) -> float:
+    from scipy import stats as sps  # imported here: sweep workers import this module, not SciPy's
+
+    return float(sps.t.ppf(q, df))
 
 
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[int, float, float, float, float]:
@@ -76,7 +89,7 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[int, float, flo
     if n < 2:
         return 1, mean, np.nan, np.nan, np.nan
     sd = float(finite.std(ddof=1))
-    half = float(sps.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
+    half = _t_quantile(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
     return n, mean, sd, mean - half, mean + half
 
 
