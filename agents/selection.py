@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.kernels import best_response
+from agents.selection_kernels import BLOCK as SLOT_BLOCK
+from agents.selection_kernels import score_candidates
 from model.channels import NOISE_CODES, World, draw_in_blocks
 
 
@@ -55,23 +56,23 @@ class SelectionResult:
 
 
 def mean_episode_noise(
-    world: World, rng: np.random.Generator, shape: tuple[int, ...], episodes: int
-):
-    """Draw the mean of ``episodes`` iid output-noise draws, per channel.
+    world: World, rng: np.random.Generator, candidates: int, episodes: int
+) -> np.ndarray:
+    """Draw the mean of ``episodes`` iid output-noise draws, per channel and candidate.
 
     Gaussian channels draw the mean directly (scale/√episodes), and so do Laplace channels: a sum
     of k Laplace(0, 1) draws is the difference of two Gamma(k, 1) draws, since each Laplace is a
-    difference of two Exp(1). Student-t channels average their draws. Rows are drawn in blocks
-    (:func:`model.channels.draw_in_blocks`).
+    difference of two Exp(1). Student-t channels average their draws. Candidates are drawn in
+    blocks (:func:`model.channels.draw_in_blocks`).
 
     Args:
         world: The world whose noise distributions apply.
         rng: The run's generator.
-        shape: Leading shape; the result has shape ``shape + (d,)``.
+        candidates: Number of candidates.
         episodes: Number of episodes averaged.
 
     Returns:
-        Array of mean noise, ``shape + (d,)``.
+        Mean noise, (d, candidates).
     """
 
     def fill(generator: np.random.Generator, out: np.ndarray) -> None:
@@ -90,10 +91,14 @@ def mean_episode_noise(
                 draws = generator.standard_t(world.noise_df[k], (m, episodes))
                 out[k] = draws.mean(axis=1) * scale
 
-    rows = int(np.prod(shape))
-    out = np.empty((world.d, rows))
+    out = np.empty((world.d, candidates))
     draw_in_blocks(rng, out, fill)
-    return out.T.reshape(*shape, world.d)
+    return out
+
+
+def _standard_normal(generator: np.random.Generator, out: np.ndarray) -> None:
+    for row in out:
+        generator.standard_normal(out=row)
 
 
 def select_best_of_n(
@@ -111,6 +116,10 @@ def select_best_of_n(
     chunk: int = 8192,
 ) -> SelectionResult:
     """Fill ``len(capacity)`` agent slots by best-of-n selection in the sandbox.
+
+    Random numbers, per chunk of slots: the candidates' standard normal objective draws, then
+    their mean sandbox noise (both :func:`model.channels.draw_in_blocks`); the rest is
+    :func:`agents.selection_kernels.score_candidates`.
 
     Args:
         world: Current true mechanics (the sandbox runs the real world).
@@ -131,50 +140,58 @@ def select_best_of_n(
     """
     m_slots = len(capacity)
     d = world.d
-    fields = {
-        name: np.empty(m_slots)
-        for name in (
-            "chosen_score",
-            "chosen_expected_score",
-            "chosen_true",
-            "candidates_mean_true",
-            "candidates_sd_true",
-            "candidates_max_true",
-            "candidates_mean_score",
-            "candidates_mean_expected_score",
-        )
-    }
     theta_out = np.empty((m_slots, d))
     action_out = np.empty((m_slots, d))
+    stats = np.empty((m_slots, len(_STATS)))
     low = np.full(d, np.inf)
     high = np.full(d, -np.inf)
     pay_push = beta * world.metric
+    root = np.sqrt(world.costs)
+    weights = np.asarray(score_weights, dtype=float)
+    values = np.asarray(true_values, dtype=float)
     for start in range(0, m_slots, chunk):
         stop = min(start + chunk, m_slots)
-        size = stop - start
-        theta = prior_mean + prior_scale * rng.standard_normal((size, n, d))
-        perceive = np.repeat(world.perceives(capacity[start:stop]), n, axis=0)
-        action = best_response(
-            (theta + pay_push).reshape(size * n, d), world.cost_matrix, perceive
-        ).reshape(size, n, d)
-        outcome = action + mean_episode_noise(world, rng, (size, n), eval_samples)
-        score = outcome @ score_weights
-        expected_score = action @ score_weights
-        true = action @ true_values
-        best = np.argmax(score, axis=1)
-        rows = np.arange(size)
-        theta_out[start:stop] = theta[rows, best]
-        action_out[start:stop] = action[rows, best]
-        fields["chosen_score"][start:stop] = score[rows, best]
-        fields["chosen_expected_score"][start:stop] = expected_score[rows, best]
-        fields["chosen_true"][start:stop] = true[rows, best]
-        fields["candidates_mean_true"][start:stop] = true.mean(axis=1)
-        fields["candidates_sd_true"][start:stop] = true.std(axis=1)
-        fields["candidates_max_true"][start:stop] = true.max(axis=1)
-        fields["candidates_mean_score"][start:stop] = score.mean(axis=1)
-        fields["candidates_mean_expected_score"][start:stop] = expected_score.mean(axis=1)
-        low = np.minimum(low, action.min(axis=(0, 1)))
-        high = np.maximum(high, action.max(axis=(0, 1)))
+        candidates = (stop - start) * n
+        draws = np.empty((d, candidates))
+        draw_in_blocks(rng, draws, _standard_normal)
+        noise = mean_episode_noise(world, rng, candidates, eval_samples)
+        blocks = (stop - start + SLOT_BLOCK - 1) // SLOT_BLOCK
+        block_low = np.empty((blocks, d))
+        block_high = np.empty((blocks, d))
+        score_candidates(
+            draws,
+            noise,
+            world.perceives(capacity[start:stop]),
+            np.asarray(prior_mean, dtype=float),
+            float(prior_scale),
+            pay_push,
+            root,
+            world.substitution,
+            weights,
+            values,
+            n,
+            theta_out[start:stop],
+            action_out[start:stop],
+            stats[start:stop],
+            block_low,
+            block_high,
+        )
+        low = np.minimum(low, block_low.min(axis=0))
+        high = np.maximum(high, block_high.max(axis=0))
+    fields = {name: np.ascontiguousarray(stats[:, q]) for q, name in enumerate(_STATS)}
     return SelectionResult(
         theta=theta_out, action=action_out, action_low=low, action_high=high, **fields
     )
+
+
+#: Columns of the statistics the kernel returns, in its order.
+_STATS = (
+    "chosen_score",
+    "chosen_expected_score",
+    "chosen_true",
+    "candidates_mean_true",
+    "candidates_sd_true",
+    "candidates_max_true",
+    "candidates_mean_score",
+    "candidates_mean_expected_score",
+)

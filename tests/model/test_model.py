@@ -60,13 +60,17 @@ def test_payoffs_recomputed_from_efforts_objectives_and_the_network():
     cost = world.cost_matrix
     rho = model.config.agents.risk_aversion
     sigma2 = float(np.sum(world.metric**2 * world.noise_var))
-    before = agents[agents["step"] == 10].sort_values("agent_id")
-    now = agents[agents["step"] == 11].sort_values("agent_id")
+    # A step whose neighbours' previous efforts are all in the table: no agent was replaced
+    # after the previous snapshot (audit) or before this step's actions (scheduled selection).
+    retrained = set(tables["selections"]["step"])
+    t = max(s for s in range(2, 12) if s not in retrained and s - 1 not in retrained)
+    before = agents[agents["step"] == t - 1].sort_values("agent_id")
+    now = agents[agents["step"] == t].sort_values("agent_id")
     a_prev = before[[f"effort_{c}" for c in names]].to_numpy()
     a = now[[f"effort_{c}" for c in names]].to_numpy()
     theta = now[[f"objective_{c}" for c in names]].to_numpy()
-    beta = np.array([steps.loc[(11, p), "beta"] for p in now["principal"]])
-    alpha = np.array([steps.loc[(11, p), "alpha"] for p in now["principal"]])
+    beta = np.array([steps.loc[(t, p), "beta"] for p in now["principal"]])
+    alpha = np.array([steps.loc[(t, p), "alpha"] for p in now["principal"]])
     peer = np.sum(world.peer * a * (G @ a_prev), axis=1)
     private = (
         np.sum(theta * a, axis=1)
@@ -94,7 +98,7 @@ def test_payoffs_recomputed_from_efforts_objectives_and_the_network():
     residual = now["value"].to_numpy() - np.sum(values * a, axis=1)
     assert abs(residual.mean()) < 4 * residual.std(ddof=1) / np.sqrt(len(residual))
     # the per-step means in the steps table are the means of the agents' values
-    everyone = steps.loc[(11, "all")]
+    everyone = steps.loc[(t, "all")]
     for column in ("utility", "private_payoff", "externality_received", "value", "proxy"):
         assert everyone[column] == pytest.approx(now[column].mean(), abs=1e-9)
 

@@ -1,0 +1,102 @@
+"""Tests for agents/selection_kernels.py: the compiled best-of-n against NumPy."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from agents.kernels import best_response, substitution_cost_matrix
+from agents.parallel import kernel_threads
+from agents.selection_kernels import BLOCK, score_candidates
+
+
+def _inputs(slots: int, n: int, d: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    costs = rng.uniform(0.5, 2.0, d)
+    return {
+        "draws": rng.normal(size=(d, slots * n)),
+        "noise": rng.normal(size=(d, slots * n)),
+        "perceive": rng.random((slots, d)) < 0.7,
+        "prior_mean": rng.normal(size=d),
+        "prior_scale": 0.5,
+        "pay_push": rng.normal(size=d) * 0.3,
+        "costs": costs,
+        "s": 0.2,
+        "score_weights": rng.normal(size=d),
+        "true_values": rng.normal(size=d),
+        "n": n,
+    }
+
+
+def _compiled(x: dict) -> tuple[np.ndarray, ...]:
+    slots, d = x["perceive"].shape
+    blocks = (slots + BLOCK - 1) // BLOCK
+    outs = (
+        np.empty((slots, d)),
+        np.empty((slots, d)),
+        np.empty((slots, 8)),
+        np.empty((blocks, d)),
+        np.empty((blocks, d)),
+    )
+    score_candidates(
+        x["draws"], x["noise"], x["perceive"], x["prior_mean"], x["prior_scale"], x["pay_push"],
+        np.sqrt(x["costs"]), x["s"], x["score_weights"], x["true_values"], x["n"], *outs,
+    )  # fmt: skip
+    return outs
+
+
+def _numpy(x: dict) -> tuple[np.ndarray, ...]:
+    slots, d = x["perceive"].shape
+    n = x["n"]
+    theta = (x["prior_mean"] + x["prior_scale"] * x["draws"].T).reshape(slots, n, d)
+    cost = substitution_cost_matrix(x["costs"], x["s"])
+    perceive = np.repeat(x["perceive"], n, axis=0)
+    action = best_response((theta + x["pay_push"]).reshape(-1, d), cost, perceive)
+    action = action.reshape(slots, n, d)
+    outcome = action + x["noise"].T.reshape(slots, n, d)
+    score = outcome @ x["score_weights"]
+    expected = action @ x["score_weights"]
+    true = action @ x["true_values"]
+    best = np.argmax(score, axis=1)
+    rows = np.arange(slots)
+    stats = np.column_stack(
+        [
+            score[rows, best],
+            expected[rows, best],
+            true[rows, best],
+            true.mean(axis=1),
+            true.std(axis=1),
+            true.max(axis=1),
+            score.mean(axis=1),
+            expected.mean(axis=1),
+        ]
+    )
+    return (
+        theta[rows, best],
+        action[rows, best],
+        stats,
+        action.min(axis=(0, 1)),
+        action.max(axis=(0, 1)),
+    )
+
+
+@pytest.mark.parametrize(("slots", "n", "d"), [(1, 1, 1), (3, 16, 4), (2 * BLOCK + 9, 5, 3)])
+def test_score_candidates_equals_numpy(slots, n, d):
+    x = _inputs(slots, n, d, seed=slots + n)
+    theta, action, stats, low, high = _compiled(x)
+    e_theta, e_action, e_stats, e_low, e_high = _numpy(x)
+    assert np.allclose(theta, e_theta, rtol=1e-12, atol=1e-12)
+    assert np.allclose(action, e_action, rtol=1e-12, atol=1e-12)
+    assert np.allclose(stats, e_stats, rtol=1e-10, atol=1e-12)
+    assert np.allclose(low.min(axis=0), e_low) and np.allclose(high.max(axis=0), e_high)
+
+
+def test_score_candidates_does_not_depend_on_the_number_of_threads():
+    x = _inputs(3 * BLOCK + 1, 8, 4, seed=1)
+    with kernel_threads(1):
+        one = _compiled(x)
+    with kernel_threads(numba.config.NUMBA_NUM_THREADS):
+        many = _compiled(x)
+    for a, b in zip(one, many, strict=True):
+        assert np.array_equal(a, b)
