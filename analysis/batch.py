@@ -19,7 +19,9 @@ The layout is in docs/sweeps.md.
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,29 @@ def _tables(
     return index, run_metrics, summary
 
 
+class _Closing:
+    """Runs closing functions in a background thread; :meth:`join` waits and re-raises."""
+
+    def __init__(self, closers: list[Callable[[], None]]):
+        self._closers = closers
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._close, name="mesaopt-engine-close")
+        self._thread.start()
+
+    def _close(self) -> None:
+        for close in self._closers:
+            try:
+                close()
+            except BaseException as err:  # handed to the caller by join()
+                self._error = self._error or err
+
+    def join(self) -> None:
+        """Wait until everything is closed; raise the first error of closing."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
 def _prune_steps(out_dir: Path, keep: set[str]) -> None:
     """Remove tidy-dataset files of runs that are not in the current design."""
     for path in (out_dir / "steps").glob("*.parquet"):
@@ -246,38 +271,48 @@ def run_design(
     tasks = [RunTask(spec, str(out_dir.resolve()), base_dir, base.source, types) for spec in runs]
 
     outcomes: dict[str, RunOutcome] = {}
-    with open_engine(engine, scheduler=scheduler, cluster=cluster, workers=workers) as (
-        map_unordered,
-        description,
-    ):
-        if progress:
-            print(
-                f"mesaopt sweep: {len(design.points)} design points × {len(design.seeds)} "
-                f"replicates = {len(runs)} runs on {description} → {out_dir}/",
-                file=sys.stderr,
-            )
-        counts = {"ok": 0, "skipped": 0, "failed": 0}
-        with _progress_bar(len(tasks), progress, "sweep") as bar:
-            for outcome in map_unordered(execute_run, tasks):
-                outcomes[outcome.run_id] = outcome
-                counts[outcome.status] += 1
-                bar.set_postfix_str(
-                    f"{counts['failed']} failed, {counts['skipped']} already done", refresh=False
+    deferred: list[Callable[[], None]] = []  # closing the LocalCluster, done while writing tables
+    try:
+        with open_engine(
+            engine, scheduler=scheduler, cluster=cluster, workers=workers, deferred=deferred
+        ) as (map_unordered, description):
+            if progress:
+                print(
+                    f"mesaopt sweep: {len(design.points)} design points × {len(design.seeds)} "
+                    f"replicates = {len(runs)} runs on {description} → {out_dir}/",
+                    file=sys.stderr,
                 )
-                bar.update(1)
-    _prune_steps(out_dir, {spec.run_id for spec in runs})
-    index, run_metrics, summary = _tables(design, runs, outcomes)
-    for frame, name in (
-        (index, "runs.parquet"),
-        (run_metrics, "run_metrics.parquet"),
-        (summary, "summary.parquet"),
-        (summary, "summary.csv"),
-    ):
-        with atomic_path(out_dir / name) as tmp:
-            if name.endswith(".csv"):
-                frame.to_csv(tmp, index=False)
-            else:
-                frame.to_parquet(tmp, index=False)
+            counts = {"ok": 0, "skipped": 0, "failed": 0}
+            with _progress_bar(len(tasks), progress, "sweep") as bar:
+                for outcome in map_unordered(execute_run, tasks):
+                    outcomes[outcome.run_id] = outcome
+                    counts[outcome.status] += 1
+                    bar.set_postfix_str(
+                        f"{counts['failed']} failed, {counts['skipped']} already done",
+                        refresh=False,
+                    )
+                    bar.update(1)
+    except BaseException:
+        for close in deferred:
+            close()
+        raise
+    closing = _Closing(deferred)
+    try:
+        _prune_steps(out_dir, {spec.run_id for spec in runs})
+        index, run_metrics, summary = _tables(design, runs, outcomes)
+        for frame, name in (
+            (index, "runs.parquet"),
+            (run_metrics, "run_metrics.parquet"),
+            (summary, "summary.parquet"),
+            (summary, "summary.csv"),
+        ):
+            with atomic_path(out_dir / name) as tmp:
+                if name.endswith(".csv"):
+                    frame.to_csv(tmp, index=False)
+                else:
+                    frame.to_parquet(tmp, index=False)
+    finally:
+        closing.join()
     return SweepResult(
         out_dir=out_dir,
         design=design,
