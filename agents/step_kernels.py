@@ -166,4 +166,10 @@ def plan_actions(
                     step = max(previous[i, k] + gain * felt, 0.0)
                     action[i, k] = step if perceive[i, k] else 0.0
             else:
-                water_fill(reward[i], root, s, perceive[i], scaled, ranked, action[i])
+                everything = True
+                for k in range(d):
+                    everything &= perceive[i, k]
+                if everything:  # perceives every channel: its best response is the optimum
+                    action[i] = best
+                else:
+                    water_fill(reward[i], root, s, perceive[i], scaled, ranked, action[i])

@@ -46,6 +46,7 @@ import numpy as np
 from agents.contract import metric_noise_variance
 from agents.kernels import best_of_k, best_response
 from agents.optimizer import MesaOptimizer
+from agents.parallel import kernel_threads
 from agents.population import Population
 from agents.principal import Principal
 from agents.selection import select_best_of_n
@@ -61,6 +62,9 @@ from model.step_measures import METRIC_ROWS, outcomes_and_measures
 #: Populations up to this size get a Mesa Agent view per agent at construction; above it views
 #: are created on demand by :meth:`MesaOptModel.optimizer`.
 VIEW_LIMIT = 20_000
+
+#: Populations smaller than this run the compiled kernels on one thread (see ``step``).
+PARALLEL_MIN_AGENTS = 8_192
 
 #: Agent snapshots are on by default up to this many agents (``run.agent_snapshots = "auto"``).
 SNAPSHOT_LIMIT = 10_000
@@ -460,6 +464,11 @@ class MesaOptModel(mesa.Model):
 
     def step(self) -> None:
         """Advance the model by one step (see the module docstring for the order)."""
+        # Below PARALLEL_MIN_AGENTS waking a second thread costs more than it saves.
+        with kernel_threads(1 if self.population.size < PARALLEL_MIN_AGENTS else None):
+            self._step()
+
+    def _step(self) -> None:
         t = int(self.time)
         pop = self.population
         self._selection_stats = []
