@@ -5,7 +5,8 @@ These are the ``steps`` columns that need a sort: ``gini_utility`` (sorted utili
 population serves every group and the overall ``all`` row: walking the sorted order with one
 rank counter per group gives each group's sorted sequence without gathering it. The NumPy
 definitions (:func:`model.metrics.gini`, :func:`model.metrics.correlation`, ``np.quantile``) are
-the test oracles.
+the test oracles. :func:`radix_argsort` releases the GIL, so that the two sorts of a step can
+run on two threads (:func:`agents.parallel.parallel_map`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ _DIGIT_BITS = 11
 _BUCKETS = 1 << _DIGIT_BITS
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def radix_argsort(x: np.ndarray) -> np.ndarray:
     """Stable ascending argsort of float64 ``x`` (LSD radix sort on the IEEE-754 bit patterns).
 
@@ -94,7 +95,9 @@ def _gini_sums(
     return counts, total, absolute, weighted
 
 
-def group_ginis(x: np.ndarray, group: np.ndarray, n_groups: int) -> list[float]:
+def group_ginis(
+    x: np.ndarray, group: np.ndarray, n_groups: int, order: np.ndarray | None = None
+) -> list[float]:
     """Gini of ``x`` within each group ``0..n_groups-1``, then over all entries.
 
     Same definition as :func:`model.metrics.gini`: the mean absolute difference over twice the
@@ -105,12 +108,14 @@ def group_ginis(x: np.ndarray, group: np.ndarray, n_groups: int) -> list[float]:
         x: Values, (N,).
         group: Group index per entry, (N,).
         n_groups: Number of groups.
+        order: ``radix_argsort(x)`` if already computed.
 
     Returns:
         ``n_groups + 1`` coefficients.
     """
     x = np.ascontiguousarray(x, dtype=float)
-    counts, total, absolute, weighted = _gini_sums(x, group, n_groups, radix_argsort(x))
+    order = radix_argsort(x) if order is None else order
+    counts, total, absolute, weighted = _gini_sums(x, group, n_groups, order)
     out = []
     for n, s, a, w in zip(counts, total, absolute, weighted, strict=True):
         mean = s / n if n else 0.0
@@ -187,7 +192,12 @@ def _correlation(sums: np.ndarray) -> np.ndarray:
 
 
 def group_correlations(
-    x: np.ndarray, y: np.ndarray, group: np.ndarray, n_groups: int, top_quantile: float
+    x: np.ndarray,
+    y: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+    top_quantile: float,
+    order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Correlation of x and y per group and overall, and among each group's top x.
 
@@ -200,6 +210,7 @@ def group_correlations(
         group: Group index per entry, (N,).
         n_groups: Number of groups.
         top_quantile: Quantile of x that starts the top.
+        order: ``radix_argsort(x)`` if already computed.
 
     Returns:
         ``(corr, corr_top)``, each ``n_groups + 1`` long (NaN where undefined).
@@ -208,7 +219,8 @@ def group_correlations(
     y = np.ascontiguousarray(y, dtype=float)
     everyone = np.ones(len(x), dtype=bool)
     corr = _correlation(_correlation_sums(x, y, group, everyone, n_groups))
-    cuts = _quantile_cuts(x, group, n_groups, radix_argsort(x), top_quantile)
+    order = radix_argsort(x) if order is None else order
+    cuts = _quantile_cuts(x, group, n_groups, order, top_quantile)
     # An entry is in its group's top and, separately, in the overall top: two passes.
     in_group_top = x >= cuts[group]
     in_overall_top = x >= cuts[-1]

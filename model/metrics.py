@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from model.group_stats import group_correlations, group_ginis
+from agents.parallel import parallel_map
+from model.group_stats import group_correlations, group_ginis, radix_argsort
 from model.step_measures import METRIC_ROWS, group_sums
 
 #: Mesa-optimizer categories relative to the agent's principal. The primary category is the first
@@ -165,9 +166,11 @@ def aggregate_steps(
     outside_share = tallies[:, n_cat] / counts
     stale_share = tallies[:, n_cat + 1] / counts
     n_caught = tallies[:, n_cat + 2]
-    ginis = group_ginis(per_agent["utility"], principal_of, n_groups)
+    utility, proxy = per_agent["utility"], per_agent["proxy"]
+    by_utility, by_proxy = parallel_map(radix_argsort, [utility, proxy])
+    ginis = group_ginis(utility, principal_of, n_groups, by_utility)
     corr, corr_top = group_correlations(
-        per_agent["proxy"], per_agent["value"], principal_of, n_groups, top_quantile
+        proxy, per_agent["value"], principal_of, n_groups, top_quantile, by_proxy
     )
 
     # Category counts and losses: sums over (principal, primary category) pairs.
