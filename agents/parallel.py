@@ -1,13 +1,21 @@
-"""How the compiled kernels use the machine's cores.
+"""How the compiled kernels use the machine's cores: a small thread pool of our own.
 
-The row kernels (:mod:`agents.step_kernels`, :mod:`model.step_measures`) run their blocks of rows
-in parallel on Numba's threads. Results do not depend on the number of threads (each block's rows
-are independent and reductions add block partials in block order), so a run gives the same
-tables on a laptop, in a sweep worker and on a cluster node.
+The row kernels (:mod:`agents.step_kernels`, :mod:`agents.selection_kernels`,
+:mod:`model.step_measures`, :mod:`model.group_stats`) are serial Numba functions compiled with
+``nogil=True`` that work on a range of rows. :func:`parallel_map` runs such calls on a pool of
+Python threads; since the kernels release the GIL, the threads run them on all cores at once.
 
-Numba's default ``workqueue`` threading layer aborts the process when two Python threads launch
-parallel kernels at once (as a threaded Dask worker or a web app may); the OpenMP or TBB layers
-are thread safe, so they come first.
+Why not Numba's own ``parallel=True``: its OpenMP threading layer kills any process that forks
+after using it ("fork() called from a process already using GNU OpenMP" — a user's
+``multiprocessing.Pool`` on Linux), and its fallback ``workqueue`` layer aborts when two Python
+threads launch kernels at once (a threaded Dask worker, two sessions of the web app). A plain
+thread pool is safe under both, and the pool is rebuilt in a forked child.
+
+Results never depend on the number of threads: rows are independent, and reductions add partial
+sums of fixed blocks in block order (see :func:`block_ranges`).
+
+Threads: one per usable core by default, ``MESAOPT_THREADS`` overrides it, and
+:func:`kernel_threads` sets it for the calling thread (sweep workers use one each).
 """
 
 from __future__ import annotations
@@ -19,65 +27,105 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numba
-
-_LAYERS = ["omp", "tbb", "workqueue"]
+__all__ = ["block_ranges", "kernel_threads", "parallel_map", "row_ranges", "thread_count"]
 
 
-def configure_numba() -> None:
-    """Prefer a thread-safe threading layer (call before the first parallel kernel runs).
-
-    OpenMP threads are also told to sleep, not spin, while they wait: with the default spinning
-    a kernel that shares the cores with another busy process ran up to 300 times slower
-    (measured: 1e5 agents, 1.5 s instead of 50 ms per step beside a two-process benchmark).
-    """
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        numba.config.THREADING_LAYER_PRIORITY = _LAYERS
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-@contextlib.contextmanager
-def kernel_threads(count: int | None) -> Iterator[None]:
-    """Run the compiled kernels on ``count`` threads inside the block (None: leave as is).
-
-    Sweep workers run one simulation per core, so each uses one thread.
-
-    Args:
-        count: Number of threads, at most ``numba.config.NUMBA_NUM_THREADS``.
-    """
-    if count is None:
-        yield
-        return
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(count, numba.config.NUMBA_NUM_THREADS)))
+def _default_threads() -> int:
+    configured = os.environ.get("MESAOPT_THREADS", "").strip()
+    if configured:
+        return max(1, int(configured))
     try:
-        yield
-    finally:
-        numba.set_num_threads(before)
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
+_MAX_THREADS = _default_threads()
+_local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
-    """``[fn(item) for item in items]`` on as many Python threads as the kernels may use.
+def _forget_pool() -> None:
+    """In a forked child the parent's pool threads do not exist: start a new pool on demand."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
 
-    For work that releases the GIL (NumPy's random fills). The thread count follows
-    :func:`kernel_threads`: one thread means a plain loop in the caller's thread.
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def thread_count() -> int:
+    """Number of threads the kernels may use from the calling thread."""
+    return getattr(_local, "threads", _MAX_THREADS)
+
+
+@contextlib.contextmanager
+def kernel_threads(count: int | None) -> Iterator[None]:
+    """Run the kernels called from this thread on ``count`` threads (None: leave as is).
+
+    Args:
+        count: Number of threads, capped at the default (one per core or ``MESAOPT_THREADS``).
+    """
+    if count is None:
+        yield
+        return
+    before = getattr(_local, "threads", None)
+    _local.threads = max(1, min(count, _MAX_THREADS))
+    try:
+        yield
+    finally:
+        if before is None:
+            del _local.threads
+        else:
+            _local.threads = before
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    """``[fn(item) for item in items]``, the items spread over the kernel threads.
+
+    For work that releases the GIL (``nogil`` kernels, NumPy's random fills). With one thread,
+    or one item, it is a plain loop in the calling thread.
     """
     items = list(items)
-    threads = min(numba.get_num_threads(), len(items))
+    threads = min(thread_count(), len(items))
     if threads <= 1:
         return [fn(item) for item in items]
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(numba.config.NUMBA_NUM_THREADS, "mesaopt")
-    # Split the items into ``threads`` interleaved shares so that no more threads work at once.
+            _pool = ThreadPoolExecutor(_MAX_THREADS, "mesaopt-kernels")
+        pool = _pool
+    # The caller works on the first share itself: one thread handoff fewer per call.
     shares = [items[t::threads] for t in range(threads)]
-    done = list(_pool.map(lambda share: [fn(item) for item in share], shares))
+    futures = [
+        pool.submit(lambda share=share: [fn(item) for item in share]) for share in shares[1:]
+    ]
+    done = [[fn(item) for item in shares[0]], *(future.result() for future in futures)]
     out: list[Any] = [None] * len(items)
     for t, results in enumerate(done):
         out[t::threads] = results
     return out
+
+
+def row_ranges(n: int, minimum: int = 1024) -> list[tuple[int, int]]:
+    """Split rows ``0..n`` into one contiguous range per kernel thread.
+
+    For kernels whose rows are independent; each range has at least ``minimum`` rows.
+    """
+    parts = max(1, min(thread_count(), n // max(1, minimum)))
+    edges = [n * p // parts for p in range(parts + 1)]
+    return [(edges[p], edges[p + 1]) for p in range(parts)]
+
+
+def block_ranges(blocks: int) -> list[tuple[int, int]]:
+    """Split fixed blocks ``0..blocks`` into one contiguous range per kernel thread.
+
+    Reductions compute one partial per fixed block and add them in block order, so their result
+    does not depend on how the blocks are shared out.
+    """
+    parts = max(1, min(thread_count(), blocks))
+    edges = [blocks * p // parts for p in range(parts + 1)]
+    return [(edges[p], edges[p + 1]) for p in range(parts)]

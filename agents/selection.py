@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.selection_kernels import BLOCK as SLOT_BLOCK
 from agents.selection_kernels import score_candidates
 from model.channels import NOISE_CODES, World, draw_in_blocks
 
@@ -155,10 +154,7 @@ def select_best_of_n(
         draws = np.empty((d, candidates))
         draw_in_blocks(rng, draws, _standard_normal)
         noise = mean_episode_noise(world, rng, candidates, eval_samples)
-        blocks = (stop - start + SLOT_BLOCK - 1) // SLOT_BLOCK
-        block_low = np.empty((blocks, d))
-        block_high = np.empty((blocks, d))
-        score_candidates(
+        chunk_low, chunk_high = score_candidates(
             draws,
             noise,
             world.perceives(capacity[start:stop]),
@@ -173,11 +169,9 @@ def select_best_of_n(
             theta_out[start:stop],
             action_out[start:stop],
             stats[start:stop],
-            block_low,
-            block_high,
         )
-        low = np.minimum(low, block_low.min(axis=0))
-        high = np.maximum(high, block_high.max(axis=0))
+        low = np.minimum(low, chunk_low)
+        high = np.maximum(high, chunk_high)
     fields = {name: np.ascontiguousarray(stats[:, q]) for q, name in enumerate(_STATS)}
     return SelectionResult(
         theta=theta_out, action=action_out, action_low=low, action_high=high, **fields

@@ -5,7 +5,7 @@ sandbox noise) and hands them to :func:`score_candidates`, which plans each cand
 action (exact best response, :func:`agents.step_kernels.water_fill`), scores it, keeps the best
 and the statistics of all ``n``, without the (slots × n × d) temporaries of the NumPy version
 (profiled: at 1e6 slots those passes took 2.7 s of a 5.4 s initial selection). Slots are
-independent and processed in fixed blocks, so results do not depend on the number of threads.
+independent, so results do not depend on how they are shared out among threads.
 """
 
 from __future__ import annotations
@@ -13,18 +13,12 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from agents.parallel import configure_numba
+from agents.parallel import parallel_map, row_ranges
 from agents.step_kernels import water_fill
 
-configure_numba()
-
-__all__ = ["BLOCK", "score_candidates"]
-
-#: Slots per parallel block.
-BLOCK = 256
+__all__ = ["score_candidates"]
 
 
-@nb.njit(cache=True, parallel=True, error_model="numpy")
 def score_candidates(
     draws: np.ndarray,
     noise: np.ndarray,
@@ -40,9 +34,7 @@ def score_candidates(
     theta_out: np.ndarray,
     action_out: np.ndarray,
     stats: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
-) -> None:
+) -> tuple[np.ndarray, np.ndarray]:
     """Best of ``n`` candidates for every slot.
 
     Candidate c of slot i is column ``i·n + c`` of ``draws`` and ``noise``. Its objective is
@@ -67,65 +59,95 @@ def score_candidates(
         action_out: Receives the chosen actions, (slots, d).
         stats: Receives per slot: chosen score, chosen expected score, chosen true value, mean
             true, sd true (ddof 0), max true, mean score, mean expected score; (slots, 8).
-        low: Receives per block the smallest action per channel, (blocks, d).
-        high: Receives per block the largest action per channel, (blocks, d).
+
+    Returns:
+        The smallest and the largest action of any candidate, per channel, (d,) each.
     """
-    slots, d = perceive.shape
-    blocks = (slots + BLOCK - 1) // BLOCK
-    for block in nb.prange(blocks):
-        theta = np.empty(d)
-        reward = np.empty(d)
-        action = np.empty(d)
-        scaled = np.empty(d)
-        ranked = np.empty(d)
-        trues = np.empty(n)
-        block_low = np.full(d, np.inf)
-        block_high = np.full(d, -np.inf)
-        for i in range(block * BLOCK, min(slots, (block + 1) * BLOCK)):
-            best_score = -np.inf
-            best = -1
-            sum_true = 0.0
-            max_true = -np.inf
-            sum_score = 0.0
-            sum_expected = 0.0
-            for c in range(n):
-                column = i * n + c
+    ranges = row_ranges(len(perceive), minimum=64)
+    low = np.full((len(ranges), perceive.shape[1]), np.inf)
+    high = np.full((len(ranges), perceive.shape[1]), -np.inf)
+    arguments = (
+        draws, noise, perceive, prior_mean, float(prior_scale), pay_push, root, float(s),
+        score_weights, true_values, int(n), theta_out, action_out, stats,
+    )  # fmt: skip
+    parallel_map(
+        lambda part: _score_slots(*ranges[part], *arguments, low[part], high[part]),
+        range(len(ranges)),
+    )
+    return low.min(axis=0), high.max(axis=0)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _score_slots(
+    lo: int,
+    hi: int,
+    draws: np.ndarray,
+    noise: np.ndarray,
+    perceive: np.ndarray,
+    prior_mean: np.ndarray,
+    prior_scale: float,
+    pay_push: np.ndarray,
+    root: np.ndarray,
+    s: float,
+    score_weights: np.ndarray,
+    true_values: np.ndarray,
+    n: int,
+    theta_out: np.ndarray,
+    action_out: np.ndarray,
+    stats: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+) -> None:
+    """:func:`score_candidates` for slots ``lo..hi``; low/high receive their action range."""
+    d = perceive.shape[1]
+    theta = np.empty(d)
+    reward = np.empty(d)
+    action = np.empty(d)
+    scaled = np.empty(d)
+    ranked = np.empty(d)
+    trues = np.empty(n)
+    for i in range(lo, hi):
+        best_score = -np.inf
+        best = -1
+        sum_true = 0.0
+        max_true = -np.inf
+        sum_score = 0.0
+        sum_expected = 0.0
+        for c in range(n):
+            column = i * n + c
+            for k in range(d):
+                theta[k] = prior_mean[k] + prior_scale * draws[k, column]
+                reward[k] = theta[k] + pay_push[k]
+            water_fill(reward, root, s, perceive[i], scaled, ranked, action)
+            score = 0.0
+            expected = 0.0
+            true = 0.0
+            for k in range(d):
+                score += (action[k] + noise[k, column]) * score_weights[k]
+                expected += action[k] * score_weights[k]
+                true += action[k] * true_values[k]
+                low[k] = min(low[k], action[k])
+                high[k] = max(high[k], action[k])
+            trues[c] = true
+            sum_true += true
+            max_true = max(max_true, true)
+            sum_score += score
+            sum_expected += expected
+            if best < 0 or score > best_score:
+                best = c
+                best_score = score
+                stats[i, 1] = expected
+                stats[i, 2] = true
                 for k in range(d):
-                    theta[k] = prior_mean[k] + prior_scale * draws[k, column]
-                    reward[k] = theta[k] + pay_push[k]
-                water_fill(reward, root, s, perceive[i], scaled, ranked, action)
-                score = 0.0
-                expected = 0.0
-                true = 0.0
-                for k in range(d):
-                    score += (action[k] + noise[k, column]) * score_weights[k]
-                    expected += action[k] * score_weights[k]
-                    true += action[k] * true_values[k]
-                    block_low[k] = min(block_low[k], action[k])
-                    block_high[k] = max(block_high[k], action[k])
-                trues[c] = true
-                sum_true += true
-                max_true = max(max_true, true)
-                sum_score += score
-                sum_expected += expected
-                if best < 0 or score > best_score:
-                    best = c
-                    best_score = score
-                    stats[i, 1] = expected
-                    stats[i, 2] = true
-                    for k in range(d):
-                        theta_out[i, k] = theta[k]
-                        action_out[i, k] = action[k]
-            mean_true = sum_true / n
-            spread = 0.0
-            for c in range(n):
-                spread += (trues[c] - mean_true) ** 2
-            stats[i, 0] = best_score
-            stats[i, 3] = mean_true
-            stats[i, 4] = np.sqrt(spread / n)
-            stats[i, 5] = max_true
-            stats[i, 6] = sum_score / n
-            stats[i, 7] = sum_expected / n
-        for k in range(d):
-            low[block, k] = block_low[k]
-            high[block, k] = block_high[k]
+                    theta_out[i, k] = theta[k]
+                    action_out[i, k] = action[k]
+        mean_true = sum_true / n
+        spread = 0.0
+        for c in range(n):
+            spread += (trues[c] - mean_true) ** 2
+        stats[i, 0] = best_score
+        stats[i, 3] = mean_true
+        stats[i, 4] = np.sqrt(spread / n)
+        stats[i, 5] = max_true
+        stats[i, 6] = sum_score / n
+        stats[i, 7] = sum_expected / n

@@ -5,9 +5,9 @@ step of the model runs the same arithmetic through the Numba kernels here, becau
 NumPy arrays makes some forty passes over (N, d) arrays and is memory bound (profiled: no part
 above 12 %, ~60 ms per step at 1e5 agents). One pass per row keeps a row's numbers in registers.
 
-Rows are split into fixed blocks of :data:`BLOCK` rows run in parallel (``prange``); a row's
-result never depends on another row's of the same step, so the output is the same whatever the
-number of threads.
+Rows are split into one range per thread (:func:`agents.parallel.row_ranges`) and the compiled
+row loop runs on each range without the GIL; a row's result never depends on another row's of
+the same step, so the output is the same whatever the number of threads.
 
 The shared-effort-budget cost matrix ``K = D^½((1 − s)I + s·11ᵀ)D^½`` (the only kind the model
 builds, :func:`agents.kernels.substitution_cost_matrix`; ``s = 0`` is a diagonal ``K``) is passed
@@ -19,14 +19,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from agents.parallel import configure_numba
+from agents.parallel import parallel_map, row_ranges
 
-configure_numba()
-
-__all__ = ["BLOCK", "plan_actions", "water_fill"]
-
-#: Rows per parallel block.
-BLOCK = 2048
+__all__ = ["plan_actions", "water_fill"]
 
 
 @nb.njit(cache=True, inline="always", error_model="numpy")
@@ -76,7 +71,6 @@ def water_fill(
         out[c] = max(scaled[c] - shared, 0.0) / ((1.0 - s) * root[c])
 
 
-@nb.njit(cache=True, parallel=True, error_model="numpy")
 def plan_actions(
     indptr: np.ndarray,
     indices: np.ndarray,
@@ -135,41 +129,74 @@ def plan_actions(
         action: Receives the new efforts, (N, d).
         own_best: Receives ½ rᵀa*, (N,).
     """
-    n, d = theta.shape
+    arguments = (
+        indptr, indices, weights, previous, theta, principal, beta, metric, peer, cost, root,
+        float(s), perceive, is_control, last_noise, float(gain), neighbour_effort, reward, action,
+        own_best,
+    )  # fmt: skip
+    parallel_map(lambda rows: _plan_rows(*rows, *arguments), row_ranges(len(theta)))
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _plan_rows(
+    lo: int,
+    hi: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    previous: np.ndarray,
+    theta: np.ndarray,
+    principal: np.ndarray,
+    beta: np.ndarray,
+    metric: np.ndarray,
+    peer: np.ndarray,
+    cost: np.ndarray,
+    root: np.ndarray,
+    s: float,
+    perceive: np.ndarray,
+    is_control: np.ndarray,
+    last_noise: np.ndarray,
+    gain: float,
+    neighbour_effort: np.ndarray,
+    reward: np.ndarray,
+    action: np.ndarray,
+    own_best: np.ndarray,
+) -> None:
+    """:func:`plan_actions` for rows ``lo..hi`` (compiled; runs without the GIL)."""
+    d = theta.shape[1]
     full = np.ones(d, dtype=np.bool_)
-    for block in nb.prange((n + BLOCK - 1) // BLOCK):
-        scaled = np.empty(d)
-        ranked = np.empty(d)
-        best = np.empty(d)
-        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
-            around = neighbour_effort[i]
-            around[:] = 0.0
-            for p in range(indptr[i], indptr[i + 1]):
-                other = previous[indices[p]]
-                w = weights[p]
-                for k in range(d):
-                    around[k] += w * other[k]
-            b = beta[principal[i]]
+    scaled = np.empty(d)
+    ranked = np.empty(d)
+    best = np.empty(d)
+    for i in range(lo, hi):
+        around = neighbour_effort[i]
+        around[:] = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            other = previous[indices[p]]
+            w = weights[p]
             for k in range(d):
-                reward[i, k] = theta[i, k] + b * metric[k] + peer[k] * neighbour_effort[i, k]
-            water_fill(reward[i], root, s, full, scaled, ranked, best)
-            value = 0.0
+                around[k] += w * other[k]
+        b = beta[principal[i]]
+        for k in range(d):
+            reward[i, k] = theta[i, k] + b * metric[k] + peer[k] * neighbour_effort[i, k]
+        water_fill(reward[i], root, s, full, scaled, ranked, best)
+        value = 0.0
+        for k in range(d):
+            value += reward[i, k] * best[k]
+        own_best[i] = 0.5 * value
+        if is_control[i]:
             for k in range(d):
-                value += reward[i, k] * best[k]
-            own_best[i] = 0.5 * value
-            if is_control[i]:
-                for k in range(d):
-                    pushed = 0.0
-                    for m in range(d):
-                        pushed += cost[k, m] * previous[i, m]
-                    felt = reward[i, k] - pushed + last_noise[i, k]
-                    step = max(previous[i, k] + gain * felt, 0.0)
-                    action[i, k] = step if perceive[i, k] else 0.0
+                pushed = 0.0
+                for m in range(d):
+                    pushed += cost[k, m] * previous[i, m]
+                felt = reward[i, k] - pushed + last_noise[i, k]
+                step = max(previous[i, k] + gain * felt, 0.0)
+                action[i, k] = step if perceive[i, k] else 0.0
+        else:
+            everything = True
+            for k in range(d):
+                everything &= perceive[i, k]
+            if everything:  # perceives every channel: its best response is the optimum
+                action[i] = best
             else:
-                everything = True
-                for k in range(d):
-                    everything &= perceive[i, k]
-                if everything:  # perceives every channel: its best response is the optimum
-                    action[i] = best
-                else:
-                    water_fill(reward[i], root, s, perceive[i], scaled, ranked, action[i])
+                water_fill(reward[i], root, s, perceive[i], scaled, ranked, action[i])

@@ -14,10 +14,6 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from agents.parallel import configure_numba
-
-configure_numba()
-
 __all__ = ["group_correlations", "group_ginis", "radix_argsort"]
 
 _DIGIT_BITS = 11

@@ -4,7 +4,8 @@
 column of the ``agents`` table that the step produces (definitions in :mod:`model.metrics` and
 ``docs/tables.md``) plus the category flags. :func:`group_sums` adds columns up per group (per
 principal, per principal × category) in fixed blocks of rows whose partial sums are added in block
-order, so sums — and the ``steps`` table — are identical whatever the number of threads.
+order, so sums — and the ``steps`` table — are identical whatever the number of threads. The
+compiled loops run on ranges of rows without the GIL (:mod:`agents.parallel`).
 
 The NumPy definitions these kernels follow are the readable reference; ``tests/model`` checks the
 kernels against them.
@@ -15,13 +16,11 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from agents.parallel import configure_numba
-
-configure_numba()
+from agents.parallel import block_ranges, parallel_map, row_ranges
 
 __all__ = ["BLOCK", "METRIC_ROWS", "group_sums", "outcomes_and_measures"]
 
-#: Rows per parallel block.
+#: Rows per block of :func:`group_sums` (partial sums are added in block order).
 BLOCK = 2048
 
 #: Rows of the per-agent metric matrix, in the order of the ``agents`` table.
@@ -57,7 +56,6 @@ METRIC_ROWS = (
 ) = range(len(METRIC_ROWS))
 
 
-@nb.njit(cache=True, parallel=True, error_model="numpy")
 def outcomes_and_measures(
     indptr: np.ndarray,
     indices: np.ndarray,
@@ -142,96 +140,136 @@ def outcomes_and_measures(
         primary: Receives the primary category index, (N,).
         outside: Receives whether the action leaves the selection range, (N,).
     """
-    n, d = action.shape
-    blocks = (n + BLOCK - 1) // BLOCK
-    for block in nb.prange(blocks):
-        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
-            h = 0.0
-            for k in range(d):
-                h += action[i, k] * externality[k]
-            harm[i] = h
-    for block in nb.prange(blocks):
-        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
-            j = principal[i]
-            proxy = 0.0
-            value = 0.0
-            intrinsic = 0.0
-            effort_cost = 0.0
-            peer_payoff = 0.0
-            planned_proxy = 0.0
-            own = 0.0
-            adversarial = 0.0
-            gone = False
-            dot = 0.0
-            theta_sq = 0.0
-            values_sq = 0.0
-            for k in range(d):
-                a = action[i, k]
-                y = a + noise[i, k]
-                proxy += y * metric[k]
-                value += y * values[j, k]
-                intrinsic += theta[i, k] * a
-                pushed = 0.0
-                for m in range(d):
-                    pushed += cost[k, m] * action[i, m]
-                effort_cost += pushed * a
-                peer_payoff += a * peer[k] * neighbour_effort[i, k]
-                planned_proxy += a * metric[k]
-                own += reward[i, k] * a
-                if hostile[j, k]:
-                    adversarial -= values[j, k] * a
-                if a < low[j, k] or a > high[j, k]:
-                    gone = True
-                dot += theta[i, k] * values[j, k]
-                theta_sq += theta[i, k] * theta[i, k]
-                values_sq += values[j, k] * values[j, k]
-            effort_cost *= 0.5
-            received = 0.0
-            for p in range(indptr[i], indptr[i + 1]):
-                received += weights[p] * harm[indices[p]]
-            pay = alpha[j] + beta[j] * proxy
-            fine = penalty[j] if caught[i] else 0.0
-            private = intrinsic - effort_cost - risk_premium[j] + peer_payoff
-            out[_PROXY, i] = proxy
-            out[_VALUE, i] = value
-            out[_PAY, i] = pay
-            out[_PROFIT, i] = value - pay + fine
-            out[_UTILITY, i] = pay + private + received - fine
-            out[_PRIVATE, i] = private
-            out[_GIVEN, i] = harm[i] * in_weight[i]
-            out[_RECEIVED, i] = received
-            out[_PENALTY, i] = fine
-            out[_PRINCIPAL_LOSS, i] = benchmark[j] - (value - effort_cost)
-            realized = own - effort_cost + beta[j] * (proxy - planned_proxy)
-            out[_MESA_LOSS, i] = own_best[i] - realized
-            out[_CAUSAL, i] = 0.0
-            out[_ADVERSARIAL, i] = adversarial
-            outside[i] = gone
-            norms = np.sqrt(theta_sq * values_sq)
-            cosine = dot / norms if norms > 0 else 0.0
-            is_super = capacity[i] > principal_capacity[j]
-            is_sub = capacity[i] < principal_capacity[j]
-            is_trans = cosine < trans_cosine
-            flags[i, 0] = is_super
-            flags[i, 1] = is_sub
-            flags[i, 2] = is_trans
-            flags[i, 3] = not (is_super or is_sub or is_trans)
-            if is_super:
-                primary[i] = 0
-            elif is_trans:
-                primary[i] = 2
-            elif is_sub:
-                primary[i] = 1
-            else:
-                primary[i] = 3
+    np.dot(action, externality, out=harm)  # all rows' harm first: a row reads its neighbours'
+    arguments = (
+        indptr, indices, weights, in_weight, action, noise, neighbour_effort, reward, own_best,
+        theta, capacity, principal, caught, metric, cost, externality, peer, alpha, beta, values,
+        risk_premium, penalty, benchmark, hostile, low, high, principal_capacity, trans_cosine,
+        harm, out, flags, primary, outside,
+    )  # fmt: skip
+    parallel_map(lambda rows: _outcome_rows(*rows, *arguments), row_ranges(len(action)))
 
 
-@nb.njit(cache=True, parallel=True, error_model="numpy")
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _outcome_rows(
+    lo: int,
+    hi: int,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    weights: np.ndarray,
+    in_weight: np.ndarray,
+    action: np.ndarray,
+    noise: np.ndarray,
+    neighbour_effort: np.ndarray,
+    reward: np.ndarray,
+    own_best: np.ndarray,
+    theta: np.ndarray,
+    capacity: np.ndarray,
+    principal: np.ndarray,
+    caught: np.ndarray,
+    metric: np.ndarray,
+    cost: np.ndarray,
+    externality: np.ndarray,
+    peer: np.ndarray,
+    alpha: np.ndarray,
+    beta: np.ndarray,
+    values: np.ndarray,
+    risk_premium: np.ndarray,
+    penalty: np.ndarray,
+    benchmark: np.ndarray,
+    hostile: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    principal_capacity: np.ndarray,
+    trans_cosine: float,
+    harm: np.ndarray,
+    out: np.ndarray,
+    flags: np.ndarray,
+    primary: np.ndarray,
+    outside: np.ndarray,
+) -> None:
+    """:func:`outcomes_and_measures` for rows ``lo..hi`` (compiled; runs without the GIL)."""
+    d = action.shape[1]
+    for i in range(lo, hi):
+        j = principal[i]
+        proxy = 0.0
+        value = 0.0
+        intrinsic = 0.0
+        effort_cost = 0.0
+        peer_payoff = 0.0
+        planned_proxy = 0.0
+        own = 0.0
+        adversarial = 0.0
+        gone = False
+        dot = 0.0
+        theta_sq = 0.0
+        values_sq = 0.0
+        for k in range(d):
+            a = action[i, k]
+            y = a + noise[i, k]
+            proxy += y * metric[k]
+            value += y * values[j, k]
+            intrinsic += theta[i, k] * a
+            pushed = 0.0
+            for m in range(d):
+                pushed += cost[k, m] * action[i, m]
+            effort_cost += pushed * a
+            peer_payoff += a * peer[k] * neighbour_effort[i, k]
+            planned_proxy += a * metric[k]
+            own += reward[i, k] * a
+            if hostile[j, k]:
+                adversarial -= values[j, k] * a
+            if a < low[j, k] or a > high[j, k]:
+                gone = True
+            dot += theta[i, k] * values[j, k]
+            theta_sq += theta[i, k] * theta[i, k]
+            values_sq += values[j, k] * values[j, k]
+        effort_cost *= 0.5
+        received = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            received += weights[p] * harm[indices[p]]
+        pay = alpha[j] + beta[j] * proxy
+        fine = penalty[j] if caught[i] else 0.0
+        private = intrinsic - effort_cost - risk_premium[j] + peer_payoff
+        out[_PROXY, i] = proxy
+        out[_VALUE, i] = value
+        out[_PAY, i] = pay
+        out[_PROFIT, i] = value - pay + fine
+        out[_UTILITY, i] = pay + private + received - fine
+        out[_PRIVATE, i] = private
+        out[_GIVEN, i] = harm[i] * in_weight[i]
+        out[_RECEIVED, i] = received
+        out[_PENALTY, i] = fine
+        out[_PRINCIPAL_LOSS, i] = benchmark[j] - (value - effort_cost)
+        realized = own - effort_cost + beta[j] * (proxy - planned_proxy)
+        out[_MESA_LOSS, i] = own_best[i] - realized
+        out[_CAUSAL, i] = 0.0
+        out[_ADVERSARIAL, i] = adversarial
+        outside[i] = gone
+        norms = np.sqrt(theta_sq * values_sq)
+        cosine = dot / norms if norms > 0 else 0.0
+        is_super = capacity[i] > principal_capacity[j]
+        is_sub = capacity[i] < principal_capacity[j]
+        is_trans = cosine < trans_cosine
+        flags[i, 0] = is_super
+        flags[i, 1] = is_sub
+        flags[i, 2] = is_trans
+        flags[i, 3] = not (is_super or is_sub or is_trans)
+        if is_super:
+            primary[i] = 0
+        elif is_trans:
+            primary[i] = 2
+        elif is_sub:
+            primary[i] = 1
+        else:
+            primary[i] = 3
+
+
 def group_sums(columns: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
     """Sum each column's entries per group, identically whatever the number of threads.
 
     Args:
-        columns: Values, (M, N): M quantities over N agents.
+        columns: Values, (M, N): M quantities over N agents (booleans count as 0/1).
         group: Group index of each agent in ``0 .. n_groups-1``, (N,).
         n_groups: Number of groups.
 
@@ -241,14 +279,21 @@ def group_sums(columns: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndar
     m, n = columns.shape
     blocks = (n + BLOCK - 1) // BLOCK
     partial = np.zeros((blocks, n_groups, m))
-    for block in nb.prange(blocks):
-        sums = np.zeros((n_groups, m))  # a block's own: threads never write the same line
+    parallel_map(
+        lambda span: _block_sums(columns, group, span[0], span[1], partial), block_ranges(blocks)
+    )
+    return partial.sum(axis=0)  # the partials do not depend on the threads; nor does this
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _block_sums(
+    columns: np.ndarray, group: np.ndarray, first: int, last: int, partial: np.ndarray
+) -> None:
+    """Partial sums of blocks ``first..last`` into ``partial[block]`` (compiled, no GIL)."""
+    m, n = columns.shape
+    for block in range(first, last):
+        sums = partial[block]
         for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
             g = group[i]
             for q in range(m):
                 sums[g, q] += columns[q, i]
-        partial[block] = sums
-    total = np.zeros((n_groups, m))
-    for block in range(blocks):
-        total += partial[block]
-    return total

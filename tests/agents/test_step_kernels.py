@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from agents import parallel
 from agents.kernels import (
     best_response,
     control_update,
@@ -14,7 +14,9 @@ from agents.kernels import (
     substitution_cost_matrix,
 )
 from agents.parallel import kernel_threads
-from agents.step_kernels import BLOCK, plan_actions
+from agents.step_kernels import plan_actions
+
+BLOCK = 2048
 
 
 def _problem(n: int, d: int, s: float, seed: int) -> dict:
@@ -80,18 +82,43 @@ def test_plan_actions_equals_the_numpy_kernels(d, s):
     assert np.allclose(own_best, 0.5 * np.einsum("ij,ij->i", reward, optimum), rtol=1e-12)
 
 
-def test_plan_actions_does_not_depend_on_the_number_of_threads():
+def test_plan_actions_does_not_depend_on_the_number_of_threads(monkeypatch):
+    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
     p = _problem(5 * BLOCK + 3, 4, 0.2, seed=7)
     with kernel_threads(1):
         one = _plan(p)
-    with kernel_threads(numba.config.NUMBA_NUM_THREADS):
+    with kernel_threads(3):
         many = _plan(p)
     for a, b in zip(one, many, strict=True):
         assert np.array_equal(a, b)
 
 
 def test_kernel_threads_restores_the_thread_count():
-    before = numba.get_num_threads()
+    before = parallel.thread_count()
     with kernel_threads(1):
-        assert numba.get_num_threads() == 1
-    assert numba.get_num_threads() == before
+        assert parallel.thread_count() == 1
+        assert parallel.row_ranges(10_000) == [(0, 10_000)]
+    assert parallel.thread_count() == before
+
+
+def test_parallel_map_keeps_the_order_of_items(monkeypatch):
+    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
+    with kernel_threads(3):
+        assert parallel.parallel_map(lambda x: x * x, range(10)) == [x * x for x in range(10)]
+        assert parallel.block_ranges(7) == [(0, 2), (2, 4), (4, 7)]
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_kernels_survive_a_fork_after_using_threads():
+    """A forked child (multiprocessing's default on Linux) can still run the threaded kernels."""
+    import multiprocessing
+
+    p = _problem(3 * BLOCK, 4, 0.2, seed=2)
+    expected = _plan(p)[2]
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_plan_action, (p,)).get(timeout=120)
+    assert np.array_equal(got, expected)
+
+
+def _plan_action(p: dict) -> np.ndarray:
+    return _plan(p)[2]

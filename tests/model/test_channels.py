@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from agents import parallel
 from agents.parallel import kernel_threads
 from model.channels import NOISE_BLOCK, NOISE_CODES, world_from_scenario
 from model.scenario import load_scenario
@@ -45,12 +45,13 @@ def _three_channel_world():
     )
 
 
-def test_noise_in_blocks_does_not_depend_on_the_number_of_threads():
+def test_noise_in_blocks_does_not_depend_on_the_number_of_threads(monkeypatch):
+    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
     world = _three_channel_world()
     n = 2 * NOISE_BLOCK + 123
     with kernel_threads(1):
         one = world.sample_noise(np.random.default_rng(5), n)
-    with kernel_threads(numba.config.NUMBA_NUM_THREADS):
+    with kernel_threads(3):
         many = world.sample_noise(np.random.default_rng(5), n)
     assert one.shape == (n, world.d)
     assert np.array_equal(one, many)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from agents import parallel
 from agents.kernels import substitution_cost_matrix
 from agents.parallel import kernel_threads
 from model.metrics import CATEGORIES, categorize
@@ -132,24 +132,26 @@ def test_outcomes_and_measures_equal_the_numpy_definitions(d, j):
     assert 0 < outside.sum() < len(outside)
 
 
-def test_outcomes_do_not_depend_on_the_number_of_threads():
+def test_outcomes_do_not_depend_on_the_number_of_threads(monkeypatch):
+    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
     x = _inputs(4 * BLOCK + 5, 4, 2, seed=3)
     with kernel_threads(1):
         one = _run(x)
-    with kernel_threads(numba.config.NUMBA_NUM_THREADS):
+    with kernel_threads(3):
         many = _run(x)
     for a, b in zip(one, many, strict=True):
         assert np.array_equal(a, b)
 
 
-def test_group_sums_equal_bincount_and_are_thread_independent():
+def test_group_sums_equal_bincount_and_are_thread_independent(monkeypatch):
+    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
     rng = np.random.default_rng(0)
     n = 5 * BLOCK + 77
     columns = rng.normal(size=(3, n)) * 10.0 ** rng.integers(-8, 8, size=(3, n))
     group = rng.integers(0, 4, n)
     with kernel_threads(1):
         one = group_sums(columns, group, 5)
-    with kernel_threads(numba.config.NUMBA_NUM_THREADS):
+    with kernel_threads(3):
         many = group_sums(columns, group, 5)
     assert np.array_equal(one, many)
     expected = np.stack([np.bincount(group, weights=c, minlength=5) for c in columns], axis=1)
