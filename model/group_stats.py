@@ -2,11 +2,12 @@
 
 These are the ``steps`` columns that need a sort: ``gini_utility`` (sorted utilities) and
 ``corr_proxy_value_top`` (the proxy quantile of each group). One stable radix sort of the whole
-population serves every group and the overall ``all`` row: walking the sorted order with one
-rank counter per group gives each group's sorted sequence without gathering it. The NumPy
+population, carrying each entry's group, serves every group and the overall ``all`` row: walking
+the sorted values with one rank counter per group gives each group's sorted sequence without
+gathering it. The NumPy
 definitions (:func:`model.metrics.gini`, :func:`model.metrics.correlation`, ``np.quantile``) are
-the test oracles. :func:`radix_argsort` releases the GIL, so that the two sorts of a step can
-run on two threads (:func:`agents.parallel.parallel_map`).
+the test oracles. The sorts release the GIL, so that the two sorts of a step can run on two
+threads (:func:`agents.parallel.parallel_map`).
 """
 
 from __future__ import annotations
@@ -14,25 +15,22 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["group_correlations", "group_ginis", "radix_argsort"]
+__all__ = ["group_correlations", "group_ginis", "radix_argsort", "sort_by_group"]
 
 _DIGIT_BITS = 11
 _BUCKETS = 1 << _DIGIT_BITS
 
 
 @nb.njit(cache=True, nogil=True)
-def radix_argsort(x: np.ndarray) -> np.ndarray:
-    """Stable ascending argsort of float64 ``x`` (LSD radix sort on the IEEE-754 bit patterns).
+def _radix_sort(x: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stable ascending sort of float64 ``x`` carrying ``payload`` (LSD radix, 11-bit digits).
 
-    Keys are mapped so that unsigned order is float order (negatives have every bit flipped,
-    positives the sign bit), then sorted 11 bits at a time: six linear passes, about twice as
-    fast as ``np.argsort`` at 1e5 and beyond. NaNs sort last, as in NumPy; -0.0 before 0.0.
-
-    Args:
-        x: Values, (N,).
+    Keys are the IEEE-754 bit patterns mapped so that unsigned order is float order (negatives
+    have every bit flipped, positives the sign bit); six linear passes, a pass skipped when every
+    key shares its digit. NaNs sort last, as in NumPy; -0.0 before 0.0.
 
     Returns:
-        The permutation, (N,) int64.
+        The sorted values and the payload in the same order.
     """
     n = x.shape[0]
     keys = np.empty(n, dtype=np.uint64)
@@ -43,9 +41,9 @@ def radix_argsort(x: np.ndarray) -> np.ndarray:
         keys[i] = ~k if k & sign else k | sign
         if x[i] != x[i]:  # every NaN after +inf, whatever its sign bit
             keys[i] = ~np.uint64(0)
-    order = np.arange(n)
+    carried = payload.copy()
     other_keys = np.empty_like(keys)
-    other_order = np.empty_like(order)
+    other_carried = np.empty_like(carried)
     mask = np.uint64(_BUCKETS - 1)
     counts = np.empty(_BUCKETS + 1, dtype=np.int64)
     for shift in range(0, 64, _DIGIT_BITS):
@@ -61,29 +59,57 @@ def radix_argsort(x: np.ndarray) -> np.ndarray:
             b = (keys[i] >> s) & mask
             at = counts[b]
             other_keys[at] = keys[i]
-            other_order[at] = order[i]
+            other_carried[at] = carried[i]
             counts[b] = at + 1
         keys, other_keys = other_keys, keys
-        order, other_order = other_order, order
-    return order
+        carried, other_carried = other_carried, carried
+    for i in range(n):  # back from keys to values (a NaN key maps back to a NaN)
+        k = keys[i]
+        keys[i] = k ^ sign if k & sign else ~k
+    return keys.view(np.float64), carried
 
 
-@nb.njit(cache=True, error_model="numpy")
+def radix_argsort(x: np.ndarray) -> np.ndarray:
+    """Stable ascending argsort of float64 ``x`` (radix sort, about twice ``np.argsort``'s speed).
+
+    Args:
+        x: Values, (N,).
+
+    Returns:
+        The permutation, (N,) int64.
+    """
+    return _radix_sort(np.ascontiguousarray(x, dtype=float), np.arange(len(x)))[1]
+
+
+def sort_by_group(x: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` in ascending order and the group of each of its entries (one radix sort).
+
+    Args:
+        x: Values, (N,).
+        group: Group index per entry, (N,).
+
+    Returns:
+        ``(ordered, groups)``: what :func:`group_ginis` and :func:`group_correlations` walk.
+    """
+    return _radix_sort(np.ascontiguousarray(x, dtype=float), np.asarray(group, dtype=np.int64))
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _gini_sums(
-    x: np.ndarray, group: np.ndarray, n_groups: int, order: np.ndarray
+    ordered: np.ndarray, groups: np.ndarray, n_groups: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per group (the last one = all): count, Σx, Σ|x|, and Σ(2i − n − 1)·x_(i) in sorted order."""
     counts = np.zeros(n_groups + 1, dtype=np.int64)
-    for i in range(x.shape[0]):
-        counts[group[i]] += 1
-    counts[n_groups] = x.shape[0]
+    for i in range(groups.shape[0]):
+        counts[groups[i]] += 1
+    counts[n_groups] = groups.shape[0]
     total = np.zeros(n_groups + 1)
     absolute = np.zeros(n_groups + 1)
     weighted = np.zeros(n_groups + 1)
     rank = np.zeros(n_groups + 1, dtype=np.int64)
-    for i in order:
-        v = x[i]
-        for g in (group[i], n_groups):
+    for i in range(ordered.shape[0]):
+        v = ordered[i]
+        for g in (groups[i], n_groups):
             rank[g] += 1
             total[g] += v
             absolute[g] += abs(v)
@@ -92,7 +118,10 @@ def _gini_sums(
 
 
 def group_ginis(
-    x: np.ndarray, group: np.ndarray, n_groups: int, order: np.ndarray | None = None
+    x: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+    ordered: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[float]:
     """Gini of ``x`` within each group ``0..n_groups-1``, then over all entries.
 
@@ -104,14 +133,13 @@ def group_ginis(
         x: Values, (N,).
         group: Group index per entry, (N,).
         n_groups: Number of groups.
-        order: ``radix_argsort(x)`` if already computed.
+        ordered: ``sort_by_group(x, group)`` if already computed.
 
     Returns:
         ``n_groups + 1`` coefficients.
     """
-    x = np.ascontiguousarray(x, dtype=float)
-    order = radix_argsort(x) if order is None else order
-    counts, total, absolute, weighted = _gini_sums(x, group, n_groups, order)
+    values, groups = sort_by_group(x, group) if ordered is None else ordered
+    counts, total, absolute, weighted = _gini_sums(values, groups, n_groups)
     out = []
     for n, s, a, w in zip(counts, total, absolute, weighted, strict=True):
         mean = s / n if n else 0.0
@@ -120,7 +148,7 @@ def group_ginis(
     return out
 
 
-@nb.njit(cache=True, error_model="numpy")
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _correlation_sums(
     x: np.ndarray, y: np.ndarray, group: np.ndarray, take: np.ndarray, n_groups: int
 ) -> np.ndarray:
@@ -146,15 +174,13 @@ def _correlation_sums(
     return out
 
 
-@nb.njit(cache=True, error_model="numpy")
-def _quantile_cuts(
-    x: np.ndarray, group: np.ndarray, n_groups: int, order: np.ndarray, q: float
-) -> np.ndarray:
-    """Per group (last = all): the q-quantile of x, linear interpolation as ``np.quantile``."""
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _quantile_cuts(ordered: np.ndarray, groups: np.ndarray, n_groups: int, q: float) -> np.ndarray:
+    """Per group (last = all): the q-quantile, linear interpolation as ``np.quantile``."""
     counts = np.zeros(n_groups + 1, dtype=np.int64)
-    for i in range(x.shape[0]):
-        counts[group[i]] += 1
-    counts[n_groups] = x.shape[0]
+    for i in range(groups.shape[0]):
+        counts[groups[i]] += 1
+    counts[n_groups] = groups.shape[0]
     low_rank = np.zeros(n_groups + 1, dtype=np.int64)
     frac = np.zeros(n_groups + 1)
     for g in range(n_groups + 1):
@@ -164,12 +190,12 @@ def _quantile_cuts(
     low = np.full(n_groups + 1, np.nan)
     high = np.full(n_groups + 1, np.nan)
     rank = np.zeros(n_groups + 1, dtype=np.int64)
-    for i in order:
-        for g in (group[i], n_groups):
+    for i in range(ordered.shape[0]):
+        for g in (groups[i], n_groups):
             if rank[g] == low_rank[g]:
-                low[g] = x[i]
+                low[g] = ordered[i]
             if rank[g] == min(low_rank[g] + 1, counts[g] - 1):
-                high[g] = x[i]
+                high[g] = ordered[i]
             rank[g] += 1
     cuts = np.empty(n_groups + 1)
     for g in range(n_groups + 1):
@@ -193,7 +219,7 @@ def group_correlations(
     group: np.ndarray,
     n_groups: int,
     top_quantile: float,
-    order: np.ndarray | None = None,
+    ordered: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Correlation of x and y per group and overall, and among each group's top x.
 
@@ -206,7 +232,7 @@ def group_correlations(
         group: Group index per entry, (N,).
         n_groups: Number of groups.
         top_quantile: Quantile of x that starts the top.
-        order: ``radix_argsort(x)`` if already computed.
+        ordered: ``sort_by_group(x, group)`` if already computed.
 
     Returns:
         ``(corr, corr_top)``, each ``n_groups + 1`` long (NaN where undefined).
@@ -215,8 +241,8 @@ def group_correlations(
     y = np.ascontiguousarray(y, dtype=float)
     everyone = np.ones(len(x), dtype=bool)
     corr = _correlation(_correlation_sums(x, y, group, everyone, n_groups))
-    order = radix_argsort(x) if order is None else order
-    cuts = _quantile_cuts(x, group, n_groups, order, top_quantile)
+    values, groups = sort_by_group(x, group) if ordered is None else ordered
+    cuts = _quantile_cuts(values, groups, n_groups, top_quantile)
     # An entry is in its group's top and, separately, in the overall top: two passes.
     in_group_top = x >= cuts[group]
     in_overall_top = x >= cuts[-1]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from agents.parallel import parallel_map
-from model.group_stats import group_correlations, group_ginis, radix_argsort
+from model.group_stats import group_correlations, group_ginis, sort_by_group
 from model.step_measures import METRIC_ROWS, group_sums
 
 #: Mesa-optimizer categories relative to the agent's principal. The primary category is the first
@@ -167,7 +167,7 @@ def aggregate_steps(
     stale_share = tallies[:, n_cat + 1] / counts
     n_caught = tallies[:, n_cat + 2]
     utility, proxy = per_agent["utility"], per_agent["proxy"]
-    by_utility, by_proxy = parallel_map(radix_argsort, [utility, proxy])
+    by_utility, by_proxy = parallel_map(lambda x: sort_by_group(x, principal_of), [utility, proxy])
     ginis = group_ginis(utility, principal_of, n_groups, by_utility)
     corr, corr_top = group_correlations(
         proxy, per_agent["value"], principal_of, n_groups, top_quantile, by_proxy
