@@ -150,13 +150,17 @@ def group_ginis(
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _correlation_sums(
-    x: np.ndarray, y: np.ndarray, group: np.ndarray, take: np.ndarray, n_groups: int
+    x: np.ndarray, y: np.ndarray, group: np.ndarray, cut: np.ndarray, n_groups: int
 ) -> np.ndarray:
-    """Per group (last = all) over rows with ``take``: n, then centred Σxx, Σyy, Σxy (two pass)."""
+    """Per group (last = all): n, then centred Σxx, Σyy, Σxy (two passes).
+
+    Row i counts for its group g if ``x_i ≥ cut[g]`` and for the last, overall entry if
+    ``x_i ≥ cut[-1]``; a cut of −∞ takes every row (NaNs included).
+    """
     sums = np.zeros((n_groups + 1, 3))
     for i in range(x.shape[0]):
-        if take[i]:
-            for g in (group[i], n_groups):
+        for g in (group[i], n_groups):
+            if cut[g] == -np.inf or x[i] >= cut[g]:
                 sums[g, 0] += 1
                 sums[g, 1] += x[i]
                 sums[g, 2] += y[i]
@@ -164,8 +168,8 @@ def _correlation_sums(
     for g in range(n_groups + 1):
         out[g, 0] = sums[g, 0]
     for i in range(x.shape[0]):
-        if take[i]:
-            for g in (group[i], n_groups):
+        for g in (group[i], n_groups):
+            if cut[g] == -np.inf or x[i] >= cut[g]:
                 dx = x[i] - sums[g, 1] / sums[g, 0]
                 dy = y[i] - sums[g, 2] / sums[g, 0]
                 out[g, 1] += dx * dx
@@ -239,13 +243,9 @@ def group_correlations(
     """
     x = np.ascontiguousarray(x, dtype=float)
     y = np.ascontiguousarray(y, dtype=float)
-    everyone = np.ones(len(x), dtype=bool)
+    everyone = np.full(n_groups + 1, -np.inf)
     corr = _correlation(_correlation_sums(x, y, group, everyone, n_groups))
     values, groups = sort_by_group(x, group) if ordered is None else ordered
     cuts = _quantile_cuts(values, groups, n_groups, top_quantile)
-    # An entry is in its group's top and, separately, in the overall top: two passes.
-    in_group_top = x >= cuts[group]
-    in_overall_top = x >= cuts[-1]
-    top = _correlation(_correlation_sums(x, y, group, in_group_top, n_groups))
-    top[-1] = _correlation(_correlation_sums(x, y, group, in_overall_top, n_groups))[-1]
+    top = _correlation(_correlation_sums(x, y, group, cuts, n_groups))
     return corr, top

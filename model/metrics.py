@@ -158,14 +158,11 @@ def aggregate_steps(
     with np.errstate(invalid="ignore", divide="ignore"):
         means = with_all(group_sums(metrics, principal_of, n_groups)) / counts[:, None]
         efforts = with_all(group_sums(action.T, principal_of, n_groups)) / counts[:, None]
-    # Flags, then outside / stale / caught: counts per group.
-    indicators = np.vstack([flags.T, outside, stale, caught])
-    tallies = with_all(group_sums(indicators, principal_of, n_groups))
     n_cat = len(CATEGORIES)
-    n_flagged = tallies[:, :n_cat]
-    outside_share = tallies[:, n_cat] / counts
-    stale_share = tallies[:, n_cat + 1] / counts
-    n_caught = tallies[:, n_cat + 2]
+    n_flagged = with_all(group_sums(flags.T, principal_of, n_groups))
+    outside_share = with_all(np.bincount(principal_of[outside], minlength=n_groups)) / counts
+    stale_share = with_all(np.bincount(principal_of[stale], minlength=n_groups)) / counts
+    n_caught = with_all(np.bincount(principal_of[caught], minlength=n_groups))
     utility, proxy = per_agent["utility"], per_agent["proxy"]
     by_utility, by_proxy = parallel_map(lambda x: sort_by_group(x, principal_of), [utility, proxy])
     ginis = group_ginis(utility, principal_of, n_groups, by_utility)
@@ -176,12 +173,12 @@ def aggregate_steps(
     # Category counts and losses: sums over (principal, primary category) pairs.
     pair = principal_of * n_cat + primary
     losses = ("principal_loss", "mesa_loss")
-    pair_columns = np.vstack([np.ones(size), *(per_agent[loss] for loss in losses)])
-    by_pair = group_sums(pair_columns, pair, n_groups * n_cat).reshape(n_groups, n_cat, -1)
-    by_pair = with_all(by_pair)  # (groups + 1, categories, 1 + losses)
-    n_primary = by_pair[:, :, 0]
+    loss_rows = [METRIC_ROWS.index(loss) for loss in losses]
+    by_pair = group_sums(metrics, pair, n_groups * n_cat, loss_rows)
+    by_pair = with_all(by_pair.reshape(n_groups, n_cat, len(losses)))  # (groups + 1, cat., loss)
+    n_primary = with_all(np.bincount(pair, minlength=n_groups * n_cat).reshape(n_groups, n_cat))
     with np.errstate(invalid="ignore", divide="ignore"):
-        category_loss = {loss: by_pair[:, :, 1 + q] / n_primary for q, loss in enumerate(losses)}
+        category_loss = {loss: by_pair[:, :, q] / n_primary for q, loss in enumerate(losses)}
 
     rows = []
     for g in range(n_groups + 1):

@@ -54,6 +54,7 @@ from agents.step_kernels import plan_actions
 from model.channels import World, world_from_scenario
 from model.collect import make_datacollector
 from model.errors import ScenarioError
+from model.group_stats import radix_argsort
 from model.metrics import CATEGORIES, aggregate_steps
 from model.network import Network, build_network, spectral_radius
 from model.scenario import Scenario, apply_override, load_raw, validate
@@ -315,7 +316,7 @@ class MesaOptModel(mesa.Model):
         members = self.members[principal.index]
         count = int(np.floor(principal.config.selection.fraction * len(members) + 0.5))
         if count:
-            order = np.argsort(self.population.last_proxy[members], kind="stable")
+            order = radix_argsort(self.population.last_proxy[members])  # = stable argsort
             self._retrain(principal, np.sort(members[order[:count]]), reason=reason, step=step)
             self._redesign(principal)
 

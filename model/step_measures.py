@@ -265,35 +265,45 @@ def _outcome_rows(
             primary[i] = 3
 
 
-def group_sums(columns: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+def group_sums(
+    columns: np.ndarray, group: np.ndarray, n_groups: int, rows: list[int] | None = None
+) -> np.ndarray:
     """Sum each column's entries per group, identically whatever the number of threads.
 
     Args:
         columns: Values, (M, N): M quantities over N agents (booleans count as 0/1).
         group: Group index of each agent in ``0 .. n_groups-1``, (N,).
         n_groups: Number of groups.
+        rows: Only these rows of ``columns`` (all by default; saves copying them out).
 
     Returns:
-        The sums, (n_groups, M).
+        The sums, (n_groups, len(rows)).
     """
-    m, n = columns.shape
+    n = columns.shape[1]
+    picked = np.arange(columns.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
     blocks = (n + BLOCK - 1) // BLOCK
-    partial = np.zeros((blocks, n_groups, m))
+    partial = np.zeros((blocks, n_groups, len(picked)))
     parallel_map(
-        lambda span: _block_sums(columns, group, span[0], span[1], partial), block_ranges(blocks)
+        lambda span: _block_sums(columns, picked, group, span[0], span[1], partial),
+        block_ranges(blocks),
     )
     return partial.sum(axis=0)  # the partials do not depend on the threads; nor does this
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _block_sums(
-    columns: np.ndarray, group: np.ndarray, first: int, last: int, partial: np.ndarray
+    columns: np.ndarray,
+    rows: np.ndarray,
+    group: np.ndarray,
+    first: int,
+    last: int,
+    partial: np.ndarray,
 ) -> None:
     """Partial sums of blocks ``first..last`` into ``partial[block]`` (compiled, no GIL)."""
-    m, n = columns.shape
+    n = columns.shape[1]
     for block in range(first, last):
         sums = partial[block]
         for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
             g = group[i]
-            for q in range(m):
-                sums[g, q] += columns[q, i]
+            for q in range(rows.shape[0]):
+                sums[g, q] += columns[rows[q], i]

@@ -96,9 +96,19 @@ def test_best_response_equals_exact_qp(problem):
     got = best_response(r, k, mask)
     want = qp_oracle(r, k, mask)
     scale = 1.0 + np.abs(want).max()
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6 * scale)
     assert np.all(got >= 0.0)
     assert np.all(got[~mask] == 0.0)
+    # The QP is strictly convex: a KKT point is its unique optimum, and no feasible point (the
+    # oracle's included) does better.
+    assert_kkt(r, k, mask, got, tol=1e-7 * (1.0 + np.abs(r).max()) * np.abs(k).max())
+    value = np.einsum("ij,ij->i", r, got) - 0.5 * np.einsum("ij,jk,ik->i", got, k, got)
+    oracle = np.einsum("ij,ij->i", r, want) - 0.5 * np.einsum("ij,jk,ik->i", want, k, want)
+    assert np.all(value >= oracle - 1e-9 * scale**2)
+    # NNLS stops at its own tolerance: where its answer is a KKT point too, the two agree.
+    grad = r - want @ k
+    kkt = (np.abs(grad) <= 1e-9) | ((want == 0) & (grad <= 1e-9))
+    exact = np.all(kkt | ~mask, axis=1)
+    np.testing.assert_allclose(got[exact], want[exact], rtol=0, atol=1e-6 * scale)
 
 
 def test_best_response_equals_lbfgsb():
