@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.selection_kernels import score_candidates
-from model.channels import NOISE_CODES, World, draw_in_blocks
+from model.channels import NOISE_CODES, World, draw_in_blocks, standard_t
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def mean_episode_noise(
                 total -= generator.standard_gamma(episodes, m)
                 out[k] = total * (scale / episodes)
             else:
-                draws = generator.standard_t(world.noise_df[k], (m, episodes))
+                draws = standard_t(generator, world.noise_df[k], (m, episodes))
                 out[k] = draws.mean(axis=1) * scale
 
     out = np.empty((world.d, candidates))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from agents import parallel
 from agents.parallel import kernel_threads
-from model.channels import NOISE_BLOCK, NOISE_CODES, world_from_scenario
+from model.channels import NOISE_BLOCK, NOISE_CODES, standard_t, world_from_scenario
 from model.scenario import load_scenario
 
 
@@ -76,3 +77,14 @@ def test_noise_in_blocks_has_each_channels_distribution():
     assert abs(share - np.exp(-1)) < 5 * np.sqrt(np.exp(-1) * (1 - np.exp(-1)) / n)
     t = noise[:, 2] / np.sqrt(variance[2])
     assert np.mean(t**4) > 3.5  # normal: 3; t with 5 df: 9 (in the limit)
+
+
+@pytest.mark.parametrize("df", [2.0, 4.0, 5.0, 16.0, 2.5])
+def test_standard_t_has_the_student_t_distribution(df):
+    from scipy import stats
+
+    draws = standard_t(np.random.default_rng(int(df * 10)), df, 200_000)
+    # Kolmogorov–Smirnov against the exact CDF; with a fixed seed this is a fixed number
+    assert stats.kstest(draws, stats.t(df).cdf).pvalue > 1e-3
+    assert draws.shape == (200_000,)
+    assert standard_t(np.random.default_rng(0), df, (3, 4)).shape == (3, 4)
