@@ -71,18 +71,23 @@ def _plan(quick: bool) -> dict[str, Any]:
     }
 
 
-def run_worker(spec: dict[str, Any], *, verbose: bool = True) -> dict[str, Any]:
+def run_worker(
+    spec: dict[str, Any], *, verbose: bool = True, threads: int | None = None
+) -> dict[str, Any]:
     """Run one measurement in a fresh Python process and return its JSON result.
 
     Args:
         spec: The measurement (see :mod:`benchmarks.worker`).
         verbose: Print a line per measurement on stderr.
+        threads: Kernel threads (``MESAOPT_THREADS``) of the worker; None: one per core.
 
     Returns:
         The worker's result.
     """
     env = dict(os.environ)
     env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    if threads is not None:
+        env["MESAOPT_THREADS"] = str(threads)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     start = time.perf_counter()
     proc = subprocess.run(
@@ -137,11 +142,24 @@ def collect(quick: bool = False, *, verbose: bool = True) -> dict[str, Any]:
         run_worker({"kind": "end_to_end", "n": n, "steps": steps}, verbose=verbose)
         for _ in range(repeats)
     ]
-    out["fit"] = []
+    out["fit"] = measure_fit(plan, verbose=verbose)
+    return out
+
+
+def measure_fit(plan: dict[str, Any], *, verbose: bool = True) -> list[dict[str, Any]]:
+    """The step-cost points of the linearity fit, on one kernel thread.
+
+    One thread measures the work itself: with two threads the CPU time of a step also varies with
+    how the operating system schedules them. Each point is the better of two runs' medians, so that
+    one run disturbed by another process does not bend the fit (a single disturbed point took R²
+    from 0.99 to 0.97).
+    """
+    points = []
     for n, k in plan["fit"]:
         spec = {"kind": "mesaopt", "n": n, "k": k, "steps": plan["fit_steps"]}
-        out["fit"].append(run_worker(spec, verbose=verbose))
-    return out
+        runs = [run_worker(spec, verbose=verbose, threads=1) for _ in range(2)]
+        points.append(min(runs, key=lambda r: r["median_ordinary_step_cpu_ms"]))
+    return points
 
 
 def fit_step_cost(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -315,7 +333,9 @@ def render(results: dict[str, Any]) -> str:
         "",
         "### Step cost against agents × degree",
         "",
-        "Median CPU time of an ordinary step, Watts–Strogatz graphs of mean degree k, fitted by "
+        "Median CPU time of an ordinary step on one kernel thread (`MESAOPT_THREADS=1`: the work, "
+        "without the scheduling noise of two threads; the better of two runs), Watts–Strogatz "
+        "graphs of mean degree k, fitted by "
         f"least squares to t = c0 + c1·N + c2·N·k: c0 = {fit['c0_s'] * 1e3:.2f} ms, "
         f"c1 = {fit['per_agent_s'] * 1e9:.1f} ns per agent, c2 = "
         f"{fit['per_agent_degree_s'] * 1e9:.2f} ns per agent per unit of degree; "
@@ -393,8 +413,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="Markdown file whose single-run section is rewritten")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON")
     parser.add_argument("--no-write", action="store_true", help="print instead of writing --out")
+    parser.add_argument("--refit", type=Path, metavar="JSON",
+                        help="re-measure the fit only; the rest from a --json file")  # fmt: skip
     args = parser.parse_args(argv)
-    results = collect(args.quick)
+    if args.refit:
+        results = json.loads(args.refit.read_text(encoding="utf-8"))
+        results["fit"] = measure_fit(_plan(args.quick), verbose=True)
+    else:
+        results = collect(args.quick)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
     section = render(results)

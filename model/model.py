@@ -2,7 +2,9 @@
 
 :class:`MesaOptModel` is a ``mesa.Model``. Population state lives in NumPy arrays
 (:class:`agents.population.Population`), the network in a SciPy CSR matrix, and one step is a
-fixed sequence of vectorized kernels. Principals are Mesa agents; mesa-optimizers are Mesa agents
+fixed sequence of compiled row kernels (:mod:`agents.step_kernels`, :mod:`model.step_measures`,
+:mod:`model.group_stats`; the NumPy kernels of :mod:`agents.kernels` are their reference and plan
+the rows those do not cover). Principals are Mesa agents; mesa-optimizers are Mesa agents
 too, as thin views onto their rows (created for populations up to ``VIEW_LIMIT`` agents, lazily
 above it).
 
