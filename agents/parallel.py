@@ -41,6 +41,7 @@ def _default_threads() -> int:
 
 
 _MAX_THREADS = _default_threads()
+_POOL_NAME = "mesaopt-kernels"
 _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -91,12 +92,14 @@ def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
     """
     items = list(items)
     threads = min(thread_count(), len(items))
-    if threads <= 1:
+    if threads <= 1 or threading.current_thread().name.startswith(_POOL_NAME):
+        # (a call from inside the pool runs in place: waiting on the pool from a pool thread
+        # could deadlock)
         return [fn(item) for item in items]
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(_MAX_THREADS, "mesaopt-kernels")
+            _pool = ThreadPoolExecutor(_MAX_THREADS, _POOL_NAME)
         pool = _pool
     # The caller works on the first share itself: one thread handoff fewer per call.
     shares = [items[t::threads] for t in range(threads)]

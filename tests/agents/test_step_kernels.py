@@ -108,6 +108,15 @@ def test_parallel_map_keeps_the_order_of_items(monkeypatch):
         assert parallel.block_ranges(7) == [(0, 2), (2, 4), (4, 7)]
 
 
+def test_parallel_map_inside_parallel_map_runs_in_place(monkeypatch):
+    monkeypatch.setattr(parallel, "_MAX_THREADS", 2)
+    with kernel_threads(2):
+        nested = parallel.parallel_map(
+            lambda x: parallel.parallel_map(lambda y: x * 10 + y, range(3)), range(4)
+        )
+    assert nested == [[x * 10 + y for y in range(3)] for x in range(4)]
+
+
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_kernels_survive_a_fork_after_using_threads():
     """A forked child (multiprocessing's default on Linux) can still run the threaded kernels."""
