@@ -24,7 +24,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 __all__ = ["block_ranges", "kernel_threads", "parallel_map", "row_ranges", "thread_count"]
@@ -33,7 +33,9 @@ __all__ = ["block_ranges", "kernel_threads", "parallel_map", "row_ranges", "thre
 def _default_threads() -> int:
     configured = os.environ.get("MESAOPT_THREADS", "").strip()
     if configured:
-        return max(1, int(configured))
+        if not configured.isdigit() or int(configured) < 1:
+            raise ValueError(f"MESAOPT_THREADS must be a positive integer, got {configured!r}")
+        return int(configured)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -41,7 +43,6 @@ def _default_threads() -> int:
 
 
 _MAX_THREADS = _default_threads()
-_POOL_NAME = "mesaopt-kernels"
 _local = threading.local()
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -92,25 +93,34 @@ def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
     """
     items = list(items)
     threads = min(thread_count(), len(items))
-    if threads <= 1 or threading.current_thread().name.startswith(_POOL_NAME):
+    if threads <= 1 or getattr(_local, "in_pool", False):
         # (a call from inside the pool runs in place: waiting on the pool from a pool thread
         # could deadlock)
         return [fn(item) for item in items]
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(_MAX_THREADS, _POOL_NAME)
+            _pool = ThreadPoolExecutor(_MAX_THREADS, "mesaopt-kernels", initializer=_mark_pool)
         pool = _pool
     # The caller works on the first share itself: one thread handoff fewer per call.
     shares = [items[t::threads] for t in range(threads)]
     futures = [
         pool.submit(lambda share=share: [fn(item) for item in share]) for share in shares[1:]
     ]
-    done = [[fn(item) for item in shares[0]], *(future.result() for future in futures)]
+    try:
+        mine = [fn(item) for item in shares[0]]
+    finally:
+        # Never return (or raise) while other threads still write into the caller's arrays.
+        wait(futures)
+    done = [mine, *(future.result() for future in futures)]
     out: list[Any] = [None] * len(items)
     for t, results in enumerate(done):
         out[t::threads] = results
     return out
+
+
+def _mark_pool() -> None:
+    _local.in_pool = True
 
 
 def row_ranges(n: int, minimum: int = 1024) -> list[tuple[int, int]]:

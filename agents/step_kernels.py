@@ -42,6 +42,11 @@ def water_fill(
     shared marginal cost ``s·T`` of the largest active set whose last channel still beats it;
     then ``a_k = max(u_k − sT, 0) / ((1 − s)·sqrt(c_k))``.
 
+    For finite rewards only (the model's rewards always are); with a NaN the sort differs from
+    the NumPy version's. Editing this function: Numba's on-disk cache of a kernel in another file
+    that inlines it (:mod:`agents.selection_kernels`) is not invalidated by the edit — delete the
+    ``*.nbi``/``*.nbc`` files in ``agents/__pycache__`` after changing it.
+
     Args:
         r: Marginal rewards of the row, (d,).
         root: sqrt of the channel costs, (d,).

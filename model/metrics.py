@@ -155,13 +155,13 @@ def aggregate_steps(
         """Append the overall total to per-group sums (groups on axis 0)."""
         return np.concatenate([sums, sums.sum(axis=0, keepdims=True)])
 
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN for a principal with no agents
         means = with_all(group_sums(metrics, principal_of, n_groups)) / counts[:, None]
         efforts = with_all(group_sums(action.T, principal_of, n_groups)) / counts[:, None]
+        outside_share = with_all(np.bincount(principal_of[outside], minlength=n_groups)) / counts
+        stale_share = with_all(np.bincount(principal_of[stale], minlength=n_groups)) / counts
     n_cat = len(CATEGORIES)
     n_flagged = with_all(group_sums(flags.T, principal_of, n_groups))
-    outside_share = with_all(np.bincount(principal_of[outside], minlength=n_groups)) / counts
-    stale_share = with_all(np.bincount(principal_of[stale], minlength=n_groups)) / counts
     n_caught = with_all(np.bincount(principal_of[caught], minlength=n_groups))
     utility, proxy = per_agent["utility"], per_agent["proxy"]
     by_utility, by_proxy = parallel_map(lambda x: sort_by_group(x, principal_of), [utility, proxy])

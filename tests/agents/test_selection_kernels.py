@@ -96,3 +96,53 @@ def test_score_candidates_does_not_depend_on_the_number_of_threads(monkeypatch):
         many = _compiled(x)
     for a, b in zip(one, many, strict=True):
         assert np.array_equal(a, b)
+
+
+def test_selection_draws_do_not_depend_on_the_number_of_threads(monkeypatch):
+    """Blocked draws (objectives and sandbox noise) beyond one block, on 1 and on 3 threads."""
+    from agents.selection import mean_episode_noise, select_best_of_n
+    from model.channels import NOISE_BLOCK, world_from_scenario
+    from model.scenario import load_scenario
+
+    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
+    world = world_from_scenario(load_scenario(None))
+    candidates = 2 * NOISE_BLOCK + 5
+    with kernel_threads(1):
+        one = mean_episode_noise(world, np.random.default_rng(3), candidates, 4)
+    with kernel_threads(3):
+        many = mean_episode_noise(world, np.random.default_rng(3), candidates, 4)
+    assert np.array_equal(one, many)
+
+    def select(threads: int):
+        with kernel_threads(threads):
+            return select_best_of_n(
+                world=world,
+                capacity=np.full(5000, 2),
+                prior_mean=np.zeros(world.d),
+                prior_scale=0.5,
+                n=16,
+                eval_samples=4,
+                beta=0.3,
+                score_weights=world.metric,
+                true_values=world.value,
+                rng=np.random.default_rng(9),
+            )
+
+    a, b = select(1), select(3)
+    assert np.array_equal(a.theta, b.theta) and np.array_equal(a.chosen_true, b.chosen_true)
+
+
+def test_mean_episode_noise_has_the_mean_of_the_episodes_distribution():
+    """Sandbox noise: mean of k episodes; variance σ²/k for every family (Student-t: df/(df-2))."""
+    from agents.selection import mean_episode_noise
+    from model.channels import world_from_scenario
+    from model.scenario import load_scenario
+
+    world = world_from_scenario(load_scenario(None))
+    k, n = 4, 400_000
+    noise = mean_episode_noise(world, np.random.default_rng(5), n, k)
+    for c in range(world.d):
+        var = world.noise_var[c] / k
+        assert abs(noise[c].mean()) < 5 * np.sqrt(var / n)
+        fourth = np.mean(noise[c] ** 4)
+        assert abs(noise[c].var() - var) < 5 * np.sqrt((fourth - var**2) / n)

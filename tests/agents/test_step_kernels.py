@@ -108,6 +108,31 @@ def test_parallel_map_keeps_the_order_of_items(monkeypatch):
         assert parallel.block_ranges(7) == [(0, 2), (2, 4), (4, 7)]
 
 
+def test_parallel_map_waits_for_every_thread_before_raising(monkeypatch):
+    import time
+
+    monkeypatch.setattr(parallel, "_MAX_THREADS", 2)
+    finished = []
+
+    def work(x):
+        if x == 0:
+            raise RuntimeError("first share fails")
+        time.sleep(0.2)
+        finished.append(x)
+
+    with kernel_threads(2), pytest.raises(RuntimeError):
+        parallel.parallel_map(work, range(2))
+    assert finished == [1]
+
+
+def test_mesaopt_threads_must_be_a_positive_integer(monkeypatch):
+    monkeypatch.setenv("MESAOPT_THREADS", "two")
+    with pytest.raises(ValueError, match="MESAOPT_THREADS"):
+        parallel._default_threads()
+    monkeypatch.setenv("MESAOPT_THREADS", "3")
+    assert parallel._default_threads() == 3
+
+
 def test_parallel_map_inside_parallel_map_runs_in_place(monkeypatch):
     monkeypatch.setattr(parallel, "_MAX_THREADS", 2)
     with kernel_threads(2):
@@ -123,7 +148,8 @@ def test_kernels_survive_a_fork_after_using_threads():
     import multiprocessing
 
     p = _problem(3 * BLOCK, 4, 0.2, seed=2)
-    expected = _plan(p)[2]
+    with kernel_threads(2):  # the parent's pool is running when it forks, even on one core
+        expected = _plan(p)[2]
     with multiprocessing.get_context("fork").Pool(1) as pool:
         got = pool.apply_async(_plan_action, (p,)).get(timeout=120)
     assert np.array_equal(got, expected)

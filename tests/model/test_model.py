@@ -365,3 +365,19 @@ def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
     assert rows["lab"]["value"] == np.inf and rows["all"]["value"] == np.inf
     assert np.isfinite(rows["regulated"]["value"])
     assert np.isnan(gini(np.array([1.0, -1.0, 1e-17])))  # a mean that is rounding noise
+
+
+def test_a_principal_with_no_agents_steps_quietly_with_nan_means():
+    import warnings
+
+    from model.model import MesaOptModel
+    from model.scenario import load_scenario
+
+    scenario = load_scenario(None, ["network.n_agents=200", "principals.1.share=0.0001"])
+    model = MesaOptModel(scenario)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.step()
+    empty = next(row for row in model.last_steps if row["n_agents"] == 0)
+    assert np.isnan(empty["value"]) and np.isnan(empty["goodhart_extremal"])
+    assert np.isnan(empty["share_stale"]) and empty["n_caught"] == 0
