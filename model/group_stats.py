@@ -153,10 +153,19 @@ def group_ginis(
     counts, total, absolute, weighted = _gini_sums(values, groups, n_groups)
     out = []
     for n, s, a, w in zip(counts, total, absolute, weighted, strict=True):
-        mean = s / n if n else 0.0
-        clear = n > 0 and mean > 64 * np.finfo(float).eps * (a / n)
-        out.append(float(w / (n * n * mean)) if clear else float("nan"))
+        clear = n > 0 and clearly_positive(s / n, a / n)
+        out.append(float(w / (n * n * (s / n))) if clear else float("nan"))
     return out
+
+
+def clearly_positive(mean: float, mean_abs: float) -> bool:
+    """A positive mean that is not rounding noise of values summing to about zero.
+
+    Args:
+        mean: The mean of some values.
+        mean_abs: The mean of their absolute values.
+    """
+    return mean > 64 * np.finfo(float).eps * mean_abs
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")

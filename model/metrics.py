@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from agents.parallel import parallel_map
-from model.group_stats import group_correlations, group_ginis, sort_by_group
+from model.group_stats import clearly_positive, group_correlations, group_ginis, sort_by_group
 from model.step_measures import METRIC_ROWS, group_sums
 
 #: Mesa-optimizer categories relative to the agent's principal. The primary category is the first
@@ -78,14 +78,9 @@ def gini(x: np.ndarray) -> float:
     if n == 0:
         return float("nan")
     mean = float(x.mean())
-    if not _meaningful_mean(x, mean):
+    if not clearly_positive(mean, float(np.abs(x).mean())):
         return float("nan")
     return _gini_sorted(np.sort(x), mean)
-
-
-def _meaningful_mean(x: np.ndarray, mean: float) -> bool:
-    """A positive mean that is not rounding noise of values summing to about zero."""
-    return mean > 64 * np.finfo(float).eps * float(np.abs(x).mean()) if len(x) else False
 
 
 def _gini_sorted(ordered: np.ndarray, mean: float) -> float:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents import parallel
 from agents.kernels import best_response, substitution_cost_matrix
-from agents.parallel import kernel_threads
 from agents.selection_kernels import score_candidates
 
 BLOCK = 256
@@ -87,49 +85,39 @@ def test_score_candidates_equals_numpy(slots, n, d):
     assert np.allclose(low, e_low, rtol=1e-12) and np.allclose(high, e_high, rtol=1e-12)
 
 
-def test_score_candidates_does_not_depend_on_the_number_of_threads(monkeypatch):
-    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
+def test_score_candidates_does_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
     x = _inputs(3 * BLOCK + 1, 8, 4, seed=1)
-    with kernel_threads(1):
-        one = _compiled(x)
-    with kernel_threads(3):
-        many = _compiled(x)
-    for a, b in zip(one, many, strict=True):
-        assert np.array_equal(a, b)
+    same_on_one_and_three_threads(lambda: _compiled(x))
 
 
-def test_selection_draws_do_not_depend_on_the_number_of_threads(monkeypatch):
+def test_selection_draws_do_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
     """Blocked draws (objectives and sandbox noise) beyond one block, on 1 and on 3 threads."""
     from agents.selection import mean_episode_noise, select_best_of_n
     from model.channels import NOISE_BLOCK, world_from_scenario
     from model.scenario import load_scenario
 
-    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
     world = world_from_scenario(load_scenario(None))
     candidates = 2 * NOISE_BLOCK + 5
-    with kernel_threads(1):
-        one = mean_episode_noise(world, np.random.default_rng(3), candidates, 4)
-    with kernel_threads(3):
-        many = mean_episode_noise(world, np.random.default_rng(3), candidates, 4)
-    assert np.array_equal(one, many)
+    same_on_one_and_three_threads(
+        lambda: mean_episode_noise(world, np.random.default_rng(3), candidates, 4)
+    )
 
-    def select(threads: int):
-        with kernel_threads(threads):
-            return select_best_of_n(
-                world=world,
-                capacity=np.full(5000, 2),
-                prior_mean=np.zeros(world.d),
-                prior_scale=0.5,
-                n=16,
-                eval_samples=4,
-                beta=0.3,
-                score_weights=world.metric,
-                true_values=world.value,
-                rng=np.random.default_rng(9),
-            )
+    def select():
+        result = select_best_of_n(
+            world=world,
+            capacity=np.full(5000, 2),
+            prior_mean=np.zeros(world.d),
+            prior_scale=0.5,
+            n=16,
+            eval_samples=4,
+            beta=0.3,
+            score_weights=world.metric,
+            true_values=world.value,
+            rng=np.random.default_rng(9),
+        )
+        return result.theta, result.action, result.chosen_true
 
-    a, b = select(1), select(3)
-    assert np.array_equal(a.theta, b.theta) and np.array_equal(a.chosen_true, b.chosen_true)
+    same_on_one_and_three_threads(select)
 
 
 def test_mean_episode_noise_has_the_mean_of_the_episodes_distribution():

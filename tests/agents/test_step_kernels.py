@@ -82,15 +82,9 @@ def test_plan_actions_equals_the_numpy_kernels(d, s):
     assert np.allclose(own_best, 0.5 * np.einsum("ij,ij->i", reward, optimum), rtol=1e-12)
 
 
-def test_plan_actions_does_not_depend_on_the_number_of_threads(monkeypatch):
-    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
+def test_plan_actions_does_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
     p = _problem(5 * BLOCK + 3, 4, 0.2, seed=7)
-    with kernel_threads(1):
-        one = _plan(p)
-    with kernel_threads(3):
-        many = _plan(p)
-    for a, b in zip(one, many, strict=True):
-        assert np.array_equal(a, b)
+    same_on_one_and_three_threads(lambda: _plan(p))
 
 
 def test_kernel_threads_restores_the_thread_count():
@@ -157,3 +151,8 @@ def test_kernels_survive_a_fork_after_using_threads():
 
 def _plan_action(p: dict) -> np.ndarray:
     return _plan(p)[2]
+
+
+def test_the_thread_fixture_can_fail(same_on_one_and_three_threads):
+    with pytest.raises(AssertionError):
+        same_on_one_and_three_threads(lambda: np.array(parallel.thread_count()))

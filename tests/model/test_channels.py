@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents import parallel
-from agents.parallel import kernel_threads
 from model.channels import NOISE_BLOCK, NOISE_CODES, standard_t, world_from_scenario
 from model.scenario import load_scenario
 
@@ -46,16 +44,11 @@ def _three_channel_world():
     )
 
 
-def test_noise_in_blocks_does_not_depend_on_the_number_of_threads(monkeypatch):
-    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
+def test_noise_in_blocks_does_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
     world = _three_channel_world()
     n = 2 * NOISE_BLOCK + 123
-    with kernel_threads(1):
-        one = world.sample_noise(np.random.default_rng(5), n)
-    with kernel_threads(3):
-        many = world.sample_noise(np.random.default_rng(5), n)
+    one = same_on_one_and_three_threads(lambda: world.sample_noise(np.random.default_rng(5), n))
     assert one.shape == (n, world.d)
-    assert np.array_equal(one, many)
     # every block draws its own numbers
     assert not np.array_equal(one[:NOISE_BLOCK], one[NOISE_BLOCK : 2 * NOISE_BLOCK])
 

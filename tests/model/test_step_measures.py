@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from agents import parallel
 from agents.kernels import substitution_cost_matrix
-from agents.parallel import kernel_threads
 from model.metrics import CATEGORIES, categorize
 from model.step_measures import BLOCK, METRIC_ROWS, group_sums, outcomes_and_measures
 
@@ -132,28 +130,17 @@ def test_outcomes_and_measures_equal_the_numpy_definitions(d, j):
     assert 0 < outside.sum() < len(outside)
 
 
-def test_outcomes_do_not_depend_on_the_number_of_threads(monkeypatch):
-    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
+def test_outcomes_do_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
     x = _inputs(4 * BLOCK + 5, 4, 2, seed=3)
-    with kernel_threads(1):
-        one = _run(x)
-    with kernel_threads(3):
-        many = _run(x)
-    for a, b in zip(one, many, strict=True):
-        assert np.array_equal(a, b)
+    same_on_one_and_three_threads(lambda: _run(x))
 
 
-def test_group_sums_equal_bincount_and_are_thread_independent(monkeypatch):
-    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
+def test_group_sums_equal_bincount_and_are_thread_independent(same_on_one_and_three_threads):
     rng = np.random.default_rng(0)
     n = 5 * BLOCK + 77
     columns = rng.normal(size=(3, n)) * 10.0 ** rng.integers(-8, 8, size=(3, n))
     group = rng.integers(0, 4, n)
-    with kernel_threads(1):
-        one = group_sums(columns, group, 5)
-    with kernel_threads(3):
-        many = group_sums(columns, group, 5)
-    assert np.array_equal(one, many)
+    one = same_on_one_and_three_threads(lambda: group_sums(columns, group, 5))
     expected = np.stack([np.bincount(group, weights=c, minlength=5) for c in columns], axis=1)
     assert np.allclose(one, expected, rtol=1e-12, atol=1e-6)
     assert (one[4] == 0).all()
