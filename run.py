@@ -488,6 +488,16 @@ def cmd_demo() -> int:
     return 0
 
 
+def _check_environment(command: str | None) -> None:
+    """Raise ValueError, before any work, if a ``MESAOPT_*`` environment variable is invalid."""
+    import agents.parallel  # noqa: F401  (reads MESAOPT_THREADS when imported)
+
+    if command in ("sweep", "sensitivity"):
+        from analysis.engine import worker_start_method
+
+        worker_start_method()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mesaopt`` command; returns the exit status."""
     parser = build_parser()
@@ -495,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"simulate": cmd_simulate, "validate": cmd_validate, "scenarios": cmd_scenarios}
     handlers.update(sweep=cmd_sweep, export=cmd_export, sensitivity=cmd_sensitivity)
     handlers.update(report=cmd_report, viz=cmd_viz)
+    try:
+        _check_environment(args.command)
+    except ValueError as err:
+        print(f"mesaopt: error: {err}", file=sys.stderr)
+        return 2
     try:
         if args.command is None:
             return cmd_demo()

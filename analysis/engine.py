@@ -26,6 +26,7 @@ import functools
 import logging
 import os
 import shutil
+import sys
 import time
 import traceback
 import uuid
@@ -301,6 +302,42 @@ def _lost(task: Any, err: Exception) -> Any:
     raise err
 
 
+#: Environment variable that overrides how local workers start (fork, spawn or forkserver).
+START_METHOD_ENV = "MESAOPT_WORKER_START"
+START_METHODS = ("fork", "spawn", "forkserver")
+
+
+def worker_start_method() -> str:
+    """How local worker processes start: ``fork`` on Linux, else ``spawn``.
+
+    A forked worker starts as a copy of the driver, which has already imported the model
+    (:func:`_preload_runs`) and, in a process that ran a model before, loaded its compiled
+    kernels; a spawned one starts a fresh interpreter that imports ``distributed`` and then the
+    project before its first run: ~1 s more to start the cluster and ~0.5 s per worker to import,
+    then ~0.3 s more to exit (measured in ``docs/performance.md``). ``fork`` is safe here because
+    the project keeps no state a copy could share wrongly: its kernel thread pool is rebuilt in
+    a forked child (:mod:`agents.parallel`), and Numba's OpenMP layer, which forking breaks, is
+    not used. macOS and Windows keep ``spawn``; ``MESAOPT_WORKER_START`` overrides the choice.
+
+    Raises:
+        ValueError: If ``MESAOPT_WORKER_START`` is set to something else than a start method.
+    """
+    chosen = os.environ.get(START_METHOD_ENV, "").strip()
+    if chosen:
+        if chosen not in START_METHODS:
+            raise ValueError(
+                f"{START_METHOD_ENV}={chosen!r} is not a start method (one of "
+                f"{', '.join(START_METHODS)})"
+            )
+        return chosen
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+def _preload_runs() -> None:
+    """Import what a run needs in the driver, so forked workers start with it imported."""
+    import model.runner  # noqa: F401  (the model, its agents and the kernels' modules)
+
+
 def default_workers() -> int:
     """Number of local workers: one per core."""
     return os.cpu_count() or 1
@@ -341,6 +378,7 @@ def open_engine(
     if scheduler is None and cluster is None and engine != "local":
         raise ValueError(f"unknown engine {engine!r} (one of {', '.join(ENGINES)})")
     _quiet_dask()
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
@@ -363,13 +401,23 @@ def open_engine(
                 yield _dask_map(client), f"SLURM via dask-jobqueue ({workers or 1} jobs)"
         return
     n = workers or default_workers()
-    local = LocalCluster(
-        n_workers=n,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    method = worker_start_method()
+    if method == "fork":
+        _preload_runs()
+    # The workers' statistical profiler only feeds the dashboard, which is off; it costs the
+    # workers' event loops a few per cent of a core.
+    options = {
+        "distributed.worker.multiprocessing-method": method,
+        "distributed.worker.profile.enabled": False,
+    }
+    with dask.config.set(options):
+        local = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
     try:
         with Client(local) as client:
             yield _dask_map(client), f"Dask LocalCluster ({n} process workers × 1 thread)"

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from analysis.batch import load_base, run_design, sweep_design
-from analysis.engine import is_complete
+from analysis.engine import START_METHOD_ENV, is_complete, worker_start_method
 from analysis.export import export_sweep
 from analysis.stats import reduce_run, t_interval
 from analysis.sweep import grid_design, parse_grid_arguments, plan_runs, replicate_seeds
@@ -160,7 +160,13 @@ def test_reduce_run_final_and_mean():
     assert reduced[("all", "final")] == 3 and reduced[("p", "mean")] == 3
 
 
-def test_local_cluster_gives_the_tables_of_the_serial_engine(serial_sweep, tmp_path):
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_local_cluster_gives_the_tables_of_the_serial_engine(
+    serial_sweep, tmp_path, monkeypatch, start
+):
+    if start == "fork" and not sys.platform.startswith("linux"):
+        pytest.skip("fork is the default start method on Linux only")
+    monkeypatch.setenv(START_METHOD_ENV, start)
     base = load_base(None, TINY)
     design = sweep_design(base, GRID, replicates=2, seed=3)
     local = run_design(base, design, tmp_path / "local", engine="local", workers=2, progress=False)
@@ -171,6 +177,42 @@ def test_local_cluster_gives_the_tables_of_the_serial_engine(serial_sweep, tmp_p
     again = run_design(base, design, tmp_path / "local", engine="serial", progress=False)
     assert again.count("skipped") == 8
     pd.testing.assert_frame_equal(again.summary, serial_sweep.summary)
+
+
+def test_worker_start_method_default_and_override(monkeypatch):
+    monkeypatch.delenv(START_METHOD_ENV, raising=False)
+    expected = "fork" if sys.platform.startswith("linux") else "spawn"
+    assert worker_start_method() == expected
+    monkeypatch.setenv(START_METHOD_ENV, "forkserver")
+    assert worker_start_method() == "forkserver"
+    monkeypatch.setenv(START_METHOD_ENV, "threads")
+    with pytest.raises(ValueError, match=START_METHOD_ENV):
+        worker_start_method()
+
+
+def test_bad_worker_start_method_is_a_one_line_error(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "sweep",
+            "scenarios/baseline.toml",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(env(), **{START_METHOD_ENV: "threads"}),
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"mesaopt: error: {START_METHOD_ENV}='threads' is not a start method "
+        "(one of fork, spawn, forkserver)"
+    ]
+    assert not out.exists()
 
 
 def test_failing_run_is_recorded_and_the_sweep_exits_nonzero(tmp_path):
