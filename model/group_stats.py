@@ -15,6 +15,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from agents.parallel import block_ranges, parallel_map
+from model.step_measures import BLOCK
+
 __all__ = ["group_correlations", "group_ginis", "radix_argsort", "sort_by_group"]
 
 _DIGIT_BITS = 11
@@ -168,34 +171,80 @@ def clearly_positive(mean: float, mean_abs: float) -> bool:
     return mean > 64 * np.finfo(float).eps * mean_abs
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _correlation_sums(
     x: np.ndarray, y: np.ndarray, group: np.ndarray, cut: np.ndarray, n_groups: int
 ) -> np.ndarray:
-    """Per group (last = all): n, then centred Σxx, Σyy, Σxy (two passes).
+    """Per group (last = all): n, then centred Σxx, Σyy, Σxy (two passes over fixed blocks).
 
     Row i counts for its group g if ``x_i ≥ cut[g]`` and for the last, overall entry if
-    ``x_i ≥ cut[-1]``; a cut of −∞ takes every row (NaNs included).
+    ``x_i ≥ cut[-1]``; a cut of −∞ takes every row (NaNs included). Each pass sums fixed blocks of
+    :data:`model.step_measures.BLOCK` rows on the kernel threads and adds the blocks' partial sums
+    in block order, so the result does not depend on the number of threads.
     """
-    sums = np.zeros((n_groups + 1, 3))
-    for i in range(x.shape[0]):
-        for g in (np.int64(group[i]), np.int64(n_groups)):
-            if cut[g] == -np.inf or x[i] >= cut[g]:
-                sums[g, 0] += 1
-                sums[g, 1] += x[i]
-                sums[g, 2] += y[i]
-    out = np.zeros((n_groups + 1, 4))
-    for g in range(n_groups + 1):
-        out[g, 0] = sums[g, 0]
-    for i in range(x.shape[0]):
-        for g in (np.int64(group[i]), np.int64(n_groups)):
-            if cut[g] == -np.inf or x[i] >= cut[g]:
-                dx = x[i] - sums[g, 1] / sums[g, 0]
-                dy = y[i] - sums[g, 2] / sums[g, 0]
-                out[g, 1] += dx * dx
-                out[g, 2] += dy * dy
-                out[g, 3] += dx * dy
+    blocks = (x.shape[0] + BLOCK - 1) // BLOCK
+    first = np.zeros((blocks, n_groups + 1, 3))
+    spans = block_ranges(blocks)
+    parallel_map(lambda span: _first_moments(x, y, group, cut, span[0], span[1], first), spans)
+    totals = first.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = totals[:, 1:] / totals[:, :1]
+    second = np.zeros((blocks, n_groups + 1, 3))
+    parallel_map(
+        lambda span: _second_moments(x, y, group, cut, means, span[0], span[1], second), spans
+    )
+    out = np.empty((n_groups + 1, 4))
+    out[:, 0] = totals[:, 0]
+    out[:, 1:] = second.sum(axis=0)
     return out
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _first_moments(
+    x: np.ndarray,
+    y: np.ndarray,
+    group: np.ndarray,
+    cut: np.ndarray,
+    first_block: int,
+    last_block: int,
+    partial: np.ndarray,
+) -> None:
+    """n, Σx, Σy of blocks ``first_block..last_block`` into ``partial[block]`` (no GIL)."""
+    n = x.shape[0]
+    overall = partial.shape[1] - 1
+    for block in range(first_block, last_block):
+        sums = partial[block]
+        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
+            for g in (np.int64(group[i]), np.int64(overall)):
+                if cut[g] == -np.inf or x[i] >= cut[g]:
+                    sums[g, 0] += 1
+                    sums[g, 1] += x[i]
+                    sums[g, 2] += y[i]
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _second_moments(
+    x: np.ndarray,
+    y: np.ndarray,
+    group: np.ndarray,
+    cut: np.ndarray,
+    means: np.ndarray,
+    first_block: int,
+    last_block: int,
+    partial: np.ndarray,
+) -> None:
+    """Centred Σxx, Σyy, Σxy of blocks ``first_block..last_block`` into ``partial[block]``."""
+    n = x.shape[0]
+    overall = partial.shape[1] - 1
+    for block in range(first_block, last_block):
+        sums = partial[block]
+        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
+            for g in (np.int64(group[i]), np.int64(overall)):
+                if cut[g] == -np.inf or x[i] >= cut[g]:
+                    dx = x[i] - means[g, 0]
+                    dy = y[i] - means[g, 1]
+                    sums[g, 0] += dx * dx
+                    sums[g, 1] += dy * dy
+                    sums[g, 2] += dx * dy
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")

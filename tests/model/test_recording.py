@@ -34,6 +34,29 @@ def test_parts_are_flushed_and_merged_in_order(tmp_path):
     assert set(written["files"]) == set(TABLES)
 
 
+def test_a_buffer_is_flushed_when_it_holds_flush_bytes(tmp_path):
+    columns = {"step": np.arange(1000, dtype=np.int64), "x": np.linspace(0, 1, 1000)}
+    batch_bytes = 16 * 1000  # two 8-byte columns
+    recorder = Recorder(tmp_path / "run", flush_bytes=3 * batch_bytes)
+    for _ in range(7):
+        recorder("agents", columns)
+    parts = sorted((tmp_path / "run" / ".partial" / "agents").glob("part-*.parquet"))
+    assert [pq.read_table(part).num_rows for part in parts] == [3000, 3000]
+    recorder.close({})
+    agents = pq.read_table(tmp_path / "run" / "agents.parquet")
+    assert agents.num_rows == 7000
+    assert agents["x"].to_numpy().tolist() == np.tile(columns["x"], 7).tolist()
+
+
+def test_a_table_under_flush_bytes_is_written_once_from_memory(tmp_path):
+    recorder = Recorder(tmp_path / "run")
+    for step in range(50):
+        recorder("selections", {"step": np.full(10_000, step), "x": np.ones(10_000)})
+    assert not (tmp_path / "run" / ".partial").exists()
+    recorder.close({})
+    assert recorder.tables["selections"].num_rows == 500_000
+
+
 def test_columnar_batches_and_empty_tables_keep_their_schema(tmp_path):
     recorder = Recorder(tmp_path)
     recorder("agents", {"step": np.empty(0, dtype=np.int64), "x": np.empty(0)})
