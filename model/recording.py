@@ -4,10 +4,11 @@ The model hands row batches to a :class:`Recorder` (``recorder(table, rows)``). 
 and flushed as closed Parquet *parts* under ``OUT/.partial/<table>/`` once a buffer holds
 ``flush_bytes`` bytes (or ``flush_rows`` rows, if set), so memory does not grow with the number of
 steps beyond one buffer, and a crash leaves every flushed part readable. :meth:`Recorder.close`
-writes each table to ``OUT/<table>.parquet`` (or ``.csv``) through a temporary file and an atomic rename — the flushed
-parts, then the rows still in memory (a small run never touches ``.partial/``) — writes
-``manifest.json`` last the same way, and removes the partial folder. A run folder therefore holds
-either complete tables and a manifest, or (after a crash) nothing but ``.partial/``.
+writes each table to ``OUT/<table>.parquet`` (or ``.csv``) through a temporary file and an atomic
+rename — the flushed parts, then the rows still in memory (a small run never touches
+``.partial/``) — writes ``manifest.json`` last the same way, and removes the partial folder. A
+run folder therefore holds either complete tables and a manifest, or (after a crash) nothing but
+``.partial/``.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class Recorder:
         self._count(table, batch.num_rows, batch.nbytes)
 
     def _count(self, table: str, rows: int, nbytes: int | None = None) -> None:
-        """Count buffered rows (``nbytes`` of Arrow data; estimated for row dicts); flush if full."""
+        """Count buffered rows and bytes (estimated for row dicts); flush when full."""
         self._buffered[table] += rows
         self.row_counts[table] += rows
         if nbytes is None:  # row dicts, before conversion: about 8 bytes per column
