@@ -143,53 +143,23 @@ def outcomes_and_measures(
     np.dot(action, externality, out=harm)  # all rows' harm first: a row reads its neighbours'
     arguments = (
         indptr, indices, weights, in_weight, action, noise, neighbour_effort, reward, own_best,
-        theta, capacity, principal, caught, metric, cost, externality, peer, alpha, beta, values,
+        theta, capacity, principal, caught, metric, cost, peer, alpha, beta, values,
         risk_premium, penalty, benchmark, hostile, low, high, principal_capacity, trans_cosine,
         harm, out, flags, primary, outside,
     )  # fmt: skip
-    parallel_map(lambda rows: _outcome_rows(*rows, *arguments), row_ranges(len(action)))
+    rows_kernel = _OUTCOME_ROWS.get(action.shape[1], _outcome_rows)
+    parallel_map(lambda rows: rows_kernel(*rows, arguments), row_ranges(len(action)))
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def _outcome_rows(
-    lo: int,
-    hi: int,
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    weights: np.ndarray,
-    in_weight: np.ndarray,
-    action: np.ndarray,
-    noise: np.ndarray,
-    neighbour_effort: np.ndarray,
-    reward: np.ndarray,
-    own_best: np.ndarray,
-    theta: np.ndarray,
-    capacity: np.ndarray,
-    principal: np.ndarray,
-    caught: np.ndarray,
-    metric: np.ndarray,
-    cost: np.ndarray,
-    externality: np.ndarray,
-    peer: np.ndarray,
-    alpha: np.ndarray,
-    beta: np.ndarray,
-    values: np.ndarray,
-    risk_premium: np.ndarray,
-    penalty: np.ndarray,
-    benchmark: np.ndarray,
-    hostile: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
-    principal_capacity: np.ndarray,
-    trans_cosine: float,
-    harm: np.ndarray,
-    out: np.ndarray,
-    flags: np.ndarray,
-    primary: np.ndarray,
-    outside: np.ndarray,
-) -> None:
-    """:func:`outcomes_and_measures` for rows ``lo..hi`` (compiled; runs without the GIL)."""
-    d = action.shape[1]
+@nb.njit(inline="always", error_model="numpy")
+def _outcome_body(lo: int, hi: int, d: int, arguments: tuple) -> None:
+    """:func:`outcomes_and_measures` for rows ``lo..hi`` with ``d`` channels (inlined)."""
+    (
+        indptr, indices, weights, in_weight, action, noise, neighbour_effort, reward, own_best,
+        theta, capacity, principal, caught, metric, cost, peer, alpha, beta, values,
+        risk_premium, penalty, benchmark, hostile, low, high, principal_capacity, trans_cosine,
+        harm, out, flags, primary, outside,
+    ) = arguments  # fmt: skip
     for i in range(lo, hi):
         j = principal[i]
         proxy = 0.0
@@ -263,6 +233,37 @@ def _outcome_rows(
             primary[i] = 1
         else:
             primary[i] = 3
+
+
+# One compiled kernel per small channel count (d a constant the compiler unrolls the per-channel
+# loops over) and one for any d, as for :func:`agents.step_kernels.plan_actions`.
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _outcome_rows(lo: int, hi: int, arguments: tuple) -> None:
+    """:func:`outcomes_and_measures` for rows ``lo..hi``, any d (compiled; runs without the GIL)."""
+    _outcome_body(lo, hi, arguments[4].shape[1], arguments)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _outcome_rows_1(lo: int, hi: int, arguments: tuple) -> None:
+    _outcome_body(lo, hi, 1, arguments)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _outcome_rows_2(lo: int, hi: int, arguments: tuple) -> None:
+    _outcome_body(lo, hi, 2, arguments)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _outcome_rows_3(lo: int, hi: int, arguments: tuple) -> None:
+    _outcome_body(lo, hi, 3, arguments)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _outcome_rows_4(lo: int, hi: int, arguments: tuple) -> None:
+    _outcome_body(lo, hi, 4, arguments)
+
+
+_OUTCOME_ROWS = {1: _outcome_rows_1, 2: _outcome_rows_2, 3: _outcome_rows_3, 4: _outcome_rows_4}
 
 
 def group_sums(

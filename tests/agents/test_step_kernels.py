@@ -58,7 +58,7 @@ def _plan(p: dict) -> tuple[np.ndarray, ...]:
     return outs
 
 
-@pytest.mark.parametrize(("d", "s"), [(1, 0.0), (2, 0.5), (4, 0.2), (4, 0.0), (6, 0.9)])
+@pytest.mark.parametrize(("d", "s"), [(1, 0.0), (2, 0.5), (3, 0.3), (4, 0.2), (4, 0.0), (6, 0.9)])
 def test_plan_actions_equals_the_numpy_kernels(d, s):
     p = _problem(3 * BLOCK + 17, d, s, seed=d)
     neighbour, reward, action, own_best = _plan(p)

@@ -109,7 +109,7 @@ def _numpy_reference(x: dict) -> dict[str, np.ndarray]:
     }
 
 
-@pytest.mark.parametrize(("d", "j"), [(4, 2), (1, 1), (5, 3)])
+@pytest.mark.parametrize(("d", "j"), [(4, 2), (1, 1), (2, 2), (3, 1), (5, 3)])
 def test_outcomes_and_measures_equal_the_numpy_definitions(d, j):
     x = _inputs(2 * BLOCK + 101, d, j, seed=d + j)
     metrics, flags, primary, outside = _run(x)
