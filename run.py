@@ -261,12 +261,15 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, object]:
+    from analysis.engine import worker_start_method
+
     return {
         "engine": args.engine,
         "scheduler": args.scheduler,
         "cluster": args.cluster,
         "workers": args.workers,
         "progress": not args.quiet,
+        "start_method": worker_start_method(command_line=True),
     }
 
 
@@ -489,7 +492,7 @@ def cmd_demo() -> int:
 
 
 def _check_environment(command: str | None) -> None:
-    """Raise ValueError, before any work, if a ``MESAOPT_*`` environment variable is invalid."""
+    """Raise ValueError before any work on a bad ``MESAOPT_THREADS``/``MESAOPT_WORKER_START``."""
     import agents.parallel  # noqa: F401  (reads MESAOPT_THREADS when imported)
 
     if command in ("sweep", "sensitivity"):

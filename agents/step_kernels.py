@@ -189,12 +189,14 @@ def _plan_body(lo: int, hi: int, d: int, arguments: tuple) -> None:
 
 
 # One compiled kernel per small channel count, where d is a constant that the compiler unrolls
-# the per-channel loops over (measured: 25-30 % faster at d = 4), and one for any d. Each is
-# compiled on its first call only.
+# the per-channel loops over (measured: 13-18 % faster at d = 4, docs/performance.md), and one
+# for any d. Each is compiled on its first call only. They are written out rather than made by
+# a factory: Numba's on-disk cache keys a function by its name and place in the source, so
+# closures made in a loop would share (and overwrite) one cache entry.
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _plan_rows(lo: int, hi: int, arguments: tuple) -> None:
     """:func:`plan_actions` for rows ``lo..hi``, any d (compiled; runs without the GIL)."""
-    _plan_body(lo, hi, arguments[3].shape[1], arguments)
+    _plan_body(lo, hi, arguments[4].shape[1], arguments)  # theta, (N, d)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")

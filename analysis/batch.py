@@ -236,6 +236,7 @@ def run_design(
     workers: int | None = None,
     progress: bool = True,
     extra_record: dict[str, Any] | None = None,
+    start_method: str | None = None,
 ) -> SweepResult:
     """Run every run of a design that is not finished yet and write the sweep's tables.
 
@@ -249,6 +250,8 @@ def run_design(
         workers: Local worker processes or SLURM jobs.
         progress: Show progress on stderr.
         extra_record: More entries for ``sweep.json`` (e.g. the sensitivity problem).
+        start_method: How LocalCluster workers start (default:
+            :func:`analysis.engine.worker_start_method`, ``spawn`` unless overridden).
 
     Returns:
         The sweep's result (failed runs are in it; the caller decides the exit status).
@@ -274,7 +277,12 @@ def run_design(
     deferred: list[Callable[[], None]] = []  # closing the LocalCluster, done while writing tables
     try:
         with open_engine(
-            engine, scheduler=scheduler, cluster=cluster, workers=workers, deferred=deferred
+            engine,
+            scheduler=scheduler,
+            cluster=cluster,
+            workers=workers,
+            deferred=deferred,
+            start_method=start_method,
         ) as (map_unordered, description):
             if progress:
                 print(

@@ -307,17 +307,25 @@ START_METHOD_ENV = "MESAOPT_WORKER_START"
 START_METHODS = ("fork", "spawn", "forkserver")
 
 
-def worker_start_method() -> str:
-    """How local worker processes start: ``fork`` on Linux, else ``spawn``.
+def worker_start_method(command_line: bool = False) -> str:
+    """How local workers start: ``fork`` for a ``run.py`` command on Linux, else ``spawn``.
 
     A forked worker starts as a copy of the driver, which has already imported the model
     (:func:`_preload_runs`) and, in a process that ran a model before, loaded its compiled
     kernels; a spawned one starts a fresh interpreter that imports ``distributed`` and then the
-    project before its first run: ~1 s more to start the cluster and ~0.5 s per worker to import,
-    then ~0.3 s more to exit (measured in ``docs/performance.md``). ``fork`` is safe here because
-    the project keeps no state a copy could share wrongly: its kernel thread pool is rebuilt in
-    a forked child (:mod:`agents.parallel`), and Numba's OpenMP layer, which forking breaks, is
-    not used. macOS and Windows keep ``spawn``; ``MESAOPT_WORKER_START`` overrides the choice.
+    project before its first run, and takes longer to exit (BENCHMARKS.md, section "Sweeps").
+    The project keeps no state a copy could share wrongly: its kernel thread pool is rebuilt in a
+    forked child (:mod:`agents.parallel`), and Numba's OpenMP layer, which forking breaks, is not
+    used. But a fork copies whatever the calling process holds: a notebook's or an app's other
+    threads (and their locks) and its memory (a worker would start at the notebook's size). So
+    only the command line, whose process does nothing else, forks by default; library calls
+    (``run_design`` from a notebook) keep Dask's default, ``spawn``, as do macOS and Windows.
+
+    Args:
+        command_line: The caller is a ``run.py`` command.
+
+    Returns:
+        ``MESAOPT_WORKER_START`` if set, else the default above.
 
     Raises:
         ValueError: If ``MESAOPT_WORKER_START`` is set to something else than a start method.
@@ -330,7 +338,7 @@ def worker_start_method() -> str:
                 f"{', '.join(START_METHODS)})"
             )
         return chosen
-    return "fork" if sys.platform.startswith("linux") else "spawn"
+    return "fork" if command_line and sys.platform.startswith("linux") else "spawn"
 
 
 def _preload_runs() -> None:
@@ -351,6 +359,7 @@ def open_engine(
     cluster: str | None = None,
     workers: int | None = None,
     deferred: list[Callable[[], None]] | None = None,
+    start_method: str | None = None,
 ) -> Iterator[tuple[MapFn, str]]:
     """Start (or connect to) an execution engine for the length of a ``with`` block.
 
@@ -363,6 +372,8 @@ def open_engine(
         deferred: If given, stopping a LocalCluster (its workers take ~1 s to exit) is appended
             to this list instead of done when the block ends; the caller must call it (e.g. in
             a background thread while it writes its tables).
+        start_method: How LocalCluster workers start (``fork``, ``spawn``, ``forkserver``);
+            default :func:`worker_start_method`.
 
     Yields:
         ``(map_unordered, description)``: ``map_unordered(fn, items)`` yields ``fn(item)`` for
@@ -401,7 +412,9 @@ def open_engine(
                 yield _dask_map(client), f"SLURM via dask-jobqueue ({workers or 1} jobs)"
         return
     n = workers or default_workers()
-    method = worker_start_method()
+    method = start_method or worker_start_method()
+    if method not in START_METHODS:
+        raise ValueError(f"unknown start method {method!r} (one of {', '.join(START_METHODS)})")
     if method == "fork":
         _preload_runs()
     # The workers' statistical profiler only feeds the dashboard, which is off; it costs the
@@ -410,7 +423,7 @@ def open_engine(
         "distributed.worker.multiprocessing-method": method,
         "distributed.worker.profile.enabled": False,
     }
-    with dask.config.set(options):
+    with dask.config.set(options):  # for the cluster's life: a restarted worker starts alike
         local = LocalCluster(
             n_workers=n,
             threads_per_worker=1,
@@ -418,11 +431,11 @@ def open_engine(
             dashboard_address=None,
             silence_logs=logging.ERROR,
         )
-    try:
-        with Client(local) as client:
-            yield _dask_map(client), f"Dask LocalCluster ({n} process workers × 1 thread)"
-    finally:
-        if deferred is None:
-            local.close()
-        else:
-            deferred.append(local.close)
+        try:
+            with Client(local) as client:
+                yield _dask_map(client), f"Dask LocalCluster ({n} process workers × 1 thread)"
+        finally:
+            if deferred is None:
+                local.close()
+            else:
+                deferred.append(local.close)

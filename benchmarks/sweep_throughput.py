@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from analysis.batch import load_base, run_design, sweep_design
+from analysis.engine import worker_start_method
 from analysis.sweep import plan_runs
 from model.model import MesaOptModel
 from model.runner import run_simulation
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3, help="alternated repeats (medians)")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     base = load_base(
         None, [f"network.n_agents={args.agents}", f"run.steps={args.steps}", "regimes.0.at=10"]
     )
@@ -69,13 +72,15 @@ def main() -> None:
     # Load the compiled kernels before any clock starts, so that neither engine pays it (forked
     # workers inherit them); the whole-command timings below pay it, like a user does.
     MesaOptModel(validate(runs[0].scenario)).run()
+    start = worker_start_method(command_line=True)
     samples: dict[str, list[float]] = {"serial": [], "local-2": []}
     command_samples: dict[str, list[float]] = {"serial": [], "local-2": []}
     for _ in range(args.repeats):  # alternated, so that a slow spell of the VM hits both
         with tempfile.TemporaryDirectory() as tmp:
             for name, options in (
                 ("serial", {"engine": "serial"}),
-                ("local-2", {"engine": "local", "workers": 2}),
+                # Workers start as a command starts them (forked on Linux).
+                ("local-2", {"engine": "local", "workers": 2, "start_method": start}),
             ):
                 clock = time.perf_counter()
                 result = run_design(base, design, Path(tmp) / name, progress=False, **options)

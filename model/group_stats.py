@@ -7,7 +7,8 @@ the sorted values with one rank counter per group gives each group's sorted sequ
 gathering it. The NumPy
 definitions (:func:`model.metrics.gini`, :func:`model.metrics.correlation`, ``np.quantile``) are
 the test oracles. The sorts release the GIL, so that the two sorts of a step can run on two
-threads (:func:`agents.parallel.parallel_map`).
+threads (:func:`agents.parallel.parallel_map`); the correlation sums run on the kernel threads in
+fixed blocks of rows, added in block order (results do not depend on the number of threads).
 """
 
 from __future__ import annotations
@@ -172,29 +173,36 @@ def clearly_positive(mean: float, mean_abs: float) -> bool:
 
 
 def _correlation_sums(
-    x: np.ndarray, y: np.ndarray, group: np.ndarray, cut: np.ndarray, n_groups: int
+    x: np.ndarray, y: np.ndarray, group: np.ndarray, cuts: np.ndarray
 ) -> np.ndarray:
-    """Per group (last = all): n, then centred Σxx, Σyy, Σxy (two passes over fixed blocks).
+    """Per cut set c and group g (last = all): n, then centred Σxx, Σyy, Σxy (two passes).
 
-    Row i counts for its group g if ``x_i ≥ cut[g]`` and for the last, overall entry if
-    ``x_i ≥ cut[-1]``; a cut of −∞ takes every row (NaNs included). Each pass sums fixed blocks of
-    :data:`model.step_measures.BLOCK` rows on the kernel threads and adds the blocks' partial sums
-    in block order, so the result does not depend on the number of threads.
+    Row i counts for its group g under cut set c if ``x_i ≥ cuts[c, g]`` and for the last, overall
+    entry if ``x_i ≥ cuts[c, -1]``; a cut of −∞ takes every row (NaNs included). Each pass sums
+    fixed blocks of :data:`model.step_measures.BLOCK` rows on the kernel threads and adds the
+    blocks' partial sums in block order, so the result does not depend on the number of threads.
+
+    Returns:
+        The sums, (len(cuts), n_groups + 1, 4).
     """
     blocks = (x.shape[0] + BLOCK - 1) // BLOCK
-    first = np.zeros((blocks, n_groups + 1, 3))
+    shape = (blocks, *cuts.shape, 3)
+    first = np.zeros(shape)
     spans = block_ranges(blocks)
-    parallel_map(lambda span: _first_moments(x, y, group, cut, span[0], span[1], first), spans)
+    parallel_map(
+        lambda span: _first_moments(x, y, group, cuts, BLOCK, span[0], span[1], first), spans
+    )
     totals = first.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = totals[:, 1:] / totals[:, :1]
-    second = np.zeros((blocks, n_groups + 1, 3))
+        means = totals[..., 1:] / totals[..., :1]
+    second = np.zeros(shape)
     parallel_map(
-        lambda span: _second_moments(x, y, group, cut, means, span[0], span[1], second), spans
+        lambda span: _second_moments(x, y, group, cuts, means, BLOCK, span[0], span[1], second),
+        spans,
     )
-    out = np.empty((n_groups + 1, 4))
-    out[:, 0] = totals[:, 0]
-    out[:, 1:] = second.sum(axis=0)
+    out = np.empty((*cuts.shape, 4))
+    out[..., 0] = totals[..., 0]
+    out[..., 1:] = second.sum(axis=0)
     return out
 
 
@@ -203,22 +211,28 @@ def _first_moments(
     x: np.ndarray,
     y: np.ndarray,
     group: np.ndarray,
-    cut: np.ndarray,
+    cuts: np.ndarray,
+    block_rows: int,
     first_block: int,
     last_block: int,
     partial: np.ndarray,
 ) -> None:
-    """n, Σx, Σy of blocks ``first_block..last_block`` into ``partial[block]`` (no GIL)."""
+    """n, Σx, Σy of blocks ``first_block..last_block`` into ``partial[block]`` (no GIL).
+
+    The block size is an argument, not the global: Numba freezes a global's value into the
+    cached code, and an edit of ``BLOCK`` in another file would not invalidate this cache.
+    """
     n = x.shape[0]
-    overall = partial.shape[1] - 1
+    overall = cuts.shape[1] - 1
     for block in range(first_block, last_block):
-        sums = partial[block]
-        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
-            for g in (np.int64(group[i]), np.int64(overall)):
-                if cut[g] == -np.inf or x[i] >= cut[g]:
-                    sums[g, 0] += 1
-                    sums[g, 1] += x[i]
-                    sums[g, 2] += y[i]
+        for i in range(block * block_rows, min(n, (block + 1) * block_rows)):
+            for c in range(cuts.shape[0]):
+                sums = partial[block, c]
+                for g in (np.int64(group[i]), np.int64(overall)):
+                    if cuts[c, g] == -np.inf or x[i] >= cuts[c, g]:
+                        sums[g, 0] += 1
+                        sums[g, 1] += x[i]
+                        sums[g, 2] += y[i]
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -226,25 +240,27 @@ def _second_moments(
     x: np.ndarray,
     y: np.ndarray,
     group: np.ndarray,
-    cut: np.ndarray,
+    cuts: np.ndarray,
     means: np.ndarray,
+    block_rows: int,
     first_block: int,
     last_block: int,
     partial: np.ndarray,
 ) -> None:
     """Centred Σxx, Σyy, Σxy of blocks ``first_block..last_block`` into ``partial[block]``."""
     n = x.shape[0]
-    overall = partial.shape[1] - 1
+    overall = cuts.shape[1] - 1
     for block in range(first_block, last_block):
-        sums = partial[block]
-        for i in range(block * BLOCK, min(n, (block + 1) * BLOCK)):
-            for g in (np.int64(group[i]), np.int64(overall)):
-                if cut[g] == -np.inf or x[i] >= cut[g]:
-                    dx = x[i] - means[g, 0]
-                    dy = y[i] - means[g, 1]
-                    sums[g, 0] += dx * dx
-                    sums[g, 1] += dy * dy
-                    sums[g, 2] += dx * dy
+        for i in range(block * block_rows, min(n, (block + 1) * block_rows)):
+            for c in range(cuts.shape[0]):
+                sums = partial[block, c]
+                for g in (np.int64(group[i]), np.int64(overall)):
+                    if cuts[c, g] == -np.inf or x[i] >= cuts[c, g]:
+                        dx = x[i] - means[c, g, 0]
+                        dy = y[i] - means[c, g, 1]
+                        sums[g, 0] += dx * dx
+                        sums[g, 1] += dy * dy
+                        sums[g, 2] += dx * dy
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -312,9 +328,8 @@ def group_correlations(
     """
     x = np.ascontiguousarray(x, dtype=float)
     y = np.ascontiguousarray(y, dtype=float)
-    everyone = np.full(n_groups + 1, -np.inf)
-    corr = _correlation(_correlation_sums(x, y, group, everyone, n_groups))
     values, groups = sort_by_group(x, group) if ordered is None else ordered
-    cuts = _quantile_cuts(values, groups, n_groups, top_quantile)
-    top = _correlation(_correlation_sums(x, y, group, cuts, n_groups))
-    return corr, top
+    everyone = np.full(n_groups + 1, -np.inf)
+    cuts = np.stack([everyone, _quantile_cuts(values, groups, n_groups, top_quantile)])
+    sums = _correlation_sums(x, y, group, cuts)  # both cut sets in the same two passes
+    return _correlation(sums[0]), _correlation(sums[1])

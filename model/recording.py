@@ -1,9 +1,10 @@
 """Recording a run: streaming row batches to Parquet (or CSV) with atomic, crash-safe writes.
 
 The model hands row batches to a :class:`Recorder` (``recorder(table, rows)``). Rows are buffered
-and flushed as closed Parquet *parts* under ``OUT/.partial/<table>/`` once a buffer holds
-``flush_bytes`` bytes (or ``flush_rows`` rows, if set), so memory does not grow with the number of
-steps beyond one buffer, and a crash leaves every flushed part readable. :meth:`Recorder.close`
+and flushed as closed Parquet *parts* under ``OUT/.partial/<table>/`` — the fullest buffer once
+all buffers hold ``flush_bytes`` bytes, or a table's once it holds ``flush_rows`` rows if that is
+set — so memory does not grow with the number of steps, and a crash leaves every flushed part
+readable. :meth:`Recorder.close`
 writes each table to ``OUT/<table>.parquet`` (or ``.csv``) through a temporary file and an atomic
 rename — the flushed parts, then the rows still in memory (a small run never touches
 ``.partial/``) — writes ``manifest.json`` last the same way, and removes the partial folder. A
@@ -81,10 +82,11 @@ class Recorder:
     Args:
         out_dir: The run folder (created if missing).
         fmt: ``"parquet"`` or ``"csv"``.
-        flush_bytes: Bytes of Arrow data buffered per table before a part is written. Flushed
-            parts are read back and written again into the final file at :meth:`close`, so a
-            table that fits in the buffer is written once: the default, 512 MiB, holds the
-            ~2.3 million ``selections`` rows of a 1e6-agent, 100-step baseline run (~310 MB).
+        flush_bytes: Bytes of Arrow data buffered (all tables together) before the table with
+            the most is written as a part. Flushed parts are read back and written again into
+            the final file at :meth:`close`, so a table that stays in memory is written once:
+            the default, 512 MiB, holds the ~2.3 million ``selections`` rows of a 1e6-agent,
+            100-step baseline run (~310 MB).
         flush_rows: Rows buffered per table before a part is written (None: no row limit).
     """
 
@@ -145,9 +147,11 @@ class Recorder:
         if nbytes is None:  # row dicts, before conversion: about 8 bytes per column
             nbytes = 8 * rows * len(self._schemas[table].names)
         self._buffered_bytes[table] += nbytes
-        full_rows = self.flush_rows is not None and self._buffered[table] >= self.flush_rows
-        if full_rows or self._buffered_bytes[table] >= self.flush_bytes:
+        if self.flush_rows is not None and self._buffered[table] >= self.flush_rows:
             self._flush(table)
+        elif sum(self._buffered_bytes.values()) >= self.flush_bytes:
+            # The budget is for all tables together: the fullest buffer goes to disk.
+            self._flush(max(self._buffered_bytes, key=self._buffered_bytes.__getitem__))
 
     def _settle(self, table: str) -> None:
         """Convert the pending row-dict batches of ``table`` to Arrow, in their order.

@@ -236,7 +236,7 @@ def _outcome_body(lo: int, hi: int, d: int, arguments: tuple) -> None:
 
 
 # One compiled kernel per small channel count (d a constant the compiler unrolls the per-channel
-# loops over) and one for any d, as for :func:`agents.step_kernels.plan_actions`.
+# loops over) and one for any d, written out as for :func:`agents.step_kernels.plan_actions`.
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _outcome_rows(lo: int, hi: int, arguments: tuple) -> None:
     """:func:`outcomes_and_measures` for rows ``lo..hi``, any d (compiled; runs without the GIL)."""

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from analysis.batch import load_base, run_design, sweep_design
-from analysis.engine import START_METHOD_ENV, is_complete, worker_start_method
+from analysis.engine import START_METHOD_ENV, is_complete, open_engine, worker_start_method
 from analysis.export import export_sweep
 from analysis.stats import reduce_run, t_interval
 from analysis.sweep import grid_design, parse_grid_arguments, plan_runs, replicate_seeds
@@ -160,6 +160,7 @@ def test_reduce_run_final_and_mean():
     assert reduced[("all", "final")] == 3 and reduced[("p", "mean")] == 3
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_local_cluster_gives_the_tables_of_the_serial_engine(
     serial_sweep, tmp_path, monkeypatch, start
@@ -181,13 +182,32 @@ def test_local_cluster_gives_the_tables_of_the_serial_engine(
 
 def test_worker_start_method_default_and_override(monkeypatch):
     monkeypatch.delenv(START_METHOD_ENV, raising=False)
-    expected = "fork" if sys.platform.startswith("linux") else "spawn"
-    assert worker_start_method() == expected
+    assert worker_start_method() == "spawn"  # library calls: Dask's default
+    linux = sys.platform.startswith("linux")
+    assert worker_start_method(command_line=True) == ("fork" if linux else "spawn")
     monkeypatch.setenv(START_METHOD_ENV, "forkserver")
-    assert worker_start_method() == "forkserver"
+    assert worker_start_method() == worker_start_method(command_line=True) == "forkserver"
     monkeypatch.setenv(START_METHOD_ENV, "threads")
     with pytest.raises(ValueError, match=START_METHOD_ENV):
         worker_start_method()
+
+
+#: Set in the driver before the cluster starts: a forked worker has it, a spawned one does not.
+DRIVER_MARK: list[str] = []
+
+
+def _driver_mark(_: object) -> list[str]:
+    return list(DRIVER_MARK)
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+@pytest.mark.parametrize(("start", "inherited"), [("fork", ["driver"]), ("spawn", [])])
+def test_local_workers_start_as_asked(monkeypatch, start, inherited):
+    if start == "fork" and not sys.platform.startswith("linux"):
+        pytest.skip("fork is the command line's default on Linux only")
+    monkeypatch.setattr(sys.modules[__name__], "DRIVER_MARK", ["driver"])
+    with open_engine("local", workers=1, start_method=start) as (map_unordered, _):
+        assert list(map_unordered(_driver_mark, [0])) == [inherited]
 
 
 def test_bad_worker_start_method_is_a_one_line_error(tmp_path):

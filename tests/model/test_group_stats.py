@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 
 from model.group_stats import group_correlations, group_ginis, radix_argsort
 from model.metrics import correlation, gini
+from model.step_measures import BLOCK
 
 
 @settings(max_examples=200, deadline=None)
@@ -76,3 +77,15 @@ def test_group_correlations_use_exact_numpy_quantiles_with_ties():
     chosen = x >= np.quantile(x, 0.75)
     assert 7 < chosen.sum() < len(x)
     assert top[-1] == pytest.approx(correlation(x[chosen], y[chosen]))
+
+
+def test_group_correlations_do_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
+    rng = np.random.default_rng(11)
+    n = 5 * BLOCK + 7
+    x = rng.standard_normal(n)
+    y = 0.5 * x + rng.standard_normal(n)
+    group = rng.integers(0, 3, n)
+    group[:2] = 3  # a group of two: NaN correlations, which must match too
+    group[2:] = np.where(group[2:] == 3, 0, group[2:])
+    corr, top = same_on_one_and_three_threads(lambda: group_correlations(x, y, group, 4, 0.9))
+    assert np.isnan(corr[3]) and np.isfinite(corr[:3]).all() and np.isfinite(top).sum() == 4

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -46,6 +47,33 @@ def test_a_buffer_is_flushed_when_it_holds_flush_bytes(tmp_path):
     agents = pq.read_table(tmp_path / "run" / "agents.parquet")
     assert agents.num_rows == 7000
     assert agents["x"].to_numpy().tolist() == np.tile(columns["x"], 7).tolist()
+
+
+def test_the_byte_budget_is_shared_and_the_fullest_buffer_is_flushed(tmp_path):
+    recorder = Recorder(tmp_path / "run", flush_bytes=40_000)
+    recorder("agents", {"step": np.arange(2000), "x": np.ones(2000)})  # 32,000 bytes
+    recorder("selections", {"step": np.arange(300), "x": np.ones(300)})  # 4,800: under budget
+    assert not (tmp_path / "run" / ".partial").exists()
+    recorder("selections", {"step": np.arange(300), "x": np.ones(300)})  # total 41,600
+    flushed = sorted(p.parent.name for p in (tmp_path / "run" / ".partial").rglob("*.parquet"))
+    assert flushed == ["agents"]
+    recorder.close({})
+    assert recorder.row_counts["agents"] == 2000 and recorder.tables["selections"].num_rows == 600
+
+
+def test_row_dicts_count_about_eight_bytes_per_column_and_flush_rows_still_applies(tmp_path):
+    first = pa.Table.from_pylist(rows(0)).nbytes  # the first batch is converted: exact bytes
+    budget = first + 8 * 3 * 9  # then 9 more rows of 3 columns, counted at 8 bytes a value
+    recorder = Recorder(tmp_path / "a", flush_bytes=budget)
+    for step in range(6):
+        recorder("steps", rows(step))  # 3 rows per step
+    parts = sorted((tmp_path / "a" / ".partial" / "steps").glob("part-*.parquet"))
+    assert [pq.read_table(part).num_rows for part in parts] == [12]
+    by_rows = Recorder(tmp_path / "b", flush_rows=6)  # the row limit, under the byte budget
+    for step in range(4):
+        by_rows("steps", rows(step))
+    parts = sorted((tmp_path / "b" / ".partial" / "steps").glob("part-*.parquet"))
+    assert [pq.read_table(part).num_rows for part in parts] == [6, 6]
 
 
 def test_a_table_under_flush_bytes_is_written_once_from_memory(tmp_path):
