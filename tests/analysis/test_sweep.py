@@ -16,7 +16,13 @@ import pandas as pd
 import pytest
 
 from analysis.batch import load_base, run_design, sweep_design
-from analysis.engine import START_METHOD_ENV, is_complete, open_engine, worker_start_method
+from analysis.engine import (
+    LOCAL_CLUSTER_CONFIG,
+    START_METHOD_ENV,
+    is_complete,
+    open_engine,
+    worker_start_method,
+)
 from analysis.export import export_sweep
 from analysis.stats import reduce_run, t_interval
 from analysis.sweep import grid_design, parse_grid_arguments, plan_runs, replicate_seeds
@@ -171,7 +177,7 @@ def test_local_cluster_gives_the_tables_of_the_serial_engine(
     base = load_base(None, TINY)
     design = sweep_design(base, GRID, replicates=2, seed=3)
     local = run_design(base, design, tmp_path / "local", engine="local", workers=2, progress=False)
-    assert local.count("ok") == 8
+    assert local.count("ok") == 8, local.failed
     pd.testing.assert_frame_equal(tidy(tmp_path / "local"), tidy(serial_sweep.out_dir))
     pd.testing.assert_frame_equal(local.summary, serial_sweep.summary)
     # re-running skips every finished run and gives the same tables
@@ -200,6 +206,12 @@ def _driver_mark(_: object) -> list[str]:
     return list(DRIVER_MARK)
 
 
+def _worker_config(_: object) -> dict[str, object]:
+    import dask
+
+    return {key: dask.config.get(key) for key in LOCAL_CLUSTER_CONFIG}
+
+
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 @pytest.mark.parametrize(("start", "inherited"), [("fork", ["driver"]), ("spawn", [])])
 def test_local_workers_start_as_asked(monkeypatch, start, inherited):
@@ -208,6 +220,8 @@ def test_local_workers_start_as_asked(monkeypatch, start, inherited):
     monkeypatch.setattr(sys.modules[__name__], "DRIVER_MARK", ["driver"])
     with open_engine("local", workers=1, start_method=start) as (map_unordered, _):
         assert list(map_unordered(_driver_mark, [0])) == [inherited]
+        # The embedded cluster's quiet settings reach the workers however they start.
+        assert list(map_unordered(_worker_config, [0])) == [LOCAL_CLUSTER_CONFIG]
 
 
 def test_bad_worker_start_method_is_a_one_line_error(tmp_path):
@@ -351,7 +365,7 @@ def test_sweep_on_an_existing_dask_cluster(tmp_path, serial_sweep):
         base = load_base(None, TINY)
         design = sweep_design(base, GRID, replicates=2, seed=3)
         result = run_design(base, design, tmp_path / "out", scheduler=address, progress=False)
-        assert result.count("ok") == 8
+        assert result.count("ok") == 8, result.failed
         pd.testing.assert_frame_equal(tidy(tmp_path / "out"), tidy(serial_sweep.out_dir))
     finally:
         for process in reversed(processes):
