@@ -317,6 +317,7 @@ LOCAL_CLUSTER_CONFIG = {
     "distributed.admin.tick.interval": "1s",
     "distributed.worker.memory.monitor-interval": "1s",
 }
+
 #: Environment variable that overrides how local workers start (fork, spawn or forkserver).
 START_METHOD_ENV = "MESAOPT_WORKER_START"
 START_METHODS = ("fork", "spawn", "forkserver")
