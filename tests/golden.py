@@ -1,0 +1,126 @@
+"""Content hashes of the tables of every shipped scenario and of one sweep: the refactor oracle.
+
+A refactor must leave every table bit-identical. This module runs each shipped scenario at a small
+size (300 agents, 60 steps; 289 = 17 x 17 for the grid scenario) and one small sweep through the
+public API, and hashes each table by its content: column names, dtypes and every value's bytes, in
+column and row order (file bytes would also hash writer metadata). ``tests/golden_hashes.json``
+holds the hashes recorded before the architecture refactor; ``tests/test_golden_tables.py``
+compares against them. When a model change alters results on purpose, re-record in the same commit
+and say why::
+
+    python -m tests.golden --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+HASHES = Path(__file__).with_name("golden_hashes.json")
+SCENARIOS = (
+    "baseline",
+    "federated",
+    "heavy_tails",
+    "multi_principal",
+    "peer_grid",
+    "regime_change",
+    "regressional",
+    "superoptimizer",
+)
+RUN_TABLES = ("steps", "agents", "selections", "events")
+SWEEP_TABLES = ("steps", "run_metrics", "summary")
+#: Columns that record when or how fast something ran, not what it computed.
+TIMING_COLUMNS = ("wall_seconds", "build_seconds", "started_utc", "finished_utc")
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """SHA-256 of a table's content: column names, dtypes and values, in order."""
+    digest = hashlib.sha256()
+    for name in frame.columns:
+        column = frame[name]
+        digest.update(f"{name}:{column.dtype}\n".encode())
+        if column.dtype == object or isinstance(column.dtype, pd.CategoricalDtype | pd.StringDtype):
+            digest.update("\x1f".join(map(str, column.tolist())).encode())
+        else:
+            digest.update(np.ascontiguousarray(column.to_numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def _overrides(name: str) -> list[str]:
+    n = 289 if name == "peer_grid" else 300
+    return [f"network.n_agents={n}", "run.steps=60"]
+
+
+def _api() -> Any:
+    try:
+        import mesaopt
+
+        return mesaopt.load_scenario, mesaopt.run_simulation, mesaopt.run_sweep
+    except (ImportError, AttributeError):  # the v1 layout, before the package existed
+        from analysis.batch import load_base, run_design, sweep_design
+        from model.runner import run_simulation
+        from model.scenario import load_scenario
+
+        def run_sweep(path, overrides, grid, replicates, out, engine):
+            base = load_base(path, overrides)
+            design = sweep_design(base, grid, replicates)
+            return run_design(base, design, out, engine=engine, progress=False)
+
+        return load_scenario, run_simulation, run_sweep
+
+
+def compute_hashes() -> dict[str, str]:
+    """Run every shipped scenario and the sweep; return ``{"scenario/table": hash}``."""
+    load_scenario, run_simulation, run_sweep = _api()
+    hashes: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in SCENARIOS:
+            path = ROOT / "scenarios" / f"{name}.toml"
+            scenario = load_scenario(path, _overrides(name))
+            out = Path(tmp) / name
+            run_simulation(scenario, out, base_dir=path.parent, progress=False)
+            for table in RUN_TABLES:
+                hashes[f"{name}/{table}"] = frame_hash(pd.read_parquet(out / f"{table}.parquet"))
+        out = Path(tmp) / "sweep"
+        run_sweep(
+            ROOT / "scenarios" / "baseline.toml",
+            ["network.n_agents=120", "run.steps=20"],
+            {"principals.0.selection.n": [1, 16]},
+            2,
+            out,
+            "serial",
+        )
+        for table in SWEEP_TABLES:
+            frame = pd.read_parquet(out / table if table == "steps" else out / f"{table}.parquet")
+            if table == "steps":
+                frame = frame.sort_values(["run_id", "step", "principal"], kind="stable")
+                frame = frame.reset_index(drop=True)
+            frame = frame.drop(columns=[c for c in TIMING_COLUMNS if c in frame.columns])
+            hashes[f"sweep/{table}"] = frame_hash(frame)
+    return hashes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the hashes, or write them to ``golden_hashes.json`` with ``--write``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="record the hashes")
+    args = parser.parse_args(argv)
+    hashes = compute_hashes()
+    if args.write:
+        HASHES.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")
+    json.dump(hashes, sys.stdout, indent=1, sort_keys=True)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
