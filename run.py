@@ -24,8 +24,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from model.errors import ScenarioError
-from model.scenario import Scenario, load_scenario, validate
+from mesaopt.model.errors import ScenarioError
+from mesaopt.model.scenario import Scenario, load_scenario, validate
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 SCENARIO_DIR = PROJECT_ROOT / "scenarios"
@@ -113,7 +113,7 @@ def _summary(scenario: Scenario) -> str:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one scenario and write its tables."""
-    from model.runner import run_simulation
+    from mesaopt.model.runner import run_simulation
 
     scenario, base_dir, source = _resolve(args)
     out = Path(args.out)
@@ -141,7 +141,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a scenario file and overrides, and build its network and agents (no steps)."""
-    from model.model import MesaOptModel
+    from mesaopt.model.model import MesaOptModel
 
     scenario, base_dir, source = _resolve(args)
     with _attributed_to(source):
@@ -261,7 +261,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, object]:
-    from analysis.engine import worker_start_method
+    from mesaopt.analysis.engine import worker_start_method
 
     return {
         "engine": args.engine,
@@ -290,8 +290,8 @@ def _report_failures(result) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a grid of design points × replicates and write the sweep's tables."""
-    from analysis.batch import load_base, run_design, sweep_design
-    from analysis.sweep import parse_grid_arguments
+    from mesaopt.analysis.batch import load_base, run_design, sweep_design
+    from mesaopt.analysis.sweep import parse_grid_arguments
 
     grid = parse_grid_arguments(args.grid)
     base = load_base(Path(args.scenario), _overrides(args))
@@ -323,7 +323,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a sweep folder's tables as CSV (or single Parquet files)."""
-    from analysis.export import export_sweep
+    from mesaopt.analysis.export import export_sweep
 
     for path in export_sweep(args.sweep_dir, args.format, args.out):
         print(f"mesaopt: wrote {path}")
@@ -335,7 +335,7 @@ def _check_output(scenario: Scenario, metric: str, principal: str) -> None:
 
     The ``steps`` columns are read off a one-step run of the scenario on a ten-node ring.
     """
-    from model.model import MesaOptModel
+    from mesaopt.model.model import MesaOptModel
 
     data = scenario.model_dump(mode="json")
     data.update(run={"steps": 1, "seed": 0, "agent_every": 0}, regimes=[], sweep=None)
@@ -356,8 +356,8 @@ def _check_output(scenario: Scenario, metric: str, principal: str) -> None:
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Sample parameter ranges with SALib, run them, and write indices with CIs."""
-    from analysis.batch import load_base, run_design
-    from analysis.sensitivity import (
+    from mesaopt.analysis.batch import load_base, run_design
+    from mesaopt.analysis.sensitivity import (
         indices,
         output_per_point,
         parse_param,
@@ -365,7 +365,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         sample,
         sensitivity_design,
     )
-    from model.recording import atomic_path
+    from mesaopt.model.recording import atomic_path
 
     bounds = [parse_param(text) for text in args.param]
     base = load_base(Path(args.scenario), _overrides(args))
@@ -430,7 +430,7 @@ def _add_view_commands(commands: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Draw every figure of a run or sweep folder and write report.html."""
-    from analysis.report import NotARunError, build_report
+    from mesaopt.analysis.report import NotARunError, build_report
 
     try:
         report = build_report(args.dir, args.out, animate=args.animate)
@@ -470,8 +470,8 @@ def cmd_demo() -> int:
     """Run the demo: the embedded default, a figure of proxy vs true value per principal."""
     import pandas as pd
 
-    from analysis.figures import plot_proxy_vs_value
-    from model.runner import run_simulation
+    from mesaopt.analysis.figures import plot_proxy_vs_value
+    from mesaopt.model.runner import run_simulation
 
     scenario = load_scenario(None)
     print(f"mesaopt demo: {_summary(scenario)}")
@@ -493,10 +493,10 @@ def cmd_demo() -> int:
 
 def _check_environment(command: str | None) -> None:
     """Raise ValueError before any work on a bad ``MESAOPT_THREADS``/``MESAOPT_WORKER_START``."""
-    import agents.parallel  # noqa: F401  (reads MESAOPT_THREADS when imported)
+    import mesaopt.agents.parallel  # noqa: F401  (reads MESAOPT_THREADS when imported)
 
     if command in ("sweep", "sensitivity"):
-        from analysis.engine import worker_start_method
+        from mesaopt.analysis.engine import worker_start_method
 
         worker_start_method()
 

@@ -16,7 +16,7 @@ import mesa
 import numpy as np
 
 if TYPE_CHECKING:
-    from model.model import MesaOptModel
+    from mesaopt.model.model import MesaOptModel
 
 #: The kinds of mesa-optimizer (DESIGN.md §2) and their properties.
 OPTIMIZER_KINDS: dict[str, dict[str, object]] = {

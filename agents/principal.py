@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 import mesa
 import numpy as np
 
-from agents.contract import len_optimal_beta, metric_noise_variance
-from model.channels import World
-from model.scenario import PrincipalConfig
+from mesaopt.agents.contract import len_optimal_beta, metric_noise_variance
+from mesaopt.model.channels import World
+from mesaopt.model.scenario import PrincipalConfig
 
 if TYPE_CHECKING:
-    from model.model import MesaOptModel
+    from mesaopt.model.model import MesaOptModel
 
 #: What each mechanism of a principal perceives and what it changes.
 MECHANISMS: dict[str, dict[str, str]] = {

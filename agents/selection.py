@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.selection_kernels import score_candidates
-from model.channels import NOISE_CODES, World, draw_in_blocks, standard_t
+from mesaopt.agents.selection_kernels import score_candidates
+from mesaopt.model.channels import NOISE_CODES, World, draw_in_blocks, standard_t
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from agents.parallel import parallel_map, row_ranges
-from agents.step_kernels import water_fill
+from mesaopt.agents.parallel import parallel_map, row_ranges
+from mesaopt.agents.step_kernels import water_fill
 
 __all__ = ["score_candidates"]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from agents.parallel import parallel_map, row_ranges
+from mesaopt.agents.parallel import parallel_map, row_ranges
 
 __all__ = ["plan_actions", "water_fill"]
 

@@ -27,10 +27,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
 from matplotlib.lines import Line2D
 
-from analysis.figures import CATEGORY_COLOURS, OKABE_ITO, save_figure
-from model.metrics import CATEGORIES
-from model.network import Network
-from model.recording import atomic_path
+from mesaopt.analysis.figures import CATEGORY_COLOURS, OKABE_ITO, save_figure
+from mesaopt.model.metrics import CATEGORIES
+from mesaopt.model.network import Network
+from mesaopt.model.recording import atomic_path
 
 #: Networks with more agents than this are drawn as a random sample of this many.
 MAX_DRAWN_NODES = 1500

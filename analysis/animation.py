@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter
 
-from analysis.agent_maps import (
+from mesaopt.analysis.agent_maps import (
     CATEGORICAL,
     MapLayout,
     draw_agent_map,

@@ -37,11 +37,11 @@ from matplotlib.ticker import MaxNLocator
 from mesa.visualization import Slider, SolaraViz
 from mesa.visualization.utils import update_counter
 
-from analysis.agent_maps import MapLayout, draw_agent_map, map_layout, quantity_label
-from analysis.figures import CATEGORY_COLOURS, OKABE_ITO
-from model.metrics import CATEGORIES
-from model.model import MesaOptModel
-from model.scenario import Scenario, load_scenario
+from mesaopt.analysis.agent_maps import MapLayout, draw_agent_map, map_layout, quantity_label
+from mesaopt.analysis.figures import CATEGORY_COLOURS, OKABE_ITO
+from mesaopt.model.metrics import CATEGORIES
+from mesaopt.model.model import MesaOptModel
+from mesaopt.model.scenario import Scenario, load_scenario
 
 #: Topologies offered by the app (edge lists need a file, so they are not).
 APP_TOPOLOGIES = ["watts_strogatz", "grid", "barabasi_albert", "erdos_renyi", "sbm", "ring", "star"]

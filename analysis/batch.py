@@ -29,9 +29,9 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from analysis.engine import RunOutcome, RunTask, clean_temporary, execute_run, open_engine
-from analysis.stats import summarize
-from analysis.sweep import (
+from mesaopt.analysis.engine import RunOutcome, RunTask, clean_temporary, execute_run, open_engine
+from mesaopt.analysis.stats import summarize
+from mesaopt.analysis.sweep import (
     Design,
     RunSpec,
     column_value,
@@ -41,9 +41,9 @@ from analysis.sweep import (
     plan_runs,
     write_design,
 )
-from model.errors import ScenarioError
-from model.recording import atomic_path
-from model.scenario import load_overridden, validate
+from mesaopt.model.errors import ScenarioError
+from mesaopt.model.recording import atomic_path
+from mesaopt.model.scenario import load_overridden, validate
 
 
 @dataclass
@@ -329,4 +329,52 @@ def run_design(
         summary=summary,
         run_metrics=run_metrics,
         wall_seconds=time.perf_counter() - clock,
+    )
+
+
+def run_sweep(
+    scenario: str | Path | None,
+    out_dir: str | Path,
+    *,
+    grid: dict[str, list[Any]] | None = None,
+    replicates: int | None = None,
+    seed: int | None = None,
+    overrides: list[str] | None = None,
+    engine: str = "local",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = False,
+) -> SweepResult:
+    """Run a full-factorial sweep of a scenario file from Python, as ``run.py sweep`` does.
+
+    Args:
+        scenario: The scenario file (None: the embedded default); its ``[sweep]`` section, if any,
+            is the base grid.
+        out_dir: The sweep folder; finished runs in it are skipped (the sweep resumes).
+        grid: Values per dotted key (e.g. ``{"principals.0.selection.n": [1, 4, 16]}``); they
+            replace the file's entry for the same key.
+        replicates: Replicates per design point (default: the file's, else 1).
+        seed: Sweep seed (default: ``sweep.seed``, else ``run.seed``).
+        overrides: ``dotted.key=value`` assignments applied to the base scenario first.
+        engine: ``"local"`` (a Dask LocalCluster) or ``"serial"`` (in this process).
+        workers: Local worker processes.
+        scheduler: Address of an existing Dask scheduler.
+        progress: Show progress on stderr.
+
+    Returns:
+        The sweep's result; :func:`analysis.run_folder.read_sweep` reads the folder back.
+
+    Raises:
+        ScenarioError: On a bad file, override or design point (nothing is written then).
+    """
+    base = load_base(scenario, list(overrides or []))
+    design = sweep_design(base, dict(grid or {}), replicates, seed)
+    return run_design(
+        base,
+        design,
+        out_dir,
+        engine=engine,
+        scheduler=scheduler,
+        workers=workers,
+        progress=progress,
     )

@@ -40,8 +40,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis.stats import reduce_run
-from analysis.sweep import RunSpec, column_value
+from mesaopt.analysis.stats import reduce_run
+from mesaopt.analysis.sweep import RunSpec, column_value
 
 ENGINES = ("local", "serial")
 #: Scratch folder (in the sweep folder) where runs are written before being renamed into runs/.
@@ -140,8 +140,8 @@ def _attempt(task: RunTask, final: Path) -> tuple[str | None, pa.Table | None]:
     Returns:
         The error (None on success) and the run's ``steps`` table when it is at hand in memory.
     """
-    from model.runner import run_simulation
-    from model.scenario import validate
+    from mesaopt.model.runner import run_simulation
+    from mesaopt.model.scenario import validate
 
     spec = task.spec
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +242,7 @@ def _quiet_dask() -> None:
 
 def _on_one_thread(fn: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
     """``[fn(item) for item in batch]``, the compiled kernels on one thread (one run per core)."""
-    from agents.parallel import kernel_threads
+    from mesaopt.agents.parallel import kernel_threads
 
     with kernel_threads(1):
         return [fn(item) for item in batch]
@@ -359,7 +359,7 @@ def worker_start_method(command_line: bool = False) -> str:
 
 def _preload_runs() -> None:
     """Import what a run needs in the driver, so forked workers start with it imported."""
-    import model.runner  # noqa: F401  (the model, its agents and the kernels' modules)
+    import mesaopt.model.runner  # noqa: F401  (the model, its agents and the kernels' modules)
 
 
 def default_workers() -> int:

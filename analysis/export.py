@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from model.errors import ScenarioError
+from mesaopt.model.errors import ScenarioError
 
 FORMATS = ("csv", "parquet")
 TABLES = ("runs", "run_metrics", "summary", "sensitivity")

@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import figures
-from analysis.agent_maps import map_layout, plot_agent_map
-from analysis.run_folder import (
+from mesaopt.analysis import figures
+from mesaopt.analysis.agent_maps import map_layout, plot_agent_map
+from mesaopt.analysis.run_folder import (
     NotARunError,
     RunTables,
     is_run_folder,
@@ -29,7 +29,7 @@ from analysis.run_folder import (
     read_run,
     rebuild_network,
 )
-from analysis.sweep_figures import (
+from mesaopt.analysis.sweep_figures import (
     plot_overoptimization,
     plot_parameter_vs_metrics,
     read_sweep,
@@ -218,7 +218,7 @@ def _run_report(run: RunTables, out: Path, animate: bool, report: Report) -> lis
                 )
             )
             if animate:
-                from analysis.animation import animate_agent_map
+                from mesaopt.analysis.animation import animate_agent_map
 
                 report.animations = animate_agent_map(run.agents, layout, out / "agent_map.gif")
     numbers = key_numbers(run)

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from model.model import _counts_by_share
-from model.network import Network, build_network
-from model.recording import TABLES
-from model.scenario import Scenario, validate
+from mesaopt.model.model import _counts_by_share
+from mesaopt.model.network import Network, build_network
+from mesaopt.model.recording import TABLES
+from mesaopt.model.scenario import Scenario, validate
 
 
 class NotARunError(ValueError):
@@ -104,6 +104,60 @@ def read_run(path: str | Path) -> RunTables:
         raise NotARunError(f"{path}/manifest.json: cannot read: {err}") from None
     tables = {name: _read_table(path, name, manifest) for name in TABLES}
     return RunTables(path=path, manifest=manifest, **tables)
+
+
+@dataclass(frozen=True)
+class SweepTables:
+    """The tables and design of one sweep folder.
+
+    Attributes:
+        path: The sweep folder.
+        design: The parsed ``sweep.json`` (parameters, design points, seeds, run ids).
+        runs: The ``runs`` table: one row per run, its design point, replicate, seed and status.
+        run_metrics: Per-run reductions of the ``steps`` tables, with the run's columns.
+        summary: Mean, SD and 95% CI per design point and metric.
+    """
+
+    path: Path
+    design: dict[str, Any]
+    runs: pd.DataFrame
+    run_metrics: pd.DataFrame
+    summary: pd.DataFrame
+
+    def steps(self) -> pd.DataFrame:
+        """The tidy ``steps`` dataset over all runs (read on demand: it can be large)."""
+        folder = self.path / "steps"
+        return pd.read_parquet(folder) if folder.is_dir() else pd.DataFrame()
+
+    def run(self, run_id: str) -> RunTables:
+        """The tables of one run of the sweep."""
+        return read_run(self.path / "runs" / run_id)
+
+
+def read_sweep(path: str | Path) -> SweepTables:
+    """Read the design and tables of a sweep folder.
+
+    Args:
+        path: The sweep folder (as written by ``run.py sweep``).
+
+    Returns:
+        The sweep's tables.
+
+    Raises:
+        NotARunError: If the folder has no ``sweep.json`` and ``runs/``, or cannot be read.
+    """
+    path = Path(path)
+    if not is_sweep_folder(path):
+        raise NotARunError(f"{path} is not a sweep folder (no sweep.json and runs/)")
+    try:
+        design = json.loads((path / "sweep.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise NotARunError(f"{path}/sweep.json: cannot read: {err}") from None
+    tables = {}
+    for name in ("runs", "run_metrics", "summary"):
+        file = path / f"{name}.parquet"
+        tables[name] = pd.read_parquet(file) if file.is_file() else pd.DataFrame()
+    return SweepTables(path=path, design=design, **tables)
 
 
 def scenario_of(manifest: dict[str, Any], source: str = "manifest.json") -> Scenario:

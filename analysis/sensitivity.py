@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.sweep import Design, replicate_seeds
-from model.errors import ScenarioError
+from mesaopt.analysis.sweep import Design, replicate_seeds
+from mesaopt.model.errors import ScenarioError
 
 METHODS = ("sobol", "morris")
 MORRIS_LEVELS = 4

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from model.errors import ScenarioError
-from model.ranges import expand_values, parse_cli_values
-from model.scenario import Scenario, apply_override, to_toml_dict, validate
+from mesaopt.model.errors import ScenarioError
+from mesaopt.model.ranges import expand_values, parse_cli_values
+from mesaopt.model.scenario import Scenario, apply_override, to_toml_dict, validate
 
 #: Length of a run id (hex digits of the SHA-256 of the resolved scenario).
 RUN_ID_LENGTH = 16
@@ -297,6 +297,6 @@ def column_value(value: Any, kind: str) -> Any:
 
 def write_design(path: Path, record: dict[str, Any]) -> None:
     """Write ``sweep.json`` atomically."""
-    from model.recording import write_json_atomic
+    from mesaopt.model.recording import write_json_atomic
 
     write_json_atomic(path, record)

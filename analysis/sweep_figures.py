@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis.figures import OKABE_ITO, save_figure
-from analysis.theory import expected_max_std_normal, regressional_selection_gain
+from mesaopt.analysis.figures import OKABE_ITO, save_figure
+from mesaopt.analysis.theory import expected_max_std_normal, regressional_selection_gain
 
 #: Run-level metrics of the ``steps`` table reduced per run (time mean over the run).
 RUN_METRICS = ("value", "proxy", "principal_loss", "mesa_loss")

@@ -43,11 +43,11 @@ import networkx as nx
 import numpy as np
 from mesa.discrete_space import CellAgent, Network
 
-from agents.principal import Principal
-from model.channels import NOISE_CODES, World, world_from_scenario
-from model.model import make_principals
-from model.network import build_network
-from model.scenario import Scenario
+from mesaopt.agents.principal import Principal
+from mesaopt.model.channels import NOISE_CODES, World, world_from_scenario
+from mesaopt.model.model import make_principals
+from mesaopt.model.network import build_network
+from mesaopt.model.scenario import Scenario
 
 _NORMAL, _LAPLACE = NOISE_CODES["normal"], NOISE_CODES["laplace"]
 

@@ -28,12 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from analysis.batch import load_base, run_design, sweep_design
-from analysis.engine import worker_start_method
-from analysis.sweep import plan_runs
-from model.model import MesaOptModel
-from model.runner import run_simulation
-from model.scenario import validate
+from mesaopt.analysis.batch import load_base, run_design, sweep_design
+from mesaopt.analysis.engine import worker_start_method
+from mesaopt.analysis.sweep import plan_runs
+from mesaopt.model.model import MesaOptModel
+from mesaopt.model.runner import run_simulation
+from mesaopt.model.scenario import validate
 
 GRID = {"principals.0.selection.n": "1:16:log2", "agents.risk_aversion": [0.5, 1.0]}
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "baseline.toml
 
 
 def _scenario(spec: dict[str, Any]):
-    from model.scenario import load_scenario
+    from mesaopt.model.scenario import load_scenario
 
     overrides = [
         f"network.n_agents={spec['n']}",
@@ -104,7 +104,7 @@ def _timed_builder(module: Any, clock: dict[str, float]) -> None:
 
 def measure_mesaopt(spec: dict[str, Any]) -> dict[str, Any]:
     """Build the model, step it ``steps`` times, time every step."""
-    import model.model as model_module
+    import mesaopt.model.model as model_module
 
     scenario = _scenario(spec)
     clock: dict[str, float] = {}
@@ -129,8 +129,8 @@ def measure_mesaopt(spec: dict[str, Any]) -> dict[str, Any]:
 
 def measure_end_to_end(spec: dict[str, Any]) -> dict[str, Any]:
     """``run_simulation`` end to end (graph, agents, steps, exports written), wall clock."""
-    import model.model as model_module
-    from model.runner import run_simulation
+    import mesaopt.model.model as model_module
+    from mesaopt.model.runner import run_simulation
 
     scenario = _scenario(spec)
     clock: dict[str, float] = {}
@@ -155,7 +155,7 @@ def measure_end_to_end(spec: dict[str, Any]) -> dict[str, Any]:
 
 def measure_graph(spec: dict[str, Any]) -> dict[str, Any]:
     """Graph construction alone (the scenario's topology at ``n`` nodes), ``repeats`` times."""
-    from model.network import build_network
+    from mesaopt.model.network import build_network
 
     scenario = _scenario({**spec, "steps": 1})
     rng = np.random.default_rng(spec.get("seed", 42))

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from agents.contract import noise_variance
-from agents.kernels import substitution_cost_matrix
-from agents.parallel import parallel_map
-from model.scenario import ChannelConfig, NoiseConfig, Scenario
+from mesaopt.agents.contract import noise_variance
+from mesaopt.agents.kernels import substitution_cost_matrix
+from mesaopt.agents.parallel import parallel_map
+from mesaopt.model.scenario import ChannelConfig, NoiseConfig, Scenario
 
 NOISE_CODES = {"normal": 0, "laplace": 1, "student_t": 2}
 

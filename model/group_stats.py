@@ -16,8 +16,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from agents.parallel import block_ranges, parallel_map
-from model.step_measures import BLOCK
+from mesaopt.agents.parallel import block_ranges, parallel_map
+from mesaopt.model.step_measures import BLOCK
 
 __all__ = ["group_correlations", "group_ginis", "radix_argsort", "sort_by_group"]
 

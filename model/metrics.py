@@ -19,9 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from agents.parallel import parallel_map
-from model.group_stats import clearly_positive, group_correlations, group_ginis, sort_by_group
-from model.step_measures import METRIC_ROWS, group_sums
+from mesaopt.agents.parallel import parallel_map
+from mesaopt.model.group_stats import (
+    clearly_positive,
+    group_correlations,
+    group_ginis,
+    sort_by_group,
+)
+from mesaopt.model.step_measures import METRIC_ROWS, group_sums
 
 #: Mesa-optimizer categories relative to the agent's principal. The primary category is the first
 #: flag that holds in the order super, trans, sub, aligned (most dangerous first).

@@ -45,22 +45,22 @@ from typing import Any
 import mesa
 import numpy as np
 
-from agents.contract import metric_noise_variance
-from agents.kernels import best_of_k, best_response
-from agents.optimizer import MesaOptimizer
-from agents.parallel import kernel_threads
-from agents.population import Population
-from agents.principal import Principal
-from agents.selection import select_best_of_n
-from agents.step_kernels import plan_actions
-from model.channels import World, world_from_scenario
-from model.collect import make_datacollector
-from model.errors import ScenarioError
-from model.group_stats import radix_argsort
-from model.metrics import CATEGORIES, aggregate_steps
-from model.network import Network, build_network, spectral_radius
-from model.scenario import Scenario, apply_override, load_raw, validate
-from model.step_measures import METRIC_ROWS, outcomes_and_measures
+from mesaopt.agents.contract import metric_noise_variance
+from mesaopt.agents.kernels import best_of_k, best_response
+from mesaopt.agents.optimizer import MesaOptimizer
+from mesaopt.agents.parallel import kernel_threads
+from mesaopt.agents.population import Population
+from mesaopt.agents.principal import Principal
+from mesaopt.agents.selection import select_best_of_n
+from mesaopt.agents.step_kernels import plan_actions
+from mesaopt.model.channels import World, world_from_scenario
+from mesaopt.model.collect import make_datacollector
+from mesaopt.model.errors import ScenarioError
+from mesaopt.model.group_stats import radix_argsort
+from mesaopt.model.metrics import CATEGORIES, aggregate_steps
+from mesaopt.model.network import Network, build_network, spectral_radius
+from mesaopt.model.scenario import Scenario, apply_override, load_raw, validate
+from mesaopt.model.step_measures import METRIC_ROWS, outcomes_and_measures
 
 #: Populations up to this size get a Mesa Agent view per agent at construction; above it views
 #: are created on demand by :meth:`MesaOptModel.optimizer`.

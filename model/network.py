@@ -36,7 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from model.errors import ScenarioError
+from mesaopt.model.errors import ScenarioError
 
 TOPOLOGIES = (
     "grid",

@@ -21,9 +21,9 @@ import pyarrow as pa
 from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
-from model.model import MesaOptModel
-from model.recording import Recorder
-from model.scenario import Scenario, to_toml_dict
+from mesaopt.model.model import MesaOptModel
+from mesaopt.model.recording import Recorder
+from mesaopt.model.scenario import Scenario, to_toml_dict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGES = ("mesaopt", "mesa", "numpy", "scipy", "networkx", "pandas", "pyarrow", "pydantic")

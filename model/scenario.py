@@ -27,9 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from model.errors import ScenarioError
-from model.network import TOPOLOGIES
-from model.ranges import expand_values
+from mesaopt.model.errors import ScenarioError
+from mesaopt.model.network import TOPOLOGIES
+from mesaopt.model.ranges import expand_values
 
 NonNegFloat = Annotated[float, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -361,7 +361,7 @@ def _validate_regime_set(regime: RegimeConfig, key: str) -> None:
 
 def default_text() -> str:
     """Return the TOML text of the embedded default scenario."""
-    return resources.files("model").joinpath("default.toml").read_text(encoding="utf-8")
+    return resources.files("mesaopt.model").joinpath("default.toml").read_text(encoding="utf-8")
 
 
 def parse_override(assignment: str) -> tuple[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from agents.parallel import block_ranges, parallel_map, row_ranges
+from mesaopt.agents.parallel import block_ranges, parallel_map, row_ranges
 
 __all__ = ["BLOCK", "METRIC_ROWS", "group_sums", "outcomes_and_measures"]
 

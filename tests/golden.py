@@ -19,10 +19,11 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from mesaopt import load_scenario, run_simulation, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 HASHES = Path(__file__).with_name("golden_hashes.json")
@@ -60,27 +61,8 @@ def _overrides(name: str) -> list[str]:
     return [f"network.n_agents={n}", "run.steps=60"]
 
 
-def _api() -> Any:
-    try:
-        import mesaopt
-
-        return mesaopt.load_scenario, mesaopt.run_simulation, mesaopt.run_sweep
-    except (ImportError, AttributeError):  # the v1 layout, before the package existed
-        from analysis.batch import load_base, run_design, sweep_design
-        from model.runner import run_simulation
-        from model.scenario import load_scenario
-
-        def run_sweep(path, overrides, grid, replicates, out, engine):
-            base = load_base(path, overrides)
-            design = sweep_design(base, grid, replicates)
-            return run_design(base, design, out, engine=engine, progress=False)
-
-        return load_scenario, run_simulation, run_sweep
-
-
 def compute_hashes() -> dict[str, str]:
     """Run every shipped scenario and the sweep; return ``{"scenario/table": hash}``."""
-    load_scenario, run_simulation, run_sweep = _api()
     hashes: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in SCENARIOS:
@@ -93,11 +75,11 @@ def compute_hashes() -> dict[str, str]:
         out = Path(tmp) / "sweep"
         run_sweep(
             ROOT / "scenarios" / "baseline.toml",
-            ["network.n_agents=120", "run.steps=20"],
-            {"principals.0.selection.n": [1, 16]},
-            2,
             out,
-            "serial",
+            overrides=["network.n_agents=120", "run.steps=20"],
+            grid={"principals.0.selection.n": [1, 16]},
+            replicates=2,
+            engine="serial",
         )
         for table in SWEEP_TABLES:
             frame = pd.read_parquet(out / table if table == "steps" else out / f"{table}.parquet")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import run
+from mesaopt import run
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "scenarios" / "baseline.toml"

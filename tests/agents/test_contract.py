@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.contract import len_optimal_beta, metric_noise_variance, noise_variance
-from analysis.theory import hm87_beta, hm91_beta, len_beta_numeric
+from mesaopt.agents.contract import len_optimal_beta, metric_noise_variance, noise_variance
+from mesaopt.analysis.theory import hm87_beta, hm91_beta, len_beta_numeric
 
 ONE = np.array([True])
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import linalg, optimize
 
-from agents.kernels import (
+from mesaopt.agents.kernels import (
     MAX_CHANNELS,
     best_of_k,
     best_response,
@@ -387,7 +387,7 @@ def test_water_filling_path_equals_the_exact_qp(d, s, seed):
 
 
 def test_water_filling_agrees_with_the_active_set_enumeration():
-    from agents.kernels import _shared_budget_substitution
+    from mesaopt.agents.kernels import _shared_budget_substitution
 
     rng = np.random.default_rng(8)
     # (With d = 2 every K with a positive off-diagonal has the structure: nothing to nudge.)

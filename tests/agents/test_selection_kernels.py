@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.kernels import best_response, substitution_cost_matrix
-from agents.selection_kernels import score_candidates
+from mesaopt.agents.kernels import best_response, substitution_cost_matrix
+from mesaopt.agents.selection_kernels import score_candidates
 
 BLOCK = 256
 
@@ -92,9 +92,9 @@ def test_score_candidates_does_not_depend_on_the_number_of_threads(same_on_one_a
 
 def test_selection_draws_do_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
     """Blocked draws (objectives and sandbox noise) beyond one block, on 1 and on 3 threads."""
-    from agents.selection import mean_episode_noise, select_best_of_n
-    from model.channels import NOISE_BLOCK, world_from_scenario
-    from model.scenario import load_scenario
+    from mesaopt.agents.selection import mean_episode_noise, select_best_of_n
+    from mesaopt.model.channels import NOISE_BLOCK, world_from_scenario
+    from mesaopt.model.scenario import load_scenario
 
     world = world_from_scenario(load_scenario(None))
     candidates = 2 * NOISE_BLOCK + 5
@@ -122,9 +122,9 @@ def test_selection_draws_do_not_depend_on_the_number_of_threads(same_on_one_and_
 
 def test_mean_episode_noise_has_the_mean_of_the_episodes_distribution():
     """Sandbox noise: mean of k episodes; variance σ²/k for every family (Student-t: df/(df-2))."""
-    from agents.selection import mean_episode_noise
-    from model.channels import world_from_scenario
-    from model.scenario import load_scenario
+    from mesaopt.agents.selection import mean_episode_noise
+    from mesaopt.model.channels import world_from_scenario
+    from mesaopt.model.scenario import load_scenario
 
     world = world_from_scenario(load_scenario(None))
     k, n = 4, 400_000

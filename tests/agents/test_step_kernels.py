@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from agents import parallel
-from agents.kernels import (
+from mesaopt.agents import parallel
+from mesaopt.agents.kernels import (
     best_response,
     control_update,
     reward_gradient,
     substitution_cost_matrix,
 )
-from agents.parallel import kernel_threads
-from agents.step_kernels import plan_actions
+from mesaopt.agents.parallel import kernel_threads
+from mesaopt.agents.step_kernels import plan_actions
 
 BLOCK = 2048
 

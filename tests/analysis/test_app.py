@@ -14,7 +14,7 @@ from mesa.visualization.solara_viz import ModelCreator, UserInputs
 def app():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MESAOPT_VIZ_AGENTS", "100")  # the module builds its page's model
-        yield importlib.import_module("analysis.app")
+        yield importlib.import_module("mesaopt.analysis.app")
 
 
 def test_value_slider_label_follows_the_slider(app) -> None:
@@ -64,7 +64,7 @@ def test_page_parameters_are_value_sliders(app) -> None:
 def test_the_regime_slider_moves_simultaneous_changes_together(app) -> None:
     from pathlib import Path
 
-    from model.scenario import load_scenario
+    from mesaopt.model.scenario import load_scenario
 
     root = Path(__file__).resolve().parents[2]
     base = load_scenario(root / "scenarios" / "regime_change.toml")  # two changes at step 50

@@ -7,19 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import figures
-from analysis.agent_maps import force_layout, map_layout, plot_agent_map
-from analysis.animation import animate_agent_map
-from analysis.run_folder import read_run, rebuild_network
-from analysis.sweep_figures import (
+from mesaopt.analysis import figures
+from mesaopt.analysis.agent_maps import force_layout, map_layout, plot_agent_map
+from mesaopt.analysis.animation import animate_agent_map
+from mesaopt.analysis.run_folder import read_run, rebuild_network
+from mesaopt.analysis.sweep_figures import (
     closed_form_condition,
     plot_overoptimization,
     plot_parameter_vs_metrics,
     read_sweep,
     selection_parameters,
 )
-from model.model import MesaOptModel
-from model.scenario import load_scenario, to_toml_dict
+from mesaopt.model.model import MesaOptModel
+from mesaopt.model.scenario import load_scenario, to_toml_dict
 
 
 def _written(path: Path) -> None:

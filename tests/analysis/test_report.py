@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.report import build_report
-from analysis.sweep_figures import read_sweep
-from run import main
+from mesaopt.analysis.report import build_report
+from mesaopt.analysis.sweep_figures import read_sweep
+from mesaopt.run import main
 from tests.analysis.conftest import small_run
 
 

@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.sensitivity import (
+from mesaopt.analysis.sensitivity import (
     Bound,
     indices,
     parse_param,
     sample,
     sensitivity_design,
 )
-from model.errors import ScenarioError
+from mesaopt.model.errors import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["network.n_agents=50", "run.steps=10", "run.agent_every=0", "regimes.0.at=5"]

@@ -15,18 +15,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.batch import load_base, run_design, sweep_design
-from analysis.engine import (
+from mesaopt.analysis.batch import load_base, run_design, sweep_design
+from mesaopt.analysis.engine import (
     LOCAL_CLUSTER_CONFIG,
     START_METHOD_ENV,
     is_complete,
     open_engine,
     worker_start_method,
 )
-from analysis.export import export_sweep
-from analysis.stats import reduce_run, t_interval
-from analysis.sweep import grid_design, parse_grid_arguments, plan_runs, replicate_seeds
-from model.errors import ScenarioError
+from mesaopt.analysis.export import export_sweep
+from mesaopt.analysis.stats import reduce_run, t_interval
+from mesaopt.analysis.sweep import grid_design, parse_grid_arguments, plan_runs, replicate_seeds
+from mesaopt.model.errors import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["network.n_agents=60", "run.steps=10", "run.agent_every=5", "regimes.0.at=5"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from analysis.theory import (
+from mesaopt.analysis.theory import (
     bcz_equilibrium,
     expected_max_std_normal,
     hm87_beta,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.channels import NOISE_BLOCK, NOISE_CODES, standard_t, world_from_scenario
-from model.scenario import load_scenario
+from mesaopt.model.channels import NOISE_BLOCK, NOISE_CODES, standard_t, world_from_scenario
+from mesaopt.model.scenario import load_scenario
 
 
 def test_a_partial_noise_table_changes_only_the_fields_it_names():

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from model.group_stats import group_correlations, group_ginis, radix_argsort
-from model.metrics import correlation, gini
-from model.step_measures import BLOCK
+from mesaopt.model.group_stats import group_correlations, group_ginis, radix_argsort
+from mesaopt.model.metrics import correlation, gini
+from mesaopt.model.step_measures import BLOCK
 
 
 @settings(max_examples=200, deadline=None)

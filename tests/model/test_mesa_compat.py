@@ -7,8 +7,8 @@ import math
 import mesa
 import pandas as pd
 
-from model.collect import REPORTED
-from model.model import MesaOptModel
+from mesaopt.model.collect import REPORTED
+from mesaopt.model.model import MesaOptModel
 
 
 def test_batch_run_over_keyword_parameters():

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agents.optimizer import MesaOptimizer
-from agents.principal import Principal
-from model.metrics import CATEGORIES
-from model.model import MesaOptModel
-from model.scenario import load_scenario
+from mesaopt.agents.optimizer import MesaOptimizer
+from mesaopt.agents.principal import Principal
+from mesaopt.model.metrics import CATEGORIES
+from mesaopt.model.model import MesaOptModel
+from mesaopt.model.scenario import load_scenario
 
 SMALL = ["network.n_agents=300", "run.steps=60", "regimes.0.at=30", "run.agent_every=5"]
 
@@ -293,7 +293,7 @@ def test_memory_does_not_grow_with_steps():
 
 
 def test_a_regime_that_makes_peer_effects_explode_is_refused():
-    from model.errors import ScenarioError
+    from mesaopt.model.errors import ScenarioError
 
     with pytest.raises(ScenarioError) as info:
         MesaOptModel(load_scenario(None, [*SMALL, "regimes.0.set={peer=0.5}"]))
@@ -346,9 +346,9 @@ def test_catches_count_even_without_a_penalty():
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # correlations of an inf are NaN, loudly
 def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
-    import model.model as model_module
-    from model.metrics import aggregate_steps, gini
-    from model.step_measures import METRIC_ROWS
+    import mesaopt.model.model as model_module
+    from mesaopt.model.metrics import aggregate_steps, gini
+    from mesaopt.model.step_measures import METRIC_ROWS
 
     captured = {}
 
@@ -370,8 +370,8 @@ def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
 def test_a_principal_with_no_agents_steps_quietly_with_nan_means():
     import warnings
 
-    from model.model import MesaOptModel
-    from model.scenario import load_scenario
+    from mesaopt.model.model import MesaOptModel
+    from mesaopt.model.scenario import load_scenario
 
     scenario = load_scenario(None, ["network.n_agents=200", "principals.1.share=0.0001"])
     model = MesaOptModel(scenario)

@@ -13,8 +13,8 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model.errors import ScenarioError
-from model.network import (
+from mesaopt.model.errors import ScenarioError
+from mesaopt.model.network import (
     MAX_COMPLETE,
     Network,
     _power_iteration,

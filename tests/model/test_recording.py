@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from model.recording import TABLES, Recorder
+from mesaopt.model.recording import TABLES, Recorder
 
 
 def rows(step: int, n: int = 3):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from model.errors import ScenarioError
-from model.scenario import (
+from mesaopt.model.errors import ScenarioError
+from mesaopt.model.scenario import (
     Scenario,
     apply_override,
     default_text,
@@ -171,7 +171,7 @@ def test_risk_neutral_agents_or_zero_beta_may_face_heavy_tails():
         BASELINE, ['channels.2.noise={dist="student_t", df=1.5}', "agents.risk_aversion=0"]
     )
     perceived = ['channels.1.noise={dist="student_t", df=1.5}', "principals.1.contract.beta=0"]
-    from model.model import MesaOptModel
+    from mesaopt.model.model import MesaOptModel
 
     model = MesaOptModel(load_scenario(BASELINE, [*perceived, "network.n_agents=100"]))
     assert model.principals[0].beta == 0.0  # "optimal" sees the infinite variance: no incentive

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from agents.kernels import substitution_cost_matrix
-from model.metrics import CATEGORIES, categorize
-from model.step_measures import BLOCK, METRIC_ROWS, group_sums, outcomes_and_measures
+from mesaopt.agents.kernels import substitution_cost_matrix
+from mesaopt.model.metrics import CATEGORIES, categorize
+from mesaopt.model.step_measures import BLOCK, METRIC_ROWS, group_sums, outcomes_and_measures
 
 
 def _inputs(n: int, d: int, j: int, seed: int) -> dict:

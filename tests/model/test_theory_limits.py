@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from analysis.theory import (
+from mesaopt.analysis.theory import (
     bcz_equilibrium,
     expected_max_std_normal,
     hm87_beta,
@@ -20,8 +20,8 @@ from analysis.theory import (
     len_beta_numeric,
     regressional_selection_gain,
 )
-from model.model import MesaOptModel
-from model.scenario import load_scenario, validate
+from mesaopt.model.model import MesaOptModel
+from mesaopt.model.scenario import load_scenario, validate
 
 
 def one_channel(**channel: Any) -> dict[str, Any]:
