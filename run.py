@@ -493,7 +493,7 @@ def cmd_demo() -> int:
 
 def _check_environment(command: str | None) -> None:
     """Raise ValueError before any work on a bad ``MESAOPT_THREADS``/``MESAOPT_WORKER_START``."""
-    import mesaopt.agents.parallel  # noqa: F401  (reads MESAOPT_THREADS when imported)
+    import mesaopt.model.parallel  # noqa: F401  (reads MESAOPT_THREADS when imported)
 
     if command in ("sweep", "sensitivity"):
         from mesaopt.analysis.engine import worker_start_method

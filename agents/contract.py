@@ -5,7 +5,7 @@ A principal pays ``w = α + β·M`` on its measured proxy ``M = mᵀy`` (DESIGN.
 Holmström & Milgrom over the channels *it perceives*, with its beliefs about channel values and
 about its agents' mean objective. These are pure functions of arrays; the principal class holds
 the beliefs and calls them. The textbook special cases used as test oracles are in
-:mod:`analysis.theory`; the agents' response kernels are in :mod:`agents.kernels`.
+:mod:`analysis.theory`; the agents' response kernels are in :mod:`agents.response`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-__all__ = ["len_optimal_beta", "metric_noise_variance", "noise_variance"]
+__all__ = ["len_optimal_beta"]
 
 
 def len_optimal_beta(
@@ -95,69 +95,3 @@ def len_optimal_beta(
     if denominator == 0.0:
         return 0.0
     return float((v[idx] - g[idx]) @ k_inv_m) / denominator
-
-
-def metric_noise_variance(
-    metric: np.ndarray, noise_variances: np.ndarray, perceived: np.ndarray
-) -> float:
-    """Variance of the proxy noise ``mᵀε`` over the perceived channels (independent noise).
-
-    ``σ_M² = Σ_{k∈P} m_k² Var(ε_k)``; channels with ``m_k = 0`` contribute nothing even if
-    their noise variance is infinite.
-
-    Args:
-        metric: Proxy weights m, shape (d,).
-        noise_variances: Var(ε_k) per channel, shape (d,); entries may be ``inf``.
-        perceived: Boolean mask of the perceived channels, shape (d,).
-
-    Returns:
-        σ_M² (possibly ``inf``).
-
-    Raises:
-        ValueError: On shape mismatch or a negative variance.
-    """
-    m = np.asarray(metric, dtype=float)
-    var = np.asarray(noise_variances, dtype=float)
-    p = np.asarray(perceived, dtype=bool)
-    if m.ndim != 1 or var.shape != m.shape or p.shape != m.shape:
-        raise ValueError(
-            f"metric, noise_variances and perceived must share a 1-d shape, "
-            f"got {m.shape}, {var.shape}, {p.shape}"
-        )
-    if np.any(var < 0.0):
-        raise ValueError("noise variances must be non-negative")
-    used = p & (m != 0.0)
-    return float(np.sum(m[used] ** 2 * var[used]))
-
-
-def noise_variance(dist: str, scale: float, df: float) -> float:
-    """Variance of one channel's output noise.
-
-    ``normal``: scale²; ``laplace``: 2·scale² (``scale`` is numpy's b); ``student_t``:
-    scale²·df/(df − 2) for df > 2, else ``inf`` (``scale`` multiplies a standard t variate).
-
-    Args:
-        dist: ``"normal"``, ``"laplace"`` or ``"student_t"``.
-        scale: Scale parameter, at least 0.
-        df: Degrees of freedom (used by ``student_t`` only).
-
-    Returns:
-        The variance (possibly ``inf``).
-
-    Raises:
-        ValueError: On an unknown distribution, a negative scale, or ``df ≤ 0`` for
-            ``student_t``.
-    """
-    if not scale >= 0.0:
-        raise ValueError(f"scale must be non-negative, got {scale}")
-    if dist == "normal":
-        return float(scale) ** 2
-    if dist == "laplace":
-        return 2.0 * float(scale) ** 2
-    if dist == "student_t":
-        if not df > 0.0:
-            raise ValueError(f"student_t needs df > 0, got {df}")
-        if df <= 2.0:
-            return math.inf if scale > 0.0 else 0.0
-        return float(scale) ** 2 * df / (df - 2.0)
-    raise ValueError(f"unknown noise distribution {dist!r}; use normal, laplace or student_t")

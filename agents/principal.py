@@ -2,7 +2,7 @@
 
 A :class:`Principal` holds what the principal knows — its capacity, its belief v̂ of the channel
 values, its model of the world (the channel parameters as of its last federated update), its
-contract — and decides with the pure kernels of :mod:`agents.kernels`, :mod:`agents.contract`
+contract — and decides with the pure kernels of :mod:`agents.response`, :mod:`agents.contract`
 and :mod:`agents.selection`. The population arrays it acts on belong to the model; the
 principal never reads the simulator's ground truth except through the channels it is allowed to
 observe (audits, reports, measured proxies). ``MECHANISMS`` declares what each of its mechanisms
@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 import mesa
 import numpy as np
 
-from mesaopt.agents.contract import len_optimal_beta, metric_noise_variance
+from mesaopt.agents.contract import len_optimal_beta
 from mesaopt.model.channels import World
+from mesaopt.model.noise import metric_noise_variance
 from mesaopt.model.scenario import PrincipalConfig
 
 if TYPE_CHECKING:

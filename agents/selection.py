@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mesaopt.agents.selection_kernels import score_candidates
-from mesaopt.model.channels import NOISE_CODES, World, draw_in_blocks, standard_t
+from mesaopt.agents.selection_jit import score_candidates
+from mesaopt.model.channels import World
+from mesaopt.model.noise import NOISE_CODES, draw_in_blocks, standard_t
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def select_best_of_n(
 
     Random numbers, per chunk of slots: the candidates' standard normal objective draws, then
     their mean sandbox noise (both :func:`model.channels.draw_in_blocks`); the rest is
-    :func:`agents.selection_kernels.score_candidates`.
+    :func:`agents.selection_jit.score_candidates`.
 
     Args:
         world: Current true mechanics (the sandbox runs the real world).

@@ -242,7 +242,7 @@ def _quiet_dask() -> None:
 
 def _on_one_thread(fn: Callable[[Any], Any], batch: list[Any]) -> list[Any]:
     """``[fn(item) for item in batch]``, the compiled kernels on one thread (one run per core)."""
-    from mesaopt.agents.parallel import kernel_threads
+    from mesaopt.model.parallel import kernel_threads
 
     with kernel_threads(1):
         return [fn(item) for item in batch]
@@ -331,7 +331,7 @@ def worker_start_method(command_line: bool = False) -> str:
     kernels; a spawned one starts a fresh interpreter that imports ``distributed`` and then the
     project before its first run, and takes longer to exit (BENCHMARKS.md, section "Sweeps").
     The project keeps no state a copy could share wrongly: its kernel thread pool is rebuilt in a
-    forked child (:mod:`agents.parallel`), and Numba's OpenMP layer, which forking breaks, is not
+    forked child (:mod:`model.parallel`), and Numba's OpenMP layer, which forking breaks, is not
     used. But a fork copies whatever the calling process holds: a notebook's or an app's other
     threads (and their locks) and its memory (a worker would start at the notebook's size). So
     only the command line, whose process does nothing else, forks by default; library calls

@@ -1,6 +1,6 @@
 """Closed-form and numerical results from the literature, used as test oracles.
 
-Everything here is computed independently of the simulation kernels in :mod:`agents.kernels`
+Everything here is computed independently of the simulation kernels in :mod:`agents.response`
 and :mod:`agents.contract` (numerical integration, numerical optimisation, textbook formulas),
 so that a test comparing the two checks something. It also gives the analysis notebooks the
 theoretical curves to draw next to simulated ones:

@@ -29,7 +29,7 @@ What it leaves out: federated updates (step 8), the per-agent failure measures o
 tables; it only collects per-step means through a ``mesa.DataCollector``. Only exact direct
 planners are covered (``agents.power = "exact"``), and the cost matrix must be the shared-budget
 form the scenario builds. The best response is the same closed-form water filling the vectorized
-kernel uses (:func:`agents.kernels._water_filling`), per agent: the fastest exact method we know,
+kernel uses (:func:`agents.response._water_filling`), per agent: the fastest exact method we know,
 so the measured speed ratios are conservative.
 """
 
@@ -44,9 +44,10 @@ import numpy as np
 from mesa.discrete_space import CellAgent, Network
 
 from mesaopt.agents.principal import Principal
-from mesaopt.model.channels import NOISE_CODES, World, world_from_scenario
+from mesaopt.model.channels import World, world_from_scenario
 from mesaopt.model.model import make_principals
 from mesaopt.model.network import build_network
+from mesaopt.model.noise import NOISE_CODES
 from mesaopt.model.scenario import Scenario
 
 _NORMAL, _LAPLACE = NOISE_CODES["normal"], NOISE_CODES["laplace"]

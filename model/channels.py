@@ -8,22 +8,19 @@ world model), which is how stale world models arise (DESIGN.md §2, "Regime chan
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from mesaopt.agents.contract import noise_variance
-from mesaopt.agents.kernels import substitution_cost_matrix
-from mesaopt.agents.parallel import parallel_map
+from mesaopt.model.noise import (
+    NOISE_CODES,
+    NOISE_NAMES,
+    draw_in_blocks,
+    noise_variance,
+    standard_t,
+)
 from mesaopt.model.scenario import ChannelConfig, NoiseConfig, Scenario
-
-NOISE_CODES = {"normal": 0, "laplace": 1, "student_t": 2}
-
-#: Rows of output noise drawn from one generator (see :meth:`World.sample_noise`).
-NOISE_BLOCK = 1 << 15
-_NOISE_NAMES = {code: name for name, code in NOISE_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -69,10 +66,9 @@ class World:
     @property
     def noise_var(self) -> np.ndarray:
         """Variance of each channel's output noise (inf for Student-t with df <= 2)."""
-        inverse = {code: name for name, code in NOISE_CODES.items()}
         return np.array(
             [
-                noise_variance(inverse[int(c)], float(s), float(df))
+                noise_variance(NOISE_NAMES[int(c)], float(s), float(df))
                 for c, s, df in zip(self.noise_dist, self.noise_scale, self.noise_df, strict=True)
             ]
         )
@@ -144,7 +140,7 @@ class World:
             if field == "noise":
                 # A partial table changes only the fields it names (scale alone keeps the family).
                 current = {
-                    "dist": _NOISE_NAMES[int(arrays["noise_dist"][channel])],
+                    "dist": NOISE_NAMES[int(arrays["noise_dist"][channel])],
                     "scale": float(arrays["noise_scale"][channel]),
                     "df": float(arrays["noise_df"][channel]),
                 }
@@ -160,53 +156,36 @@ class World:
         return replace(self, epoch=self.epoch + 1, cost_matrix=cost_matrix, **arrays)
 
 
-def standard_t(rng: np.random.Generator, df: float, size: int | tuple[int, ...]) -> np.ndarray:
-    """Student-t draws with ``df`` degrees of freedom: ``Z / sqrt(χ²_df / df)``.
+def substitution_cost_matrix(costs: np.ndarray, substitution: float) -> np.ndarray:
+    """Effort-cost matrix with a shared effort budget.
 
-    For an even integer ``df`` up to 16, χ²_df is drawn exactly as twice a sum of df/2 standard
-    exponentials, which is faster than NumPy's gamma draw (measured at 1e5 draws and df = 4:
-    2.1 ms instead of 3.1 ms for ``rng.standard_t``); otherwise ``rng.standard_t``.
-    """
-    if df != int(df) or int(df) % 2 or not 2 <= df <= 16:
-        return rng.standard_t(df, size)
-    z = rng.standard_normal(size)
-    chi2 = rng.standard_exponential(size)
-    for _ in range(int(df) // 2 - 1):
-        chi2 += rng.standard_exponential(size)
-    chi2 *= 2.0 / df
-    np.sqrt(chi2, out=chi2)
-    z /= chi2
-    return z
-
-
-def draw_in_blocks(
-    rng: np.random.Generator,
-    out: np.ndarray,
-    fill: Callable[[np.random.Generator, np.ndarray], None],
-) -> None:
-    """Fill ``out`` (d, rows) with random draws, in blocks of :data:`NOISE_BLOCK` rows.
-
-    Up to one block, ``fill(rng, out)`` draws from ``rng`` itself. Beyond, one seed per block is
-    drawn from ``rng`` and each block filled from its own generator, so that blocks can be drawn
-    on several threads (NumPy releases the GIL while it fills an array) and the draws do not
-    depend on how many threads there are (:func:`agents.parallel.parallel_map`).
+    ``K_kk = c_k`` and ``K_kl = s·sqrt(c_k c_l)`` for ``k ≠ l``: effort on one channel raises
+    the marginal cost of the others, the substitutable-efforts case of Holmström & Milgrom
+    (1991, "Multitask Principal-Agent Analyses", J. Law Econ. Organ. 7:24–52). Writing
+    ``K = D^½((1 − s)I + s·11ᵀ)D^½`` shows the eigenvalues are positive for ``0 ≤ s < 1``.
 
     Args:
-        rng: The run's generator.
-        out: Array to fill, (d, rows): one row per channel.
-        fill: ``fill(generator, block)`` fills a (d, m) block.
+        costs: Positive per-channel costs c, shape (d,).
+        substitution: Substitution strength s in [0, 1).
+
+    Returns:
+        The symmetric positive definite cost matrix K, shape (d, d).
+
+    Raises:
+        ValueError: If ``costs`` is not a 1-d array of positive finite numbers or ``s`` is
+            outside [0, 1).
     """
-    rows = out.shape[1]
-    if rows <= NOISE_BLOCK:
-        fill(rng, out)
-        return
-    starts = range(0, rows, NOISE_BLOCK)
-    seeds = rng.integers(0, 2**63, size=len(starts))
-    blocks = [
-        (np.random.default_rng(seed), out[:, lo : lo + NOISE_BLOCK])
-        for seed, lo in zip(seeds, starts, strict=True)
-    ]
-    parallel_map(lambda block: fill(*block), blocks)
+    c = np.asarray(costs, dtype=float)
+    if c.ndim != 1:
+        raise ValueError(f"costs must be 1-d, got shape {c.shape}")
+    if not np.all(np.isfinite(c) & (c > 0.0)):
+        raise ValueError("costs must be positive and finite")
+    if not 0.0 <= substitution < 1.0:
+        raise ValueError(f"substitution must lie in [0, 1), got {substitution}")
+    root = np.sqrt(c)
+    k = substitution * np.outer(root, root)
+    np.fill_diagonal(k, c)
+    return k
 
 
 def world_from_scenario(scenario: Scenario) -> World:

@@ -19,14 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from mesaopt.agents.parallel import parallel_map
-from mesaopt.model.group_stats import (
+from mesaopt.model.group_stats_jit import (
     clearly_positive,
     group_correlations,
     group_ginis,
     sort_by_group,
 )
-from mesaopt.model.step_measures import METRIC_ROWS, group_sums
+from mesaopt.model.measures_jit import METRIC_ROWS, group_sums
+from mesaopt.model.parallel import parallel_map
 
 #: Mesa-optimizer categories relative to the agent's principal. The primary category is the first
 #: flag that holds in the order super, trans, sub, aligned (most dangerous first).
@@ -128,7 +128,7 @@ def aggregate_steps(
     Args:
         step: The step number.
         metrics: Per-agent metrics, (len(METRIC_ROWS), N), rows in the order of
-            :data:`model.step_measures.METRIC_ROWS`.
+            :data:`model.measures_jit.METRIC_ROWS`.
         principal_of: Principal index per agent.
         principals: The principals (for names, contract and belief).
         flags: Category flags (N, 4).

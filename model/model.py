@@ -2,11 +2,11 @@
 
 :class:`MesaOptModel` is a ``mesa.Model``. Population state lives in NumPy arrays
 (:class:`agents.population.Population`), the network in a SciPy CSR matrix, and one step is a
-fixed sequence of compiled row kernels (:mod:`agents.step_kernels`, :mod:`model.step_measures`,
-:mod:`model.group_stats`; the NumPy kernels of :mod:`agents.kernels` are their reference and plan
-the rows those do not cover). Principals are Mesa agents; mesa-optimizers are Mesa agents
-too, as thin views onto their rows (created for populations up to ``VIEW_LIMIT`` agents, lazily
-above it).
+fixed sequence of compiled row kernels (:mod:`agents.response_jit`,
+:mod:`model.measures_jit`, :mod:`model.group_stats_jit`; the NumPy kernels of
+:mod:`agents.response` are their reference and plan the rows those do not cover). Principals
+are Mesa agents; mesa-optimizers are Mesa agents too, as thin views onto their rows (created for
+populations up to ``VIEW_LIMIT`` agents, lazily above it).
 
 Step order (one call of ``model.step()``; ``t`` is the step number, 1-based):
 
@@ -45,22 +45,22 @@ from typing import Any
 import mesa
 import numpy as np
 
-from mesaopt.agents.contract import metric_noise_variance
-from mesaopt.agents.kernels import best_of_k, best_response
 from mesaopt.agents.optimizer import MesaOptimizer
-from mesaopt.agents.parallel import kernel_threads
 from mesaopt.agents.population import Population
 from mesaopt.agents.principal import Principal
+from mesaopt.agents.response import best_of_k, best_response
+from mesaopt.agents.response_jit import plan_actions
 from mesaopt.agents.selection import select_best_of_n
-from mesaopt.agents.step_kernels import plan_actions
 from mesaopt.model.channels import World, world_from_scenario
 from mesaopt.model.collect import make_datacollector
 from mesaopt.model.errors import ScenarioError
-from mesaopt.model.group_stats import radix_argsort
+from mesaopt.model.group_stats_jit import radix_argsort
+from mesaopt.model.measures_jit import METRIC_ROWS, outcomes_and_measures
 from mesaopt.model.metrics import CATEGORIES, aggregate_steps
 from mesaopt.model.network import Network, build_network, spectral_radius
+from mesaopt.model.noise import metric_noise_variance
+from mesaopt.model.parallel import kernel_threads
 from mesaopt.model.scenario import Scenario, apply_override, load_raw, validate
-from mesaopt.model.step_measures import METRIC_ROWS, outcomes_and_measures
 
 #: Populations up to this size get a Mesa Agent view per agent at construction; above it views
 #: are created on demand by :meth:`MesaOptModel.optimizer`.
@@ -437,7 +437,7 @@ class MesaOptModel(mesa.Model):
     ) -> None:
         """Step 3, rows the compiled kernel cannot plan: stale and best-of-k planners, in place.
 
-        :func:`agents.step_kernels.plan_actions` gives every direct agent its exact best response
+        :func:`agents.response_jit.plan_actions` gives every direct agent its exact best response
         in the current world; a direct agent whose world model predates the current regime plans
         in its own world instead, and a best-of-k planner samples (its draws are per planner).
         """
@@ -573,7 +573,7 @@ class MesaOptModel(mesa.Model):
         ``reward`` is every agent's marginal reward θ + βm + δ⊙(G a) in the current world, with
         ``neighbour_effort`` = G a of the previous step, and ``own_best`` its payoff at its own
         optimum; ``caught`` flags this step's audit catches (a catch counts even when the
-        penalty is 0). Per-agent definitions: :func:`model.step_measures.outcomes_and_measures`.
+        penalty is 0). Per-agent definitions: :func:`model.measures_jit.outcomes_and_measures`.
         """
         world = self.world
         pop = self.population

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mesaopt.agents import parallel
-from mesaopt.agents.parallel import kernel_threads
+from mesaopt.model import parallel
+from mesaopt.model.parallel import kernel_threads
 
 
 @pytest.fixture

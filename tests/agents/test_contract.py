@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesaopt.agents.contract import len_optimal_beta, metric_noise_variance, noise_variance
+from mesaopt.agents.contract import len_optimal_beta
 from mesaopt.analysis.theory import hm87_beta, hm91_beta, len_beta_numeric
+from mesaopt.model.noise import metric_noise_variance, noise_variance
 
 ONE = np.array([True])
 

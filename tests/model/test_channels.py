@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mesaopt.model.channels import NOISE_BLOCK, NOISE_CODES, standard_t, world_from_scenario
+from mesaopt.model.channels import substitution_cost_matrix, world_from_scenario
+from mesaopt.model.noise import NOISE_BLOCK, NOISE_CODES, standard_t
 from mesaopt.model.scenario import load_scenario
 
 
@@ -81,3 +82,20 @@ def test_standard_t_has_the_student_t_distribution(df):
     assert stats.kstest(draws, stats.t(df).cdf).pvalue > 1e-3
     assert draws.shape == (200_000,)
     assert standard_t(np.random.default_rng(0), df, (3, 4)).shape == (3, 4)
+
+
+def test_substitution_cost_matrix():
+    k = substitution_cost_matrix(np.array([1.0, 4.0, 9.0]), 0.5)
+    np.testing.assert_allclose(np.diag(k), [1.0, 4.0, 9.0])
+    assert k[0, 1] == pytest.approx(0.5 * 2.0)
+    assert k[1, 2] == pytest.approx(0.5 * 6.0)
+    np.testing.assert_array_equal(k, k.T)
+    assert np.linalg.eigvalsh(substitution_cost_matrix(np.ones(6), 0.999))[0] > 0.0
+    np.testing.assert_array_equal(
+        substitution_cost_matrix(np.array([2.0, 3.0]), 0.0), np.diag([2.0, 3.0])
+    )
+    for bad in (1.0, -0.1, np.nan):
+        with pytest.raises(ValueError):
+            substitution_cost_matrix(np.ones(3), bad)
+    with pytest.raises(ValueError):
+        substitution_cost_matrix(np.array([1.0, 0.0]), 0.2)

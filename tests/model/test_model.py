@@ -347,8 +347,8 @@ def test_catches_count_even_without_a_penalty():
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # correlations of an inf are NaN, loudly
 def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
     import mesaopt.model.model as model_module
+    from mesaopt.model.measures_jit import METRIC_ROWS
     from mesaopt.model.metrics import aggregate_steps, gini
-    from mesaopt.model.step_measures import METRIC_ROWS
 
     captured = {}
 

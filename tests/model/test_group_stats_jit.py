@@ -1,4 +1,4 @@
-"""Tests for model/group_stats.py: radix sort, Gini and correlations against NumPy."""
+"""Tests for model/group_stats_jit.py: radix sort, Gini and correlations against NumPy."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mesaopt.model.group_stats import group_correlations, group_ginis, radix_argsort
+from mesaopt.model.group_stats_jit import group_correlations, group_ginis, radix_argsort
+from mesaopt.model.measures_jit import BLOCK
 from mesaopt.model.metrics import correlation, gini
-from mesaopt.model.step_measures import BLOCK
 
 
 @settings(max_examples=200, deadline=None)

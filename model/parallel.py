@@ -1,7 +1,7 @@
 """How the compiled kernels use the machine's cores: a small thread pool of our own.
 
-The row kernels (:mod:`agents.step_kernels`, :mod:`agents.selection_kernels`,
-:mod:`model.step_measures`, :mod:`model.group_stats`) are serial Numba functions compiled with
+The row kernels (:mod:`agents.response_jit`, :mod:`agents.selection_jit`,
+:mod:`model.measures_jit`, :mod:`model.group_stats_jit`) are serial Numba functions compiled with
 ``nogil=True`` that work on a range of rows. :func:`parallel_map` runs such calls on a pool of
 Python threads; since the kernels release the GIL, the threads run them on all cores at once.
 

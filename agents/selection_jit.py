@@ -2,7 +2,7 @@
 
 :func:`agents.selection.select_best_of_n` draws the random numbers (candidate objectives and
 sandbox noise) and hands them to :func:`score_candidates`, which plans each candidate's sandbox
-action (exact best response, :func:`agents.step_kernels.water_fill`), scores it, keeps the best
+action (exact best response, :func:`agents.response_jit.water_fill`), scores it, keeps the best
 and the statistics of all ``n``, without the (slots × n × d) temporaries of the NumPy version
 (profiled: at 1e6 slots those passes took 2.7 s of a 5.4 s initial selection). Slots are
 independent, so results do not depend on how they are shared out among threads.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from mesaopt.agents.parallel import parallel_map, row_ranges
-from mesaopt.agents.step_kernels import water_fill
+from mesaopt.agents.response_jit import water_fill
+from mesaopt.model.parallel import parallel_map, row_ranges
 
 __all__ = ["score_candidates"]
 

@@ -1,16 +1,16 @@
 """Compiled row kernels: every agent's choice of effort in one parallel sweep over the population.
 
-The NumPy kernels of :mod:`agents.kernels` are the readable definitions and the test oracles; a
+The NumPy kernels of :mod:`agents.response` are the readable definitions and the test oracles; a
 step of the model runs the same arithmetic through the Numba kernels here, because a step over
 NumPy arrays makes some forty passes over (N, d) arrays and is memory bound (profiled: no part
 above 12 %, ~60 ms per step at 1e5 agents). One pass per row keeps a row's numbers in registers.
 
-Rows are split into one range per thread (:func:`agents.parallel.row_ranges`) and the compiled
+Rows are split into one range per thread (:func:`model.parallel.row_ranges`) and the compiled
 row loop runs on each range without the GIL; a row's result never depends on another row's of
 the same step, so the output is the same whatever the number of threads.
 
 The shared-effort-budget cost matrix ``K = D^½((1 − s)I + s·11ᵀ)D^½`` (the only kind the model
-builds, :func:`agents.kernels.substitution_cost_matrix`; ``s = 0`` is a diagonal ``K``) is passed
+builds, :func:`model.channels.substitution_cost_matrix`; ``s = 0`` is a diagonal ``K``) is passed
 as ``root = sqrt(diag K)`` and ``s``.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from mesaopt.agents.parallel import parallel_map, row_ranges
+from mesaopt.model.parallel import parallel_map, row_ranges
 
 __all__ = ["plan_actions", "water_fill"]
 
@@ -36,7 +36,7 @@ def water_fill(
 ) -> None:
     """Exact best response of one row under a shared effort budget (see ``_water_filling``).
 
-    Same arithmetic, in the same order, as :func:`agents.kernels._water_filling`: scaled rewards
+    Same arithmetic, in the same order, as :func:`agents.response._water_filling`: scaled rewards
     ``u = r / sqrt(c)`` (−∞ off the perceived channels), sorted in descending order by the same
     compare-exchange network (branch free: rewards are random, so branches mispredict); the
     shared marginal cost ``s·T`` of the largest active set whose last channel still beats it;
@@ -44,7 +44,7 @@ def water_fill(
 
     For finite rewards only (the model's rewards always are); with a NaN the sort differs from
     the NumPy version's. Editing this function: Numba's on-disk cache of a kernel in another file
-    that inlines it (:mod:`agents.selection_kernels`) is not invalidated by the edit — delete the
+    that inlines it (:mod:`agents.selection_jit`) is not invalidated by the edit — delete the
     ``*.nbi``/``*.nbc`` files in ``agents/__pycache__`` after changing it.
 
     Args:
@@ -108,7 +108,7 @@ def plan_actions(
     * a direct agent's effort: the exact best response to r on its perceived channels (current
       world model; the caller re-plans stale and best-of-k planners);
     * a control agent's effort: ``max(a + gain·(r − K a + ε_last), 0)`` on its perceived channels
-      (:func:`agents.kernels.control_update` fed with :func:`agents.kernels.reward_gradient`);
+      (:func:`agents.response.control_update` fed with :func:`agents.response.reward_gradient`);
     * ``½ rᵀa*``, the agent's payoff at its optimum a* over every channel (the mesa-loss
       benchmark: at the optimum ``a*ᵀKa* = rᵀa*``).
 

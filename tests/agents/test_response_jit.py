@@ -1,4 +1,4 @@
-"""Tests for agents/step_kernels.py: the compiled planning pass equals the NumPy kernels."""
+"""Tests for agents/response_jit.py: the compiled planning pass equals the NumPy kernels."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from mesaopt.agents import parallel
-from mesaopt.agents.kernels import (
+from mesaopt.agents.response import (
     best_response,
     control_update,
     reward_gradient,
-    substitution_cost_matrix,
 )
-from mesaopt.agents.parallel import kernel_threads
-from mesaopt.agents.step_kernels import plan_actions
+from mesaopt.agents.response_jit import plan_actions
+from mesaopt.model import parallel
+from mesaopt.model.channels import substitution_cost_matrix
+from mesaopt.model.parallel import kernel_threads
 
 BLOCK = 2048
 

@@ -1,4 +1,4 @@
-"""Tests for agents/kernels.py: exact QP best response, best-of-k, control, helpers."""
+"""Tests for agents/response.py: exact QP best response, best-of-k, control, helpers."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import linalg, optimize
 
-from mesaopt.agents.kernels import (
+from mesaopt.agents.response import (
     MAX_CHANNELS,
     best_of_k,
     best_response,
     control_update,
     quadratic_payoff,
     reward_gradient,
-    substitution_cost_matrix,
 )
+from mesaopt.model.channels import substitution_cost_matrix
 
 # --------------------------------------------------------------------------- oracles
 
@@ -349,23 +349,6 @@ def test_reward_gradient_and_payoff_agree_with_finite_differences():
     np.testing.assert_allclose(reward_gradient(r, k, a), numeric, atol=1e-6)
 
 
-def test_substitution_cost_matrix():
-    k = substitution_cost_matrix(np.array([1.0, 4.0, 9.0]), 0.5)
-    np.testing.assert_allclose(np.diag(k), [1.0, 4.0, 9.0])
-    assert k[0, 1] == pytest.approx(0.5 * 2.0)
-    assert k[1, 2] == pytest.approx(0.5 * 6.0)
-    np.testing.assert_array_equal(k, k.T)
-    assert np.linalg.eigvalsh(substitution_cost_matrix(np.ones(6), 0.999))[0] > 0.0
-    np.testing.assert_array_equal(
-        substitution_cost_matrix(np.array([2.0, 3.0]), 0.0), np.diag([2.0, 3.0])
-    )
-    for bad in (1.0, -0.1, np.nan):
-        with pytest.raises(ValueError):
-            substitution_cost_matrix(np.ones(3), bad)
-    with pytest.raises(ValueError):
-        substitution_cost_matrix(np.array([1.0, 0.0]), 0.2)
-
-
 # --------------------------------------------------------------- shared-budget (water filling)
 
 
@@ -387,7 +370,7 @@ def test_water_filling_path_equals_the_exact_qp(d, s, seed):
 
 
 def test_water_filling_agrees_with_the_active_set_enumeration():
-    from mesaopt.agents.kernels import _shared_budget_substitution
+    from mesaopt.agents.response import _shared_budget_substitution
 
     rng = np.random.default_rng(8)
     # (With d = 2 every K with a positive off-diagonal has the structure: nothing to nudge.)

@@ -15,7 +15,6 @@ The agent's one-step problem is the quadratic programme of the LEN model: with m
 * :func:`control_update` takes one projected feedback step along a (noisy) gradient (``control``
   optimizer);
 * :func:`reward_gradient` and :func:`quadratic_payoff` evaluate the objective;
-* :func:`substitution_cost_matrix` builds ``K`` from per-channel costs and a shared effort budget.
 
 The closed-form oracles these kernels are tested against live in :mod:`analysis.theory`; the
 principal's side of the contract is in :mod:`agents.contract`.
@@ -33,7 +32,6 @@ __all__ = [
     "control_update",
     "quadratic_payoff",
     "reward_gradient",
-    "substitution_cost_matrix",
 ]
 
 #: Largest number of channels :func:`best_response` accepts (it enumerates 2^d active sets).
@@ -89,8 +87,8 @@ def best_response(reward: np.ndarray, cost: np.ndarray, perceive: np.ndarray) ->
     kernel enumerates all 2^|P| subsets of each perception mask P, vectorised over the rows that
     share the mask. Two structures of ``K`` take closed-form fast paths: a diagonal ``K``
     (``max(r, 0) / diag(K)``) and the shared-effort-budget ``K`` of
-    :func:`substitution_cost_matrix` (water filling, see :func:`_water_filling`), which is the
-    only kind the model builds; both are tested against the enumeration.
+    :func:`model.channels.substitution_cost_matrix` (water filling, see :func:`_water_filling`),
+    which is the only kind the model builds; both are tested against the enumeration.
 
     Args:
         reward: Marginal rewards r, shape (N, d).
@@ -152,8 +150,9 @@ def best_response(reward: np.ndarray, cost: np.ndarray, perceive: np.ndarray) ->
 def _shared_budget_substitution(k: np.ndarray) -> float | None:
     """Return s if ``K = D^½((1 − s)I + s·11ᵀ)D^½``, 0 < s < 1 (a shared effort budget), else None.
 
-    That is the form :func:`substitution_cost_matrix` builds: every off-diagonal entry divided by
-    the geometric mean of its two diagonal entries equals the same s (to 1e-12 relative).
+    That is the form :func:`model.channels.substitution_cost_matrix` builds: every off-diagonal
+    entry divided by the geometric mean of its two diagonal entries equals the same s (to 1e-12
+    relative).
     """
     d = k.shape[0]
     if d < 2:
@@ -427,35 +426,3 @@ def quadratic_payoff(reward: np.ndarray, cost: np.ndarray, action: np.ndarray) -
     a = np.asarray(action, dtype=float)
     k = np.asarray(cost, dtype=float)
     return np.einsum("nd,nd->n", r - 0.5 * _times_cost(a, k), a)
-
-
-def substitution_cost_matrix(costs: np.ndarray, substitution: float) -> np.ndarray:
-    """Effort-cost matrix with a shared effort budget.
-
-    ``K_kk = c_k`` and ``K_kl = s·sqrt(c_k c_l)`` for ``k ≠ l``: effort on one channel raises
-    the marginal cost of the others, the substitutable-efforts case of Holmström & Milgrom
-    (1991, "Multitask Principal-Agent Analyses", J. Law Econ. Organ. 7:24–52). Writing
-    ``K = D^½((1 − s)I + s·11ᵀ)D^½`` shows the eigenvalues are positive for ``0 ≤ s < 1``.
-
-    Args:
-        costs: Positive per-channel costs c, shape (d,).
-        substitution: Substitution strength s in [0, 1).
-
-    Returns:
-        The symmetric positive definite cost matrix K, shape (d, d).
-
-    Raises:
-        ValueError: If ``costs`` is not a 1-d array of positive finite numbers or ``s`` is
-            outside [0, 1).
-    """
-    c = np.asarray(costs, dtype=float)
-    if c.ndim != 1:
-        raise ValueError(f"costs must be 1-d, got shape {c.shape}")
-    if not np.all(np.isfinite(c) & (c > 0.0)):
-        raise ValueError("costs must be positive and finite")
-    if not 0.0 <= substitution < 1.0:
-        raise ValueError(f"substitution must lie in [0, 1), got {substitution}")
-    root = np.sqrt(c)
-    k = substitution * np.outer(root, root)
-    np.fill_diagonal(k, c)
-    return k

@@ -1,4 +1,4 @@
-"""Tests for model/step_measures.py: compiled outcomes and group sums against NumPy definitions."""
+"""Tests for model/measures_jit.py: compiled outcomes and group sums against NumPy definitions."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from mesaopt.agents.kernels import substitution_cost_matrix
+from mesaopt.model.channels import substitution_cost_matrix
+from mesaopt.model.measures_jit import BLOCK, METRIC_ROWS, group_sums, outcomes_and_measures
 from mesaopt.model.metrics import CATEGORIES, categorize
-from mesaopt.model.step_measures import BLOCK, METRIC_ROWS, group_sums, outcomes_and_measures
 
 
 def _inputs(n: int, d: int, j: int, seed: int) -> dict:

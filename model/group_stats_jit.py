@@ -7,7 +7,7 @@ the sorted values with one rank counter per group gives each group's sorted sequ
 gathering it. The NumPy
 definitions (:func:`model.metrics.gini`, :func:`model.metrics.correlation`, ``np.quantile``) are
 the test oracles. The sorts release the GIL, so that the two sorts of a step can run on two
-threads (:func:`agents.parallel.parallel_map`); the correlation sums run on the kernel threads in
+threads (:func:`model.parallel.parallel_map`); the correlation sums run on the kernel threads in
 fixed blocks of rows, added in block order (results do not depend on the number of threads).
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from mesaopt.agents.parallel import block_ranges, parallel_map
-from mesaopt.model.step_measures import BLOCK
+from mesaopt.model.measures_jit import BLOCK
+from mesaopt.model.parallel import block_ranges, parallel_map
 
 __all__ = ["group_correlations", "group_ginis", "radix_argsort", "sort_by_group"]
 
@@ -179,7 +179,7 @@ def _correlation_sums(
 
     Row i counts for its group g under cut set c if ``x_i ≥ cuts[c, g]`` and for the last, overall
     entry if ``x_i ≥ cuts[c, -1]``; a cut of −∞ takes every row (NaNs included). Each pass sums
-    fixed blocks of :data:`model.step_measures.BLOCK` rows on the kernel threads and adds the
+    fixed blocks of :data:`model.measures_jit.BLOCK` rows on the kernel threads and adds the
     blocks' partial sums in block order, so the result does not depend on the number of threads.
 
     Returns:

@@ -1,12 +1,13 @@
-"""Tests for agents/selection_kernels.py: the compiled best-of-n against NumPy."""
+"""Tests for agents/selection_jit.py: the compiled best-of-n against NumPy."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mesaopt.agents.kernels import best_response, substitution_cost_matrix
-from mesaopt.agents.selection_kernels import score_candidates
+from mesaopt.agents.response import best_response
+from mesaopt.agents.selection_jit import score_candidates
+from mesaopt.model.channels import substitution_cost_matrix
 
 BLOCK = 256
 
@@ -93,7 +94,8 @@ def test_score_candidates_does_not_depend_on_the_number_of_threads(same_on_one_a
 def test_selection_draws_do_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
     """Blocked draws (objectives and sandbox noise) beyond one block, on 1 and on 3 threads."""
     from mesaopt.agents.selection import mean_episode_noise, select_best_of_n
-    from mesaopt.model.channels import NOISE_BLOCK, world_from_scenario
+    from mesaopt.model.channels import world_from_scenario
+    from mesaopt.model.noise import NOISE_BLOCK
     from mesaopt.model.scenario import load_scenario
 
     world = world_from_scenario(load_scenario(None))

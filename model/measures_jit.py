@@ -5,7 +5,7 @@ column of the ``agents`` table that the step produces (definitions in :mod:`mode
 ``docs/tables.md``) plus the category flags. :func:`group_sums` adds columns up per group (per
 principal, per principal × category) in fixed blocks of rows whose partial sums are added in block
 order, so sums — and the ``steps`` table — are identical whatever the number of threads. The
-compiled loops run on ranges of rows without the GIL (:mod:`agents.parallel`).
+compiled loops run on ranges of rows without the GIL (:mod:`model.parallel`).
 
 The NumPy definitions these kernels follow are the readable reference; ``tests/model`` checks the
 kernels against them.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from mesaopt.agents.parallel import block_ranges, parallel_map, row_ranges
+from mesaopt.model.parallel import block_ranges, parallel_map, row_ranges
 
 __all__ = ["BLOCK", "METRIC_ROWS", "group_sums", "outcomes_and_measures"]
 
@@ -236,7 +236,7 @@ def _outcome_body(lo: int, hi: int, d: int, arguments: tuple) -> None:
 
 
 # One compiled kernel per small channel count (d a constant the compiler unrolls the per-channel
-# loops over) and one for any d, written out as for :func:`agents.step_kernels.plan_actions`.
+# loops over) and one for any d, written out as for :func:`agents.response_jit.plan_actions`.
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _outcome_rows(lo: int, hi: int, arguments: tuple) -> None:
     """:func:`outcomes_and_measures` for rows ``lo..hi``, any d (compiled; runs without the GIL)."""
