@@ -34,7 +34,7 @@ except metadata.PackageNotFoundError:  # a source tree that is not installed
 _EXPORTS = {
     "MesaOptModel": "mesaopt.model.model",
     "Scenario": "mesaopt.model.scenario",
-    "load_scenario": "mesaopt.model.scenario",
+    "load_scenario": "mesaopt.model.scenario_files",
     "ScenarioError": "mesaopt.model.errors",
     "run_simulation": "mesaopt.model.runner",
     "RunResult": "mesaopt.model.runner",
@@ -68,7 +68,8 @@ if TYPE_CHECKING:
     from mesaopt.model.errors import ScenarioError
     from mesaopt.model.model import MesaOptModel
     from mesaopt.model.runner import RunResult, run_simulation
-    from mesaopt.model.scenario import Scenario, load_scenario
+    from mesaopt.model.scenario import Scenario
+    from mesaopt.model.scenario_files import load_scenario
 
 
 def __getattr__(name: str) -> Any:

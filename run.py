@@ -1,7 +1,7 @@
 """mesaopt command line: ``python run.py COMMAND ...`` (installed as ``mesaopt``).
 
 Commands:
-    simulate   run one scenario and write its tables (steps, agents, selections, events)
+    simulate   run one scenario and write its tables (steps, agents, selections, events, network)
     validate   check a scenario file (and overrides) without running it
     scenarios  list the shipped scenarios, or print the JSON schema with --schema
     report       figures and a self-contained HTML report of a run or sweep folder
@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from mesaopt.model.errors import ScenarioError
-from mesaopt.model.scenario import Scenario, load_scenario, validate
+from mesaopt.model.scenario import Scenario
+from mesaopt.model.scenario_files import load_scenario, validate
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 SCENARIO_DIR = PROJECT_ROOT / "scenarios"
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Scenario, Path | None, str]:
-    path = Path(args.scenario) if args.scenario else None
+    path = scenario_path(args.scenario) if args.scenario else None
     scenario = load_scenario(path, _overrides(args))
     return scenario, (path.parent if path else None), str(path) if path else "<default scenario>"
 
@@ -150,6 +152,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def scenario_path(text: str) -> Path:
+    """The scenario file an argument names: a path, or the name of a shipped scenario.
+
+    A shipped scenario's name (``baseline``, as ``run.py scenarios`` lists it) stands for its file
+    wherever mesaopt is installed, unless a file of that name exists in the current folder.
+    """
+    path = Path(text)
+    if not path.exists() and path.name == text and path.suffix == "":
+        shipped = SCENARIO_DIR / f"{text}.toml"
+        if shipped.is_file():
+            return shipped
+    return path
+
+
+def _shown(path: Path) -> str:
+    """A shipped file's path relative to the current folder where it is below it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
 def shipped_scenarios() -> dict[str, tuple[Path, str]]:
     """Shipped scenario files by name, with the first line of their header comment."""
     found: dict[str, tuple[Path, str]] = {}
@@ -172,7 +196,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     width = max((len(name) for name in found), default=8)
     print(f"{'(default)':<{width}}  embedded default scenario (= baseline)")
     for name, (path, description) in found.items():
-        print(f"{name:<{width}}  {description}  [{path.relative_to(PROJECT_ROOT)}]")
+        print(f"{name:<{width}}  {description}  [{_shown(path)}]")
     return 0
 
 
@@ -294,7 +318,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from mesaopt.analysis.sweep import parse_grid_arguments
 
     grid = parse_grid_arguments(args.grid)
-    base = load_base(Path(args.scenario), _overrides(args))
+    base = load_base(scenario_path(args.scenario), _overrides(args))
     design = sweep_design(base, grid, args.replicates)
     result = run_design(base, design, args.out, **_engine_options(args))
     if not args.quiet:
@@ -368,7 +392,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from mesaopt.model.recording import atomic_path
 
     bounds = [parse_param(text) for text in args.param]
-    base = load_base(Path(args.scenario), _overrides(args))
+    base = load_base(scenario_path(args.scenario), _overrides(args))
     scenario = validate(copy.deepcopy(base.data), base.source)
     _check_output(scenario, args.metric, args.principal)
     seed = scenario.sweep.seed if scenario.sweep and scenario.sweep.seed is not None else None
@@ -452,6 +476,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
     import subprocess
 
     if args.scenario:
+        args.scenario = str(scenario_path(args.scenario))
         load_scenario(args.scenario)  # a bad file fails here, with one line
     env = dict(os.environ, SOLARA_TELEMETRY_MIXPANEL_ENABLE="False")
     if args.scenario:
@@ -480,7 +505,8 @@ def cmd_demo() -> int:
     events = pd.read_parquet(result.paths["events"])
     figure = plot_proxy_vs_value(steps, events, DEMO_DIR / "proxy_vs_value.png")
     final = steps[steps["step"] == steps["step"].max()].set_index("principal")
-    print(f"tables:   {DEMO_DIR}/{{steps,agents,selections,events}}.parquet + manifest.json")
+    tables = "{steps,agents,selections,events,network}.parquet"
+    print(f"tables:   {DEMO_DIR}/{tables} + manifest.json")
     print(f"figure:   {figure}")
     for name, row in final.iterrows():
         print(
@@ -520,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as err:
         print(f"mesaopt: error: {err.one_line()}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`mesaopt scenarios --schema | head`): stop quietly, as Unix
+        # tools do, and keep Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
 
 
 if __name__ == "__main__":

@@ -10,13 +10,8 @@ analogue of Axelrod's strategy ``classifier``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import mesa
 import numpy as np
-
-if TYPE_CHECKING:
-    from mesaopt.model.model import MesaOptModel
 
 #: The kinds of mesa-optimizer (DESIGN.md §2) and their properties.
 OPTIMIZER_KINDS: dict[str, dict[str, object]] = {
@@ -42,7 +37,7 @@ class MesaOptimizer(mesa.Agent):
         index: The agent's row in the population and its network node id.
     """
 
-    def __init__(self, model: MesaOptModel, index: int) -> None:
+    def __init__(self, model: mesa.Model, index: int) -> None:
         super().__init__(model)
         self.index = index
 

@@ -11,8 +11,6 @@ perceives and changes (the analogue of Axelrod's strategy ``classifier``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import mesa
 import numpy as np
 
@@ -20,9 +18,6 @@ from mesaopt.agents.contract import len_optimal_beta
 from mesaopt.model.channels import World
 from mesaopt.model.noise import metric_noise_variance
 from mesaopt.model.scenario import PrincipalConfig
-
-if TYPE_CHECKING:
-    from mesaopt.model.model import MesaOptModel
 
 #: What each mechanism of a principal perceives and what it changes.
 MECHANISMS: dict[str, dict[str, str]] = {
@@ -65,7 +60,7 @@ class Principal(mesa.Agent):
 
     def __init__(
         self,
-        model: MesaOptModel,
+        model: mesa.Model,
         index: int,
         config: PrincipalConfig,
         true_values: np.ndarray,

@@ -1,8 +1,10 @@
-"""Pure NumPy kernels for mesa-optimizer behaviour.
+"""Pure NumPy kernels for mesa-optimizer behaviour: the reference of :mod:`agents.response_jit`.
 
 Every function here maps arrays to arrays and holds no state: the Mesa agent classes in
 ``agents/`` keep the state (objectives, actions, world models) and call these kernels once per
 step for a whole population at a time. Rows are agents, columns are channels (``d`` of them).
+They are the readable definitions: the step runs the same arithmetic through the compiled row
+kernels of :mod:`agents.response_jit`, and the tests hold those to :func:`plan_actions` here.
 
 The agent's one-step problem is the quadratic programme of the LEN model: with marginal rewards
 ``r`` (objective plus incentive plus peer effects, see DESIGN.md §2) and effort-cost matrix ``K``,
@@ -15,6 +17,9 @@ The agent's one-step problem is the quadratic programme of the LEN model: with m
 * :func:`control_update` takes one projected feedback step along a (noisy) gradient (``control``
   optimizer);
 * :func:`reward_gradient` and :func:`quadratic_payoff` evaluate the objective;
+* :func:`plan_actions` is step 3 of the model for every agent at once (marginal rewards with peer
+  effects, then the exact best response or the control step): the definition of the compiled
+  :func:`agents.response_jit.plan_actions`.
 
 The closed-form oracles these kernels are tested against live in :mod:`analysis.theory`; the
 principal's side of the contract is in :mod:`agents.contract`.
@@ -23,13 +28,17 @@ principal's side of the contract is in :mod:`agents.contract`.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import ndtri
+
+from mesaopt.model.kernel_arrays import Graph, PlanArrays, PopulationArrays, WorldArrays
 
 __all__ = [
     "MAX_CHANNELS",
     "best_of_k",
     "best_response",
     "control_update",
+    "plan_actions",
     "quadratic_payoff",
     "reward_gradient",
 ]
@@ -426,3 +435,54 @@ def quadratic_payoff(reward: np.ndarray, cost: np.ndarray, action: np.ndarray) -
     a = np.asarray(action, dtype=float)
     k = np.asarray(cost, dtype=float)
     return np.einsum("nd,nd->n", r - 0.5 * _times_cost(a, k), a)
+
+
+def plan_actions(
+    graph: Graph, world: WorldArrays, population: PopulationArrays, beta: np.ndarray
+) -> PlanArrays:
+    """Step 3 for every agent: neighbours' effort, marginal reward, new effort, own optimum.
+
+    The reference of :func:`agents.response_jit.plan_actions` (which fills the same arrays in
+    one compiled pass over the rows). For agent i of principal j, with ``a`` the efforts of the
+    previous step and G the network:
+
+    * neighbours' effort ``n_i = (G a)_i = Σ_l G_il a_l``;
+    * marginal reward ``r_i = θ_i + β_j m + δ ⊙ n_i``: objective, the contract's incentive
+      (LEN, Holmström & Milgrom 1987, 1991) and the peer-effect complementarity of the
+      linear-quadratic network game (Ballester, Calvó-Armengol & Zenou 2006, "Who's who in
+      networks": iterating these best responses converges to their equilibrium
+      ``(I − δG)⁻¹θ`` for unit costs and ``δ·ρ(G) < 1``);
+    * a direct agent's effort: :func:`best_response` to ``r_i`` on its perceived channels (the
+      current world; the model re-plans stale and best-of-k planners itself);
+    * a control agent's effort: :func:`control_update` of ``a_i`` along the felt gradient
+      ``r_i − K a_i + ε_i`` (:func:`reward_gradient` plus last step's output noise);
+    * own optimum ``½ r_iᵀa*_i`` with ``a*_i`` the best response on every channel: the payoff
+      ``rᵀa* − ½a*ᵀKa*`` at the optimum, where the first-order conditions give
+      ``a*ᵀKa* = rᵀa*`` (the benchmark of the mesa loss).
+
+    Args:
+        graph: The network G (``in_weight`` is not read).
+        world: The current world's channels (``externality``, ``root`` and ``substitution``
+            are not read: :func:`best_response` recognises the shared-budget K itself).
+        population: The agents at the start of the step (``capacity`` is not read).
+        beta: Contract slope per principal, (J,).
+
+    Returns:
+        ``n``, ``r``, the new efforts and ``½ rᵀa*``.
+    """
+    n = len(population.theta)
+    adjacency = sp.csr_array((graph.data, graph.indices, graph.indptr), shape=(n, n))
+    previous = population.last_action
+    neighbour_effort = adjacency @ previous
+    reward = (
+        population.theta
+        + beta[population.principal, None] * world.metric
+        + world.peer * neighbour_effort
+    )
+    optimum = best_response(reward, world.cost, np.ones_like(population.perceive))
+    own_best = 0.5 * np.einsum("ij,ij->i", reward, optimum)
+    direct = best_response(reward, world.cost, population.perceive)
+    felt = reward_gradient(reward, world.cost, previous) + population.last_noise
+    steered = control_update(previous, felt, population.gain, population.perceive)
+    action = np.where(population.is_control[:, None], steered, direct)
+    return PlanArrays(neighbour_effort, reward, action, own_best)

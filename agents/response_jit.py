@@ -19,9 +19,22 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from mesaopt.model.kernel_arrays import (
+    Graph,
+    PlanArrays,
+    PopulationArrays,
+    WorldArrays,
+    check_layout,
+)
 from mesaopt.model.parallel import parallel_map, row_ranges
 
 __all__ = ["plan_actions", "water_fill"]
+
+
+#: The fields of :mod:`model.kernel_arrays` these kernels were written for (see
+#: :func:`model.kernel_arrays.check_layout`: Numba's cache cannot tell reordered fields apart).
+KERNEL_ARRAYS_LAYOUT = "7550f3153b15"
+check_layout(KERNEL_ARRAYS_LAYOUT, __name__)
 
 
 @nb.njit(cache=True, inline="always", error_model="numpy")
@@ -77,30 +90,15 @@ def water_fill(
 
 
 def plan_actions(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    weights: np.ndarray,
-    previous: np.ndarray,
-    theta: np.ndarray,
-    principal: np.ndarray,
+    graph: Graph,
+    world: WorldArrays,
+    population: PopulationArrays,
     beta: np.ndarray,
-    metric: np.ndarray,
-    peer: np.ndarray,
-    cost: np.ndarray,
-    root: np.ndarray,
-    s: float,
-    perceive: np.ndarray,
-    is_control: np.ndarray,
-    last_noise: np.ndarray,
-    gain: float,
-    neighbour_effort: np.ndarray,
-    reward: np.ndarray,
-    action: np.ndarray,
-    own_best: np.ndarray,
+    plan: PlanArrays,
 ) -> None:
     """Step 3 for every row: neighbours' effort, marginal reward, new effort, own optimum.
 
-    Per row i with principal j:
+    The NumPy reference is :func:`agents.response.plan_actions`. Per row i with principal j:
 
     * ``G a``: the weighted sum of the neighbours' previous efforts (CSR row i, in index order,
       as SciPy's sparse product sums it);
@@ -113,43 +111,40 @@ def plan_actions(
       benchmark: at the optimum ``a*ᵀKa* = rᵀa*``).
 
     Args:
-        indptr: CSR row pointers of the adjacency G, (N + 1,).
-        indices: CSR column indices, (nnz,).
-        weights: CSR values, (nnz,).
-        previous: Efforts of the previous step, (N, d).
-        theta: Objectives θ, (N, d).
-        principal: Principal index per row, (N,).
+        graph: The adjacency G (``in_weight`` is not read).
+        world: The current world's channels (``externality`` is not read).
+        population: The agents at the start of the step (``capacity`` is not read).
         beta: Contract slope per principal, (J,).
-        metric: Proxy weights m, (d,).
-        peer: Peer effects δ, (d,).
-        cost: The cost matrix K, (d, d).
-        root: sqrt of its diagonal, (d,).
-        s: Effort substitution (``K_kl = s·sqrt(K_kk K_ll)``).
-        perceive: Perception masks in the current world, (N, d).
-        is_control: Control-optimizer flags, (N,).
-        last_noise: Output noise of the previous step, (N, d).
-        gain: Control gain.
-        neighbour_effort: Receives G a, (N, d).
-        reward: Receives r, (N, d).
-        action: Receives the new efforts, (N, d).
-        own_best: Receives ½ rᵀa*, (N,).
+        plan: Receives G a, r, the new efforts and ½ rᵀa*.
     """
-    arguments = (
-        indptr, indices, weights, previous, theta, principal, beta, metric, peer, cost, root,
-        float(s), perceive, is_control, last_noise, float(gain), neighbour_effort, reward, action,
-        own_best,
-    )  # fmt: skip
-    rows_kernel = _PLAN_ROWS.get(theta.shape[1], _plan_rows)
-    parallel_map(lambda rows: rows_kernel(*rows, arguments), row_ranges(len(theta)))
+    rows_kernel = _PLAN_ROWS.get(population.theta.shape[1], _plan_rows)
+    parallel_map(
+        lambda rows: rows_kernel(*rows, graph, world, population, beta, plan),
+        row_ranges(len(population.theta)),
+    )
 
 
 @nb.njit(inline="always", error_model="numpy")
-def _plan_body(lo: int, hi: int, d: int, arguments: tuple) -> None:
+def _plan_body(
+    lo: int,
+    hi: int,
+    d: int,
+    graph: Graph,
+    world: WorldArrays,
+    population: PopulationArrays,
+    beta: np.ndarray,
+    plan: PlanArrays,
+) -> None:
     """:func:`plan_actions` for rows ``lo..hi`` with ``d`` channels (inlined into the kernels)."""
-    (
-        indptr, indices, weights, previous, theta, principal, beta, metric, peer, cost, root, s,
-        perceive, is_control, last_noise, gain, neighbour_effort, reward, action, own_best,
-    ) = arguments  # fmt: skip
+    indptr, indices, weights = graph.indptr, graph.indices, graph.data
+    metric, peer, cost = world.metric, world.peer, world.cost
+    root, s = world.root, world.substitution
+    theta, principal, perceive = population.theta, population.principal, population.perceive
+    is_control, gain = population.is_control, population.gain
+    previous, last_noise = population.last_action, population.last_noise
+    neighbour_effort, reward, action, own_best = (
+        plan.neighbour_effort, plan.reward, plan.action, plan.own_best
+    )  # fmt: skip
     full = np.ones(d, dtype=np.bool_)
     scaled = np.empty(d)
     ranked = np.empty(d)
@@ -194,29 +189,38 @@ def _plan_body(lo: int, hi: int, d: int, arguments: tuple) -> None:
 # a factory: Numba's on-disk cache keys a function by its name and place in the source, so
 # closures made in a loop would share (and overwrite) one cache entry.
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _plan_rows(lo: int, hi: int, arguments: tuple) -> None:
+def _plan_rows(
+    lo: int,
+    hi: int,
+    graph: Graph,
+    world: WorldArrays,
+    population: PopulationArrays,
+    beta: np.ndarray,
+    plan: PlanArrays,
+) -> None:
     """:func:`plan_actions` for rows ``lo..hi``, any d (compiled; runs without the GIL)."""
-    _plan_body(lo, hi, arguments[4].shape[1], arguments)  # theta, (N, d)
+    _plan_body(lo, hi, population.theta.shape[1], graph, world, population, beta, plan)
+
+
+# The per-d kernels take the arguments of _plan_rows.
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _plan_rows_1(lo, hi, graph, world, population, beta, plan):
+    _plan_body(lo, hi, 1, graph, world, population, beta, plan)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _plan_rows_1(lo: int, hi: int, arguments: tuple) -> None:
-    _plan_body(lo, hi, 1, arguments)
+def _plan_rows_2(lo, hi, graph, world, population, beta, plan):
+    _plan_body(lo, hi, 2, graph, world, population, beta, plan)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _plan_rows_2(lo: int, hi: int, arguments: tuple) -> None:
-    _plan_body(lo, hi, 2, arguments)
+def _plan_rows_3(lo, hi, graph, world, population, beta, plan):
+    _plan_body(lo, hi, 3, graph, world, population, beta, plan)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _plan_rows_3(lo: int, hi: int, arguments: tuple) -> None:
-    _plan_body(lo, hi, 3, arguments)
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def _plan_rows_4(lo: int, hi: int, arguments: tuple) -> None:
-    _plan_body(lo, hi, 4, arguments)
+def _plan_rows_4(lo, hi, graph, world, population, beta, plan):
+    _plan_body(lo, hi, 4, graph, world, population, beta, plan)
 
 
 _PLAN_ROWS = {1: _plan_rows_1, 2: _plan_rows_2, 3: _plan_rows_3, 4: _plan_rows_4}

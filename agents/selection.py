@@ -9,6 +9,10 @@ sees: every candidate's expected true value, which is what the regressional Good
 (winner's curse, shrinkage) is computed from. With Gaussian objectives and Gaussian noise this is
 the classical best-of-n result: E[true of chosen] − E[true] = σ_θ²/√(σ_θ² + σ_ε²)·E[max of n N(0,1)]
 (see ``analysis.theory.regressional_selection_gain``).
+
+:func:`select_best_of_n` draws the random numbers and scores the candidates with the compiled
+:func:`agents.selection_jit.score_candidates`; :func:`score_candidates` here is its NumPy
+reference (the same definition, with (slots × n × d) temporaries), which the tests hold it to.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mesaopt.agents.selection_jit import score_candidates
-from mesaopt.model.channels import World
+from mesaopt.agents.response import best_response
+from mesaopt.agents.selection_jit import score_candidates as score_candidates_jit
+from mesaopt.model.channels import World, substitution_cost_matrix
+from mesaopt.model.kernel_arrays import CandidateArrays, ChosenArrays, SandboxArrays
 from mesaopt.model.noise import NOISE_CODES, draw_in_blocks, standard_t
 
 
@@ -124,7 +130,7 @@ def select_best_of_n(
 
     Random numbers, per chunk of slots: the candidates' standard normal objective draws, then
     their mean sandbox noise (both :func:`model.channels.draw_in_blocks`); the rest is
-    :func:`agents.selection_jit.score_candidates`.
+    :func:`agents.selection_jit.score_candidates` (reference: :func:`score_candidates`).
 
     Args:
         world: Current true mechanics (the sandbox runs the real world).
@@ -145,43 +151,91 @@ def select_best_of_n(
     """
     m_slots = len(capacity)
     d = world.d
-    theta_out = np.empty((m_slots, d))
-    action_out = np.empty((m_slots, d))
-    stats = np.empty((m_slots, len(_STATS)))
+    chosen = ChosenArrays.empty(m_slots, d, len(_STATS))
     low = np.full(d, np.inf)
     high = np.full(d, -np.inf)
-    pay_push = beta * world.metric
-    root = np.sqrt(world.costs)
-    weights = np.asarray(score_weights, dtype=float)
-    values = np.asarray(true_values, dtype=float)
+    sandbox = SandboxArrays(
+        prior_mean=np.asarray(prior_mean, dtype=float),
+        prior_scale=float(prior_scale),
+        pay_push=beta * world.metric,
+        root=np.sqrt(world.costs),
+        substitution=float(world.substitution),
+        score_weights=np.asarray(score_weights, dtype=float),
+        true_values=np.asarray(true_values, dtype=float),
+    )
     for start in range(0, m_slots, chunk):
         stop = min(start + chunk, m_slots)
-        candidates = (stop - start) * n
-        draws = np.empty((d, candidates))
+        count = (stop - start) * n
+        draws = np.empty((d, count))
         draw_in_blocks(rng, draws, _standard_normal)
-        noise = mean_episode_noise(world, rng, candidates, eval_samples)
-        chunk_low, chunk_high = score_candidates(
-            draws,
-            noise,
-            world.perceives(capacity[start:stop]),
-            np.asarray(prior_mean, dtype=float),
-            float(prior_scale),
-            pay_push,
-            root,
-            world.substitution,
-            weights,
-            values,
-            n,
-            theta_out[start:stop],
-            action_out[start:stop],
-            stats[start:stop],
+        noise = mean_episode_noise(world, rng, count, eval_samples)
+        chunk_low, chunk_high = score_candidates_jit(
+            CandidateArrays(
+                draws=draws, noise=noise, perceive=world.perceives(capacity[start:stop]), n=int(n)
+            ),
+            sandbox,
+            ChosenArrays(*(out[start:stop] for out in chosen)),
         )
         low = np.minimum(low, chunk_low)
         high = np.maximum(high, chunk_high)
+    stats = chosen.stats
     fields = {name: np.ascontiguousarray(stats[:, q]) for q, name in enumerate(_STATS)}
     return SelectionResult(
-        theta=theta_out, action=action_out, action_low=low, action_high=high, **fields
+        theta=chosen.theta, action=chosen.action, action_low=low, action_high=high, **fields
     )
+
+
+def score_candidates(
+    candidates: CandidateArrays, sandbox: SandboxArrays
+) -> tuple[ChosenArrays, np.ndarray, np.ndarray]:
+    """Best of ``n`` candidates for every slot: the reference of the compiled kernel.
+
+    Defines :func:`agents.selection_jit.score_candidates`. Candidate c of slot i (column
+    ``i·n + c`` of the draws) has the objective ``θ_ic = μ + σ·z_ic`` (``prior_mean``,
+    ``prior_scale``) and plays the exact best response (:func:`agents.response.best_response`)
+    ``a_ic = argmax_{a ≥ 0, perceived} (θ_ic + βm)ᵀa − ½aᵀKa`` in the sandbox, with K the
+    shared-budget matrix of ``root`` and ``substitution``. Its measured score is
+    ``S_ic = wᵀ(a_ic + ε̄_ic)`` (ε̄ the mean noise of the evaluation episodes), its expected score
+    ``wᵀa_ic`` and its true value ``T_ic = vᵀa_ic``. The slot keeps ``c* = argmax_c S_ic`` (the
+    first on a tie): best-of-n selection, whose winner's curse ``S_ic* − wᵀa_ic*`` (the chosen
+    candidate's lucky noise) is regressional Goodhart (Manheim & Garrabrant 2018, "Categorizing
+    Variants of Goodhart's Law"; Gao, Schulman & Hilton 2023).
+
+    Args:
+        candidates: The candidates' draws and the slots' perception masks.
+        sandbox: The prior, incentive, costs and scores of the principal's sandbox.
+
+    Returns:
+        The chosen objectives, actions and statistics (columns as
+        :class:`model.kernel_arrays.ChosenArrays`), and the smallest and largest action of any
+        candidate per channel, (d,) each.
+    """
+    slots, d = candidates.perceive.shape
+    n = candidates.n
+    theta = (sandbox.prior_mean + sandbox.prior_scale * candidates.draws.T).reshape(slots, n, d)
+    cost = substitution_cost_matrix(sandbox.root**2, sandbox.substitution)
+    perceive = np.repeat(candidates.perceive, n, axis=0)
+    action = best_response((theta + sandbox.pay_push).reshape(-1, d), cost, perceive)
+    action = action.reshape(slots, n, d)
+    score = (action + candidates.noise.T.reshape(slots, n, d)) @ sandbox.score_weights
+    expected = action @ sandbox.score_weights
+    true = action @ sandbox.true_values
+    best = np.argmax(score, axis=1)
+    rows = np.arange(slots)
+    stats = np.column_stack(
+        [
+            score[rows, best],
+            expected[rows, best],
+            true[rows, best],
+            true.mean(axis=1),
+            true.std(axis=1),
+            true.max(axis=1),
+            score.mean(axis=1),
+            expected.mean(axis=1),
+        ]
+    )
+    chosen = ChosenArrays(theta[rows, best], action[rows, best], stats)
+    return chosen, action.min(axis=(0, 1)), action.max(axis=(0, 1))
 
 
 #: Columns of the statistics the kernel returns, in its order.

@@ -3,9 +3,10 @@
 :func:`agents.selection.select_best_of_n` draws the random numbers (candidate objectives and
 sandbox noise) and hands them to :func:`score_candidates`, which plans each candidate's sandbox
 action (exact best response, :func:`agents.response_jit.water_fill`), scores it, keeps the best
-and the statistics of all ``n``, without the (slots × n × d) temporaries of the NumPy version
-(profiled: at 1e6 slots those passes took 2.7 s of a 5.4 s initial selection). Slots are
-independent, so results do not depend on how they are shared out among threads.
+and the statistics of all ``n``, without the (slots × n × d) temporaries of the NumPy reference
+:func:`agents.selection.score_candidates` (profiled: at 1e6 slots those passes took 2.7 s of
+a 5.4 s initial selection). Slots are independent, so results do not depend on how they are
+shared out among threads.
 """
 
 from __future__ import annotations
@@ -14,64 +15,50 @@ import numba as nb
 import numpy as np
 
 from mesaopt.agents.response_jit import water_fill
+from mesaopt.model.kernel_arrays import (
+    CandidateArrays,
+    ChosenArrays,
+    SandboxArrays,
+    check_layout,
+)
 from mesaopt.model.parallel import parallel_map, row_ranges
 
 __all__ = ["score_candidates"]
 
 
+#: The fields of :mod:`model.kernel_arrays` these kernels were written for (see
+#: :func:`model.kernel_arrays.check_layout`: Numba's cache cannot tell reordered fields apart).
+KERNEL_ARRAYS_LAYOUT = "7550f3153b15"
+check_layout(KERNEL_ARRAYS_LAYOUT, __name__)
+
+
 def score_candidates(
-    draws: np.ndarray,
-    noise: np.ndarray,
-    perceive: np.ndarray,
-    prior_mean: np.ndarray,
-    prior_scale: float,
-    pay_push: np.ndarray,
-    root: np.ndarray,
-    s: float,
-    score_weights: np.ndarray,
-    true_values: np.ndarray,
-    n: int,
-    theta_out: np.ndarray,
-    action_out: np.ndarray,
-    stats: np.ndarray,
+    candidates: CandidateArrays, sandbox: SandboxArrays, chosen: ChosenArrays
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best of ``n`` candidates for every slot.
 
-    Candidate c of slot i is column ``i·n + c`` of ``draws`` and ``noise``. Its objective is
-    ``θ = prior_mean + prior_scale·z``; its sandbox action ``a`` the exact best response to
-    ``θ + β m`` on the slot's perceived channels; its measured score ``wᵀ(a + ε̄)`` (ε̄ the mean
-    episode noise), expected score ``wᵀa`` and true value ``vᵀa``. The chosen candidate has the
-    highest measured score (the first one on a tie, as ``np.argmax``).
+    The NumPy reference is :func:`agents.selection.score_candidates`. Candidate c of slot i is
+    column ``i·n + c`` of the draws. Its objective is ``θ = prior_mean + prior_scale·z``; its
+    sandbox action ``a`` the exact best response to ``θ + β m`` on the slot's perceived channels;
+    its measured score ``wᵀ(a + ε̄)`` (ε̄ the mean episode noise), expected score ``wᵀa`` and
+    true value ``vᵀa``. The chosen candidate has the highest measured score (the first one on a
+    tie, as ``np.argmax``).
 
     Args:
-        draws: Standard normal draws z, (d, slots·n).
-        noise: Mean sandbox noise per candidate, (d, slots·n).
-        perceive: Each slot's perception mask, (slots, d).
-        prior_mean: Centre of candidate objectives, (d,).
-        prior_scale: Their standard deviation.
-        pay_push: β·m, the contract's marginal reward, (d,).
-        root: sqrt of the channel costs, (d,).
-        s: Effort substitution of the cost matrix.
-        score_weights: The training signal w, (d,).
-        true_values: The principal's true values v, (d,).
-        n: Candidates per slot.
-        theta_out: Receives the chosen objectives, (slots, d).
-        action_out: Receives the chosen actions, (slots, d).
-        stats: Receives per slot: chosen score, chosen expected score, chosen true value, mean
-            true, sd true (ddof 0), max true, mean score, mean expected score; (slots, 8).
+        candidates: The candidates' draws and the slots' perception masks.
+        sandbox: The prior, incentive, costs and scores of the principal's sandbox.
+        chosen: Receives per slot the chosen objective and action and the statistics.
 
     Returns:
         The smallest and the largest action of any candidate, per channel, (d,) each.
     """
-    ranges = row_ranges(len(perceive), minimum=64)
-    low = np.full((len(ranges), perceive.shape[1]), np.inf)
-    high = np.full((len(ranges), perceive.shape[1]), -np.inf)
-    arguments = (
-        draws, noise, perceive, prior_mean, float(prior_scale), pay_push, root, float(s),
-        score_weights, true_values, int(n), theta_out, action_out, stats,
-    )  # fmt: skip
+    ranges = row_ranges(len(candidates.perceive), minimum=64)
+    low = np.full((len(ranges), candidates.perceive.shape[1]), np.inf)
+    high = np.full((len(ranges), candidates.perceive.shape[1]), -np.inf)
     parallel_map(
-        lambda part: _score_slots(*ranges[part], *arguments, low[part], high[part]),
+        lambda part: _score_slots(
+            *ranges[part], candidates, sandbox, chosen, low[part], high[part]
+        ),
         range(len(ranges)),
     )
     return low.min(axis=0), high.max(axis=0)
@@ -81,24 +68,19 @@ def score_candidates(
 def _score_slots(
     lo: int,
     hi: int,
-    draws: np.ndarray,
-    noise: np.ndarray,
-    perceive: np.ndarray,
-    prior_mean: np.ndarray,
-    prior_scale: float,
-    pay_push: np.ndarray,
-    root: np.ndarray,
-    s: float,
-    score_weights: np.ndarray,
-    true_values: np.ndarray,
-    n: int,
-    theta_out: np.ndarray,
-    action_out: np.ndarray,
-    stats: np.ndarray,
+    candidates: CandidateArrays,
+    sandbox: SandboxArrays,
+    chosen: ChosenArrays,
     low: np.ndarray,
     high: np.ndarray,
 ) -> None:
     """:func:`score_candidates` for slots ``lo..hi``; low/high receive their action range."""
+    draws, noise, perceive = candidates.draws, candidates.noise, candidates.perceive
+    n = candidates.n
+    prior_mean, prior_scale = sandbox.prior_mean, sandbox.prior_scale
+    pay_push, root, s = sandbox.pay_push, sandbox.root, sandbox.substitution
+    score_weights, true_values = sandbox.score_weights, sandbox.true_values
+    theta_out, action_out, stats = chosen.theta, chosen.action, chosen.stats
     d = perceive.shape[1]
     theta = np.empty(d)
     reward = np.empty(d)
@@ -144,7 +126,10 @@ def _score_slots(
         mean_true = sum_true / n
         spread = 0.0
         for c in range(n):
-            spread += (trues[c] - mean_true) ** 2
+            # dev * dev, not dev ** 2: compiled they are the same multiply, but in pure Python
+            # (NUMBA_DISABLE_JIT=1) ** goes through pow(), which may round differently.
+            dev = trues[c] - mean_true
+            spread += dev * dev
         stats[i, 0] = best_score
         stats[i, 3] = mean_true
         stats[i, 4] = np.sqrt(spread / n)

@@ -155,7 +155,7 @@ def map_layout(
     """Layout of the agent map of a network: lattice cells, or a seeded, cached node layout.
 
     Args:
-        network: The run's network (see :func:`analysis.run_folder.rebuild_network`).
+        network: The run's network (as read back by :attr:`analysis.run_folder.RunTables.network`).
         max_nodes: Non-grid networks with more nodes are drawn as a random sample of this many.
         seed: Seed of the sample and of the layout's initial positions.
         cache_dir: Folder for ``.layout-<hash>.npy`` files (positions are reused when the same

@@ -41,7 +41,8 @@ from mesaopt.analysis.agent_maps import MapLayout, draw_agent_map, map_layout, q
 from mesaopt.analysis.figures import CATEGORY_COLOURS, OKABE_ITO
 from mesaopt.model.metrics import CATEGORIES
 from mesaopt.model.model import MesaOptModel
-from mesaopt.model.scenario import Scenario, load_scenario
+from mesaopt.model.scenario import Scenario
+from mesaopt.model.scenario_files import load_scenario
 
 #: Topologies offered by the app (edge lists need a file, so they are not).
 APP_TOPOLOGIES = ["watts_strogatz", "grid", "barabasi_albert", "erdos_renyi", "sbm", "ring", "star"]

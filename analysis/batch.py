@@ -43,7 +43,7 @@ from mesaopt.analysis.sweep import (
 )
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.recording import atomic_path
-from mesaopt.model.scenario import load_overridden, validate
+from mesaopt.model.scenario_files import load_overridden, validate
 
 
 @dataclass

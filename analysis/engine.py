@@ -141,7 +141,7 @@ def _attempt(task: RunTask, final: Path) -> tuple[str | None, pa.Table | None]:
         The error (None on success) and the run's ``steps`` table when it is at hand in memory.
     """
     from mesaopt.model.runner import run_simulation
-    from mesaopt.model.scenario import validate
+    from mesaopt.model.scenario_files import validate
 
     spec = task.spec
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,16 @@
 """Exporting a sweep folder's tables as CSV (or as single Parquet files): ``run.py export``.
 
 The tidy dataset ``DIR/steps/`` (one Parquet file per run) is streamed file by file into one
-``steps.csv`` (or ``steps.parquet``), so exporting a large sweep does not load it into memory;
-``runs``, ``run_metrics``, ``summary`` and, after a sensitivity analysis, ``sensitivity`` are
-converted as they are. Files are written through a temporary name and renamed.
+``steps.csv`` (or ``steps.parquet``), so exporting a large sweep does not load it into memory; so
+are the runs' ``network`` tables (``DIR/runs/<run_id>/network.*``, read by
+:func:`analysis.run_folder.read_network_table`) into one ``network.csv`` with a ``run_id`` column
+first. ``runs``, ``run_metrics``, ``summary`` and, after a sensitivity analysis, ``sensitivity``
+are converted as they are. Files are written through a temporary name and renamed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from mesaopt.analysis.run_folder import MissingTableError, read_network_table
 from mesaopt.model.errors import ScenarioError
 
 FORMATS = ("csv", "parquet")
@@ -52,7 +56,7 @@ def export_sweep(
         out: Destination folder (default: the sweep folder).
 
     Returns:
-        The files written.
+        The files written (``network`` only if some run recorded one: older runs did not).
 
     Raises:
         ScenarioError: If ``sweep_dir`` is not a sweep folder or the format is unknown.
@@ -72,6 +76,9 @@ def export_sweep(
             sink.write(pq.read_table(part))
         sink.close()
         written.append(sink.path)
+    network = _export_networks(sweep_dir, out_dir / f"network.{fmt}", fmt)
+    if network is not None:
+        written.append(network)
     for name in TABLES:
         source = sweep_dir / f"{name}.parquet"
         target = out_dir / f"{name}.{fmt}"
@@ -83,3 +90,26 @@ def export_sweep(
         sink.close()
         written.append(target)
     return written
+
+
+def _export_networks(sweep_dir: Path, target: Path, fmt: str) -> Path | None:
+    """Stream every finished run's ``network`` table into ``target``, ``run_id`` first.
+
+    Runs are taken in run-id order; failed runs (no manifest) and runs recorded before the
+    network table existed are skipped. Returns None when no run has a network table.
+    """
+    sink = None
+    for folder in sorted(p for p in (sweep_dir / "runs").glob("*") if p.is_dir()):
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+            table = read_network_table(folder, manifest)
+        except (OSError, json.JSONDecodeError, MissingTableError):
+            continue
+        table = table.add_column(0, "run_id", pa.array([folder.name] * table.num_rows, pa.string()))
+        if sink is None:
+            sink = _Sink(target, fmt, table.schema)
+        sink.write(table)
+    if sink is None:
+        return None
+    sink.close()
+    return sink.path

@@ -27,7 +27,6 @@ from mesaopt.analysis.run_folder import (
     is_run_folder,
     is_sweep_folder,
     read_run,
-    rebuild_network,
 )
 from mesaopt.analysis.sweep_figures import (
     plot_overoptimization,
@@ -188,9 +187,9 @@ def _run_report(run: RunTables, out: Path, animate: bool, report: Report) -> lis
         report.notes.append("no agent maps: the run has no agent snapshots")
     else:
         try:
-            network = rebuild_network(run.manifest)
-        except Exception as err:  # the edge list moved, ...: the report goes on without maps
-            report.notes.append(f"no agent maps: cannot rebuild the network ({err})")
+            network = run.network
+        except Exception as err:  # an older run without a network table: no maps
+            report.notes.append(f"no agent maps: cannot read the network ({err})")
         else:
             layout = map_layout(
                 network, seed=int(run.manifest.get("seed") or 0), cache_dir=run.path

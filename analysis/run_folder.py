@@ -1,29 +1,47 @@
 """Reading what a run (or a sweep) left on disk: tables, manifest, scenario and network.
 
 The figure, animation and report modules read runs through :func:`read_run` only, never a live
-model. The one thing the tables do not hold is the network itself; :func:`rebuild_network` draws it
-again from the resolved scenario in the manifest, exactly as the model did (the model's generator
-is seeded with ``run.seed`` and the network is its first draw; a test checks the two agree).
+model. The network is one of the run's tables (``network``, written once by the model at step 0,
+see :func:`model.network.network_table`); :attr:`RunTables.network` reads it back into the
+:class:`~model.network.Network` the model used, entry for entry, without drawing anything again.
+Runs recorded before that table existed raise :class:`MissingTableError`.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
-from mesaopt.model.model import _counts_by_share
-from mesaopt.model.network import Network, build_network
+from mesaopt.model.graphs import grid_positions
+from mesaopt.model.network import (
+    NETWORK_COLUMNS,
+    Network,
+    network_from_table,
+    resolve_grid_shape,
+)
 from mesaopt.model.recording import TABLES
-from mesaopt.model.scenario import Scenario, validate
+from mesaopt.model.scenario import Scenario
+from mesaopt.model.scenario_files import validate
+
+#: Tables :func:`read_run` reads at once; ``network`` is read on demand (it can be large).
+FRAME_TABLES = tuple(name for name in TABLES if name != "network")
 
 
 class NotARunError(ValueError):
     """Raised when a folder holds neither a run nor a sweep."""
+
+
+class MissingTableError(ValueError):
+    """Raised when a run folder lacks a table, e.g. a run recorded before the table existed."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +55,9 @@ class RunTables:
         agents: The ``agents`` table (snapshots; may have no rows).
         selections: The ``selections`` table.
         events: The ``events`` table.
+
+    The ``network`` table is read when first asked for: :attr:`network_table` (as recorded) and
+    :attr:`network` (as the model's :class:`~model.network.Network`).
     """
 
     path: Path
@@ -55,6 +76,24 @@ class RunTables:
     def principals(self) -> list[str]:
         """Principal names in scenario order (``all`` excluded)."""
         return [p for p in self.steps["principal"].unique() if p != "all"]
+
+    @cached_property
+    def network_table(self) -> pd.DataFrame:
+        """The ``network`` table: one row per entry G_ij of the adjacency (docs/tables.md).
+
+        Raises:
+            MissingTableError: The run has no network table (recorded by an older mesaopt).
+        """
+        return read_network_table(self.path, self.manifest).to_pandas()
+
+    @cached_property
+    def network(self) -> Network:
+        """The network the run used, read from its ``network`` table (see :func:`read_network`).
+
+        Raises:
+            MissingTableError: The run has no network table (recorded by an older mesaopt).
+        """
+        return read_network(self)
 
 
 def is_run_folder(path: str | Path) -> bool:
@@ -102,7 +141,7 @@ def read_run(path: str | Path) -> RunTables:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise NotARunError(f"{path}/manifest.json: cannot read: {err}") from None
-    tables = {name: _read_table(path, name, manifest) for name in TABLES}
+    tables = {name: _read_table(path, name, manifest) for name in FRAME_TABLES}
     return RunTables(path=path, manifest=manifest, **tables)
 
 
@@ -173,28 +212,90 @@ def scenario_of(manifest: dict[str, Any], source: str = "manifest.json") -> Scen
     return validate(manifest["scenario"], source)
 
 
-def rebuild_network(manifest: dict[str, Any], base_dir: Path | None = None) -> Network:
-    """Draw a run's network again from its manifest (same scenario, same seed, same graph).
+def read_network_table(path: str | Path, manifest: dict[str, Any]) -> pa.Table:
+    """Read a run's ``network`` table with its recorded dtypes (CSV floats round-trip exactly).
 
     Args:
-        manifest: The run's parsed manifest.
-        base_dir: Folder that a relative edge-list path resolves against; defaults to the folder
-            of the scenario file named in the manifest.
+        path: The run folder.
+        manifest: Its parsed manifest (it names the table's file).
 
     Returns:
-        The network the run used.
+        The columns ``source``, ``target`` (int64) and ``weight`` (float64).
 
     Raises:
-        ScenarioError: If the network cannot be built (e.g. the edge list moved).
+        MissingTableError: The folder has no network table, or the file lacks those columns.
     """
-    scenario = scenario_of(manifest)
-    if base_dir is None:
-        source = manifest.get("scenario_source")
-        base_dir = Path(source).parent if source and not source.startswith("<") else None
-    counts = _counts_by_share([p.share for p in scenario.principals], scenario.network.n_agents)
-    return build_network(
-        scenario.network,
-        np.random.default_rng(scenario.run.seed),
-        block_sizes=counts,
-        base_dir=base_dir,
+    path = Path(path)
+    named = manifest.get("files", {}).get("network")
+    candidates = (
+        [path / named] if named else [path / f"network.{ext}" for ext in ("parquet", "csv")]
     )
+    file = next((f for f in candidates if f.is_file()), None)
+    if file is None:
+        raise MissingTableError(
+            f"{path}: no network table (the run was recorded by a mesaopt that did not record "
+            "its network); simulate it again"
+        )
+    names = list(NETWORK_COLUMNS)
+    types = {name: pa.from_numpy_dtype(dtype) for name, dtype in NETWORK_COLUMNS.items()}
+    try:
+        if file.suffix == ".csv":
+            options = pacsv.ConvertOptions(column_types=types, include_columns=names)
+            table = pacsv.read_csv(file, convert_options=options)
+        else:
+            table = pq.read_table(file, columns=names)
+    except (pa.ArrowException, KeyError) as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MissingTableError(f"{file}: not a network table ({message})") from None
+    return table.cast(pa.schema([(name, types[name]) for name in names]))
+
+
+def read_network(run: RunTables) -> Network:
+    """The network a run used, rebuilt from its recorded ``network`` table.
+
+    The adjacency matrix is the model's entry for entry (same ``indptr``, ``indices`` and
+    ``data``); the number of nodes is the manifest's ``n_agents`` (isolated nodes have no rows).
+    The layout, which the table does not hold, is fixed by the recorded scenario without any random
+    draw: a grid's shape and positions come from ``network.width``/``height`` as
+    :func:`~model.network.build_network` resolves them, and an SBM's blocks are the principals'
+    groups in node order (as the model builds them), counted from the initial ``selections``.
+
+    Args:
+        run: The run's tables.
+
+    Returns:
+        The network.
+
+    Raises:
+        MissingTableError: The run has no network table (recorded by an older mesaopt).
+    """
+    table = read_network_table(run.path, run.manifest)
+    scenario = run.scenario
+    n = int(run.manifest.get("n_agents", scenario.network.n_agents))
+    positions = blocks = grid_shape = None
+    if scenario.network.topology == "grid":
+        grid_shape = resolve_grid_shape(scenario.network, n)
+        positions = grid_positions(*grid_shape)
+    elif scenario.network.topology == "sbm":
+        blocks = _principal_blocks(run, scenario, n)
+    return network_from_table(
+        table["source"].to_numpy(),
+        table["target"].to_numpy(),
+        table["weight"].to_numpy(),
+        n,
+        positions=positions,
+        blocks=blocks,
+        grid_shape=grid_shape,
+    )
+
+
+def _principal_blocks(run: RunTables, scenario: Scenario, n: int) -> np.ndarray | None:
+    """SBM block of every node: its principal's index, principals' groups in node order."""
+    selections = run.selections
+    if selections.empty:
+        return None
+    initial = selections[(selections["step"] == 0) & (selections["reason"] == "initial")]
+    counts = [int((initial["principal"] == p.name).sum()) for p in scenario.principals]
+    if sum(counts) != n:
+        return None
+    return np.repeat(np.arange(len(counts), dtype=np.int64), counts)

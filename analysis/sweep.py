@@ -28,7 +28,8 @@ import numpy as np
 
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.ranges import expand_values, parse_cli_values
-from mesaopt.model.scenario import Scenario, apply_override, to_toml_dict, validate
+from mesaopt.model.scenario import Scenario
+from mesaopt.model.scenario_files import apply_override, to_toml_dict, validate
 
 #: Length of a run id (hex digits of the SHA-256 of the resolved scenario).
 RUN_ID_LENGTH = 16

@@ -9,7 +9,8 @@ The sweep is the embedded default scenario at N agents and T steps over a 5 × 2
 (:func:`analysis.batch.run_design`, cluster start and stop included) for the serial engine and a
 LocalCluster of 2 single-threaded process workers, their ratio, and the per-run overhead of the
 sweep machinery: serial wall time per run minus the time of the same runs as bare
-``MesaOptModel(...).run()`` calls (no recording, no files). It also times the same sweep as whole
+``MesaOptModel(...).run_for(steps)`` calls (no recording, no files). It also times the same sweep
+as whole
 commands, ``python run.py sweep ... --engine serial`` and ``... --workers 2``, each in a fresh
 process (interpreter start, imports and the kernels' first load included, as a user sees it).
 Serial and 2-worker sweeps are alternated K times (default 3) and the medians reported, with
@@ -33,10 +34,15 @@ from mesaopt.analysis.engine import worker_start_method
 from mesaopt.analysis.sweep import plan_runs
 from mesaopt.model.model import MesaOptModel
 from mesaopt.model.runner import run_simulation
-from mesaopt.model.scenario import validate
+from mesaopt.model.scenario_files import validate
 
 GRID = {"principals.0.selection.n": "1:16:log2", "agents.risk_aversion": [0.5, 1.0]}
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(model: MesaOptModel) -> None:
+    """Run a bare model for its scenario's steps (no recorder, no files)."""
+    model.run_for(model.config.run.steps)
 
 
 def time_command(out: Path, args: argparse.Namespace, engine: list[str]) -> float:
@@ -71,7 +77,7 @@ def main() -> None:
 
     # Load the compiled kernels before any clock starts, so that neither engine pays it (forked
     # workers inherit them); the whole-command timings below pay it, like a user does.
-    MesaOptModel(validate(runs[0].scenario)).run()
+    _run(MesaOptModel(validate(runs[0].scenario)))
     start = worker_start_method(command_line=True)
     samples: dict[str, list[float]] = {"serial": [], "local-2": []}
     command_samples: dict[str, list[float]] = {"serial": [], "local-2": []}
@@ -97,7 +103,7 @@ def main() -> None:
 
     clock = time.perf_counter()
     for spec in runs:
-        MesaOptModel(validate(spec.scenario)).run()
+        _run(MesaOptModel(validate(spec.scenario)))
     bare = time.perf_counter() - clock
     with tempfile.TemporaryDirectory() as tmp:
         clock = time.perf_counter()

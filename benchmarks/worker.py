@@ -23,7 +23,7 @@ SCENARIO = Path(__file__).resolve().parent.parent / "scenarios" / "baseline.toml
 
 
 def _scenario(spec: dict[str, Any]):
-    from mesaopt.model.scenario import load_scenario
+    from mesaopt.model.scenario_files import load_scenario
 
     overrides = [
         f"network.n_agents={spec['n']}",

@@ -2,6 +2,8 @@
 
 Every error names the offending key (dotted path, e.g. ``network.k``) and, when known, the file
 it came from, so that the command line can print it as one line and exit with status 2.
+:func:`clean_message` words pydantic's messages for them (used by :mod:`model.scenario` and
+:mod:`model.scenario_files`).
 """
 
 from __future__ import annotations
@@ -30,3 +32,20 @@ class ScenarioError(ValueError):
     def with_source(self, source: str) -> ScenarioError:
         """Return a copy of this error attributed to ``source`` (if it had none)."""
         return ScenarioError(self.key, self.message, self.source or source)
+
+
+def clean_message(msg: str) -> str:
+    """Return a pydantic error message as one plain line, without its type prefix or parse detail.
+
+    Args:
+        msg: The ``msg`` of one pydantic error (``"Value error, ..."``, ``"Input should be ..."``).
+
+    Returns:
+        The message without ``"Value error, "`` / ``"Assertion failed, "`` prefixes, without the
+        ``", unable to parse ..."`` tail, and with newlines replaced by spaces.
+    """
+    msg = msg.split(", unable to parse", 1)[0]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    return msg.replace("\n", " ")

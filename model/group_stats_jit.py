@@ -4,11 +4,12 @@ These are the ``steps`` columns that need a sort: ``gini_utility`` (sorted utili
 ``corr_proxy_value_top`` (the proxy quantile of each group). One stable radix sort of the whole
 population, carrying each entry's group, serves every group and the overall ``all`` row: walking
 the sorted values with one rank counter per group gives each group's sorted sequence without
-gathering it. The NumPy
-definitions (:func:`model.metrics.gini`, :func:`model.metrics.correlation`, ``np.quantile``) are
-the test oracles. The sorts release the GIL, so that the two sorts of a step can run on two
-threads (:func:`model.parallel.parallel_map`); the correlation sums run on the kernel threads in
-fixed blocks of rows, added in block order (results do not depend on the number of threads).
+gathering it. The NumPy reference of each public function here is the same-named function of
+:mod:`model.group_stats` (built on :func:`model.group_stats.gini`,
+:func:`model.group_stats.correlation` and ``np.quantile``); the tests hold these to it. The sorts
+release the GIL, so that the two sorts of a step can run on two threads
+(:func:`model.parallel.parallel_map`); the correlation sums run on the kernel threads in fixed
+blocks of rows, added in block order (results do not depend on the number of threads).
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from mesaopt.model.group_stats import clearly_positive
 from mesaopt.model.measures_jit import BLOCK
 from mesaopt.model.parallel import block_ranges, parallel_map
 
-__all__ = ["group_correlations", "group_ginis", "radix_argsort", "sort_by_group"]
+__all__ = [
+    "group_correlations",
+    "group_ginis",
+    "radix_argsort",
+    "sort_by_group",
+]
 
 _DIGIT_BITS = 11
 _BUCKETS = 1 << _DIGIT_BITS
@@ -140,8 +147,8 @@ def group_ginis(
 ) -> list[float]:
     """Gini of ``x`` within each group ``0..n_groups-1``, then over all entries.
 
-    Same definition as :func:`model.metrics.gini`: the mean absolute difference over twice the
-    mean, ``Σ(2i − n − 1)·x_(i) / (n²·mean)``; NaN for an empty group or a mean that is not
+    Same definition as :func:`model.group_stats.gini`: the mean absolute difference over twice
+    the mean, ``Σ(2i − n − 1)·x_(i) / (n²·mean)``; NaN for an empty group or a mean that is not
     clearly positive (rounding noise of values summing to about zero).
 
     Args:
@@ -160,16 +167,6 @@ def group_ginis(
         clear = n > 0 and clearly_positive(s / n, a / n)
         out.append(float(w / (n * n * (s / n))) if clear else float("nan"))
     return out
-
-
-def clearly_positive(mean: float, mean_abs: float) -> bool:
-    """A positive mean that is not rounding noise of values summing to about zero.
-
-    Args:
-        mean: The mean of some values.
-        mean_abs: The mean of their absolute values.
-    """
-    return mean > 64 * np.finfo(float).eps * mean_abs
 
 
 def _correlation_sums(

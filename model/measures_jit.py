@@ -1,21 +1,32 @@
 """Compiled row kernels of steps 4–6: outcomes, payoffs and per-agent measures, and group sums.
 
 :func:`outcomes_and_measures` computes, in one parallel pass over the agents, every per-agent
-column of the ``agents`` table that the step produces (definitions in :mod:`model.metrics` and
+column of the ``agents`` table that the step produces (definitions in :mod:`model.measures` and
 ``docs/tables.md``) plus the category flags. :func:`group_sums` adds columns up per group (per
 principal, per principal × category) in fixed blocks of rows whose partial sums are added in block
 order, so sums — and the ``steps`` table — are identical whatever the number of threads. The
 compiled loops run on ranges of rows without the GIL (:mod:`model.parallel`).
 
-The NumPy definitions these kernels follow are the readable reference; ``tests/model`` checks the
-kernels against them.
+The NumPy reference of every kernel here is the same-named function of :mod:`model.measures`
+(the readable definitions, with the equations); ``tests/model/test_measures_jit.py`` holds the
+kernels to them.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
+from mesaopt.model.kernel_arrays import (
+    Graph,
+    MeasureArrays,
+    PopulationArrays,
+    PrincipalArrays,
+    StepArrays,
+    WorldArrays,
+)
 from mesaopt.model.parallel import block_ranges, parallel_map, row_ranges
 
 __all__ = ["BLOCK", "METRIC_ROWS", "group_sums", "outcomes_and_measures"]
@@ -23,7 +34,9 @@ __all__ = ["BLOCK", "METRIC_ROWS", "group_sums", "outcomes_and_measures"]
 #: Rows per block of :func:`group_sums` (partial sums are added in block order).
 BLOCK = 2048
 
-#: Rows of the per-agent metric matrix, in the order of the ``agents`` table.
+#: Rows of the per-agent metric matrix, in the order of the ``agents`` table. Defined here, next
+#: to the kernels that write them: Numba freezes the row numbers below into the cached kernels,
+#: and only an edit of this file invalidates that cache.
 METRIC_ROWS = (
     "proxy",
     "value",
@@ -57,41 +70,16 @@ METRIC_ROWS = (
 
 
 def outcomes_and_measures(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    weights: np.ndarray,
-    in_weight: np.ndarray,
-    action: np.ndarray,
-    noise: np.ndarray,
-    neighbour_effort: np.ndarray,
-    reward: np.ndarray,
-    own_best: np.ndarray,
-    theta: np.ndarray,
-    capacity: np.ndarray,
-    principal: np.ndarray,
-    caught: np.ndarray,
-    metric: np.ndarray,
-    cost: np.ndarray,
-    externality: np.ndarray,
-    peer: np.ndarray,
-    alpha: np.ndarray,
-    beta: np.ndarray,
-    values: np.ndarray,
-    risk_premium: np.ndarray,
-    penalty: np.ndarray,
-    benchmark: np.ndarray,
-    hostile: np.ndarray,
-    low: np.ndarray,
-    high: np.ndarray,
-    principal_capacity: np.ndarray,
-    trans_cosine: float,
-    harm: np.ndarray,
-    out: np.ndarray,
-    flags: np.ndarray,
-    primary: np.ndarray,
-    outside: np.ndarray,
+    graph: Graph,
+    world: WorldArrays,
+    population: PopulationArrays,
+    principals: PrincipalArrays,
+    step: StepArrays,
+    out: MeasureArrays,
 ) -> None:
     """Steps 4–6 for every agent i of principal j (per-principal arrays are indexed by j).
+
+    The NumPy reference, with the equations, is :func:`model.measures.outcomes_and_measures`:
 
     * output ``y = a + ε``; proxy ``M = mᵀy``; value ``V = v_jᵀy``; pay ``α_j + β_j·M``;
     * private payoff ``θᵀa − ½aᵀKa − risk_j + Σ_k δ_k a_k (G a)_k``; externality given
@@ -101,65 +89,132 @@ def outcomes_and_measures(
       ``½rᵀa* − (rᵀa − ½aᵀKa + β_j(M − mᵀa))``;
     * adversarial Goodhart ``Σ_k −v_jk·a_k`` over the principal's hostile channels; acting
       outside ``[low_j, high_j]``; category flags super / sub / trans / aligned and the primary one
-      (:func:`model.metrics.categorize`).
+      (:func:`model.measures.categorize`).
 
     Causal Goodhart (row ``goodhart_causal``) is left at 0: the caller fills it for stale agents.
 
     Args:
-        indptr: CSR row pointers of the adjacency G, (N + 1,).
-        indices: CSR column indices, (nnz,).
-        weights: CSR values, (nnz,).
-        in_weight: Column sums of G, (N,).
-        action: Efforts a, (N, d).
-        noise: Output noise ε, (N, d).
-        neighbour_effort: G a of the previous step, (N, d).
-        reward: Marginal rewards r, (N, d).
-        own_best: ½ rᵀa* per agent, (N,).
-        theta: Objectives θ, (N, d).
-        capacity: Agent capacities, (N,).
-        principal: Principal index per agent, (N,).
-        caught: Caught by this step's audit, (N,).
-        metric: Proxy weights m, (d,).
-        cost: Cost matrix K, (d, d).
-        externality: Per-unit externality e on each neighbour, (d,).
-        peer: Peer effects δ, (d,).
-        alpha: Fixed pay per principal, (J,).
-        beta: Contract slope per principal, (J,).
-        values: True values per principal, (J, d).
-        risk_premium: Agents' risk premium per principal, (J,).
-        penalty: Audit penalty per principal, (J,).
-        benchmark: Surplus of the principal's aligned benchmark agent, (J,).
-        hostile: Channels counted as adversarial, per principal, (J, d).
-        low: Lower end of the selection range (slack included), (J, d).
-        high: Upper end of the selection range, (J, d).
-        principal_capacity: Capacity per principal, (J,).
-        trans_cosine: Cosine below which goals count as misaligned.
-        harm: Scratch space, (N,); receives eᵀa.
-        out: Receives the metrics, (len(METRIC_ROWS), N).
-        flags: Receives the category flags, (N, 4) in the order of ``CATEGORIES``.
-        primary: Receives the primary category index, (N,).
-        outside: Receives whether the action leaves the selection range, (N,).
+        graph: The network G and its column sums.
+        world: The current world's channels (``root`` and ``substitution`` are not read).
+        population: The agents (``theta``, ``capacity`` and ``principal`` are read).
+        principals: Contracts, values and yardsticks per principal.
+        step: The plan (``plan.neighbour_effort`` is G a of the previous step), output noise,
+            audit catches.
+        out: Receives the metrics, flags, primary category, ``outside`` and ``harm`` (eᵀa).
     """
-    np.dot(action, externality, out=harm)  # all rows' harm first: a row reads its neighbours'
-    arguments = (
-        indptr, indices, weights, in_weight, action, noise, neighbour_effort, reward, own_best,
-        theta, capacity, principal, caught, metric, cost, peer, alpha, beta, values,
-        risk_premium, penalty, benchmark, hostile, low, high, principal_capacity, trans_cosine,
-        harm, out, flags, primary, outside,
-    )  # fmt: skip
-    rows_kernel = _OUTCOME_ROWS.get(action.shape[1], _outcome_rows)
-    parallel_map(lambda rows: rows_kernel(*rows, arguments), row_ranges(len(action)))
+    # All rows' harm first: a row reads its neighbours'.
+    np.dot(step.plan.action, world.externality, out=out.harm)
+    rows = _OutcomeRows.of(graph, world, population, principals, step, out)
+    rows_kernel = _OUTCOME_ROWS.get(rows.action.shape[1], _outcome_rows)
+    parallel_map(lambda span: rows_kernel(*span, rows), row_ranges(len(rows.action)))
+
+
+class _OutcomeRows(NamedTuple):
+    """Every array the outcome kernel reads or writes, flat: the bundles taken apart by name.
+
+    Why not pass the bundles themselves, as :mod:`agents.response_jit` does: this loop reads some
+    thirty arrays per row, and when they arrive in several aggregates LLVM keeps fewer of them
+    in registers; measured on the same arrays in one process, the kernel took 15–25 % longer
+    (identical IR instruction counts, different register allocation), while one flat aggregate
+    compiles as the old positional tuple did. The fields are filled by name (:meth:`of`) and
+    read by name, so no two arrays can change places.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+    in_weight: np.ndarray
+    action: np.ndarray
+    noise: np.ndarray
+    neighbour_effort: np.ndarray
+    reward: np.ndarray
+    own_best: np.ndarray
+    theta: np.ndarray
+    capacity: np.ndarray
+    principal: np.ndarray
+    caught: np.ndarray
+    metric: np.ndarray
+    cost: np.ndarray
+    peer: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    values: np.ndarray
+    risk_premium: np.ndarray
+    penalty: np.ndarray
+    benchmark: np.ndarray
+    hostile: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    principal_capacity: np.ndarray
+    trans_cosine: float
+    harm: np.ndarray
+    metrics: np.ndarray
+    flags: np.ndarray
+    primary: np.ndarray
+    outside: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        graph: Graph,
+        world: WorldArrays,
+        population: PopulationArrays,
+        principals: PrincipalArrays,
+        step: StepArrays,
+        out: MeasureArrays,
+    ) -> _OutcomeRows:
+        """The arrays of the bundles that :func:`outcomes_and_measures` reads and writes."""
+        plan = step.plan
+        return cls(
+            indptr=graph.indptr,
+            indices=graph.indices,
+            weights=graph.data,
+            in_weight=graph.in_weight,
+            action=plan.action,
+            noise=step.noise,
+            neighbour_effort=plan.neighbour_effort,
+            reward=plan.reward,
+            own_best=plan.own_best,
+            theta=population.theta,
+            capacity=population.capacity,
+            principal=population.principal,
+            caught=step.caught,
+            metric=world.metric,
+            cost=world.cost,
+            peer=world.peer,
+            alpha=principals.alpha,
+            beta=principals.beta,
+            values=principals.values,
+            risk_premium=principals.risk_premium,
+            penalty=principals.penalty,
+            benchmark=principals.benchmark,
+            hostile=principals.hostile,
+            low=principals.low,
+            high=principals.high,
+            principal_capacity=principals.capacity,
+            trans_cosine=float(principals.trans_cosine),
+            harm=out.harm,
+            metrics=out.metrics,
+            flags=out.flags,
+            primary=out.primary,
+            outside=out.outside,
+        )
 
 
 @nb.njit(inline="always", error_model="numpy")
-def _outcome_body(lo: int, hi: int, d: int, arguments: tuple) -> None:
+def _outcome_body(lo: int, hi: int, d: int, rows: _OutcomeRows) -> None:
     """:func:`outcomes_and_measures` for rows ``lo..hi`` with ``d`` channels (inlined)."""
-    (
-        indptr, indices, weights, in_weight, action, noise, neighbour_effort, reward, own_best,
-        theta, capacity, principal, caught, metric, cost, peer, alpha, beta, values,
-        risk_premium, penalty, benchmark, hostile, low, high, principal_capacity, trans_cosine,
-        harm, out, flags, primary, outside,
-    ) = arguments  # fmt: skip
+    indptr, indices, weights, in_weight = rows.indptr, rows.indices, rows.weights, rows.in_weight
+    action, noise, caught = rows.action, rows.noise, rows.caught
+    neighbour_effort, reward, own_best = rows.neighbour_effort, rows.reward, rows.own_best
+    theta, capacity, principal = rows.theta, rows.capacity, rows.principal
+    metric, cost, peer = rows.metric, rows.cost, rows.peer
+    alpha, beta, values = rows.alpha, rows.beta, rows.values
+    risk_premium, penalty, benchmark = rows.risk_premium, rows.penalty, rows.benchmark
+    hostile, low, high = rows.hostile, rows.low, rows.high
+    principal_capacity, trans_cosine = rows.principal_capacity, rows.trans_cosine
+    harm, metrics, flags = rows.harm, rows.metrics, rows.flags
+    primary, outside = rows.primary, rows.outside
     for i in range(lo, hi):
         j = principal[i]
         proxy = 0.0
@@ -201,20 +256,20 @@ def _outcome_body(lo: int, hi: int, d: int, arguments: tuple) -> None:
         pay = alpha[j] + beta[j] * proxy
         fine = penalty[j] if caught[i] else 0.0
         private = intrinsic - effort_cost - risk_premium[j] + peer_payoff
-        out[_PROXY, i] = proxy
-        out[_VALUE, i] = value
-        out[_PAY, i] = pay
-        out[_PROFIT, i] = value - pay + fine
-        out[_UTILITY, i] = pay + private + received - fine
-        out[_PRIVATE, i] = private
-        out[_GIVEN, i] = harm[i] * in_weight[i]
-        out[_RECEIVED, i] = received
-        out[_PENALTY, i] = fine
-        out[_PRINCIPAL_LOSS, i] = benchmark[j] - (value - effort_cost)
+        metrics[_PROXY, i] = proxy
+        metrics[_VALUE, i] = value
+        metrics[_PAY, i] = pay
+        metrics[_PROFIT, i] = value - pay + fine
+        metrics[_UTILITY, i] = pay + private + received - fine
+        metrics[_PRIVATE, i] = private
+        metrics[_GIVEN, i] = harm[i] * in_weight[i]
+        metrics[_RECEIVED, i] = received
+        metrics[_PENALTY, i] = fine
+        metrics[_PRINCIPAL_LOSS, i] = benchmark[j] - (value - effort_cost)
         realized = own - effort_cost + beta[j] * (proxy - planned_proxy)
-        out[_MESA_LOSS, i] = own_best[i] - realized
-        out[_CAUSAL, i] = 0.0
-        out[_ADVERSARIAL, i] = adversarial
+        metrics[_MESA_LOSS, i] = own_best[i] - realized
+        metrics[_CAUSAL, i] = 0.0
+        metrics[_ADVERSARIAL, i] = adversarial
         outside[i] = gone
         norms = np.sqrt(theta_sq * values_sq)
         cosine = dot / norms if norms > 0 else 0.0
@@ -238,29 +293,29 @@ def _outcome_body(lo: int, hi: int, d: int, arguments: tuple) -> None:
 # One compiled kernel per small channel count (d a constant the compiler unrolls the per-channel
 # loops over) and one for any d, written out as for :func:`agents.response_jit.plan_actions`.
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _outcome_rows(lo: int, hi: int, arguments: tuple) -> None:
+def _outcome_rows(lo: int, hi: int, rows: _OutcomeRows) -> None:
     """:func:`outcomes_and_measures` for rows ``lo..hi``, any d (compiled; runs without the GIL)."""
-    _outcome_body(lo, hi, arguments[4].shape[1], arguments)
+    _outcome_body(lo, hi, rows.action.shape[1], rows)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _outcome_rows_1(lo: int, hi: int, arguments: tuple) -> None:
-    _outcome_body(lo, hi, 1, arguments)
+def _outcome_rows_1(lo: int, hi: int, rows: _OutcomeRows) -> None:
+    _outcome_body(lo, hi, 1, rows)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _outcome_rows_2(lo: int, hi: int, arguments: tuple) -> None:
-    _outcome_body(lo, hi, 2, arguments)
+def _outcome_rows_2(lo: int, hi: int, rows: _OutcomeRows) -> None:
+    _outcome_body(lo, hi, 2, rows)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _outcome_rows_3(lo: int, hi: int, arguments: tuple) -> None:
-    _outcome_body(lo, hi, 3, arguments)
+def _outcome_rows_3(lo: int, hi: int, rows: _OutcomeRows) -> None:
+    _outcome_body(lo, hi, 3, rows)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _outcome_rows_4(lo: int, hi: int, arguments: tuple) -> None:
-    _outcome_body(lo, hi, 4, arguments)
+def _outcome_rows_4(lo: int, hi: int, rows: _OutcomeRows) -> None:
+    _outcome_body(lo, hi, 4, rows)
 
 
 _OUTCOME_ROWS = {1: _outcome_rows_1, 2: _outcome_rows_2, 3: _outcome_rows_3, 4: _outcome_rows_4}

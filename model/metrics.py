@@ -1,15 +1,12 @@
-"""What is measured (DESIGN.md §3): per-agent payoffs, categories, and the per-step table rows.
+"""The ``steps`` table: one row per principal and one for ``all``, from a step's per-agent measures.
 
-Every definition sits next to its code and is spelled out column by column in ``docs/tables.md``.
-The simulator knows everything; these measures use ground truth that principals never see.
+The per-agent measures themselves (payoffs, losses, categories, Goodhart measures) are defined in
+:mod:`model.measures` and computed by :mod:`model.measures_jit`; the order statistics per group
+(Gini, correlations) are defined in :mod:`model.group_stats` and computed by
+:mod:`model.group_stats_jit`. Every column is spelled out in ``docs/tables.md``.
 
-Payoff accounting (per agent i, per step):
-
-- pay w_i = α_j + β_j·M_i is a transfer from principal to agent, and so is a penalty;
-- principal profit = V_i − w_i + penalty_i;
-- private payoff = θ_iᵀa_i − ½a_iᵀKa_i − (ρ/2)β_j²σ_M² + Σ_k δ_k a_ik (G a_·k)_i;
-- utility U_i = w_i + private payoff + externality received − penalty_i;
-- welfare = V_i + private payoff + externality received = profit + utility.
+``CATEGORIES``, ``categorize``, ``gini`` and ``correlation`` are re-exported from their reference
+modules for older imports.
 """
 
 from __future__ import annotations
@@ -19,90 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from mesaopt.model.group_stats_jit import (
-    clearly_positive,
-    group_correlations,
-    group_ginis,
-    sort_by_group,
-)
+from mesaopt.model.group_stats import correlation, gini
+from mesaopt.model.group_stats_jit import group_correlations, group_ginis, sort_by_group
+from mesaopt.model.measures import CATEGORIES, categorize
 from mesaopt.model.measures_jit import METRIC_ROWS, group_sums
 from mesaopt.model.parallel import parallel_map
 
-#: Mesa-optimizer categories relative to the agent's principal. The primary category is the first
-#: flag that holds in the order super, trans, sub, aligned (most dangerous first).
-CATEGORIES = ("super", "sub", "trans", "aligned")
-_PRIMARY_ORDER = (0, 2, 1)  # super, trans, sub; aligned when none holds
-
-
-def categorize(
-    agent_capacity: np.ndarray,
-    principal_capacity: np.ndarray,
-    objective: np.ndarray,
-    principal_values: np.ndarray,
-    trans_cosine: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Flag each agent super / sub / trans / aligned relative to its principal.
-
-    ``super``: C_i > C_j (it perceives channels its principal cannot). ``sub``: C_i < C_j.
-    ``trans``: cosine(θ_i, v_j) < ``trans_cosine`` (its goals differ from the principal's true
-    values, through selection on a proxy or private goals). ``aligned``: none of these.
-
-    Args:
-        agent_capacity: C_i, (N,).
-        principal_capacity: C_j of each agent's principal, (N,).
-        objective: θ_i, (N, d).
-        principal_values: v_j of each agent's principal, (N, d).
-        trans_cosine: Cosine threshold below which goals count as misaligned.
-
-    Returns:
-        Flags (N, 4) bool in the order of ``CATEGORIES``, and the primary category index (N,).
-    """
-    norms = np.sqrt(
-        np.einsum("ij,ij->i", objective, objective)
-        * np.einsum("ij,ij->i", principal_values, principal_values)
-    )
-    dot = np.einsum("ij,ij->i", objective, principal_values)
-    cosine = np.divide(dot, norms, out=np.zeros_like(dot), where=norms > 0)
-    is_super = agent_capacity > principal_capacity
-    is_sub = agent_capacity < principal_capacity
-    is_trans = cosine < trans_cosine
-    aligned = ~(is_super | is_sub | is_trans)
-    flags = np.column_stack([is_super, is_sub, is_trans, aligned])
-    # First that holds in the order super, trans, sub (_PRIMARY_ORDER); aligned otherwise.
-    primary = np.where(is_super, 0, np.where(is_trans, 2, np.where(is_sub, 1, 3)))
-    return flags, primary
-
-
-def gini(x: np.ndarray) -> float:
-    """Gini coefficient of ``x`` (NaN when empty or when the mean is not clearly positive).
-
-    Negative entries are allowed (the coefficient may then exceed 1); it is the mean absolute
-    difference over twice the mean.
-    """
-    n = len(x)
-    if n == 0:
-        return float("nan")
-    mean = float(x.mean())
-    if not clearly_positive(mean, float(np.abs(x).mean())):
-        return float("nan")
-    return _gini_sorted(np.sort(x), mean)
-
-
-def _gini_sorted(ordered: np.ndarray, mean: float) -> float:
-    """Gini of values already in ascending order, Σ(2i − n − 1)·x_(i) / (n²·mean)."""
-    n = len(ordered)
-    weights = np.arange(1 - n, n, 2, dtype=float)  # 2i − n − 1 for i = 1..n
-    return float(weights @ ordered / (n * n * mean))
-
-
-def correlation(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation (NaN with fewer than 3 points or no variance)."""
-    if len(x) < 3:
-        return float("nan")
-    sx, sy = x.std(), y.std()
-    if sx == 0 or sy == 0:
-        return float("nan")
-    return float(np.mean((x - x.mean()) * (y - y.mean())) / (sx * sy))
+__all__ = ["CATEGORIES", "aggregate_steps", "categorize", "correlation", "gini"]
 
 
 def aggregate_steps(

@@ -1,38 +1,44 @@
-"""The mesaopt model: principals build mesa-optimizers on a network, and every failure is measured.
+"""The mesaopt model: construction and the step order; each mechanism lives in its own module.
 
 :class:`MesaOptModel` is a ``mesa.Model``. Population state lives in NumPy arrays
 (:class:`agents.population.Population`), the network in a SciPy CSR matrix, and one step is a
-fixed sequence of compiled row kernels (:mod:`agents.response_jit`,
-:mod:`model.measures_jit`, :mod:`model.group_stats_jit`; the NumPy kernels of
-:mod:`agents.response` are their reference and plan the rows those do not cover). Principals
-are Mesa agents; mesa-optimizers are Mesa agents too, as thin views onto their rows (created for
-populations up to ``VIEW_LIMIT`` agents, lazily above it).
+fixed sequence of compiled row kernels (:mod:`agents.response_jit`, :mod:`model.measures_jit`,
+:mod:`model.group_stats_jit`; each has its NumPy reference in the module of the same name without
+``_jit``). Principals are Mesa agents; mesa-optimizers are Mesa agents too, as thin views onto
+their rows, created on first use, so that ``model.agents`` and ``model.agents_by_type`` always
+hold every agent. This module holds only the construction and the order of a step; where each
+mechanism is (docs/architecture.md maps every concept to its file):
 
-Step order (one call of ``model.step()``; ``t`` is the step number, 1-based):
+Step order (one call of ``model.step()``, or ``model.run_for(n)`` for n of them; ``t`` is the step
+number, 1-based):
 
 1. **Regime changes** scheduled at ``t`` replace channel fields; the world's epoch advances.
-   Deployed agents keep their world model; principals keep theirs until a federated update.
+   Deployed agents keep their world model; principals keep theirs until a federated update
+   (:mod:`model.regimes`).
 2. **Selection**: each principal whose ``selection.every`` divides ``t`` retrains the worst
-   ``fraction`` of its agents by last step's proxy (best-of-n in the sandbox), then redesigns its
-   contract if ``beta = "optimal"``.
+   ``fraction`` of its agents by last step's proxy (best-of-n in its sandbox), then redesigns its
+   contract if ``beta = "optimal"`` (:mod:`model.selection`, :mod:`agents.selection`).
 3. **Action**: every agent chooses its effort simultaneously, given its neighbours' efforts of the
    previous step: direct optimizers plan with their own (possibly stale) world model (exact best
    response or best of k); control optimizers take a gain step along the realized, noisy reward
-   gradient of the current world.
+   gradient of the current world (:mod:`agents.response_jit`, :mod:`agents.response`).
 4. **Outcomes**: realized output y = a + ε; proxy M = mᵀy; true value V = v_jᵀy; pay
-   w = α_j + β_j·M; utilities, externalities and peer payoffs.
-5. **Audits**: sampled agents caught gaming pay the penalty (a transfer to their principal).
-6. **Measurement**: every metric of DESIGN.md §3 is computed (see :mod:`model.metrics`) and handed
-   to the recorder: a ``steps`` row per principal plus ``all``, and an agent snapshot every
-   ``run.agent_every`` steps.
-7. **Replacement**: caught agents are retrained at once when ``audit.replace`` is true.
+   w = α_j + β_j·M; utilities, externalities and peer payoffs (:mod:`model.measures_jit`).
+5. **Audits**: sampled agents caught gaming pay the penalty (a transfer to their principal;
+   :mod:`model.audit`).
+6. **Measurement**: every metric is computed (:mod:`model.measures_jit`, :mod:`model.metrics`)
+   and handed to the recorder: a ``steps`` row per principal plus ``all``, and an agent snapshot
+   every ``run.agent_every`` steps (schemas in :mod:`model.tables`).
+7. **Replacement**: caught agents are retrained at once when ``audit.replace`` is true
+   (:mod:`model.audit`).
 8. **Federated updates**: each principal whose ``federated.every`` divides ``t`` refits its value
    belief from its agents' reports (a ``misreport`` share of them spoof it with their own
-   objective), refreshes its world model and redesigns its contract.
+   objective), refreshes its world model and redesigns its contract (:mod:`model.federated`).
 
 Initialisation (step 0) builds the network from the run's generator, assigns agents to
 principals by share, designs each contract on the principal's prior, fills every agent slot by
-best-of-n selection and redesigns the contracts on the agents actually selected.
+best-of-n selection and redesigns the contracts on the agents actually selected
+(:func:`model.selection.initial_selection`).
 """
 
 from __future__ import annotations
@@ -44,27 +50,38 @@ from typing import Any
 
 import mesa
 import numpy as np
+from mesa.agentset import AgentSet
+from mesa.experimental.scenarios import Scenario as MesaScenario
 
 from mesaopt.agents.optimizer import MesaOptimizer
 from mesaopt.agents.population import Population
 from mesaopt.agents.principal import Principal
 from mesaopt.agents.response import best_of_k, best_response
 from mesaopt.agents.response_jit import plan_actions
-from mesaopt.agents.selection import select_best_of_n
+from mesaopt.model.audit import audit, replace_caught
 from mesaopt.model.channels import World, world_from_scenario
 from mesaopt.model.collect import make_datacollector
 from mesaopt.model.errors import ScenarioError
-from mesaopt.model.group_stats_jit import radix_argsort
+from mesaopt.model.federated import federated_updates
+from mesaopt.model.kernel_arrays import (
+    Graph,
+    MeasureArrays,
+    PlanArrays,
+    PopulationArrays,
+    PrincipalArrays,
+    StepArrays,
+    WorldArrays,
+)
 from mesaopt.model.measures_jit import METRIC_ROWS, outcomes_and_measures
 from mesaopt.model.metrics import CATEGORIES, aggregate_steps
-from mesaopt.model.network import Network, build_network, spectral_radius
+from mesaopt.model.network import Network, build_network, network_table, spectral_radius
 from mesaopt.model.noise import metric_noise_variance
 from mesaopt.model.parallel import kernel_threads
-from mesaopt.model.scenario import Scenario, apply_override, load_raw, validate
-
-#: Populations up to this size get a Mesa Agent view per agent at construction; above it views
-#: are created on demand by :meth:`MesaOptModel.optimizer`.
-VIEW_LIMIT = 20_000
+from mesaopt.model.regimes import RegimeSchedule, apply_regime_changes
+from mesaopt.model.scenario import Scenario
+from mesaopt.model.scenario_files import apply_override, load_raw, validate
+from mesaopt.model.selection import initial_selection, scheduled_retraining
+from mesaopt.model.tables import agent_snapshot, empty_events, event_row
 
 #: Populations smaller than this run the compiled kernels on one thread (see ``step``).
 PARALLEL_MIN_AGENTS = 8_192
@@ -94,7 +111,8 @@ class MesaOptModel(mesa.Model):
     """Principals, their mesa-optimizers and the network they share.
 
     Args:
-        scenario: A validated scenario; None loads the embedded default.
+        scenario: A validated scenario, or a Mesa scenario made by :func:`run_scenario` (as
+            SolaraViz passes back); None loads the embedded default.
         rng: Seed or generator; None uses ``scenario.run.seed``.
         base_dir: Folder that relative paths in the scenario (edge lists) resolve against.
         recorder: Called with ``(table, rows)`` for every row batch the model produces
@@ -103,7 +121,9 @@ class MesaOptModel(mesa.Model):
             so that the model can be built from keyword parameters (e.g. by ``mesa.batch_run``).
 
     Attributes:
-        config: The resolved scenario (``scenario`` is Mesa's own Scenario object).
+        config: The resolved, validated scenario.
+        scenario: Mesa's scenario of the run: the same sections as attributes, the run's ``rng``
+            and ``config`` (see :func:`run_scenario`).
         world: The current channel parameters.
         worlds: Every world epoch so far (agents' world models index into it).
         network: The agents' network (CSR adjacency).
@@ -115,13 +135,17 @@ class MesaOptModel(mesa.Model):
 
     def __init__(
         self,
-        scenario: Scenario | None = None,
+        scenario: Scenario | MesaScenario | None = None,
         *,
         rng: int | np.random.Generator | None = None,
         base_dir: Path | None = None,
         recorder: Callable[[str, list[dict[str, Any]] | dict[str, np.ndarray]], None] | None = None,
         **overrides: Any,
     ) -> None:
+        if isinstance(scenario, MesaScenario):  # e.g. SolaraViz re-creating the model
+            if rng is None and scenario.rng is not None:
+                rng = scenario.rng
+            scenario = getattr(scenario, "config", None)
         if scenario is None or overrides:
             data = scenario.model_dump(mode="json") if scenario is not None else load_raw(None)[0]
             for key, value in overrides.items():
@@ -130,10 +154,11 @@ class MesaOptModel(mesa.Model):
         if isinstance(rng, int | np.integer) and int(rng) != scenario.run.seed:
             scenario = scenario.model_copy(deep=True)
             scenario.run.seed = int(rng)  # tables and manifests name the seed actually used
-        super().__init__(rng=scenario.run.seed if rng is None else rng)
+        super().__init__(scenario=run_scenario(scenario, scenario.run.seed if rng is None else rng))
         self.config = scenario
         self._record = recorder or (lambda table, rows: None)
-        self._selection_stats: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        #: Regressional-Goodhart statistics of this step's selections (model.selection).
+        self.selection_stats: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         self.world: World = world_from_scenario(scenario)
         self.worlds: list[World] = [self.world]
         self.d = self.world.d
@@ -144,6 +169,7 @@ class MesaOptModel(mesa.Model):
         self.network: Network = build_network(
             scenario.network, self.rng, block_sizes=counts, base_dir=base_dir
         )
+        self._record("network", network_table(self.network))
         self._check_peer_stability()
         self.adjacency = self.network.adjacency
         self.in_weight = np.asarray(self.adjacency.sum(axis=0)).ravel()
@@ -156,18 +182,11 @@ class MesaOptModel(mesa.Model):
         self.principals: list[Principal] = make_principals(self, scenario, self.world)
         self.members = [np.flatnonzero(principal_of == j) for j in range(n_principals)]
 
-        self._regimes: dict[int, list[tuple[int, dict[str, Any]]]] = {}
-        for regime in scenario.regimes:
-            self._regimes.setdefault(regime.at, []).append(
-                (scenario.channel_index(regime.channel), dict(regime.set))
-            )
+        self.regimes = RegimeSchedule(scenario)
 
         self._perceive_cache: dict[int, np.ndarray] = {}
         self._all_channels = np.ones((n_agents, self.d), dtype=bool)  # the benchmarks' mask
-        self._views: dict[int, MesaOptimizer] = {}
-        if n_agents <= VIEW_LIMIT:
-            for i in range(n_agents):
-                self._views[i] = MesaOptimizer(self, i)
+        self._views: dict[int, MesaOptimizer] = {}  # created on first use (_create_views)
 
         self.snapshots_on = scenario.run.agent_every > 0 and (
             scenario.run.agent_snapshots == "on"
@@ -178,12 +197,7 @@ class MesaOptModel(mesa.Model):
         self._primary_code = np.full(n_agents, CATEGORIES.index("aligned"), dtype=np.int64)
 
         self._declare_tables()
-        risk = scenario.agents.risk_aversion
-        for principal in self.principals:
-            principal.design_contract(risk)
-        for j, principal in enumerate(self.principals):
-            self._retrain(principal, self.members[j], reason="initial", step=0)
-            self._redesign(principal)
+        initial_selection(self)
         # Mesa compatibility (mesa.batch_run reads model.datacollector; see model/collect.py).
         self.datacollector = make_datacollector()
 
@@ -234,14 +248,46 @@ class MesaOptModel(mesa.Model):
 
     # ------------------------------------------------------------------------ Mesa views
 
+    def _create_views(self) -> None:
+        """Create the Mesa view of every agent, in index order, once (~2.6 µs per agent)."""
+        population = getattr(self, "population", None)  # None while Mesa builds the model
+        if population is None or len(self._views) == population.size:
+            return
+        for i in range(population.size):
+            self._views[i] = MesaOptimizer(self, i)
+
+    @property
+    def agents(self) -> AgentSet:
+        """Every agent of the model, principals first, then every mesa-optimizer (Mesa's set).
+
+        The mesa-optimizers' views are created on first access (of this, ``agents_by_type``,
+        ``optimizers`` or ``optimizer(i)``), so that a run that never asks for them never pays
+        for them (sweeps, 10^6 agents); the set is always complete.
+        """
+        self._create_views()
+        return super().agents
+
+    @property
+    def agents_by_type(self) -> dict[type, AgentSet]:
+        """Mesa's agent sets by type: ``Principal`` and ``MesaOptimizer``, each complete."""
+        self._create_views()
+        return super().agents_by_type
+
+    @property
+    def optimizers(self) -> AgentSet:
+        """Every mesa-optimizer, as a Mesa ``AgentSet`` in agent-id order."""
+        return self.agents_by_type[MesaOptimizer]
+
     def optimizer(self, index: int) -> MesaOptimizer:
-        """Return the Mesa view of agent ``index`` (created on first use above ``VIEW_LIMIT``)."""
+        """Return the Mesa view of agent ``index`` (all views are created on first use).
+
+        Raises:
+            IndexError: If there is no such agent.
+        """
         if not 0 <= index < self.population.size:
             raise IndexError(f"no agent {index}")
-        view = self._views.get(index)
-        if view is None:
-            view = self._views[index] = MesaOptimizer(self, index)
-        return view
+        self._create_views()
+        return self._views[index]
 
     def category_of(self, index: int) -> str:
         """Primary category of agent ``index`` as of the last step."""
@@ -254,147 +300,13 @@ class MesaOptModel(mesa.Model):
 
     # ------------------------------------------------------------------------ mechanisms
 
-    def _retrain(self, principal: Principal, slots: np.ndarray, *, reason: str, step: int) -> None:
-        """Fill ``slots`` with newly selected mesa-optimizers and record one row per slot."""
-        if len(slots) == 0:
-            return
-        pop = self.population
-        config = principal.config.selection
-        result = select_best_of_n(
-            world=self.world,
-            capacity=pop.capacity[slots],
-            prior_mean=principal.prior_mean(),
-            prior_scale=config.prior_scale,
-            n=config.n,
-            eval_samples=config.eval_samples,
-            beta=principal.beta,
-            score_weights=principal.signal,
-            true_values=principal.true_values,
-            rng=self.rng,
-        )
-        private = self.config.agents.goals.scale * self.rng.standard_normal(result.theta.shape)
-        pop.selected[slots] = result.theta
-        pop.theta[slots] = result.theta + private
-        pop.action[slots] = result.action
-        pop.epoch[slots] = self.world.epoch
-        pop.deployed_at[slots] = step
-        # A new agent has felt no noise yet, and is ranked by its own sandbox proxy, not by the
-        # proxy of the agent it replaced.
-        pop.last_noise[slots] = 0.0
-        pop.last_proxy[slots] = result.action @ self.world.metric
-        principal.record_selection_range(result.action_low, result.action_high)
-        self._record(
-            "selections",
-            {
-                "step": np.full(len(slots), step, dtype=np.int64),
-                "principal": np.full(len(slots), principal.name, dtype=object),
-                "agent_id": slots.astype(np.int64),
-                "reason": np.full(len(slots), reason, dtype=object),
-                "n": np.full(len(slots), config.n, dtype=np.int64),
-                "eval_samples": np.full(len(slots), config.eval_samples, dtype=np.int64),
-                "beta": np.full(len(slots), principal.beta),
-                "chosen_proxy": result.chosen_score,
-                "chosen_expected_proxy": result.chosen_expected_score,
-                "winners_curse": result.chosen_score - result.chosen_expected_score,
-                "chosen_true": result.chosen_true,
-                "candidates_mean_true": result.candidates_mean_true,
-                "candidates_sd_true": result.candidates_sd_true,
-                "candidates_max_true": result.candidates_max_true,
-                "candidates_mean_proxy": result.candidates_mean_score,
-                "candidates_mean_expected_proxy": result.candidates_mean_expected_score,
-            },
-        )
-        self._selection_stats.append(
-            (
-                principal.index,
-                result.chosen_score - result.chosen_expected_score,
-                result.chosen_expected_score - result.candidates_mean_expected_score,
-                result.chosen_score - result.candidates_mean_score,
-            )
-        )
+    def record(self, table: str, rows: list[dict[str, Any]] | dict[str, np.ndarray]) -> None:
+        """Hand a batch of rows of ``table`` to the run's recorder (see :mod:`model.tables`)."""
+        self._record(table, rows)
 
-    def _retrain_worst(self, principal: Principal, *, reason: str, step: int) -> None:
-        """Retrain the worst ``selection.fraction`` of a principal's agents by last proxy."""
-        members = self.members[principal.index]
-        count = int(np.floor(principal.config.selection.fraction * len(members) + 0.5))
-        if count:
-            order = radix_argsort(self.population.last_proxy[members])  # = stable argsort
-            self._retrain(principal, np.sort(members[order[:count]]), reason=reason, step=step)
-            self._redesign(principal)
-
-    def _redesign(self, principal: Principal) -> None:
-        """Update the principal's belief of its agents' mean objective and its contract."""
-        members = self.members[principal.index]
-        if len(members):
-            principal.mean_objective = self.population.selected[members].mean(axis=0)
-        old = principal.beta
-        new = principal.design_contract(self.config.agents.risk_aversion)
-        if new != old:
-            self._event("contract", principal=principal.name, field="beta", old=old, new=new)
-
-    def _event(self, kind: str, **fields: Any) -> None:
-        row = {
-            "step": int(self.time),
-            "kind": kind,
-            "principal": "",
-            "agent_id": -1,
-            "channel": "",
-            "field": "",
-            "old": np.nan,
-            "new": np.nan,
-            "detail": "",
-        }
-        row.update(fields)
-        self._record("events", [row])
-
-    def _apply_regimes(self, step: int) -> None:
-        for channel, fields in self._regimes.get(step, []):
-            before = self.world
-            self.world = self.world.changed(channel, fields)
-            self.worlds.append(self.world)
-            name = self.world.names[channel]
-            for field, new in fields.items():
-                if field == "value":
-                    for principal in self.principals:
-                        principal.true_values[channel] = float(new)
-                old = getattr(before, "costs" if field == "cost" else field, None)
-                numeric = field != "noise"
-                self._event(
-                    "regime",
-                    channel=name,
-                    field=field,
-                    old=float(old[channel]) if numeric else np.nan,
-                    new=float(new) if numeric else np.nan,
-                    detail="" if numeric else str(new),
-                )
-
-    def _federated_update(self, principal: Principal, outputs: np.ndarray) -> None:
-        config = principal.config.federated
-        members = self.members[principal.index]
-        if len(members) == 0:
-            return
-        y = outputs[members]
-        reports = y * principal.true_values + config.report_noise * self.rng.standard_normal(
-            y.shape
-        )
-        spoofers = self.rng.random(len(members)) < config.misreport
-        reports[spoofers] = (y * self.population.theta[members])[spoofers]
-        old = principal.value_belief.copy()
-        new = principal.refit_values(y, reports, self.world)
-        for k in np.flatnonzero(principal.perceived):
-            self._event(
-                "federated",
-                principal=principal.name,
-                channel=self.world.names[k],
-                field="value_belief",
-                old=float(old[k]),
-                new=float(new[k]),
-                detail=f"{int(spoofers.sum())} of {len(members)} reports spoofed",
-            )
-        self._redesign(principal)
-        if principal.config.train_on == "value":
-            # Post-hoc updating: the refit belief is the new training signal; retrain with it.
-            self._retrain_worst(principal, reason="federated", step=int(self.time))
+    def record_event(self, kind: str, **fields: Any) -> None:
+        """Record one ``events`` row of ``kind`` at the current step."""
+        self._record("events", [event_row(int(self.time), kind, **fields)])
 
     # ------------------------------------------------------------------------------ step
 
@@ -474,13 +386,9 @@ class MesaOptModel(mesa.Model):
     def _step(self) -> None:
         t = int(self.time)
         pop = self.population
-        self._selection_stats = []
-        self._apply_regimes(t)
-
-        for principal in self.principals:
-            config = principal.config.selection
-            if config.every and t % config.every == 0 and config.fraction > 0:
-                self._retrain_worst(principal, reason="scheduled", step=t)
+        self.selection_stats = []
+        apply_regime_changes(self, t)  # 1. regime changes
+        scheduled_retraining(self, t)  # 2. selection
 
         world = self.world
         contracts = _Contracts.of(self.principals)
@@ -491,31 +399,16 @@ class MesaOptModel(mesa.Model):
         own_best = np.empty(n)
         adjacency = self.adjacency
         plan_actions(
-            adjacency.indptr,
-            adjacency.indices,
-            adjacency.data,
-            pop.action,
-            pop.theta,
-            pop.principal,
+            Graph.of(adjacency, self.in_weight),
+            WorldArrays.of(world),
+            PopulationArrays.of(pop, self._perceives(world), self.config.agents.gain),
             contracts.beta,
-            world.metric,
-            world.peer,
-            world.cost_matrix,
-            np.sqrt(world.costs),
-            world.substitution,
-            self._perceives(world),
-            pop.is_control,
-            pop.last_noise,
-            self.config.agents.gain,
-            neighbour_effort,
-            reward,
-            action,
-            own_best,
+            PlanArrays(neighbour_effort, reward, action, own_best),
         )
         beta_of = np.take(contracts.beta, pop.principal)
         self._replan(action, beta_of, neighbour_effort)
         noise = self.world.sample_noise(self.rng, n)
-        caught = self._audit(action)
+        caught = audit(self, action)  # 5. audits
 
         self._measure(
             t, contracts, action, noise, beta_of, reward, neighbour_effort, own_best, caught
@@ -524,37 +417,9 @@ class MesaOptModel(mesa.Model):
         pop.last_noise = noise
         pop.last_proxy = self.last_agent_metrics["proxy"]
 
-        for j, principal in enumerate(self.principals):
-            if principal.config.audit.replace:
-                slots = self.members[j][caught[self.members[j]]]
-                self._retrain(principal, slots, reason="audit", step=t)
-        for principal in self.principals:
-            every = principal.config.federated.every
-            if every and t % every == 0:
-                self._federated_update(principal, action + noise)
+        replace_caught(self, caught, t)  # 7. replacement
+        federated_updates(self, t, action + noise)  # 8. federated updates
         self.datacollector.collect(self)
-
-    def _audit(self, action: np.ndarray) -> np.ndarray:
-        """Step 5: sample audits; return who is caught gaming (they pay the penalty in step 6)."""
-        pop = self.population
-        rates = np.array([p.config.audit.rate for p in self.principals])
-        if not rates.any():
-            return np.zeros(pop.size, dtype=bool)
-        audited = self.rng.random(pop.size) < rates[pop.principal]
-        gaming = np.stack([p.gaming_channels() for p in self.principals]).astype(float)
-        gaming_effort = np.einsum("ij,ij->i", action, np.take(gaming, pop.principal, 0))
-        tolerance = np.array([p.config.audit.tolerance for p in self.principals])
-        caught = audited & (gaming_effort > np.take(tolerance, pop.principal))
-        for j, principal in enumerate(self.principals):
-            count = int(caught[self.members[j]].sum())
-            if count:
-                self._event(
-                    "audit",
-                    principal=principal.name,
-                    detail=f"{count} of {int(audited[self.members[j]].sum())} audited caught",
-                    new=float(count),
-                )
-        return caught
 
     def _measure(
         self,
@@ -614,39 +479,24 @@ class MesaOptModel(mesa.Model):
         outside = np.empty(n, dtype=bool)
         adjacency = self.adjacency
         outcomes_and_measures(
-            adjacency.indptr,
-            adjacency.indices,
-            adjacency.data,
-            self.in_weight,
-            action,
-            noise,
-            neighbour_effort,
-            reward,
-            own_best,
-            pop.theta,
-            pop.capacity,
-            pop.principal,
-            caught,
-            world.metric,
-            cost,
-            world.externality,
-            world.peer,
-            contracts.alpha,
-            contracts.beta,
-            values,
-            risk,
-            np.array([p.config.audit.penalty for p in principals], dtype=float),
-            benchmark,
-            hostile,
-            low - slack,
-            high + slack,
-            np.array([p.capacity for p in principals], dtype=np.int64),
-            self.config.metrics.trans_cosine,
-            np.empty(n),
-            metrics,
-            flags,
-            primary,
-            outside,
+            Graph.of(adjacency, self.in_weight),
+            WorldArrays.of(world),
+            PopulationArrays.of(pop, self._perceives(world), self.config.agents.gain),
+            PrincipalArrays(
+                alpha=contracts.alpha,
+                beta=contracts.beta,
+                risk_premium=risk,
+                penalty=np.array([p.config.audit.penalty for p in principals], dtype=float),
+                values=values,
+                capacity=np.array([p.capacity for p in principals], dtype=np.int64),
+                benchmark=benchmark,
+                hostile=hostile,
+                low=low - slack,
+                high=high + slack,
+                trans_cosine=float(self.config.metrics.trans_cosine),
+            ),
+            StepArrays(PlanArrays(neighbour_effort, reward, action, own_best), noise, caught),
+            MeasureArrays(metrics, flags, primary, outside, harm=np.empty(n)),
         )
 
         # Causal Goodhart: value lost because direct agents plan with a stale world model.
@@ -679,7 +529,7 @@ class MesaOptModel(mesa.Model):
             outside=outside,
             stale=stale,
             caught=caught,
-            selection_stats=self._selection_stats,
+            selection_stats=self.selection_stats,
             top_quantile=self.config.metrics.top_quantile,
         )
         self.last_steps = rows
@@ -700,36 +550,30 @@ class MesaOptModel(mesa.Model):
         action: np.ndarray,
         per_agent: dict[str, np.ndarray],
     ) -> dict[str, np.ndarray]:
-        """Columns of the ``agents`` table for ``rows`` (documented in docs/tables.md)."""
+        """Columns of the ``agents`` table for ``rows`` (the other arrays are already sliced)."""
         pop = self.population
-        principal = pop.principal[rows]
-        names = np.array([p.name for p in self.principals], dtype=object)
-        index = np.arange(pop.size, dtype=np.int64)[rows]
-        snapshot: dict[str, np.ndarray] = {
-            "step": np.full(len(index), t, dtype=np.int64),
-            "agent_id": index,
-            "node": index.copy(),
-            "principal": names[principal],
-            "optimizer": np.where(pop.is_control[rows], "control", "direct").astype(object),
-            "capacity": pop.capacity[rows].copy(),
-            "category": np.asarray(CATEGORIES, dtype=object)[self._primary_code[rows]],
-        }
-        for name, column in zip(CATEGORIES, flags.T, strict=True):
-            snapshot[f"is_{name}"] = column.copy()
-        snapshot["deployed_at"] = pop.deployed_at[rows].copy()
-        snapshot["stale"] = stale.copy()
-        snapshot["outside_selection_range"] = outside.copy()
-        for k, name in enumerate(self.world.names):
-            snapshot[f"effort_{name}"] = action[:, k].copy()
-        for k, name in enumerate(self.world.names):
-            snapshot[f"objective_{name}"] = pop.theta[rows, k].copy()
-        snapshot.update({key: value.copy() for key, value in per_agent.items()})
-        return snapshot
+        return agent_snapshot(
+            step=t,
+            index=np.arange(pop.size, dtype=np.int64)[rows],
+            principal_names=np.array([p.name for p in self.principals], dtype=object),
+            principal=pop.principal[rows],
+            kind_names=np.where(pop.is_control[rows], "control", "direct").astype(object),
+            capacity=pop.capacity[rows].copy(),
+            category_names=CATEGORIES,
+            primary=self._primary_code[rows],
+            flags=flags,
+            deployed_at=pop.deployed_at[rows].copy(),
+            stale=stale,
+            outside=outside,
+            channel_names=self.world.names,
+            action=action,
+            theta=pop.theta[rows],
+            per_agent=per_agent,
+        )
 
     def _declare_tables(self) -> None:
         """Record zero-row batches so that every table has its columns even when left empty."""
         none = np.arange(0)
-        empty = {name: np.zeros(0) for name in METRIC_ROWS}
         self._record(
             "agents",
             self._agent_snapshot(
@@ -739,35 +583,31 @@ class MesaOptModel(mesa.Model):
                 np.zeros(0, dtype=bool),
                 np.zeros(0, dtype=bool),
                 np.zeros((0, self.d)),
-                empty,
+                {name: np.zeros(0) for name in METRIC_ROWS},
             ),
         )
-        self._record(
-            "events",
-            {
-                "step": np.zeros(0, dtype=np.int64),
-                "kind": np.zeros(0, dtype=object),
-                "principal": np.zeros(0, dtype=object),
-                "agent_id": np.zeros(0, dtype=np.int64),
-                "channel": np.zeros(0, dtype=object),
-                "field": np.zeros(0, dtype=object),
-                "old": np.zeros(0),
-                "new": np.zeros(0),
-                "detail": np.zeros(0, dtype=object),
-            },
-        )
+        self._record("events", empty_events())
 
-    def run(self, steps: int | None = None, progress: Callable[[int], None] | None = None) -> None:
-        """Run ``steps`` steps (default ``scenario.run.steps``).
 
-        Args:
-            steps: Number of steps to run.
-            progress: Called with the step number after each step.
-        """
-        for _ in range(self.config.run.steps if steps is None else steps):
-            self.step()
-            if progress is not None:
-                progress(int(self.time))
+def run_scenario(config: Scenario, rng: int | np.random.Generator) -> MesaScenario:
+    """Mesa's view of a run's scenario: ``model.scenario``.
+
+    Mesa 3.5 gives every model a ``scenario`` (a :class:`mesa.experimental.scenarios.Scenario`:
+    parameters as attributes, frozen while the model runs, read by SolaraViz). mesaopt's own,
+    validated scenario is ``model.config``; ``model.scenario`` carries the same sections as
+    attributes (``model.scenario.network.n_agents``, ``model.scenario.principals``), the run's
+    ``rng``, and the whole validated scenario as ``config``, so that
+    ``MesaOptModel(scenario=model.scenario)`` builds the same model again.
+
+    Args:
+        config: The validated scenario.
+        rng: The run's seed or generator.
+
+    Returns:
+        The Mesa scenario.
+    """
+    sections = {name: getattr(config, name) for name in type(config).model_fields}
+    return MesaScenario(rng=rng, config=config, **sections)
 
 
 def _counts_by_share(shares: list[float], total: int) -> list[int]:

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-TABLES = ("steps", "agents", "selections", "events")
+#: The tables of a run folder (columns in docs/tables.md); ``network`` is recorded once, at step 0.
+TABLES = ("steps", "agents", "selections", "events", "network")
 FORMATS = ("parquet", "csv")
 #: Default bytes of Arrow data a table buffers in memory before it writes a part.
 FLUSH_BYTES = 512 * 1024 * 1024

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from mesaopt.model.model import MesaOptModel
 from mesaopt.model.recording import Recorder
-from mesaopt.model.scenario import Scenario, to_toml_dict
+from mesaopt.model.scenario import Scenario
+from mesaopt.model.scenario_files import to_toml_dict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGES = ("mesaopt", "mesa", "numpy", "scipy", "networkx", "pandas", "pyarrow", "pydantic")
@@ -72,22 +73,28 @@ def _threadpools() -> ThreadpoolController:
 
 @functools.cache  # once per process (a sweep worker runs many runs)
 def git_revision() -> str | None:
-    """The project's git revision (``+dirty`` with uncommitted changes), if it is a checkout."""
+    """The project's git revision (``+dirty`` with uncommitted changes), if it is a checkout.
+
+    Only when the package folder is itself the top level of a git work tree: an installed copy
+    (site-packages) that happens to sit inside some other repository, e.g. a virtual environment
+    in a user's project, reports None rather than that repository's revision.
+    """
+    root = PROJECT_ROOT.resolve()
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(root), *args],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+
     try:
-        rev = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            return None
+        rev = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{rev}+dirty" if dirty else rev
@@ -145,7 +152,9 @@ def run_simulation(
     )
     try:
         with bar:
-            model.run(steps, progress=lambda _: bar.update(1))
+            for _ in range(steps):
+                model.run_for(1)  # Mesa's clock: one step per time unit
+                bar.update(1)
     finally:
         blas.restore_original_limits()
     manifest = {

@@ -39,14 +39,14 @@ def simulated(tmp_path_factory):
     return out, result
 
 
-def test_simulate_writes_four_tables_and_a_manifest(simulated):
+def test_simulate_writes_its_tables_and_a_manifest(simulated):
     out, result = simulated
     assert f"wrote {out}" in result.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 5 and manifest["steps"] == 40
     assert manifest["scenario"]["network"]["n_agents"] == 400
     assert manifest["versions"]["mesa"].startswith("3.")
-    for table in ("steps", "agents", "selections", "events"):
+    for table in ("steps", "agents", "selections", "events", "network"):
         frame = pd.read_parquet(out / f"{table}.parquet")
         assert len(frame) == manifest["row_counts"][table]
     assert not (out / ".partial").exists()
@@ -56,7 +56,7 @@ def test_tables_have_their_documented_columns_and_invariants(simulated):
     out, _ = simulated
     steps = pd.read_parquet(out / "steps.parquet")
     documented = (ROOT / "docs" / "tables.md").read_text()
-    for table in ("steps", "agents", "selections", "events"):
+    for table in ("steps", "agents", "selections", "events", "network"):
         for column in pd.read_parquet(out / f"{table}.parquet").columns:
             generic = column.split("_")[0] + "_<channel>"
             category = column.rsplit("_", 1)[0] + "_<category>"
@@ -148,6 +148,17 @@ def test_scenarios_lists_shipped_files_and_prints_the_schema(capsys):
     assert "channels" in schema["properties"]
 
 
+def test_a_shipped_scenario_is_named_by_its_name_anywhere(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.scenario_path("regressional") == ROOT / "scenarios" / "regressional.toml"
+    (tmp_path / "regressional").write_text("")  # a file of that name in the folder wins
+    assert run.scenario_path("regressional") == Path("regressional")
+    assert run.main(["validate", "heavy_tails", "--set", "network.n_agents=40"]) == 0
+    assert "ok:" in capsys.readouterr().out
+    assert run.main(["scenarios"]) == 0  # outside the checkout: absolute paths, usable as given
+    assert str(ROOT / "scenarios" / "baseline.toml") in capsys.readouterr().out
+
+
 def test_demo_runs_and_draws_a_figure(tmp_path):
     result = cli(cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -179,3 +190,20 @@ def test_sensitivity_refuses_an_unknown_output_before_running(tmp_path, flag, va
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"mesaopt: error: {flag}: ")
     assert not out.exists()
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """`mesaopt scenarios --schema | head`: no BrokenPipeError traceback, SIGPIPE's status."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), "scenarios", "--schema"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        bufsize=0,
+    ) as proc:
+        proc.stdout.close()  # before the command has written anything (it imports first)
+        stderr = proc.stderr.read().decode()
+        status = proc.wait(timeout=120)
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+    assert status == 141

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from scipy import linalg, optimize
+from scipy import linalg, optimize, sparse
 
 from mesaopt.agents.response import (
     MAX_CHANNELS,
@@ -387,3 +387,81 @@ def test_water_filling_agrees_with_the_active_set_enumeration():
         )
     assert _shared_budget_substitution(random_spd(rng, 4)) is None
     assert _shared_budget_substitution(np.eye(3)) is None
+
+
+# --------------------------------------------------------------------------- plan_actions
+
+
+def _ring_population(n: int, d: int, rng: np.random.Generator, control: bool):
+    from mesaopt.model.kernel_arrays import Graph, PopulationArrays
+
+    ring = np.zeros((n, n))
+    for i in range(n):
+        ring[i, (i + 1) % n] = ring[i, (i - 1) % n] = 0.5
+    graph = Graph.of(sparse.csr_array(ring))
+    population = PopulationArrays(
+        principal=np.zeros(n, dtype=np.int64),
+        capacity=np.zeros(n, dtype=np.int64),
+        is_control=np.full(n, control),
+        theta=rng.uniform(0.5, 1.5, (n, d)),
+        perceive=np.ones((n, d), dtype=bool),
+        last_action=np.zeros((n, d)),
+        last_noise=np.zeros((n, d)),
+        gain=0.3,
+    )
+    return ring, graph, population
+
+
+def test_plan_actions_iterates_to_the_ballester_calvo_armengol_zenou_equilibrium():
+    """Unit costs, no incentive, interior efforts: a = θ + δ⊙(G a), so a* = (I − δG)⁻¹θ."""
+    from mesaopt.agents.response import plan_actions
+    from mesaopt.model.kernel_arrays import WorldArrays
+
+    n, d = 12, 2
+    rng = np.random.default_rng(4)
+    ring, graph, population = _ring_population(n, d, rng, control=False)
+    peer = np.array([0.3, 0.6])
+    world = WorldArrays(
+        metric=np.ones(d),
+        peer=peer,
+        externality=np.zeros(d),
+        cost=np.eye(d),
+        root=np.ones(d),
+        substitution=0.0,
+    )
+    for _ in range(200):
+        plan = plan_actions(graph, world, population, np.zeros(1))
+        population = population._replace(last_action=plan.action)
+    for k in range(d):
+        expected = np.linalg.solve(np.eye(n) - peer[k] * ring, population.theta[:, k])
+        assert np.allclose(plan.action[:, k], expected, rtol=1e-10)
+    # The optimum's payoff rᵀa* − ½a*ᵀKa* is ½rᵀa*.
+    optimum = best_response(plan.reward, world.cost, population.perceive)
+    assert np.allclose(plan.own_best, quadratic_payoff(plan.reward, world.cost, optimum))
+
+
+def test_plan_actions_control_agents_take_the_projected_gradient_step():
+    from mesaopt.agents.response import plan_actions
+    from mesaopt.model.kernel_arrays import WorldArrays
+
+    n, d = 8, 3
+    rng = np.random.default_rng(5)
+    _, graph, population = _ring_population(n, d, rng, control=True)
+    population = population._replace(
+        last_action=rng.uniform(0, 1, (n, d)), last_noise=rng.normal(size=(n, d))
+    )
+    cost = substitution_cost_matrix(np.array([1.0, 2.0, 0.5]), 0.3)
+    world = WorldArrays(
+        metric=np.array([1.0, 0.0, 1.0]),
+        peer=np.zeros(d),
+        externality=np.zeros(d),
+        cost=cost,
+        root=np.sqrt(np.diag(cost)),
+        substitution=0.3,
+    )
+    plan = plan_actions(graph, world, population, np.array([0.4]))
+    reward = population.theta + 0.4 * world.metric
+    felt = reward - population.last_action @ cost + population.last_noise
+    expected = np.maximum(population.last_action + 0.3 * felt, 0.0)
+    assert np.allclose(plan.reward, reward)
+    assert np.allclose(plan.action, expected, rtol=1e-13, atol=1e-13)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mesaopt.model.runner import run_simulation
-from mesaopt.model.scenario import load_scenario
+from mesaopt.model.scenario_files import load_scenario
 
 SMALL = [
     "network.n_agents=120",

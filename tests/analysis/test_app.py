@@ -64,7 +64,7 @@ def test_page_parameters_are_value_sliders(app) -> None:
 def test_the_regime_slider_moves_simultaneous_changes_together(app) -> None:
     from pathlib import Path
 
-    from mesaopt.model.scenario import load_scenario
+    from mesaopt.model.scenario_files import load_scenario
 
     root = Path(__file__).resolve().parents[2]
     base = load_scenario(root / "scenarios" / "regime_change.toml")  # two changes at step 50

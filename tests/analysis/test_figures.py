@@ -10,7 +10,7 @@ import pytest
 from mesaopt.analysis import figures
 from mesaopt.analysis.agent_maps import force_layout, map_layout, plot_agent_map
 from mesaopt.analysis.animation import animate_agent_map
-from mesaopt.analysis.run_folder import read_run, rebuild_network
+from mesaopt.analysis.run_folder import read_run
 from mesaopt.analysis.sweep_figures import (
     closed_form_condition,
     plot_overoptimization,
@@ -18,8 +18,7 @@ from mesaopt.analysis.sweep_figures import (
     read_sweep,
     selection_parameters,
 )
-from mesaopt.model.model import MesaOptModel
-from mesaopt.model.scenario import load_scenario, to_toml_dict
+from mesaopt.model.scenario_files import load_scenario, to_toml_dict
 
 
 def _written(path: Path) -> None:
@@ -45,15 +44,8 @@ def test_failure_table_weights_by_count(run_dir: Path) -> None:
     assert row["principal_loss"] == pytest.approx(expected)
 
 
-def test_rebuilt_network_is_the_runs_network(run_dir: Path) -> None:
-    run = read_run(run_dir)
-    model = MesaOptModel(run.scenario)
-    rebuilt = rebuild_network(run.manifest)
-    assert (rebuilt.adjacency != model.network.adjacency).nnz == 0
-
-
 def test_network_map_layout_is_seeded_and_cached(run_dir: Path, tmp_path: Path) -> None:
-    network = rebuild_network(read_run(run_dir).manifest)
+    network = read_run(run_dir).network
     first = map_layout(network, seed=3, cache_dir=tmp_path)
     assert len(list(tmp_path.glob(".layout-*.npy"))) == 1
     again = map_layout(network, seed=3, cache_dir=tmp_path)
@@ -83,7 +75,7 @@ def test_force_layout_pulls_neighbours_together() -> None:
 @pytest.mark.parametrize("which", ["run_dir", "grid_run_dir"])
 def test_agent_maps(which: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     run = read_run(request.getfixturevalue(which))
-    layout = map_layout(rebuild_network(run.manifest), cache_dir=tmp_path)
+    layout = map_layout(run.network, cache_dir=tmp_path)
     assert layout.kind == ("grid" if which == "grid_run_dir" else "network")
     path = plot_agent_map(
         run.agents,
@@ -97,7 +89,7 @@ def test_agent_maps(which: str, request: pytest.FixtureRequest, tmp_path: Path) 
 
 def test_animation_gif(grid_run_dir: Path, tmp_path: Path) -> None:
     run = read_run(grid_run_dir)
-    layout = map_layout(rebuild_network(run.manifest))
+    layout = map_layout(run.network)
     written = animate_agent_map(run.agents, layout, tmp_path / "a.gif", mp4=False)
     assert written == [tmp_path / "a.gif"]
     from PIL import Image

@@ -381,7 +381,7 @@ def test_sweep_on_an_existing_dask_cluster(tmp_path, serial_sweep):
 def test_export_writes_csv(serial_sweep, tmp_path):
     written = export_sweep(serial_sweep.out_dir, "csv", tmp_path / "csv")
     names = sorted(p.name for p in written)
-    assert names == ["run_metrics.csv", "runs.csv", "steps.csv", "summary.csv"]
+    assert names == ["network.csv", "run_metrics.csv", "runs.csv", "steps.csv", "summary.csv"]
     steps = pd.read_csv(tmp_path / "csv" / "steps.csv")
     assert len(steps) == 8 * 10 * 3
     assert steps["value"].to_numpy() == pytest.approx(

@@ -12,7 +12,7 @@ import pytest
 from benchmarks.reference import ReferenceModel
 from benchmarks.suite import END, START
 from mesaopt.model.model import MesaOptModel
-from mesaopt.model.scenario import load_scenario
+from mesaopt.model.scenario_files import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS = (

@@ -7,7 +7,7 @@ import pytest
 
 from mesaopt.model.channels import substitution_cost_matrix, world_from_scenario
 from mesaopt.model.noise import NOISE_BLOCK, NOISE_CODES, standard_t
-from mesaopt.model.scenario import load_scenario
+from mesaopt.model.scenario_files import load_scenario
 
 
 def test_a_partial_noise_table_changes_only_the_fields_it_names():

@@ -1,4 +1,4 @@
-"""Tests for model/measures_jit.py: compiled outcomes and group sums against NumPy definitions."""
+"""Tests for model/measures_jit.py: compiled outcomes and group sums against model/measures.py."""
 
 from __future__ import annotations
 
@@ -6,9 +6,19 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from mesaopt.model import measures
 from mesaopt.model.channels import substitution_cost_matrix
+from mesaopt.model.kernel_arrays import (
+    Graph,
+    MeasureArrays,
+    PlanArrays,
+    PopulationArrays,
+    PrincipalArrays,
+    StepArrays,
+    WorldArrays,
+)
+from mesaopt.model.measures import CATEGORIES
 from mesaopt.model.measures_jit import BLOCK, METRIC_ROWS, group_sums, outcomes_and_measures
-from mesaopt.model.metrics import CATEGORIES, categorize
 
 
 def _inputs(n: int, d: int, j: int, seed: int) -> dict:
@@ -21,130 +31,121 @@ def _inputs(n: int, d: int, j: int, seed: int) -> dict:
     values = rng.normal(size=(j, d))
     values[0, 0] = -0.5
     low = rng.uniform(0, 0.5, (j, d))
+    costs = rng.uniform(0.5, 2, d)
+    world = WorldArrays(
+        metric=rng.normal(size=d),
+        peer=rng.uniform(0, 0.1, d),
+        externality=rng.normal(size=d),
+        cost=substitution_cost_matrix(costs, 0.3),
+        root=np.sqrt(costs),
+        substitution=0.3,
+    )
+    population = PopulationArrays(
+        principal=rng.integers(0, j, n),
+        capacity=rng.integers(0, 3, n),
+        is_control=np.zeros(n, dtype=bool),
+        theta=rng.normal(size=(n, d)),
+        perceive=np.ones((n, d), dtype=bool),
+        last_action=np.zeros((n, d)),
+        last_noise=np.zeros((n, d)),
+        gain=0.2,
+    )
+    principals = PrincipalArrays(
+        alpha=rng.normal(size=j),
+        beta=rng.normal(size=j),
+        risk_premium=rng.uniform(0, 1, j),
+        penalty=rng.uniform(0, 2, j),
+        values=values,
+        capacity=rng.integers(0, 3, j),
+        benchmark=rng.uniform(0, 3, j),
+        hostile=rng.random((j, d)) < 0.5,
+        low=low,
+        high=low + rng.uniform(0.5, 2.0, (j, d)),
+        trans_cosine=0.5,
+    )
+    plan = PlanArrays(
+        neighbour_effort=np.abs(rng.normal(size=(n, d))),
+        reward=rng.normal(size=(n, d)),
+        action=np.abs(rng.normal(size=(n, d))),
+        own_best=rng.uniform(0, 2, n),
+    )
+    step = StepArrays(plan=plan, noise=rng.standard_t(3, size=(n, d)), caught=rng.random(n) < 0.1)
     return {
-        "graph": graph,
-        "in_weight": np.asarray(graph.sum(axis=0)).ravel(),
-        "action": np.abs(rng.normal(size=(n, d))),
-        "noise": rng.standard_t(3, size=(n, d)),
-        "neighbour_effort": np.abs(rng.normal(size=(n, d))),
-        "reward": rng.normal(size=(n, d)),
-        "own_best": rng.uniform(0, 2, n),
-        "theta": rng.normal(size=(n, d)),
-        "capacity": rng.integers(0, 3, n),
-        "principal": rng.integers(0, j, n),
-        "caught": rng.random(n) < 0.1,
-        "metric": rng.normal(size=d),
-        "cost": substitution_cost_matrix(rng.uniform(0.5, 2, d), 0.3),
-        "externality": rng.normal(size=d),
-        "peer": rng.uniform(0, 0.1, d),
-        "alpha": rng.normal(size=j),
-        "beta": rng.normal(size=j),
-        "values": values,
-        "risk_premium": rng.uniform(0, 1, j),
-        "penalty": rng.uniform(0, 2, j),
-        "benchmark": rng.uniform(0, 3, j),
-        "hostile": rng.random((j, d)) < 0.5,
-        "low": low,
-        "high": low + rng.uniform(0.5, 2.0, (j, d)),
-        "principal_capacity": rng.integers(0, 3, j),
-        "trans_cosine": 0.5,
+        "graph": Graph.of(graph),
+        "world": world,
+        "population": population,
+        "principals": principals,
+        "step": step,
     }
 
 
-def _run(x: dict) -> tuple[np.ndarray, ...]:
-    n = len(x["action"])
-    g = x["graph"]
-    metrics = np.full((len(METRIC_ROWS), n), np.nan)
-    flags = np.zeros((n, len(CATEGORIES)), dtype=bool)
-    primary = np.full(n, -1, dtype=np.int64)
-    outside = np.zeros(n, dtype=bool)
-    outcomes_and_measures(
-        g.indptr, g.indices, g.data, x["in_weight"], x["action"], x["noise"],
-        x["neighbour_effort"], x["reward"], x["own_best"], x["theta"], x["capacity"],
-        x["principal"], x["caught"], x["metric"], x["cost"], x["externality"], x["peer"],
-        x["alpha"], x["beta"], x["values"], x["risk_premium"], x["penalty"], x["benchmark"],
-        x["hostile"], x["low"], x["high"], x["principal_capacity"], x["trans_cosine"],
-        np.empty(n), metrics, flags, primary, outside,
-    )  # fmt: skip
-    return metrics, flags, primary, outside
-
-
-def _numpy_reference(x: dict) -> dict[str, np.ndarray]:
-    """The step's per-agent definitions (model/metrics.py docstring), written with NumPy."""
-    j = x["principal"]
-    a, values = x["action"], x["values"][j]
-    y = a + x["noise"]
-    proxy = y @ x["metric"]
-    value = np.einsum("ij,ij->i", y, values)
-    pay = x["alpha"][j] + x["beta"][j] * proxy
-    effort_cost = 0.5 * np.einsum("ij,ij->i", a @ x["cost"], a)
-    private = (
-        np.einsum("ij,ij->i", x["theta"], a)
-        - effort_cost
-        - x["risk_premium"][j]
-        + np.einsum("ij,ij->i", a * x["peer"], x["neighbour_effort"])
+def _run(x: dict) -> MeasureArrays:
+    n = len(x["step"].plan.action)
+    out = MeasureArrays(
+        metrics=np.full((len(METRIC_ROWS), n), np.nan),
+        flags=np.zeros((n, len(CATEGORIES)), dtype=bool),
+        primary=np.full(n, -1, dtype=np.int64),
+        outside=np.zeros(n, dtype=bool),
+        harm=np.empty(n),
     )
-    harm = a @ x["externality"]
-    received = x["graph"] @ harm
-    penalty = np.where(x["caught"], x["penalty"][j], 0.0)
-    realized = (
-        np.einsum("ij,ij->i", x["reward"], a)
-        - effort_cost
-        + x["beta"][j] * (proxy - a @ x["metric"])
-    )
-    return {
-        "proxy": proxy,
-        "value": value,
-        "pay": pay,
-        "profit": value - pay + penalty,
-        "utility": pay + private + received - penalty,
-        "private_payoff": private,
-        "externality_given": harm * x["in_weight"],
-        "externality_received": received,
-        "penalty": penalty,
-        "principal_loss": x["benchmark"][j] - (value - effort_cost),
-        "mesa_loss": x["own_best"] - realized,
-        "goodhart_causal": np.zeros(len(j)),
-        "goodhart_adversarial": np.einsum("ij,ij->i", -values * x["hostile"][j], a),
-    }
+    outcomes_and_measures(**x, out=out)
+    return out
 
 
 @pytest.mark.parametrize(("d", "j"), [(4, 2), (1, 1), (2, 2), (3, 1), (5, 3)])
-def test_outcomes_and_measures_equal_the_numpy_definitions(d, j):
+def test_outcomes_and_measures_equal_the_numpy_reference(d, j):
     x = _inputs(2 * BLOCK + 101, d, j, seed=d + j)
-    metrics, flags, primary, outside = _run(x)
-    for row, name in zip(metrics, METRIC_ROWS, strict=True):
-        assert np.allclose(row, _numpy_reference(x)[name], rtol=1e-12, atol=1e-12), name
-    expected_flags, expected_primary = categorize(
-        x["capacity"],
-        x["principal_capacity"][x["principal"]],
-        x["theta"],
-        x["values"][x["principal"]],
-        x["trans_cosine"],
-    )
-    assert np.array_equal(flags, expected_flags)
-    assert np.array_equal(primary, expected_primary)
-    k = x["principal"]
-    expected_outside = ((x["action"] < x["low"][k]) | (x["action"] > x["high"][k])).any(axis=1)
-    assert np.array_equal(outside, expected_outside)
+    got = _run(x)
+    metrics, flags, primary, outside = measures.outcomes_and_measures(**x)
+    # Equal up to rounding: the kernel adds each row's terms in one loop over the channels,
+    # the reference with BLAS products and einsum (other orders of the same sums).
+    for row, name in zip(got.metrics, METRIC_ROWS, strict=True):
+        assert np.allclose(row, metrics[name], rtol=1e-12, atol=1e-12), name
+    # Flags, categories and the range test are comparisons: bit for bit.
+    assert np.array_equal(got.flags, flags)
+    assert np.array_equal(got.primary, primary)
+    assert np.array_equal(got.outside, outside)
     assert 0 < outside.sum() < len(outside)
+    assert len(np.unique(primary)) > 1  # more than one category occurs
 
 
 def test_outcomes_do_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
     x = _inputs(4 * BLOCK + 5, 4, 2, seed=3)
-    same_on_one_and_three_threads(lambda: _run(x))
+    same_on_one_and_three_threads(lambda: tuple(_run(x)))
 
 
-def test_group_sums_equal_bincount_and_are_thread_independent(same_on_one_and_three_threads):
+def test_group_sums_equal_the_reference_and_are_thread_independent(same_on_one_and_three_threads):
     rng = np.random.default_rng(0)
     n = 5 * BLOCK + 77
     columns = rng.normal(size=(3, n)) * 10.0 ** rng.integers(-8, 8, size=(3, n))
     group = rng.integers(0, 4, n)
     one = same_on_one_and_three_threads(lambda: group_sums(columns, group, 5))
-    expected = np.stack([np.bincount(group, weights=c, minlength=5) for c in columns], axis=1)
-    assert np.allclose(one, expected, rtol=1e-12, atol=1e-6)
+    # Blocked sums in block order vs bincount's one pass: the same sum in another order.
+    assert np.allclose(one, measures.group_sums(columns, group, 5), rtol=1e-12, atol=1e-6)
     assert (one[4] == 0).all()
-    flags = rng.random((n, 2)) < 0.3  # booleans count
-    assert np.array_equal(
-        group_sums(flags.T, group, 4)[:, 0], np.bincount(group[flags[:, 0]], minlength=4)
+    assert np.allclose(
+        group_sums(columns, group, 5, [2, 0]), measures.group_sums(columns, group, 5, [2, 0])
     )
+    flags = rng.random((n, 2)) < 0.3  # booleans count, exactly
+    assert np.array_equal(group_sums(flags.T, group, 4), measures.group_sums(flags.T, group, 4))
+
+
+def test_compiled_modules_record_the_current_kernel_arrays_layout():
+    """A field layout change must edit every compiled module (which drops Numba's stale cache)."""
+    from mesaopt.agents import response_jit, selection_jit
+    from mesaopt.model import kernel_arrays
+
+    # (model.measures_jit takes the bundles apart in Python: its cached kernels never see them.)
+    for module in (response_jit, selection_jit):
+        assert module.KERNEL_ARRAYS_LAYOUT == kernel_arrays.layout(), module.__name__
+    with pytest.raises(RuntimeError, match=kernel_arrays.layout()):
+        kernel_arrays.check_layout("000000000000", "some_jit")
+
+
+def test_the_layout_tells_reordered_fields_apart(monkeypatch):
+    from mesaopt.model import kernel_arrays
+
+    before = kernel_arrays.layout()
+    swapped = ("peer", "metric", *WorldArrays._fields[2:])
+    monkeypatch.setattr(WorldArrays, "_fields", swapped)
+    assert kernel_arrays.layout() != before

@@ -38,3 +38,44 @@ def test_datacollector_follows_the_all_row():
     assert len(frame) == 2
     row = next(r for r in model.last_steps if r["principal"] == "all")
     assert math.isclose(frame["value"].iloc[-1], row["value"])
+
+
+def test_agent_sets_hold_every_agent_at_every_scale():
+    """Views are created lazily, but every set Mesa exposes is complete (also above 20,000)."""
+    from mesaopt.agents.optimizer import MesaOptimizer
+    from mesaopt.agents.principal import Principal
+
+    for n in (40, 25_000):
+        model = MesaOptModel(network__n_agents=n, rng=1)
+        optimizers = model.agents_by_type[MesaOptimizer]
+        assert len(optimizers) == n
+        assert [a.index for a in optimizers] == list(range(n))  # agent-id order
+        assert len(model.agents_by_type[Principal]) == len(model.principals) == 2
+        assert len(model.agents) == n + 2
+        assert model.optimizers is optimizers
+        assert model.optimizer(n - 1) is optimizers[n - 1]
+    model.step()
+    values = model.optimizers.get("value")
+    assert len(values) == n and all(math.isfinite(v) for v in values)
+
+
+def test_mesa_scenario_carries_the_sections_and_rebuilds_the_model():
+    from mesa.experimental.scenarios import Scenario as MesaScenario
+
+    model = MesaOptModel(network__n_agents=30, rng=5)
+    assert isinstance(model.scenario, MesaScenario)
+    assert model.scenario.network.n_agents == 30
+    assert model.scenario.principals == model.config.principals
+    again = MesaOptModel(scenario=model.scenario)
+    assert again.config == model.config
+    model.step()
+    again.step()
+    # same seed, same run (frames: NaN equals NaN there)
+    pd.testing.assert_frame_equal(pd.DataFrame(model.last_steps), pd.DataFrame(again.last_steps))
+
+
+def test_run_for_advances_mesa_time_one_step_per_unit():
+    model = MesaOptModel(network__n_agents=30, rng=2)
+    model.run_for(4)
+    assert model.time == 4 and model.steps == 4
+    assert {row["step"] for row in model.last_steps} == {4}

@@ -10,7 +10,8 @@ from mesaopt.agents.optimizer import MesaOptimizer
 from mesaopt.agents.principal import Principal
 from mesaopt.model.metrics import CATEGORIES
 from mesaopt.model.model import MesaOptModel
-from mesaopt.model.scenario import load_scenario
+from mesaopt.model.scenario_files import load_scenario
+from mesaopt.model.selection import retrain
 
 SMALL = ["network.n_agents=300", "run.steps=60", "regimes.0.at=30", "run.agent_every=5"]
 
@@ -31,7 +32,7 @@ class Tables:
 def run(overrides=(), steps=None) -> tuple[MesaOptModel, Tables]:
     tables = Tables()
     model = MesaOptModel(load_scenario(None, [*SMALL, *overrides]), recorder=tables)
-    model.run(steps)
+    model.run_for(model.config.run.steps if steps is None else steps)
     return model, tables
 
 
@@ -265,7 +266,7 @@ def test_best_of_k_agents_lose_more_than_exact_planners():
 def test_keyword_parameters_build_the_model():
     model = MesaOptModel(network__n_agents=50, run__steps=3, principals__0__selection__n=2)
     assert model.population.size == 50 and model.config.principals[0].selection.n == 2
-    model.run()
+    model.run_for(model.config.run.steps)
     assert int(model.time) == 3
 
 
@@ -278,12 +279,12 @@ def test_memory_does_not_grow_with_steps():
         load_scenario(None, ["network.n_agents=500", "run.agent_every=1"]),
         recorder=lambda table, rows: None,
     )
-    model.run(50)
+    model.run_for(50)
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        model.run(150)
+        model.run_for(150)
         gc.collect()
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
@@ -318,7 +319,7 @@ def test_retrained_agents_start_without_their_predecessors_noise_or_proxy():
     slots = np.flatnonzero(pop.principal == 0)[:5]
     pop.last_noise[slots] = 9.0
     pop.last_proxy[slots] = -9.0
-    model._retrain(model.principals[0], slots, reason="audit", step=3)
+    retrain(model, model.principals[0], slots, reason="audit", step=3)
     assert np.all(pop.last_noise[slots] == 0)
     np.testing.assert_allclose(pop.last_proxy[slots], pop.action[slots] @ model.world.metric)
 
@@ -371,7 +372,7 @@ def test_a_principal_with_no_agents_steps_quietly_with_nan_means():
     import warnings
 
     from mesaopt.model.model import MesaOptModel
-    from mesaopt.model.scenario import load_scenario
+    from mesaopt.model.scenario_files import load_scenario
 
     scenario = load_scenario(None, ["network.n_agents=200", "principals.1.share=0.0001"])
     model = MesaOptModel(scenario)

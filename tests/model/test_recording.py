@@ -143,3 +143,43 @@ def test_a_folder_reused_in_another_format_holds_only_the_new_run(tmp_path):
     assert not list(tmp_path.glob("*.parquet"))
     assert manifest["files"]["steps"] == "steps.csv"
     assert pd.read_csv(tmp_path / "steps.csv")["step"].tolist() == [1, 1, 1]
+
+
+def test_network_is_a_table_written_in_both_formats_with_exact_weights(tmp_path):
+    assert "network" in TABLES
+    weights = 1.0 / np.array([3, 7, 3, 9, 6, 7])  # row-normalised weights do not round in CSV
+    columns = {
+        "source": np.array([0, 0, 1, 2, 2, 3], dtype=np.int64),
+        "target": np.array([1, 2, 0, 0, 3, 2], dtype=np.int64),
+        "weight": weights,
+    }
+    for fmt in ("parquet", "csv"):
+        recorder = Recorder(tmp_path / fmt, fmt)
+        recorder("network", columns)
+        manifest = recorder.close({})
+        assert manifest["files"]["network"] == f"network.{fmt}"
+        assert manifest["row_counts"]["network"] == 6
+        path = tmp_path / fmt / f"network.{fmt}"
+        frame = pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path)
+        assert list(frame.columns) == ["source", "target", "weight"]
+        assert frame["source"].dtype == frame["target"].dtype == np.int64
+        assert frame["weight"].to_numpy().tolist() == weights.tolist()
+
+
+def test_the_model_records_its_network_once_before_anything_else():
+    from mesaopt.model.model import MesaOptModel
+    from mesaopt.model.network import network_table
+
+    batches: list[tuple[str, object]] = []
+    model = MesaOptModel(
+        network__n_agents=50, recorder=lambda table, rows: batches.append((table, rows))
+    )
+    model.step()
+    names = [table for table, _ in batches]
+    assert names[0] == "network" and names.count("network") == 1
+    recorded = batches[0][1]
+    expected = network_table(model.network)
+    assert list(recorded) == list(expected)
+    for name, column in expected.items():
+        assert np.array_equal(recorded[name], column)
+    assert len(recorded["source"]) == model.network.adjacency.nnz

@@ -21,7 +21,7 @@ from mesaopt.analysis.theory import (
     regressional_selection_gain,
 )
 from mesaopt.model.model import MesaOptModel
-from mesaopt.model.scenario import load_scenario, validate
+from mesaopt.model.scenario_files import load_scenario, validate
 
 
 def one_channel(**channel: Any) -> dict[str, Any]:
@@ -215,6 +215,6 @@ def test_peer_effects_converge_to_the_bcz_equilibrium(network):
     model = MesaOptModel(validate(data))
     theta = model.population.theta[:, 0]
     assert theta.min() > 0  # the equilibrium is interior, as the closed form assumes
-    model.run(150)
+    model.run_for(150)
     expected = bcz_equilibrium(model.network.adjacency, delta, theta)
     np.testing.assert_allclose(model.population.action[:, 0], expected, rtol=1e-9, atol=1e-9)

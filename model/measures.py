@@ -1,0 +1,207 @@
+"""What is measured per agent (DESIGN.md §3), in NumPy: the reference of :mod:`model.measures_jit`.
+
+The step computes these measures with the compiled kernels of :mod:`model.measures_jit`; the
+functions here are their readable definitions, with the same names, and the tests hold the
+kernels to them (``tests/model/test_measures_jit.py``). Every column is also described in
+``docs/tables.md``. The simulator knows everything: these measures use ground truth that
+principals never see.
+
+Payoff accounting, per agent i of principal j and per step, with output ``y = a + ε``:
+
+- pay ``w_i = α_j + β_j·M_i`` (proxy ``M_i = mᵀy_i``) is a transfer from principal to agent, and
+  so is an audit penalty;
+- principal profit = V_i − w_i + penalty_i (value ``V_i = v_jᵀy_i``);
+- private payoff = ``θ_iᵀa_i − ½a_iᵀKa_i − (ρ/2)β_j²σ_M² + Σ_k δ_k a_ik (G a_·k)_i``;
+- utility U_i = w_i + private payoff + externality received − penalty_i;
+- welfare = V_i + private payoff + externality received = profit + utility.
+
+The contract and the risk premium are those of the linear-exponential-normal (LEN) agency model:
+an agent with CARA risk aversion ρ paid ``α + βM`` with ``Var M = σ_M²`` values the pay at its
+certainty equivalent, the mean less ``(ρ/2)β²σ_M²`` (Holmström & Milgrom 1987, "Aggregation and
+Linearity in the Provision of Intertemporal Incentives"; the multitask version with an effort
+cost matrix K, Holmström & Milgrom 1991). The peer term ``Σ_k δ_k a_ik (G a)_ik`` is the
+complementarity of the linear-quadratic network game (Ballester, Calvó-Armengol & Zenou 2006,
+"Who's Who in Networks"). The Goodhart measures follow the four variants of Manheim &
+Garrabrant (2018, "Categorizing Variants of Goodhart's Law"); the mesa loss the inner-alignment
+framing of Hubinger et al. (2019, "Risks from Learned Optimization").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from mesaopt.model.kernel_arrays import (
+    Graph,
+    PopulationArrays,
+    PrincipalArrays,
+    StepArrays,
+    WorldArrays,
+)
+
+__all__ = ["CATEGORIES", "categorize", "group_sums", "outcomes_and_measures"]
+
+#: Mesa-optimizer categories relative to the agent's principal. The primary category is the first
+#: flag that holds in the order super, trans, sub, aligned (most dangerous first). The compiled
+#: kernel writes its flags in this order.
+CATEGORIES = ("super", "sub", "trans", "aligned")
+
+
+def categorize(
+    agent_capacity: np.ndarray,
+    principal_capacity: np.ndarray,
+    objective: np.ndarray,
+    principal_values: np.ndarray,
+    trans_cosine: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flag each agent super / sub / trans / aligned relative to its principal.
+
+    ``super``: C_i > C_j (it perceives channels its principal cannot). ``sub``: C_i < C_j.
+    ``trans``: ``cos(θ_i, v_j) = θ_iᵀv_j / (‖θ_i‖‖v_j‖) < trans_cosine`` (its goals differ from the
+    principal's true values, through selection on a proxy or private goals; the cosine of a zero
+    vector counts as 0). ``aligned``: none of these. The primary category is the first that
+    holds in the order super, trans, sub; aligned otherwise.
+
+    Args:
+        agent_capacity: C_i, (N,).
+        principal_capacity: C_j of each agent's principal, (N,).
+        objective: θ_i, (N, d).
+        principal_values: v_j of each agent's principal, (N, d).
+        trans_cosine: Cosine threshold below which goals count as misaligned.
+
+    Returns:
+        Flags (N, 4) bool in the order of ``CATEGORIES``, and the primary category index (N,).
+    """
+    norms = np.sqrt(
+        np.einsum("ij,ij->i", objective, objective)
+        * np.einsum("ij,ij->i", principal_values, principal_values)
+    )
+    dot = np.einsum("ij,ij->i", objective, principal_values)
+    cosine = np.divide(dot, norms, out=np.zeros_like(dot), where=norms > 0)
+    is_super = agent_capacity > principal_capacity
+    is_sub = agent_capacity < principal_capacity
+    is_trans = cosine < trans_cosine
+    aligned = ~(is_super | is_sub | is_trans)
+    flags = np.column_stack([is_super, is_sub, is_trans, aligned])
+    primary = np.where(is_super, 0, np.where(is_trans, 2, np.where(is_sub, 1, 3)))
+    return flags, primary
+
+
+def outcomes_and_measures(
+    graph: Graph,
+    world: WorldArrays,
+    population: PopulationArrays,
+    principals: PrincipalArrays,
+    step: StepArrays,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 4–6 for every agent: outcomes, payoffs, losses, Goodhart measures, categories.
+
+    The reference of :func:`model.measures_jit.outcomes_and_measures`. For agent i of
+    principal j with effort a, output noise ε, marginal reward r, G the network and
+    ``e`` the per-unit externality on each neighbour:
+
+    * ``proxy = mᵀy``, ``value = v_jᵀy`` with ``y = a + ε``; ``pay = α_j + β_j·proxy``;
+    * ``private_payoff = θᵀa − ½aᵀKa − risk_j + Σ_k δ_k a_k (G a)_k`` (risk_j the LEN risk
+      premium ``(ρ/2)β_j²σ_M²``; ``G a`` of the previous step);
+    * ``externality_given = (eᵀa)·Σ_l G_li`` (its harm times its weight in others' rows);
+      ``externality_received = Σ_l G_il (eᵀa_l)``;
+    * ``penalty = penalty_j`` if caught by the audit, else 0;
+    * ``utility = pay + private_payoff + externality_received − penalty``;
+      ``profit = value − pay + penalty``;
+    * ``principal_loss = benchmark_j − (value − ½aᵀKa)``: the surplus of the principal's aligned
+      benchmark agent less the realized surplus;
+    * ``mesa_loss = ½rᵀa* − (rᵀa − ½aᵀKa + β_j(proxy − mᵀa))``: the agent's decision payoff at
+      its true optimum a* (where ``rᵀa* − ½a*ᵀKa* = ½rᵀa*``) less what it realized, its pay
+      noise included;
+    * ``goodhart_adversarial = −Σ_k v_jk a_k`` over the principal's hostile channels;
+      ``goodhart_causal`` is 0 here (the model fills it for agents with a stale world model);
+    * ``outside``: some ``a_k`` outside ``[low_jk, high_jk]``, the range of actions the principal
+      saw in selection (extremal Goodhart);
+    * the categories of :func:`categorize`.
+
+    Args:
+        graph: The network G and its column sums.
+        world: The current world's channels (``root`` and ``substitution`` are not read).
+        population: The agents (``theta``, ``capacity`` and ``principal`` are read).
+        principals: Contracts, values and yardsticks per principal.
+        step: The plan (``plan.neighbour_effort`` is G a of the previous step), output noise,
+            audit catches.
+
+    Returns:
+        ``(metrics, flags, primary, outside)``: every per-agent metric by its name in
+        :data:`model.measures_jit.METRIC_ROWS`, (N,) each; the flags (N, 4) in the order of
+        :data:`CATEGORIES`; the primary category index (N,); whether the action leaves the
+        selection range (N,).
+    """
+    j = population.principal
+    a = step.plan.action
+    values = principals.values[j]
+    beta = principals.beta[j]
+    n = len(a)
+    adjacency = sp.csr_array((graph.data, graph.indices, graph.indptr), shape=(n, n))
+
+    y = a + step.noise
+    proxy = y @ world.metric
+    value = np.einsum("ij,ij->i", y, values)
+    pay = principals.alpha[j] + beta * proxy
+    effort_cost = 0.5 * np.einsum("ij,ij->i", a @ world.cost, a)
+    private = (
+        np.einsum("ij,ij->i", population.theta, a)
+        - effort_cost
+        - principals.risk_premium[j]
+        + np.einsum("ij,ij->i", a * world.peer, step.plan.neighbour_effort)
+    )
+    harm = a @ world.externality
+    received = adjacency @ harm
+    penalty = np.where(step.caught, principals.penalty[j], 0.0)
+    realized = (
+        np.einsum("ij,ij->i", step.plan.reward, a) - effort_cost + beta * (proxy - a @ world.metric)
+    )
+    metrics = {
+        "proxy": proxy,
+        "value": value,
+        "pay": pay,
+        "profit": value - pay + penalty,
+        "utility": pay + private + received - penalty,
+        "private_payoff": private,
+        "externality_given": harm * graph.in_weight,
+        "externality_received": received,
+        "penalty": penalty,
+        "principal_loss": principals.benchmark[j] - (value - effort_cost),
+        "mesa_loss": step.plan.own_best - realized,
+        "goodhart_causal": np.zeros(n),
+        "goodhart_adversarial": np.einsum("ij,ij->i", -values * principals.hostile[j], a),
+    }
+    outside = ((a < principals.low[j]) | (a > principals.high[j])).any(axis=1)
+    flags, primary = categorize(
+        population.capacity,
+        principals.capacity[j],
+        population.theta,
+        values,
+        principals.trans_cosine,
+    )
+    return metrics, flags, primary, outside
+
+
+def group_sums(
+    columns: np.ndarray, group: np.ndarray, n_groups: int, rows: list[int] | None = None
+) -> np.ndarray:
+    """Sum each column's entries per group: ``S[g, q] = Σ_{i: group_i = g} columns[q, i]``.
+
+    The reference of :func:`model.measures_jit.group_sums` (which adds fixed blocks of rows in
+    block order, so that its sums do not depend on the number of threads).
+
+    Args:
+        columns: Values, (M, N): M quantities over N agents (booleans count as 0/1).
+        group: Group index of each agent in ``0 .. n_groups-1``, (N,).
+        n_groups: Number of groups.
+        rows: Only these rows of ``columns`` (all by default).
+
+    Returns:
+        The sums, (n_groups, len(rows)).
+    """
+    picked = range(len(columns)) if rows is None else rows
+    if len(picked) == 0:
+        return np.zeros((n_groups, 0))
+    sums = [np.bincount(group, weights=columns[q], minlength=n_groups) for q in picked]
+    return np.stack(sums, axis=1).reshape(n_groups, len(picked))

@@ -1,0 +1,65 @@
+"""The layering of the package: import-linter contracts in pyproject.toml [tool.importlinter].
+
+Bottom up: the world's data, behaviour and measures, the model core, analysis, the command line;
+each layer imports only layers below it, and nothing below analysis imports analysis. A broken
+contract fails the test with import-linter's report (each illegal import with its chain and line).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+import pytest
+from importlinter import api
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = ROOT / "pyproject.toml"
+
+
+def _lint_imports() -> list[str]:
+    script = Path(sys.executable).with_name("lint-imports")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from importlinter.cli import lint_imports_command as c; c()"]
+
+
+def _layer_modules() -> list[str]:
+    """Every module named in the layers contract (optional ones included)."""
+    contracts = api.read_configuration(str(PYPROJECT))["contracts_options"]
+    (layers,) = [c for c in contracts if c["type"] == "layers"]
+    return [
+        name.strip().strip("()") for layer in layers["layers"] for name in re.split(r"[|:]", layer)
+    ]
+
+
+def test_import_contracts_are_kept():
+    result = subprocess.run(
+        [*_lint_imports(), "--no-cache"],
+        cwd=ROOT,  # lint-imports reads ./pyproject.toml
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"lint-imports: contracts broken\n{result.stdout}\n{result.stderr}")
+    assert "0 broken" in result.stdout, result.stdout
+
+
+def test_every_module_has_a_layer():
+    """A new module is placed in the layers, so that the contract constrains it."""
+    placed = _layer_modules()
+    graph = grimp.build_graph("mesaopt", cache_dir=None)
+    unplaced = sorted(
+        module
+        for module in graph.modules
+        if module not in ("mesaopt", "mesaopt.model")  # packages whose __init__ is not a layer
+        and module.split(".")[1] not in ("tests", "benchmarks")
+        and not any(module == m or module.startswith(m + ".") for m in placed)
+    )
+    assert not unplaced, f"modules in no layer of [tool.importlinter]: {', '.join(unplaced)}"
+    # mesaopt.model's __init__ sits outside the layers, so it must import nothing of ours.
+    assert not graph.find_modules_directly_imported_by("mesaopt.model")
