@@ -190,7 +190,12 @@ def shipped_scenarios() -> dict[str, tuple[Path, str]]:
 def cmd_scenarios(args: argparse.Namespace) -> int:
     """List shipped scenarios or print the schema."""
     if args.schema:
-        print(json.dumps(Scenario.model_json_schema(), indent=2))
+        from mesaopt.agents.kinds import KINDS
+
+        schema = Scenario.model_json_schema()
+        # The kinds are a registry (agents/kinds.py), not a fixed list: name the registered ones.
+        schema["$defs"]["AgentsConfig"]["properties"]["optimizer"]["enum"] = [*KINDS, "mixed"]
+        print(json.dumps(schema, indent=2))
         return 0
     found = shipped_scenarios()
     width = max((len(name) for name in found), default=8)

@@ -133,9 +133,7 @@ def kind_of(name: str) -> type[OptimizerKind]:
     try:
         return KINDS[name]
     except KeyError:
-        raise KeyError(
-            f"unknown optimizer kind {name!r}; registered: {', '.join(KINDS)}"
-        ) from None
+        raise KeyError(f"unknown optimizer kind {name!r}; registered: {', '.join(KINDS)}") from None
 
 
 def codes_that_can_go_stale(what: str) -> np.ndarray:
@@ -166,14 +164,11 @@ class Direct(OptimizerKind):
         """Stale and best-of-k planners: the compiled kernel planned in the current world."""
         pop = planning.population
         power = planning.agents.power
-        mine = np.zeros(pop.size, dtype=bool)
-        mine[rows] = True
-        if power == "exact":
-            elsewhere = mine & (pop.epoch != planning.world.epoch)
-        else:
-            elsewhere = mine
-        for epoch in np.unique(pop.epoch[elsewhere]):
-            group = np.flatnonzero(elsewhere & (pop.epoch == epoch))
+        if power == "exact":  # only the stale ones: the kernel planned in the current world
+            rows = rows[pop.epoch[rows] != planning.world.epoch]
+        epochs = pop.epoch[rows]
+        for epoch in np.unique(epochs):
+            group = rows[epochs == epoch]
             model = planning.worlds[int(epoch)]
             reward = planning.reward_in(model, group)
             perceive = model.perceives(pop.capacity[group])

@@ -4,8 +4,8 @@ A :class:`MesaOptimizer` has no state of its own beyond its row index, so ``mode
 ``AgentSet`` queries (``select``, ``agg``, ``groupby``) and Mesa's visualization keep working while
 every step runs as vectorized kernels over :class:`agents.population.Population`.
 
-``OPTIMIZER_KINDS`` declares what each kind of mesa-optimizer perceives and can change (the
-analogue of Axelrod's strategy ``classifier``).
+What each kind of mesa-optimizer perceives, carries and can lose is declared by its class in
+:mod:`agents.kinds`.
 """
 
 from __future__ import annotations
@@ -13,21 +13,7 @@ from __future__ import annotations
 import mesa
 import numpy as np
 
-#: The kinds of mesa-optimizer (DESIGN.md §2) and their properties.
-OPTIMIZER_KINDS: dict[str, dict[str, object]] = {
-    "direct": {
-        "plans_with": "its internal world model, as of its deployment (stale after regime change)",
-        "power": "exact constrained argmax, or best of k sampled actions (log2 k bits)",
-        "adapts_to_regime_change": False,
-        "chases_noise": False,
-    },
-    "control": {
-        "plans_with": "the realized, noisy reward gradient of the current world",
-        "power": "a feedback gain",
-        "adapts_to_regime_change": True,
-        "chases_noise": True,
-    },
-}
+from mesaopt.agents.kinds import kind_names
 
 
 class MesaOptimizer(mesa.Agent):
@@ -53,8 +39,8 @@ class MesaOptimizer(mesa.Agent):
 
     @property
     def kind(self) -> str:
-        """``"control"`` or ``"direct"``."""
-        return "control" if self.model.population.is_control[self.index] else "direct"
+        """The name of the agent's mesa-optimizer kind (``direct``, ``control``, ...)."""
+        return str(kind_names()[self.model.population.kind[self.index]])
 
     @property
     def capacity(self) -> int:

@@ -18,7 +18,7 @@ class Population:
     Attributes:
         principal: Index of each agent's principal, (N,) int.
         capacity: Capacity C_i, (N,) int.
-        is_control: True for control (feedback) optimizers, False for direct planners, (N,).
+        kind: Code of each agent's mesa-optimizer kind (:mod:`agents.kinds`), (N,) int8.
         theta: Objective θ_i per channel (selected part + private deviation), (N, d).
         selected: The part of θ_i that selection put there (what the principal knows), (N, d).
         epoch: World epoch of the agent's world model (the world it was deployed into), (N,).
@@ -30,7 +30,7 @@ class Population:
 
     principal: np.ndarray
     capacity: np.ndarray
-    is_control: np.ndarray
+    kind: np.ndarray
     theta: np.ndarray
     selected: np.ndarray
     epoch: np.ndarray
@@ -40,13 +40,13 @@ class Population:
     last_proxy: np.ndarray
 
     @classmethod
-    def empty(cls, principal: np.ndarray, capacity: np.ndarray, is_control: np.ndarray, d: int):
+    def empty(cls, principal: np.ndarray, capacity: np.ndarray, kind: np.ndarray, d: int):
         """Allocate a population whose objectives and actions are zero until first selection.
 
         Args:
             principal: Principal index per agent, (N,).
             capacity: Capacity per agent, (N,).
-            is_control: Control-optimizer flag per agent, (N,).
+            kind: Kind code per agent, (N,).
             d: Number of channels.
 
         Returns:
@@ -56,7 +56,7 @@ class Population:
         return cls(
             principal=principal.astype(np.int64),
             capacity=capacity.astype(np.int64),
-            is_control=is_control.astype(bool),
+            kind=kind.astype(np.int8),
             theta=np.zeros((n, d)),
             selected=np.zeros((n, d)),
             epoch=np.zeros(n, dtype=np.int64),

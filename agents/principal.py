@@ -3,10 +3,11 @@
 A :class:`Principal` holds what the principal knows — its capacity, its belief v̂ of the channel
 values, its model of the world (the channel parameters as of its last federated update), its
 contract — and decides with the pure kernels of :mod:`agents.response`, :mod:`agents.contract`
-and :mod:`agents.selection`. The population arrays it acts on belong to the model; the
+and :mod:`agents.sandbox`. The population arrays it acts on belong to the model; the
 principal never reads the simulator's ground truth except through the channels it is allowed to
-observe (audits, reports, measured proxies). ``MECHANISMS`` declares what each of its mechanisms
-perceives and changes (the analogue of Axelrod's strategy ``classifier``).
+observe (audits, reports, measured proxies). When and how each mechanism acts on the model —
+selection, audits, federated updates — and what it perceives and changes is in its module:
+:mod:`model.selection`, :mod:`model.audit`, :mod:`model.federated`.
 """
 
 from __future__ import annotations
@@ -18,26 +19,6 @@ from mesaopt.agents.contract import len_optimal_beta
 from mesaopt.model.channels import World
 from mesaopt.model.noise import metric_noise_variance
 from mesaopt.model.scenario import PrincipalConfig
-
-#: What each mechanism of a principal perceives and what it changes.
-MECHANISMS: dict[str, dict[str, str]] = {
-    "selection": {
-        "perceives": "measured sandbox outcomes scored by the training signal (m or v̂)",
-        "changes": "the retrained agents' objectives and world models",
-    },
-    "contract": {
-        "perceives": "its own world model restricted to the channels within its capacity",
-        "changes": "beta (alpha stays as configured)",
-    },
-    "audit": {
-        "perceives": "a sampled agent's effort on the channels within its capacity",
-        "changes": "penalties; caught agents are retrained when replace = true",
-    },
-    "federated": {
-        "perceives": "agents' reports of realized value per perceived channel (some spoofed)",
-        "changes": "the value belief v̂, its world model, the contract and the training signal",
-    },
-}
 
 
 class Principal(mesa.Agent):

@@ -57,7 +57,7 @@ def water_fill(
 
     For finite rewards only (the model's rewards always are); with a NaN the sort differs from
     the NumPy version's. Editing this function: Numba's on-disk cache of a kernel in another file
-    that inlines it (:mod:`agents.selection_jit`) is not invalidated by the edit — delete the
+    that inlines it (:mod:`agents.sandbox_jit`) is not invalidated by the edit — delete the
     ``*.nbi``/``*.nbc`` files in ``agents/__pycache__`` after changing it.
 
     Args:

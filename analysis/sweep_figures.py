@@ -96,7 +96,7 @@ def closed_form_condition(scenario: dict[str, Any], index: int) -> str | None:
     """Whether a principal's selection score is its true value plus noise, from a run's scenario.
 
     Candidates are scored by ``s·ȳ`` (ȳ: mean sandbox outcome = action + noise) and their true
-    value is ``v·a`` (:func:`agents.selection.select_best_of_n`), so the score is the true value
+    value is ``v·a`` (:func:`agents.sandbox.select_best_of_n`), so the score is the true value
     up to noise exactly when the training signal ``s`` equals the principal's true values ``v``
     on every channel: ``train_on = "metric"`` with ``m = v`` on every channel, or
     ``train_on = "value"`` with ``v̂ = v`` (every channel it values is within its capacity, and no

@@ -1,10 +1,10 @@
 """The named bundles of arrays the compiled kernels take and fill (``typing.NamedTuple``s).
 
 The step's row kernels (:mod:`agents.response_jit`, :mod:`model.measures_jit`) and the
-selection kernel (:mod:`agents.selection_jit`) take a handful of these, not dozens of positional
+selection kernel (:mod:`agents.sandbox_jit`) take a handful of these, not dozens of positional
 arrays: a kernel reads ``world.metric`` and ``population.theta`` by name, so two arrays of the
 same shape cannot change places silently, and every kernel and its NumPy reference
-(:mod:`agents.response`, :mod:`agents.selection`, :mod:`model.measures`) read the same bundles.
+(:mod:`agents.response`, :mod:`agents.sandbox`, :mod:`model.measures`) read the same bundles.
 Numba compiles a NamedTuple argument as a struct of its fields: reading a field costs nothing,
 and ``cache=True`` / ``nogil=True`` work as with plain arrays (measured: the planning and
 selection kernels take the bundles as they are, at the speed of the positional version; the
@@ -24,7 +24,7 @@ Editing the fields: Numba's on-disk cache knows a NamedTuple argument by its cla
 *types*, not its field names, and drops a cached kernel only when the kernel's own file changes.
 After reordering two fields of the same type here, a kernel cached before the edit would read one
 for the other, silently. So each compiled module whose kernels take these bundles
-(:mod:`agents.response_jit`, :mod:`agents.selection_jit`) records the :func:`layout` it was
+(:mod:`agents.response_jit`, :mod:`agents.sandbox_jit`) records the :func:`layout` it was
 written for and checks it at import (:func:`check_layout`): a changed layout stops the import
 with a message saying which value to update, and updating it edits the compiled module, which
 drops its cache.
@@ -140,12 +140,18 @@ class PopulationArrays(NamedTuple):
     gain: float
 
     @classmethod
-    def of(cls, population: Any, perceive: np.ndarray, gain: float) -> PopulationArrays:
-        """The arrays of a :class:`agents.population.Population` at the start of a step."""
+    def of(
+        cls, population: Any, perceive: np.ndarray, gain: float, is_control: np.ndarray
+    ) -> PopulationArrays:
+        """The arrays of a :class:`agents.population.Population` at the start of a step.
+
+        ``is_control`` flags the rows the compiled kernel steers by feedback (the ``control``
+        kind of :mod:`agents.kinds`; every other row gets the exact best response there).
+        """
         return cls(
             principal=population.principal,
             capacity=population.capacity,
-            is_control=population.is_control,
+            is_control=is_control,
             theta=population.theta,
             perceive=perceive,
             last_action=population.action,

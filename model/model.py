@@ -17,7 +17,7 @@ number, 1-based):
    (:mod:`model.regimes`).
 2. **Selection**: each principal whose ``selection.every`` divides ``t`` retrains the worst
    ``fraction`` of its agents by last step's proxy (best-of-n in its sandbox), then redesigns its
-   contract if ``beta = "optimal"`` (:mod:`model.selection`, :mod:`agents.selection`).
+   contract if ``beta = "optimal"`` (:mod:`model.selection`, :mod:`agents.sandbox`).
 3. **Action**: every agent chooses its effort simultaneously, given its neighbours' efforts of the
    previous step: direct optimizers plan with their own (possibly stale) world model (exact best
    response or best of k); control optimizers take a gain step along the realized, noisy reward
@@ -44,7 +44,6 @@ best-of-n selection and redesigns the contracts on the agents actually selected
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +52,17 @@ import numpy as np
 from mesa.agentset import AgentSet
 from mesa.experimental.scenarios import Scenario as MesaScenario
 
+from mesaopt.agents.kinds import (
+    KINDS,
+    Control,
+    Direct,
+    Planning,
+    codes_that_can_go_stale,
+    kind_of,
+)
 from mesaopt.agents.optimizer import MesaOptimizer
 from mesaopt.agents.population import Population
 from mesaopt.agents.principal import Principal
-from mesaopt.agents.response import best_of_k, best_response
 from mesaopt.agents.response_jit import plan_actions
 from mesaopt.model.audit import audit, replace_caught
 from mesaopt.model.channels import World, world_from_scenario
@@ -65,46 +71,26 @@ from mesaopt.model.errors import ScenarioError
 from mesaopt.model.federated import federated_updates
 from mesaopt.model.kernel_arrays import (
     Graph,
-    MeasureArrays,
     PlanArrays,
     PopulationArrays,
-    PrincipalArrays,
-    StepArrays,
     WorldArrays,
 )
-from mesaopt.model.measures_jit import METRIC_ROWS, outcomes_and_measures
-from mesaopt.model.metrics import CATEGORIES, aggregate_steps
+from mesaopt.model.measurement import StepContracts, agent_rows, measure_step
+from mesaopt.model.measures_jit import METRIC_ROWS
+from mesaopt.model.metrics import CATEGORIES
 from mesaopt.model.network import Network, build_network, network_table, spectral_radius
-from mesaopt.model.noise import metric_noise_variance
 from mesaopt.model.parallel import kernel_threads
 from mesaopt.model.regimes import RegimeSchedule, apply_regime_changes
 from mesaopt.model.scenario import Scenario
 from mesaopt.model.scenario_files import apply_override, load_raw, validate
 from mesaopt.model.selection import initial_selection, scheduled_retraining
-from mesaopt.model.tables import agent_snapshot, empty_events, event_row
+from mesaopt.model.tables import empty_events, event_row
 
 #: Populations smaller than this run the compiled kernels on one thread (see ``step``).
 PARALLEL_MIN_AGENTS = 8_192
 
 #: Agent snapshots are on by default up to this many agents (``run.agent_snapshots = "auto"``).
 SNAPSHOT_LIMIT = 10_000
-
-
-@dataclass(frozen=True)
-class _Contracts:
-    """Per-principal parameters of a step as arrays indexed by principal."""
-
-    alpha: np.ndarray
-    beta: np.ndarray
-    values: np.ndarray  # (J, d) true values
-
-    @classmethod
-    def of(cls, principals: list[Principal]) -> _Contracts:
-        return cls(
-            alpha=np.array([p.alpha for p in principals], dtype=float),
-            beta=np.array([p.beta for p in principals], dtype=float),
-            values=np.stack([p.true_values for p in principals]).astype(float),
-        )
 
 
 class MesaOptModel(mesa.Model):
@@ -176,8 +162,12 @@ class MesaOptModel(mesa.Model):
 
         principal_of = self._assign_principals(counts)
         capacity = self._draw_capacity(n_agents)
-        is_control = self._draw_optimizer_kind(n_agents)
-        self.population = Population.empty(principal_of, capacity, is_control, self.d)
+        kind = self._draw_optimizer_kind(n_agents)
+        self.population = Population.empty(principal_of, capacity, kind, self.d)
+        # Kinds are fixed for a run: who is of which kind, and who can go stale, once.
+        self._kind_rows = {k.code: np.flatnonzero(kind == k.code) for k in KINDS.values()}
+        self._is_control = kind == Control.code
+        self._stale_kinds = np.isin(kind, codes_that_can_go_stale("world_model"))
 
         self.principals: list[Principal] = make_principals(self, scenario, self.world)
         self.members = [np.flatnonzero(principal_of == j) for j in range(n_principals)]
@@ -194,7 +184,7 @@ class MesaOptModel(mesa.Model):
         )
         self.last_steps: list[dict[str, Any]] = []
         self.last_agent_metrics: dict[str, np.ndarray] = {}
-        self._primary_code = np.full(n_agents, CATEGORIES.index("aligned"), dtype=np.int64)
+        self.primary_code = np.full(n_agents, CATEGORIES.index("aligned"), dtype=np.int64)
 
         self._declare_tables()
         initial_selection(self)
@@ -239,12 +229,20 @@ class MesaOptModel(mesa.Model):
         return self.rng.choice(np.array(spec.values), size=n, p=weights / weights.sum())
 
     def _draw_optimizer_kind(self, n: int) -> np.ndarray:
+        """Each agent's kind code: one registered kind for all, or ``mixed`` direct and control.
+
+        Raises:
+            ScenarioError: If ``agents.optimizer`` names no registered kind.
+        """
         agents = self.config.agents
-        if agents.optimizer == "direct":
-            return np.zeros(n, dtype=bool)
-        if agents.optimizer == "control":
-            return np.ones(n, dtype=bool)
-        return self.rng.random(n) < agents.control_share
+        if agents.optimizer == "mixed":
+            control = self.rng.random(n) < agents.control_share
+            return np.where(control, Control.code, Direct.code).astype(np.int8)
+        try:
+            kind = kind_of(agents.optimizer)
+        except KeyError as err:
+            raise ScenarioError("agents.optimizer", err.args[0]) from None
+        return np.full(n, kind.code, dtype=np.int8)
 
     # ------------------------------------------------------------------------ Mesa views
 
@@ -291,12 +289,12 @@ class MesaOptModel(mesa.Model):
 
     def category_of(self, index: int) -> str:
         """Primary category of agent ``index`` as of the last step."""
-        return CATEGORIES[int(self._primary_code[index])]
+        return CATEGORIES[int(self.primary_code[index])]
 
     @property
     def _primary(self) -> np.ndarray:
         """Primary category names of all agents as of the last step (built on demand)."""
-        return np.asarray(CATEGORIES, dtype=object)[self._primary_code]
+        return np.asarray(CATEGORIES, dtype=object)[self.primary_code]
 
     # ------------------------------------------------------------------------ mechanisms
 
@@ -317,66 +315,6 @@ class MesaOptModel(mesa.Model):
             cached = self._perceive_cache[world.epoch] = world.perceives(self.population.capacity)
         return cached
 
-    def _reward_in(
-        self, world: World, rows: np.ndarray, beta_of: np.ndarray, neighbour_effort: np.ndarray
-    ) -> np.ndarray:
-        """Marginal rewards θ + βm + δ⊙(G a) of ``rows`` as ``world`` says they are."""
-        pop = self.population
-        return (
-            pop.theta[rows]
-            + beta_of[rows, None] * world.metric
-            + world.peer * neighbour_effort[rows]
-        )
-
-    def _exact_stale_plans(
-        self, rows: np.ndarray, beta_of: np.ndarray, neighbour_effort: np.ndarray
-    ) -> np.ndarray:
-        """Exact best responses of ``rows`` under each one's own (stale) world model."""
-        pop = self.population
-        plans = np.empty((len(rows), self.d))
-        for epoch in np.unique(pop.epoch[rows]):
-            mine = pop.epoch[rows] == epoch
-            model = self.worlds[int(epoch)]
-            plans[mine] = best_response(
-                self._reward_in(model, rows[mine], beta_of, neighbour_effort),
-                model.cost_matrix,
-                model.perceives(pop.capacity[rows[mine]]),
-            )
-        return plans
-
-    def _replan(
-        self, action: np.ndarray, beta_of: np.ndarray, neighbour_effort: np.ndarray
-    ) -> None:
-        """Step 3, rows the compiled kernel cannot plan: stale and best-of-k planners, in place.
-
-        :func:`agents.response_jit.plan_actions` gives every direct agent its exact best response
-        in the current world; a direct agent whose world model predates the current regime plans
-        in its own world instead, and a best-of-k planner samples (its draws are per planner).
-        """
-        pop = self.population
-        agents = self.config.agents
-        direct = ~pop.is_control
-        if agents.power == "exact":
-            planned_elsewhere = direct & (pop.epoch != self.world.epoch)
-        else:
-            planned_elsewhere = direct
-        for epoch in np.unique(pop.epoch[planned_elsewhere]):
-            rows = np.flatnonzero(planned_elsewhere & (pop.epoch == epoch))
-            model = self.worlds[int(epoch)]
-            stale_reward = self._reward_in(model, rows, beta_of, neighbour_effort)
-            perceive = model.perceives(pop.capacity[rows])
-            if agents.power == "exact":
-                action[rows] = best_response(stale_reward, model.cost_matrix, perceive)
-            else:
-                action[rows] = best_of_k(
-                    stale_reward,
-                    model.cost_matrix,
-                    perceive,
-                    agents.power,
-                    agents.model_noise,
-                    self.rng,
-                )
-
     def step(self) -> None:
         """Advance the model by one step (see the module docstring for the order)."""
         # Below PARALLEL_MIN_AGENTS waking a second thread costs more than it saves.
@@ -390,193 +328,59 @@ class MesaOptModel(mesa.Model):
         apply_regime_changes(self, t)  # 1. regime changes
         scheduled_retraining(self, t)  # 2. selection
 
+        # 3. action: the compiled kernel plans every row, then each kind re-plans its own
         world = self.world
-        contracts = _Contracts.of(self.principals)
+        contracts = StepContracts.of(self.principals)
         n, d = pop.size, self.d
-        neighbour_effort = np.empty((n, d))
-        reward = np.empty((n, d))
-        action = np.empty((n, d))
-        own_best = np.empty(n)
-        adjacency = self.adjacency
+        plan = PlanArrays(
+            neighbour_effort=np.empty((n, d)),
+            reward=np.empty((n, d)),
+            action=np.empty((n, d)),
+            own_best=np.empty(n),
+        )
         plan_actions(
-            Graph.of(adjacency, self.in_weight),
+            Graph.of(self.adjacency, self.in_weight),
             WorldArrays.of(world),
-            PopulationArrays.of(pop, self._perceives(world), self.config.agents.gain),
+            PopulationArrays.of(
+                pop, self._perceives(world), self.config.agents.gain, self._is_control
+            ),
             contracts.beta,
-            PlanArrays(neighbour_effort, reward, action, own_best),
+            plan,
         )
-        beta_of = np.take(contracts.beta, pop.principal)
-        self._replan(action, beta_of, neighbour_effort)
-        noise = self.world.sample_noise(self.rng, n)
-        caught = audit(self, action)  # 5. audits
+        planning = Planning(
+            world=world,
+            worlds=self.worlds,
+            population=pop,
+            beta_of=np.take(contracts.beta, pop.principal),
+            neighbour_effort=plan.neighbour_effort,
+            reward=plan.reward,
+            action=plan.action,
+            agents=self.config.agents,
+            rng=self.rng,
+        )
+        for kind in KINDS.values():
+            rows = self._kind_rows.get(kind.code)
+            if rows is not None and len(rows):
+                kind.replan(planning, rows)
 
-        self._measure(
-            t, contracts, action, noise, beta_of, reward, neighbour_effort, own_best, caught
-        )
-        pop.action = action
+        noise = world.sample_noise(self.rng, n)  # 4. outcomes (measured below)
+        caught = audit(self, plan.action)  # 5. audits
+        measure_step(self, t, contracts, planning, noise, plan.own_best, caught)  # 4 and 6
+        pop.action = plan.action
         pop.last_noise = noise
         pop.last_proxy = self.last_agent_metrics["proxy"]
 
         replace_caught(self, caught, t)  # 7. replacement
-        federated_updates(self, t, action + noise)  # 8. federated updates
+        federated_updates(self, t, plan.action + noise)  # 8. federated updates
         self.datacollector.collect(self)
-
-    def _measure(
-        self,
-        t: int,
-        contracts: _Contracts,
-        action: np.ndarray,
-        noise: np.ndarray,
-        beta_of: np.ndarray,
-        reward: np.ndarray,
-        neighbour_effort: np.ndarray,
-        own_best: np.ndarray,
-        caught: np.ndarray,
-    ) -> None:
-        """Steps 4 and 6: outcomes, payoffs, losses, categories and Goodhart measures; rows out.
-
-        ``reward`` is every agent's marginal reward θ + βm + δ⊙(G a) in the current world, with
-        ``neighbour_effort`` = G a of the previous step, and ``own_best`` its payoff at its own
-        optimum; ``caught`` flags this step's audit catches (a catch counts even when the
-        penalty is 0). Per-agent definitions: :func:`model.measures_jit.outcomes_and_measures`.
-        """
-        world = self.world
-        pop = self.population
-        cost = world.cost_matrix
-        principals = self.principals
-        values = contracts.values
-
-        # Principal loss: surplus (value net of effort cost) of an aligned benchmark agent —
-        # objective = the principal's true values, full capacity, exact, current world — minus
-        # the realized surplus. The benchmark maximizes that surplus, so the loss is ≥ 0 in
-        # expectation.
-        best = best_response(values, cost, np.ones_like(values, dtype=bool))
-        benchmark = np.einsum("jk,jk->j", values, best) - 0.5 * np.einsum(
-            "jk,jk->j", best @ cost, best
-        )
-        # Var(mᵀε); an unmeasured channel adds nothing even when its own variance is infinite.
-        # β = 0 carries no risk even when σ_M² is infinite (Student-t, df ≤ 2; scenario checks).
-        sigma_m2 = metric_noise_variance(world.metric, world.noise_var, np.ones(self.d, bool))
-        with np.errstate(invalid="ignore"):
-            risk = np.where(
-                contracts.beta == 0,
-                0.0,
-                0.5 * self.config.agents.risk_aversion * contracts.beta**2 * sigma_m2,
-            )
-        # Adversarial Goodhart: value destroyed on channels the metric rewards and the principal
-        # punishes, and on harmful channels beyond the principal's capacity.
-        beyond = np.stack([~p.world_model.perceives(p.capacity) for p in principals])
-        hostile = (values < 0) & ((world.metric > 0) | beyond)
-        # Extremal Goodhart: acting outside the range of actions seen in selection.
-        low = np.stack([p.action_low for p in principals])
-        high = np.stack([p.action_high for p in principals])
-        slack = 1e-9 + 1e-6 * np.maximum(high - low, 0.0)
-
-        n = pop.size
-        metrics = np.empty((len(METRIC_ROWS), n))
-        flags = np.empty((n, len(CATEGORIES)), dtype=bool)
-        primary = np.empty(n, dtype=np.int64)
-        outside = np.empty(n, dtype=bool)
-        adjacency = self.adjacency
-        outcomes_and_measures(
-            Graph.of(adjacency, self.in_weight),
-            WorldArrays.of(world),
-            PopulationArrays.of(pop, self._perceives(world), self.config.agents.gain),
-            PrincipalArrays(
-                alpha=contracts.alpha,
-                beta=contracts.beta,
-                risk_premium=risk,
-                penalty=np.array([p.config.audit.penalty for p in principals], dtype=float),
-                values=values,
-                capacity=np.array([p.capacity for p in principals], dtype=np.int64),
-                benchmark=benchmark,
-                hostile=hostile,
-                low=low - slack,
-                high=high + slack,
-                trans_cosine=float(self.config.metrics.trans_cosine),
-            ),
-            StepArrays(PlanArrays(neighbour_effort, reward, action, own_best), noise, caught),
-            MeasureArrays(metrics, flags, primary, outside, harm=np.empty(n)),
-        )
-
-        # Causal Goodhart: value lost because direct agents plan with a stale world model.
-        stale = (~pop.is_control) & (pop.epoch != world.epoch)
-        if stale.any():
-            rows = np.flatnonzero(stale)
-            refreshed = best_response(reward[rows], cost, world.perceives(pop.capacity[rows]))
-            # Best-of-k planners are compared plan to plan (exact, stale vs refreshed model), so
-            # that their sampling loss is not counted as causal Goodhart.
-            planned = (
-                action[rows]
-                if self.config.agents.power == "exact"
-                else self._exact_stale_plans(rows, beta_of, neighbour_effort)
-            )
-            causal = np.einsum("ij,ij->i", refreshed - planned, values[pop.principal[rows]])
-            metrics[METRIC_ROWS.index("goodhart_causal"), rows] = causal
-
-        self._primary_code = primary  # names only on demand: an object array costs ~10 ms at 1e6
-        per_agent = dict(zip(METRIC_ROWS, metrics, strict=True))
-        self.last_agent_metrics = per_agent
-        rows = aggregate_steps(
-            step=t,
-            metrics=metrics,
-            principal_of=pop.principal,
-            principals=principals,
-            flags=flags,
-            primary=primary,
-            action=action,
-            channel_names=world.names,
-            outside=outside,
-            stale=stale,
-            caught=caught,
-            selection_stats=self.selection_stats,
-            top_quantile=self.config.metrics.top_quantile,
-        )
-        self.last_steps = rows
-        self._record("steps", rows)
-        if self.snapshots_on and t % self.config.run.agent_every == 0:
-            self._record(
-                "agents",
-                self._agent_snapshot(t, slice(None), flags, stale, outside, action, per_agent),
-            )
-
-    def _agent_snapshot(
-        self,
-        t: int,
-        rows: slice | np.ndarray,
-        flags: np.ndarray,
-        stale: np.ndarray,
-        outside: np.ndarray,
-        action: np.ndarray,
-        per_agent: dict[str, np.ndarray],
-    ) -> dict[str, np.ndarray]:
-        """Columns of the ``agents`` table for ``rows`` (the other arrays are already sliced)."""
-        pop = self.population
-        return agent_snapshot(
-            step=t,
-            index=np.arange(pop.size, dtype=np.int64)[rows],
-            principal_names=np.array([p.name for p in self.principals], dtype=object),
-            principal=pop.principal[rows],
-            kind_names=np.where(pop.is_control[rows], "control", "direct").astype(object),
-            capacity=pop.capacity[rows].copy(),
-            category_names=CATEGORIES,
-            primary=self._primary_code[rows],
-            flags=flags,
-            deployed_at=pop.deployed_at[rows].copy(),
-            stale=stale,
-            outside=outside,
-            channel_names=self.world.names,
-            action=action,
-            theta=pop.theta[rows],
-            per_agent=per_agent,
-        )
 
     def _declare_tables(self) -> None:
         """Record zero-row batches so that every table has its columns even when left empty."""
         none = np.arange(0)
         self._record(
             "agents",
-            self._agent_snapshot(
+            agent_rows(
+                self,
                 0,
                 none,
                 np.zeros((0, len(CATEGORIES)), dtype=bool),

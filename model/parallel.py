@@ -1,6 +1,6 @@
 """How the compiled kernels use the machine's cores: a small thread pool of our own.
 
-The row kernels (:mod:`agents.response_jit`, :mod:`agents.selection_jit`,
+The row kernels (:mod:`agents.response_jit`, :mod:`agents.sandbox_jit`,
 :mod:`model.measures_jit`, :mod:`model.group_stats_jit`) are serial Numba functions compiled with
 ``nogil=True`` that work on a range of rows. :func:`parallel_map` runs such calls on a pool of
 Python threads; since the kernels release the GIL, the threads run them on all cores at once.

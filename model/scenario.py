@@ -177,7 +177,16 @@ class AgentsConfig(_Section):
     """``[agents]``: the mesa-optimizers' make-up."""
 
     capacity: NonNegInt | CapacityConfig = 1
-    optimizer: Literal["direct", "control", "mixed"] = "direct"
+    optimizer: Annotated[
+        str,
+        Field(
+            pattern=r"^[a-z][a-z0-9_]*$",
+            description=(
+                "a registered mesa-optimizer kind (agents/kinds.py: direct, control, or one "
+                "you register) or mixed (direct and control, control_share of them control)"
+            ),
+        ),
+    ] = "direct"
     control_share: Probability = Field(0.5, description="share of control agents when mixed")
     power: Literal["exact"] | PosInt = "exact"
     model_noise: NonNegFloat = Field(0.5, description="scoring noise of best-of-k planning")

@@ -1,6 +1,6 @@
 """Selection in the model: which slots a principal retrains when, and what it deploys there.
 
-A principal fills a slot by best-of-n selection in its sandbox (:func:`agents.selection.
+A principal fills a slot by best-of-n selection in its sandbox (:func:`agents.sandbox.
 select_best_of_n`: n candidate objectives scored on the training signal over ``eval_samples``
 noisy episodes). This module is the schedule around it and the deployment after it:
 
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mesaopt.agents.selection import select_best_of_n
+from mesaopt.agents.sandbox import select_best_of_n
 from mesaopt.model.group_stats_jit import radix_argsort
 from mesaopt.model.tables import selection_rows
 

@@ -105,7 +105,7 @@ def selection_rows(
         n: Candidates per slot.
         eval_samples: Sandbox episodes per candidate.
         beta: The contract slope the candidates were scored under.
-        result: The :class:`agents.selection.SelectionResult` of the retraining.
+        result: The :class:`agents.sandbox.SelectionResult` of the retraining.
 
     Returns:
         Columns of :data:`SELECTION_COLUMNS`.

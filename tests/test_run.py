@@ -146,6 +146,8 @@ def test_scenarios_lists_shipped_files_and_prints_the_schema(capsys):
     assert run.main(["scenarios", "--schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert "channels" in schema["properties"]
+    optimizer = schema["$defs"]["AgentsConfig"]["properties"]["optimizer"]
+    assert optimizer["enum"] == ["direct", "control", "mixed"]  # from the kind registry
 
 
 def test_a_shipped_scenario_is_named_by_its_name_anywhere(tmp_path, monkeypatch, capsys):

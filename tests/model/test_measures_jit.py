@@ -132,11 +132,11 @@ def test_group_sums_equal_the_reference_and_are_thread_independent(same_on_one_a
 
 def test_compiled_modules_record_the_current_kernel_arrays_layout():
     """A field layout change must edit every compiled module (which drops Numba's stale cache)."""
-    from mesaopt.agents import response_jit, selection_jit
+    from mesaopt.agents import response_jit, sandbox_jit
     from mesaopt.model import kernel_arrays
 
     # (model.measures_jit takes the bundles apart in Python: its cached kernels never see them.)
-    for module in (response_jit, selection_jit):
+    for module in (response_jit, sandbox_jit):
         assert module.KERNEL_ARRAYS_LAYOUT == kernel_arrays.layout(), module.__name__
     with pytest.raises(RuntimeError, match=kernel_arrays.layout()):
         kernel_arrays.check_layout("000000000000", "some_jit")

@@ -347,7 +347,7 @@ def test_catches_count_even_without_a_penalty():
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # correlations of an inf are NaN, loudly
 def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
-    import mesaopt.model.model as model_module
+    import mesaopt.model.measurement as measurement_module
     from mesaopt.model.measures_jit import METRIC_ROWS
     from mesaopt.model.metrics import aggregate_steps, gini
 
@@ -357,7 +357,7 @@ def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
         captured.update(kwargs)
         return aggregate_steps(**kwargs)
 
-    monkeypatch.setattr(model_module, "aggregate_steps", capture)
+    monkeypatch.setattr(measurement_module, "aggregate_steps", capture)
     run(steps=1)
     metrics = captured["metrics"].copy()
     first_of_lab = int(np.flatnonzero(captured["principal_of"] == 0)[0])

@@ -1,11 +1,12 @@
-"""Tests for agents/selection_jit.py: the compiled best-of-n against its NumPy reference."""
+"""Tests for agents/sandbox_jit.py: the compiled best-of-n against its NumPy reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mesaopt.agents import selection, selection_jit
+from mesaopt.agents import sandbox as reference
+from mesaopt.agents import sandbox_jit
 from mesaopt.model.kernel_arrays import CandidateArrays, ChosenArrays, SandboxArrays
 
 BLOCK = 256
@@ -34,7 +35,7 @@ def _inputs(slots: int, n: int, d: int, seed: int) -> tuple[CandidateArrays, San
 def _compiled(candidates: CandidateArrays, sandbox: SandboxArrays) -> tuple[np.ndarray, ...]:
     slots, d = candidates.perceive.shape
     chosen = ChosenArrays.empty(slots, d)
-    low, high = selection_jit.score_candidates(candidates, sandbox, chosen)
+    low, high = sandbox_jit.score_candidates(candidates, sandbox, chosen)
     return (*chosen, low, high)
 
 
@@ -42,7 +43,7 @@ def _compiled(candidates: CandidateArrays, sandbox: SandboxArrays) -> tuple[np.n
 def test_score_candidates_equals_the_numpy_reference(slots, n, d):
     candidates, sandbox = _inputs(slots, n, d, seed=slots + n)
     theta, action, stats, low, high = _compiled(candidates, sandbox)
-    expected, e_low, e_high = selection.score_candidates(candidates, sandbox)
+    expected, e_low, e_high = reference.score_candidates(candidates, sandbox)
     # Equal up to rounding: the reference rebuilds K from sqrt(diag K) and s and recovers them
     # from K (the kernel uses them directly), and sums scores with BLAS; statistics over the n
     # candidates add n such terms, hence the looser rtol on them.
@@ -59,7 +60,7 @@ def test_score_candidates_does_not_depend_on_the_number_of_threads(same_on_one_a
 
 def test_selection_draws_do_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
     """Blocked draws (objectives and sandbox noise) beyond one block, on 1 and on 3 threads."""
-    from mesaopt.agents.selection import mean_episode_noise, select_best_of_n
+    from mesaopt.agents.sandbox import mean_episode_noise, select_best_of_n
     from mesaopt.model.channels import world_from_scenario
     from mesaopt.model.noise import NOISE_BLOCK
     from mesaopt.model.scenario_files import load_scenario
@@ -90,7 +91,7 @@ def test_selection_draws_do_not_depend_on_the_number_of_threads(same_on_one_and_
 
 def test_mean_episode_noise_has_the_mean_of_the_episodes_distribution():
     """Sandbox noise: mean of k episodes; variance σ²/k for every family (Student-t: df/(df-2))."""
-    from mesaopt.agents.selection import mean_episode_noise
+    from mesaopt.agents.sandbox import mean_episode_noise
     from mesaopt.model.channels import world_from_scenario
     from mesaopt.model.scenario_files import load_scenario
 

@@ -1,10 +1,10 @@
-"""Compiled best-of-n selection: every candidate of every slot scored in one parallel pass.
+"""The compiled sandbox (best-of-n): every candidate of every slot scored in one parallel pass.
 
-:func:`agents.selection.select_best_of_n` draws the random numbers (candidate objectives and
+:func:`agents.sandbox.select_best_of_n` draws the random numbers (candidate objectives and
 sandbox noise) and hands them to :func:`score_candidates`, which plans each candidate's sandbox
 action (exact best response, :func:`agents.response_jit.water_fill`), scores it, keeps the best
 and the statistics of all ``n``, without the (slots × n × d) temporaries of the NumPy reference
-:func:`agents.selection.score_candidates` (profiled: at 1e6 slots those passes took 2.7 s of
+:func:`agents.sandbox.score_candidates` (profiled: at 1e6 slots those passes took 2.7 s of
 a 5.4 s initial selection). Slots are independent, so results do not depend on how they are
 shared out among threads.
 """
@@ -37,7 +37,7 @@ def score_candidates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best of ``n`` candidates for every slot.
 
-    The NumPy reference is :func:`agents.selection.score_candidates`. Candidate c of slot i is
+    The NumPy reference is :func:`agents.sandbox.score_candidates`. Candidate c of slot i is
     column ``i·n + c`` of the draws. Its objective is ``θ = prior_mean + prior_scale·z``; its
     sandbox action ``a`` the exact best response to ``θ + β m`` on the slot's perceived channels;
     its measured score ``wᵀ(a + ε̄)`` (ε̄ the mean episode noise), expected score ``wᵀa`` and

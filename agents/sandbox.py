@@ -1,17 +1,19 @@
-"""Best-of-n selection: the base optimizer's search over candidate mesa-objectives.
+"""The principal's sandbox: best-of-n search over candidate mesa-objectives.
 
-For each agent slot to (re)fill, the principal draws ``n`` candidate objectives
-θ ~ N(prior_mean, prior_scale²·I), deploys each in a side-effect-free sandbox (true mechanics of
-the current world, the slot's own capacity, no network), watches ``eval_samples`` noisy episodes,
-scores each candidate by its training signal on the *measured* mean outcome, and keeps the best.
-log2 n is the optimization power in bits. The simulator also records what the principal never
-sees: every candidate's expected true value, which is what the regressional Goodhart measure
-(winner's curse, shrinkage) is computed from. With Gaussian objectives and Gaussian noise this is
-the classical best-of-n result: E[true of chosen] − E[true] = σ_θ²/√(σ_θ² + σ_ε²)·E[max of n N(0,1)]
+This is how a slot is filled; when slots are filled and what the winner carries into
+deployment is :mod:`model.selection`. For each agent slot to (re)fill, the principal draws ``n``
+candidate objectives θ ~ N(prior_mean, prior_scale²·I), deploys each in a side-effect-free
+sandbox (true mechanics of the current world, the slot's own capacity, no network), watches
+``eval_samples`` noisy episodes, scores each candidate by its training signal on the *measured*
+mean outcome, and keeps the best. log2 n is the optimization power in bits. The simulator also
+records what the principal never sees: every candidate's expected true value, which is what the
+regressional Goodhart measure (winner's curse, shrinkage) is computed from. With Gaussian
+objectives and Gaussian noise this is the classical best-of-n result:
+E[true of chosen] − E[true] = σ_θ²/√(σ_θ² + σ_ε²)·E[max of n N(0,1)]
 (see ``analysis.theory.regressional_selection_gain``).
 
 :func:`select_best_of_n` draws the random numbers and scores the candidates with the compiled
-:func:`agents.selection_jit.score_candidates`; :func:`score_candidates` here is its NumPy
+:func:`agents.sandbox_jit.score_candidates`; :func:`score_candidates` here is its NumPy
 reference (the same definition, with (slots × n × d) temporaries), which the tests hold it to.
 """
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mesaopt.agents.response import best_response
-from mesaopt.agents.selection_jit import score_candidates as score_candidates_jit
+from mesaopt.agents.sandbox_jit import score_candidates as score_candidates_jit
 from mesaopt.model.channels import World, substitution_cost_matrix
 from mesaopt.model.kernel_arrays import CandidateArrays, ChosenArrays, SandboxArrays
 from mesaopt.model.noise import NOISE_CODES, draw_in_blocks, standard_t
@@ -130,7 +132,7 @@ def select_best_of_n(
 
     Random numbers, per chunk of slots: the candidates' standard normal objective draws, then
     their mean sandbox noise (both :func:`model.channels.draw_in_blocks`); the rest is
-    :func:`agents.selection_jit.score_candidates` (reference: :func:`score_candidates`).
+    :func:`agents.sandbox_jit.score_candidates` (reference: :func:`score_candidates`).
 
     Args:
         world: Current true mechanics (the sandbox runs the real world).
@@ -190,7 +192,7 @@ def score_candidates(
 ) -> tuple[ChosenArrays, np.ndarray, np.ndarray]:
     """Best of ``n`` candidates for every slot: the reference of the compiled kernel.
 
-    Defines :func:`agents.selection_jit.score_candidates`. Candidate c of slot i (column
+    Defines :func:`agents.sandbox_jit.score_candidates`. Candidate c of slot i (column
     ``i·n + c`` of the draws) has the objective ``θ_ic = μ + σ·z_ic`` (``prior_mean``,
     ``prior_scale``) and plays the exact best response (:func:`agents.response.best_response`)
     ``a_ic = argmax_{a ≥ 0, perceived} (θ_ic + βm)ᵀa − ½aᵀKa`` in the sandbox, with K the

@@ -1,0 +1,251 @@
+"""A step's measurement: what the measures need, the compiled pass, causal Goodhart, rows out.
+
+Steps 4 and 6 of :mod:`model.model`. :func:`measure_step` assembles what the per-agent measures
+need from the model's state — the aligned benchmark agent's surplus per principal (for the
+principal loss), the risk premium ½ρβ²σ_M², the channels each principal's values call hostile
+(adversarial Goodhart), the ranges of actions each principal saw in selection (extremal Goodhart)
+— runs the compiled outcome kernel (:mod:`model.measures_jit`, defined by
+:mod:`model.measures`), adds causal Goodhart (value lost because agents of a kind that can go
+stale plan with an old world model: the refreshed exact plan against the stale one), and hands
+the ``steps`` rows (:func:`model.metrics.aggregate_steps`) and the agent snapshot
+(:func:`agent_rows`) to the recorder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mesaopt.agents.kinds import Planning, kind_names
+from mesaopt.agents.response import best_response
+from mesaopt.model.kernel_arrays import (
+    Graph,
+    MeasureArrays,
+    PlanArrays,
+    PopulationArrays,
+    PrincipalArrays,
+    StepArrays,
+    WorldArrays,
+)
+from mesaopt.model.measures_jit import METRIC_ROWS, outcomes_and_measures
+from mesaopt.model.metrics import CATEGORIES, aggregate_steps
+from mesaopt.model.noise import metric_noise_variance
+from mesaopt.model.tables import agent_snapshot
+
+if TYPE_CHECKING:
+    from mesaopt.agents.principal import Principal
+    from mesaopt.model.model import MesaOptModel
+
+
+@dataclass(frozen=True)
+class StepContracts:
+    """The contracts in force in a step, as arrays indexed by principal.
+
+    Attributes:
+        alpha: Fixed pay α_j, (J,).
+        beta: Slope β_j on the proxy, (J,).
+        values: True values v_j per channel, (J, d).
+    """
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    values: np.ndarray  # (J, d) true values
+
+    @classmethod
+    def of(cls, principals: list[Principal]) -> StepContracts:
+        """The principals' current contracts and true values."""
+        return cls(
+            alpha=np.array([p.alpha for p in principals], dtype=float),
+            beta=np.array([p.beta for p in principals], dtype=float),
+            values=np.stack([p.true_values for p in principals]).astype(float),
+        )
+
+
+def measure_step(
+    model: MesaOptModel,
+    t: int,
+    contracts: StepContracts,
+    planning: Planning,
+    noise: np.ndarray,
+    own_best: np.ndarray,
+    caught: np.ndarray,
+) -> None:
+    """Steps 4 and 6: outcomes, payoffs, losses, categories and Goodhart measures; rows out.
+
+    Args:
+        model: The model (its world, population, principals; it receives the rows).
+        t: The step.
+        contracts: The contracts in force this step.
+        planning: The step's planning: ``reward`` is every agent's marginal reward
+            θ + βm + δ⊙(G a) in the current world with ``neighbour_effort`` = G a of the previous
+            step, ``action`` the efforts chosen.
+        noise: Realized output noise, (N, d).
+        own_best: Each agent's payoff at its own optimum, (N,).
+        caught: This step's audit catches (a catch counts even when the penalty is 0), (N,).
+
+    Per-agent definitions: :func:`model.measures.outcomes_and_measures`.
+    """
+    world = model.world
+    pop = model.population
+    action, reward = planning.action, planning.reward
+    neighbour_effort = planning.neighbour_effort
+    cost = world.cost_matrix
+    principals = model.principals
+    values = contracts.values
+
+    # Principal loss: surplus (value net of effort cost) of an aligned benchmark agent —
+    # objective = the principal's true values, full capacity, exact, current world — minus
+    # the realized surplus. The benchmark maximizes that surplus, so the loss is ≥ 0 in
+    # expectation.
+    best = best_response(values, cost, np.ones_like(values, dtype=bool))
+    benchmark = np.einsum("jk,jk->j", values, best) - 0.5 * np.einsum("jk,jk->j", best @ cost, best)
+    # Var(mᵀε); an unmeasured channel adds nothing even when its own variance is infinite.
+    # β = 0 carries no risk even when σ_M² is infinite (Student-t, df ≤ 2; scenario checks).
+    sigma_m2 = metric_noise_variance(world.metric, world.noise_var, np.ones(model.d, bool))
+    with np.errstate(invalid="ignore"):
+        risk = np.where(
+            contracts.beta == 0,
+            0.0,
+            0.5 * model.config.agents.risk_aversion * contracts.beta**2 * sigma_m2,
+        )
+    # Adversarial Goodhart: value destroyed on channels the metric rewards and the principal
+    # punishes, and on harmful channels beyond the principal's capacity.
+    beyond = np.stack([~p.world_model.perceives(p.capacity) for p in principals])
+    hostile = (values < 0) & ((world.metric > 0) | beyond)
+    # Extremal Goodhart: acting outside the range of actions seen in selection.
+    low = np.stack([p.action_low for p in principals])
+    high = np.stack([p.action_high for p in principals])
+    slack = 1e-9 + 1e-6 * np.maximum(high - low, 0.0)
+
+    n = pop.size
+    metrics = np.empty((len(METRIC_ROWS), n))
+    flags = np.empty((n, len(CATEGORIES)), dtype=bool)
+    primary = np.empty(n, dtype=np.int64)
+    outside = np.empty(n, dtype=bool)
+    adjacency = model.adjacency
+    outcomes_and_measures(
+        Graph.of(adjacency, model.in_weight),
+        WorldArrays.of(world),
+        PopulationArrays.of(
+            pop, model._perceives(world), model.config.agents.gain, model._is_control
+        ),
+        PrincipalArrays(
+            alpha=contracts.alpha,
+            beta=contracts.beta,
+            risk_premium=risk,
+            penalty=np.array([p.config.audit.penalty for p in principals], dtype=float),
+            values=values,
+            capacity=np.array([p.capacity for p in principals], dtype=np.int64),
+            benchmark=benchmark,
+            hostile=hostile,
+            low=low - slack,
+            high=high + slack,
+            trans_cosine=float(model.config.metrics.trans_cosine),
+        ),
+        StepArrays(PlanArrays(neighbour_effort, reward, action, own_best), noise, caught),
+        MeasureArrays(metrics, flags, primary, outside, harm=np.empty(n)),
+    )
+
+    # Causal Goodhart: value lost because direct agents plan with a stale world model.
+    stale = model._stale_kinds & (pop.epoch != world.epoch)  # kinds that can go stale
+    if stale.any():
+        rows = np.flatnonzero(stale)
+        refreshed = best_response(reward[rows], cost, world.perceives(pop.capacity[rows]))
+        # Best-of-k planners are compared plan to plan (exact, stale vs refreshed model), so
+        # that their sampling loss is not counted as causal Goodhart.
+        planned = (
+            action[rows]
+            if model.config.agents.power == "exact"
+            else exact_stale_plans(planning, rows)
+        )
+        causal = np.einsum("ij,ij->i", refreshed - planned, values[pop.principal[rows]])
+        metrics[METRIC_ROWS.index("goodhart_causal"), rows] = causal
+
+    model.primary_code = primary  # names only on demand: an object array costs ~10 ms at 1e6
+    per_agent = dict(zip(METRIC_ROWS, metrics, strict=True))
+    model.last_agent_metrics = per_agent
+    rows = aggregate_steps(
+        step=t,
+        metrics=metrics,
+        principal_of=pop.principal,
+        principals=principals,
+        flags=flags,
+        primary=primary,
+        action=action,
+        channel_names=world.names,
+        outside=outside,
+        stale=stale,
+        caught=caught,
+        selection_stats=model.selection_stats,
+        top_quantile=model.config.metrics.top_quantile,
+    )
+    model.last_steps = rows
+    model.record("steps", rows)
+    if model.snapshots_on and t % model.config.run.agent_every == 0:
+        model.record(
+            "agents",
+            agent_rows(model, t, slice(None), flags, stale, outside, action, per_agent),
+        )
+
+
+def exact_stale_plans(planning: Planning, rows: np.ndarray) -> np.ndarray:
+    """Exact best responses of ``rows`` under each one's own (stale) world model."""
+    pop = planning.population
+    plans = np.empty((len(rows), planning.world.d))
+    for epoch in np.unique(pop.epoch[rows]):
+        mine = pop.epoch[rows] == epoch
+        model = planning.worlds[int(epoch)]
+        plans[mine] = best_response(
+            planning.reward_in(model, rows[mine]),
+            model.cost_matrix,
+            model.perceives(pop.capacity[rows[mine]]),
+        )
+    return plans
+
+
+def agent_rows(
+    model: MesaOptModel,
+    t: int,
+    rows: slice | np.ndarray,
+    flags: np.ndarray,
+    stale: np.ndarray,
+    outside: np.ndarray,
+    action: np.ndarray,
+    per_agent: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Columns of the ``agents`` table for ``rows`` (the other arrays are already sliced).
+
+    Args:
+        model: The model.
+        t: The snapshot's step.
+        rows: Which agents (``slice(None)`` for all).
+        flags: Category flags of those rows.
+        stale: Whether each plans with a stale world model.
+        outside: Whether each acts outside its principal's selection range.
+        action: Their efforts.
+        per_agent: Their per-agent metrics.
+
+    Returns:
+        The columns (:func:`model.tables.agent_snapshot`).
+    """
+    pop = model.population
+    return agent_snapshot(
+        step=t,
+        index=np.arange(pop.size, dtype=np.int64)[rows],
+        principal_names=np.array([p.name for p in model.principals], dtype=object),
+        principal=pop.principal[rows],
+        kind_names=kind_names()[pop.kind[rows]],
+        capacity=pop.capacity[rows].copy(),
+        category_names=CATEGORIES,
+        primary=model.primary_code[rows],
+        flags=flags,
+        deployed_at=pop.deployed_at[rows].copy(),
+        stale=stale,
+        outside=outside,
+        channel_names=model.world.names,
+        action=action,
+        theta=pop.theta[rows],
+        per_agent=per_agent,
+    )

@@ -1,0 +1,114 @@
+"""The kind registry: what each kind declares is what the model does, and a new kind is one class.
+
+The toy kind here is defined in the test folder alone, as a user would add one: a
+"half-hearted" planner that plays half its exact best response in the current world.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mesaopt.agents.kinds import (
+    KINDS,
+    Control,
+    Direct,
+    OptimizerKind,
+    Planning,
+    codes_that_can_go_stale,
+    kind_of,
+    register_kind,
+)
+from mesaopt.agents.response import best_response
+from mesaopt.model.model import MesaOptModel
+from mesaopt.model.scenario_files import load_scenario
+
+SMALL = ["network.n_agents=80", "run.agent_every=1"]
+
+
+@pytest.fixture
+def halfhearted():
+    class HalfHearted(OptimizerKind):
+        """Plays half of its exact best response to the current world's reward."""
+
+        name = "halfhearted"
+        perceives = "the current world's reward"
+        carries = ("theta",)
+        can_go_stale = ()
+
+        @classmethod
+        def replan(cls, planning: Planning, rows: np.ndarray) -> None:
+            world = planning.world
+            perceive = world.perceives(planning.population.capacity[rows])
+            planning.action[rows] = 0.5 * best_response(
+                planning.reward[rows], world.cost_matrix, perceive
+            )
+
+    register_kind(HalfHearted)
+    yield HalfHearted
+    del KINDS[HalfHearted.name]
+
+
+class _Tables:
+    def __init__(self) -> None:
+        self.parts: dict[str, list] = {}
+
+    def __call__(self, table, rows) -> None:
+        self.parts.setdefault(table, []).append(pd.DataFrame(rows))
+
+    def __getitem__(self, table: str) -> pd.DataFrame:
+        return pd.concat(self.parts[table], ignore_index=True)
+
+
+def test_builtin_kinds_declare_codes_and_what_goes_stale():
+    assert (Direct.code, Control.code) == (0, 1)
+    assert kind_of("control") is Control
+    assert list(codes_that_can_go_stale("world_model")) == [Direct.code]
+    with pytest.raises(KeyError, match="registered: direct, control"):
+        kind_of("learned")
+    with pytest.raises(ValueError, match="registered already"):
+        register_kind(Direct)
+
+
+def test_a_kind_added_from_the_test_folder_runs_and_is_recorded(halfhearted):
+    tables = _Tables()
+    model = MesaOptModel(
+        load_scenario(None, [*SMALL, "agents.optimizer='halfhearted'"]), recorder=tables
+    )
+    assert (model.population.kind == halfhearted.code).all()
+    model.run_for(2)
+    previous = model.population.action.copy()
+    model.step()
+    # Its effort is what its replan says, given the reward the step computed.
+    pop, world = model.population, model.world
+    rows = np.arange(pop.size)
+    beta_of = np.array([p.beta for p in model.principals])[pop.principal]
+    neighbour = model.adjacency @ previous
+    reward = pop.theta + beta_of[:, None] * world.metric + world.peer * neighbour
+    expected = 0.5 * best_response(reward, world.cost_matrix, world.perceives(pop.capacity[rows]))
+    np.testing.assert_allclose(pop.action, expected, rtol=1e-12, atol=1e-12)
+    snapshots = tables["agents"]
+    assert set(snapshots["optimizer"]) == {"halfhearted"}
+    assert model.optimizer(0).kind == "halfhearted"
+
+
+def test_a_kind_that_declares_no_stale_world_model_is_never_stale(halfhearted):
+    shift = ["regimes.0.at=2"]  # the default scenario's regime change, moved early
+    for kind, expect_stale in (("direct", True), ("halfhearted", False)):
+        tables = _Tables()
+        model = MesaOptModel(
+            load_scenario(None, [*SMALL, *shift, f"agents.optimizer='{kind}'"]), recorder=tables
+        )
+        model.run_for(4)
+        steps = tables["steps"].query("principal == 'all' and step >= 2")
+        assert (steps["share_stale"] > 0).any() == expect_stale, kind
+
+
+def test_an_unknown_kind_is_a_one_line_scenario_error():
+    from mesaopt.model.errors import ScenarioError
+
+    with pytest.raises(ScenarioError) as info:
+        MesaOptModel(load_scenario(None, [*SMALL, "agents.optimizer='learned'"]))
+    assert info.value.key == "agents.optimizer"
+    assert "registered: direct, control" in str(info.value)
