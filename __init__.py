@@ -38,8 +38,8 @@ _EXPORTS = {
     "ScenarioError": "mesaopt.model.errors",
     "run_simulation": "mesaopt.model.runner",
     "RunResult": "mesaopt.model.runner",
-    "run_sweep": "mesaopt.analysis.batch",
-    "SweepResult": "mesaopt.analysis.batch",
+    "run_sweep": "mesaopt.analysis.sweep_runner",
+    "SweepResult": "mesaopt.analysis.sweep_runner",
     "read_run": "mesaopt.analysis.run_folder",
     "RunTables": "mesaopt.analysis.run_folder",
     "read_sweep": "mesaopt.analysis.run_folder",
@@ -63,8 +63,8 @@ __all__ = [  # noqa: RUF022  (the order of _EXPORTS: model, scenario, runs, swee
 ]
 
 if TYPE_CHECKING:
-    from mesaopt.analysis.batch import SweepResult, run_sweep
     from mesaopt.analysis.run_folder import RunTables, SweepTables, read_run, read_sweep
+    from mesaopt.analysis.sweep_runner import SweepResult, run_sweep
     from mesaopt.model.errors import ScenarioError
     from mesaopt.model.model import MesaOptModel
     from mesaopt.model.runner import RunResult, run_simulation

@@ -290,7 +290,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, object]:
-    from mesaopt.analysis.engine import worker_start_method
+    from mesaopt.analysis.executors import worker_start_method
 
     return {
         "engine": args.engine,
@@ -319,8 +319,8 @@ def _report_failures(result) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a grid of design points × replicates and write the sweep's tables."""
-    from mesaopt.analysis.batch import load_base, run_design, sweep_design
-    from mesaopt.analysis.sweep import parse_grid_arguments
+    from mesaopt.analysis.sweep_design import parse_grid_arguments
+    from mesaopt.analysis.sweep_runner import load_base, run_design, sweep_design
 
     grid = parse_grid_arguments(args.grid)
     base = load_base(scenario_path(args.scenario), _overrides(args))
@@ -385,7 +385,6 @@ def _check_output(scenario: Scenario, metric: str, principal: str) -> None:
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Sample parameter ranges with SALib, run them, and write indices with CIs."""
-    from mesaopt.analysis.batch import load_base, run_design
     from mesaopt.analysis.sensitivity import (
         indices,
         output_per_point,
@@ -394,6 +393,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         sample,
         sensitivity_design,
     )
+    from mesaopt.analysis.sweep_runner import load_base, run_design
     from mesaopt.model.recording import atomic_path
 
     bounds = [parse_param(text) for text in args.param]
@@ -527,7 +527,7 @@ def _check_environment(command: str | None) -> None:
     import mesaopt.model.parallel  # noqa: F401  (reads MESAOPT_THREADS when imported)
 
     if command in ("sweep", "sensitivity"):
-        from mesaopt.analysis.engine import worker_start_method
+        from mesaopt.analysis.executors import worker_start_method
 
         worker_start_method()
 

@@ -3,9 +3,10 @@
 ``run.py sensitivity SCENARIO --method sobol|morris --param key=low:high ...`` samples the
 parameter box with SALib (:func:`sample`), turns the samples into the design points of a sweep
 (:func:`sensitivity_design`; integer parameters — both bounds whole numbers — are rounded, and
-repeated points are run once), runs them with :func:`analysis.batch.run_design` like any sweep, and
-computes indices with confidence intervals for one output (:func:`indices`): a metric's ``final``
-or time-averaged (``mean``) value for one principal (or ``all``), averaged over replicates.
+repeated points are run once), runs them with :func:`analysis.sweep_runner.run_design` like any
+sweep, and computes indices with confidence intervals for one output (:func:`indices`): a
+metric's ``final`` or time-averaged (``mean``) value for one principal (or ``all``), averaged over
+replicates.
 
 * Sobol (Saltelli/Sobol' sequence, ``N·(D+2)`` runs, N a power of two): first-order ``S1`` and
   total ``ST`` indices with bootstrap confidence half-widths.
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mesaopt.analysis.sweep import Design, replicate_seeds
+from mesaopt.analysis.sweep_design import Design, replicate_seeds
 from mesaopt.model.errors import ScenarioError
 
 METHODS = ("sobol", "morris")

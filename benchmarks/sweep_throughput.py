@@ -6,13 +6,12 @@ Usage: ``python benchmarks/sweep_throughput.py [--runs-per-point R] [--agents N]
 The sweep is the embedded default scenario at N agents and T steps over a 5 × 2 grid
 (``principals.0.selection.n = 1:16:log2``, ``agents.risk_aversion = 0.5,1``) × R replicates
 (default 20: 200 runs). It reports wall time and runs/s of the whole command-equivalent
-(:func:`analysis.batch.run_design`, cluster start and stop included) for the serial engine and a
-LocalCluster of 2 single-threaded process workers, their ratio, and the per-run overhead of the
-sweep machinery: serial wall time per run minus the time of the same runs as bare
+(:func:`analysis.sweep_runner.run_design`, cluster start and stop included) for the serial engine
+and a LocalCluster of 2 single-threaded process workers, their ratio, and the per-run overhead of
+the sweep machinery: serial wall time per run minus the time of the same runs as bare
 ``MesaOptModel(...).run_for(steps)`` calls (no recording, no files). It also times the same sweep
-as whole
-commands, ``python run.py sweep ... --engine serial`` and ``... --workers 2``, each in a fresh
-process (interpreter start, imports and the kernels' first load included, as a user sees it).
+as whole commands, ``python run.py sweep ... --engine serial`` and ``... --workers 2``, each in a
+fresh process (interpreter start, imports and the kernels' first load included, as a user sees it).
 Serial and 2-worker sweeps are alternated K times (default 3) and the medians reported, with
 every sample, since this VM's speed drifts by 10-20 % from minute to minute. Results go to
 stdout as Markdown rows for BENCHMARKS.md.
@@ -29,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mesaopt.analysis.batch import load_base, run_design, sweep_design
-from mesaopt.analysis.engine import worker_start_method
-from mesaopt.analysis.sweep import plan_runs
+from mesaopt.analysis.executors import worker_start_method
+from mesaopt.analysis.sweep_design import plan_runs
+from mesaopt.analysis.sweep_runner import load_base, run_design, sweep_design
 from mesaopt.model.model import MesaOptModel
 from mesaopt.model.runner import run_simulation
 from mesaopt.model.scenario_files import validate

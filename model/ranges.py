@@ -11,7 +11,7 @@ key either a list of values or a range string ``start:stop:step``:
   start and B are whole numbers.
 
 The module lives in :mod:`model` because the scenario schema validates sweep sections with it;
-:mod:`analysis.sweep` builds designs from the expanded values.
+:mod:`analysis.sweep_design` builds designs from the expanded values.
 """
 
 from __future__ import annotations

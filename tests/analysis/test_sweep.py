@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mesaopt.analysis.batch import load_base, run_design, sweep_design
-from mesaopt.analysis.engine import (
+from mesaopt.analysis.executors import (
     LOCAL_CLUSTER_CONFIG,
     START_METHOD_ENV,
     is_complete,
@@ -25,7 +24,13 @@ from mesaopt.analysis.engine import (
 )
 from mesaopt.analysis.export import export_sweep
 from mesaopt.analysis.stats import reduce_run, t_interval
-from mesaopt.analysis.sweep import grid_design, parse_grid_arguments, plan_runs, replicate_seeds
+from mesaopt.analysis.sweep_design import (
+    grid_design,
+    parse_grid_arguments,
+    plan_runs,
+    replicate_seeds,
+)
+from mesaopt.analysis.sweep_runner import load_base, run_design, sweep_design
 from mesaopt.model.errors import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ the swept parameters) and a list of replicate seeds. The full-factorial product 
 (:mod:`analysis.sensitivity`) is another. :func:`plan_runs` applies each point to the base
 scenario, gives replicate ``r`` the ``r``-th seed, validates the result and names the run by a hash
 of its fully resolved scenario (:func:`run_id`), so that the same run always has the same id,
-whatever the sweep it belongs to. Execution is in :mod:`analysis.engine`; statistics in
+whatever the sweep it belongs to. Execution is in :mod:`analysis.executors`; statistics in
 :mod:`analysis.stats`.
 
 Replicate seeds are spawned from the sweep seed with ``numpy.random.SeedSequence(seed).spawn(R)``;

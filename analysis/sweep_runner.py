@@ -3,7 +3,7 @@
 :func:`run_design` is what ``run.py sweep`` and ``run.py sensitivity`` call. It validates every
 run before anything is written (a bad design point is a :class:`~model.errors.ScenarioError`),
 writes ``DIR/sweep.json``, clears what an interrupted sweep left half-written, runs what is not
-finished yet through :mod:`analysis.engine` (showing runs done/total, failures and an ETA on
+finished yet through :mod:`analysis.executors` (showing runs done/total, failures and an ETA on
 stderr), and finally writes, from the workers' small outcomes only:
 
 * ``DIR/runs.parquet`` — one row per run: ids, seed, parameters, status, error, seconds;
@@ -29,9 +29,15 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from mesaopt.analysis.engine import RunOutcome, RunTask, clean_temporary, execute_run, open_engine
+from mesaopt.analysis.executors import (
+    RunOutcome,
+    RunTask,
+    clean_temporary,
+    execute_run,
+    open_engine,
+)
 from mesaopt.analysis.stats import summarize
-from mesaopt.analysis.sweep import (
+from mesaopt.analysis.sweep_design import (
     Design,
     RunSpec,
     column_value,
@@ -244,14 +250,14 @@ def run_design(
         base: The base scenario.
         design: Design points and replicate seeds.
         out_dir: The sweep folder ``DIR``.
-        engine: ``"local"`` or ``"serial"`` (see :func:`analysis.engine.open_engine`).
+        engine: ``"local"`` or ``"serial"`` (see :func:`analysis.executors.open_engine`).
         scheduler: Address of an existing Dask scheduler.
         cluster: ``"slurm"`` for dask-jobqueue.
         workers: Local worker processes or SLURM jobs.
         progress: Show progress on stderr.
         extra_record: More entries for ``sweep.json`` (e.g. the sensitivity problem).
         start_method: How LocalCluster workers start (default:
-            :func:`analysis.engine.worker_start_method`, ``spawn`` unless overridden).
+            :func:`analysis.executors.worker_start_method`, ``spawn`` unless overridden).
 
     Returns:
         The sweep's result (failed runs are in it; the caller decides the exit status).

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mesaopt.analysis.stats import reduce_run
-from mesaopt.analysis.sweep import RunSpec, column_value
+from mesaopt.analysis.sweep_design import RunSpec, column_value
 
 ENGINES = ("local", "serial")
 #: Scratch folder (in the sweep folder) where runs are written before being renamed into runs/.
