@@ -11,6 +11,10 @@ The public API, importable as ``import mesaopt``::
     sweep = mesaopt.run_sweep("scenarios/baseline.toml", "sweep/",
                               grid={"principals.0.selection.n": [1, 4, 16]}, replicates=3)
     mesaopt.read_sweep("sweep/").summary
+    model.agents_by_type[mesaopt.MesaOptimizer]   # Mesa agent sets, complete at every scale
+
+A new mesa-optimizer kind is a subclass of ``mesaopt.OptimizerKind`` passed to
+``mesaopt.register_kind`` (docs/architecture.md, "Adding a mesa-optimizer kind").
 
 The names are imported on first use (PEP 562), so that ``import mesaopt`` and the command line
 stay fast and a bad scenario file is reported before the model's libraries load. The packages
@@ -44,6 +48,12 @@ _EXPORTS = {
     "RunTables": "mesaopt.analysis.run_folder",
     "read_sweep": "mesaopt.analysis.run_folder",
     "SweepTables": "mesaopt.analysis.run_folder",
+    "MesaOptimizer": "mesaopt.agents.optimizer",
+    "Principal": "mesaopt.agents.principal",
+    "OptimizerKind": "mesaopt.agents.kinds",
+    "Planning": "mesaopt.agents.kinds",
+    "register_kind": "mesaopt.agents.kinds",
+    "unregister_kind": "mesaopt.agents.kinds",
 }
 
 __all__ = [  # noqa: RUF022  (the order of _EXPORTS: model, scenario, runs, sweeps, readers)
@@ -59,10 +69,19 @@ __all__ = [  # noqa: RUF022  (the order of _EXPORTS: model, scenario, runs, swee
     "RunTables",
     "read_sweep",
     "SweepTables",
+    "MesaOptimizer",
+    "Principal",
+    "OptimizerKind",
+    "Planning",
+    "register_kind",
+    "unregister_kind",
     "__version__",
 ]
 
 if TYPE_CHECKING:
+    from mesaopt.agents.kinds import OptimizerKind, Planning, register_kind, unregister_kind
+    from mesaopt.agents.optimizer import MesaOptimizer
+    from mesaopt.agents.principal import Principal
     from mesaopt.analysis.run_folder import RunTables, SweepTables, read_run, read_sweep
     from mesaopt.analysis.sweep_runner import SweepResult, run_sweep
     from mesaopt.model.errors import ScenarioError

@@ -359,7 +359,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_output(scenario: Scenario, metric: str, principal: str) -> None:
+def _check_output(scenario: Scenario, metric: str, principal: str, source: str) -> None:
     """Refuse an unknown output metric or principal before any run is made.
 
     The ``steps`` columns are read off a one-step run of the scenario on a ten-node ring.
@@ -369,7 +369,8 @@ def _check_output(scenario: Scenario, metric: str, principal: str) -> None:
     data = scenario.model_dump(mode="json")
     data.update(run={"steps": 1, "seed": 0, "agent_every": 0}, regimes=[], sweep=None)
     data["network"] = {"topology": "ring", "n_agents": max(10, len(scenario.principals)), "k": 2}
-    probe = MesaOptModel(validate(data, "<probe>"))
+    with _attributed_to(source):  # a bad kind or network is the scenario file's error
+        probe = MesaOptModel(validate(data, source))
     probe.step()
     columns = [c for c in probe.last_steps[0] if c not in ("step", "principal")]
     if metric not in columns:
@@ -399,7 +400,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     bounds = [parse_param(text) for text in args.param]
     base = load_base(scenario_path(args.scenario), _overrides(args))
     scenario = validate(copy.deepcopy(base.data), base.source)
-    _check_output(scenario, args.metric, args.principal)
+    _check_output(scenario, args.metric, args.principal, base.source)
     seed = scenario.sweep.seed if scenario.sweep and scenario.sweep.seed is not None else None
     seed = scenario.run.seed if seed is None else seed
     matrix = sample(args.method, bounds, args.samples, seed)

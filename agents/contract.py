@@ -1,6 +1,6 @@
 """The principal's contract-design kernel: the optimal linear (LEN) incentive.
 
-A principal pays ``w = α + β·M`` on its measured proxy ``M = mᵀy`` (DESIGN.md §2). With
+A principal pays ``w = α + β·M`` on its measured proxy ``M = mᵀy`` (docs/model.md). With
 ``beta = "optimal"`` it picks β by solving the linear-exponential-normal agency problem of
 Holmström & Milgrom over the channels *it perceives*, with its beliefs about channel values and
 about its agents' mean objective. These are pure functions of arrays; the principal class holds

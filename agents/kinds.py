@@ -2,8 +2,9 @@
 
 A mesa-optimizer is an optimizer that selection built (the essay's "mesa-optimizers are control
 systems built within selection systems"). Its *kind* is how it turns the reward it is paid into
-effort. Each kind is a small class that declares, as data the code reads (the way Axelrod's
-strategies declare a ``classifier``):
+effort. Each kind is a small class that declares (the way Axelrod's strategies declare a
+``classifier``; ``can_go_stale`` and ``compiled`` are read by the step, ``perceives`` and
+``carries`` are for readers of the model and its docs):
 
 - ``name``: the scenario's ``agents.optimizer`` value and the ``optimizer`` column of the
   ``agents`` table;
@@ -14,7 +15,7 @@ strategies declare a ``classifier``):
   whose channel parameters date from its deployment. Agents of such a kind plan with a stale
   model after an unannounced change, which the measures count as causal Goodhart;
 - ``compiled``: whether the compiled step kernel (:func:`agents.response_jit.plan_actions`) plans
-  its rows itself.
+  its rows itself (the built-in ``direct`` and ``control`` only; a new kind plans in ``replan``).
 
 Every step the compiled kernel plans every row (a row of a kind it does not know gets the exact
 best response in the current world); then each registered kind may re-plan its own rows in place
@@ -33,6 +34,7 @@ import numpy as np
 
 from mesaopt.agents.response import best_of_k, best_response
 from mesaopt.model.channels import World
+from mesaopt.model.errors import ScenarioError
 
 
 @dataclass(frozen=True)
@@ -95,10 +97,16 @@ class OptimizerKind:
 
 #: The registered kinds by name, in code order.
 KINDS: dict[str, type[OptimizerKind]] = {}
+#: The kinds the compiled step kernel plans itself (it knows feedback control and direct planning).
+_COMPILED = ("direct", "control")
 
 
 def register_kind(kind: type[OptimizerKind]) -> type[OptimizerKind]:
     """Register a kind (usable as a class decorator); its code is the next free integer.
+
+    The registry is per process: a kind registered in a notebook exists in that notebook's runs
+    (``engine="serial"`` sweeps included), not in separately started sweep workers or in the
+    ``mesaopt`` command, unless the module that registers it is imported there too.
 
     Args:
         kind: The kind's class.
@@ -107,21 +115,64 @@ def register_kind(kind: type[OptimizerKind]) -> type[OptimizerKind]:
         The class, with its ``code`` set.
 
     Raises:
-        ValueError: If a kind of that name is registered already, or the name is reserved.
+        ValueError: If a kind of that name is registered already, the name is reserved, a
+            declaration is missing, or a kind the compiled kernel does not know claims
+            ``compiled = True``.
     """
     if kind.name in KINDS or kind.name == "mixed":
         raise ValueError(f"optimizer kind {kind.name!r} is registered already or reserved")
     for attribute in ("perceives", "carries"):
         if not hasattr(kind, attribute):
             raise ValueError(f"optimizer kind {kind.name!r} must declare {attribute!r}")
-    kind.code = len(KINDS)
+    if kind.compiled and kind.name not in _COMPILED:
+        raise ValueError(
+            f"optimizer kind {kind.name!r}: only {', '.join(_COMPILED)} are planned by the "
+            "compiled kernel; a new kind sets compiled = False and plans in replan()"
+        )
+    kind.code = max((k.code for k in KINDS.values()), default=-1) + 1
+    if kind.code > np.iinfo(np.int8).max:
+        raise ValueError("too many optimizer kinds for an int8 code")
     KINDS[kind.name] = kind
     return kind
 
 
+def unregister_kind(name: str) -> None:
+    """Remove a kind added with :func:`register_kind` (the built-in kinds stay).
+
+    Raises:
+        KeyError: If no such kind is registered.
+        ValueError: For a built-in kind.
+    """
+    if name in _COMPILED:
+        raise ValueError(f"optimizer kind {name!r} is built in")
+    del KINDS[name]
+
+
 def kind_names() -> np.ndarray:
     """Kind names by code, as an object array (``kind_names()[population.kind]``)."""
-    return np.array(list(KINDS), dtype=object)
+    names = np.full(max((k.code for k in KINDS.values()), default=-1) + 1, "", dtype=object)
+    for kind in KINDS.values():
+        names[kind.code] = kind.name
+    return names
+
+
+def check_optimizer(name: str, source: str | None = None) -> None:
+    """Refuse an ``agents.optimizer`` that names no registered kind (before anything runs).
+
+    Args:
+        name: The scenario's ``agents.optimizer``.
+        source: The scenario file, for the message.
+
+    Raises:
+        ScenarioError: Naming ``agents.optimizer`` and the registered kinds.
+    """
+    if name != "mixed" and name not in KINDS:
+        registered = ", ".join([*KINDS, "mixed"])
+        raise ScenarioError(
+            "agents.optimizer",
+            f"unknown optimizer kind {name!r}; registered: {registered}",
+            source,
+        )
 
 
 def kind_of(name: str) -> type[OptimizerKind]:

@@ -7,7 +7,7 @@ They are the readable definitions: the step runs the same arithmetic through the
 kernels of :mod:`agents.response_jit`, and the tests hold those to :func:`plan_actions` here.
 
 The agent's one-step problem is the quadratic programme of the LEN model: with marginal rewards
-``r`` (objective plus incentive plus peer effects, see DESIGN.md §2) and effort-cost matrix ``K``,
+``r`` (objective plus incentive plus peer effects, see docs/model.md) and effort-cost matrix ``K``,
 
     maximise  rᵀa − ½ aᵀKa   subject to  a ≥ 0  and  a_k = 0 on channels the agent cannot perceive.
 

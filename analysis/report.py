@@ -188,7 +188,9 @@ def _run_report(run: RunTables, out: Path, animate: bool, report: Report) -> lis
     else:
         try:
             network = run.network
-        except Exception as err:  # an older run without a network table: no maps
+        # An older run without a network table, or one whose table does not fit its manifest
+        # (MissingTableError and ScenarioError are ValueErrors): a note, not a failed report.
+        except ValueError as err:
             report.notes.append(f"no agent maps: cannot read the network ({err})")
         else:
             layout = map_layout(

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mesaopt.agents.kinds import check_optimizer
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.ranges import expand_values, parse_cli_values
 from mesaopt.model.scenario import Scenario
@@ -191,6 +192,7 @@ def resolve_point(
             raise err.with_source(source) from None
     apply_override(data, "run.seed", seed)
     scenario: Scenario = validate(data, source)
+    check_optimizer(scenario.agents.optimizer, source)  # a registry, not a schema enum
     resolved = to_toml_dict(scenario)
     resolved.pop("sweep", None)
     return resolved

@@ -3,7 +3,7 @@
 A :class:`World` is one immutable snapshot of every channel's parameters (value, metric, cost,
 noise, externality, peer effect, capacity level) plus the effort-cost matrix K. A regime change
 produces a new ``World``; agents keep a reference to the snapshot they were deployed with (their
-world model), which is how stale world models arise (DESIGN.md §2, "Regime change").
+world model), which is how stale world models arise (docs/model.md).
 """
 
 from __future__ import annotations

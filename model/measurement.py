@@ -129,7 +129,7 @@ def measure_step(
         Graph.of(adjacency, model.in_weight),
         WorldArrays.of(world),
         PopulationArrays.of(
-            pop, model._perceives(world), model.config.agents.gain, model._is_control
+            pop, model.perceives(world), model.config.agents.gain, model.is_control
         ),
         PrincipalArrays(
             alpha=contracts.alpha,
@@ -149,7 +149,7 @@ def measure_step(
     )
 
     # Causal Goodhart: value lost because direct agents plan with a stale world model.
-    stale = model._stale_kinds & (pop.epoch != world.epoch)  # kinds that can go stale
+    stale = model.can_go_stale & (pop.epoch != world.epoch)  # kinds that can go stale
     if stale.any():
         rows = np.flatnonzero(stale)
         refreshed = best_response(reward[rows], cost, world.perceives(pop.capacity[rows]))

@@ -1,4 +1,4 @@
-"""What is measured per agent (DESIGN.md §3), in NumPy: the reference of :mod:`model.measures_jit`.
+"""What is measured per agent, in NumPy: the definition the compiled :mod:`model.measures_jit` runs.
 
 The step computes these measures with the compiled kernels of :mod:`model.measures_jit`; the
 functions here are their readable definitions, with the same names, and the tests hold the

@@ -57,6 +57,7 @@ from mesaopt.agents.kinds import (
     Control,
     Direct,
     Planning,
+    check_optimizer,
     codes_that_can_go_stale,
     kind_of,
 )
@@ -117,6 +118,9 @@ class MesaOptModel(mesa.Model):
         principals: The principals, in scenario order.
         last_steps: The ``steps`` rows of the last step.
         last_agent_metrics: Per-agent metric arrays of the last step.
+        kind_rows: The agents of each mesa-optimizer kind, by kind code (kinds are fixed).
+        is_control: Rows the compiled kernel steers by feedback (the ``control`` kind), (N,).
+        can_go_stale: Agents of a kind whose world model can go stale, (N,).
     """
 
     def __init__(
@@ -165,9 +169,9 @@ class MesaOptModel(mesa.Model):
         kind = self._draw_optimizer_kind(n_agents)
         self.population = Population.empty(principal_of, capacity, kind, self.d)
         # Kinds are fixed for a run: who is of which kind, and who can go stale, once.
-        self._kind_rows = {k.code: np.flatnonzero(kind == k.code) for k in KINDS.values()}
-        self._is_control = kind == Control.code
-        self._stale_kinds = np.isin(kind, codes_that_can_go_stale("world_model"))
+        self.kind_rows = {k.code: np.flatnonzero(kind == k.code) for k in KINDS.values()}
+        self.is_control = kind == Control.code
+        self.can_go_stale = np.isin(kind, codes_that_can_go_stale("world_model"))
 
         self.principals: list[Principal] = make_principals(self, scenario, self.world)
         self.members = [np.flatnonzero(principal_of == j) for j in range(n_principals)]
@@ -238,11 +242,8 @@ class MesaOptModel(mesa.Model):
         if agents.optimizer == "mixed":
             control = self.rng.random(n) < agents.control_share
             return np.where(control, Control.code, Direct.code).astype(np.int8)
-        try:
-            kind = kind_of(agents.optimizer)
-        except KeyError as err:
-            raise ScenarioError("agents.optimizer", err.args[0]) from None
-        return np.full(n, kind.code, dtype=np.int8)
+        check_optimizer(agents.optimizer)
+        return np.full(n, kind_of(agents.optimizer).code, dtype=np.int8)
 
     # ------------------------------------------------------------------------ Mesa views
 
@@ -308,7 +309,7 @@ class MesaOptModel(mesa.Model):
 
     # ------------------------------------------------------------------------------ step
 
-    def _perceives(self, world: World) -> np.ndarray:
+    def perceives(self, world: World) -> np.ndarray:
         """Channels each agent perceives in ``world`` (cached per epoch: capacity is fixed)."""
         cached = self._perceive_cache.get(world.epoch)
         if cached is None:
@@ -332,17 +333,12 @@ class MesaOptModel(mesa.Model):
         world = self.world
         contracts = StepContracts.of(self.principals)
         n, d = pop.size, self.d
-        plan = PlanArrays(
-            neighbour_effort=np.empty((n, d)),
-            reward=np.empty((n, d)),
-            action=np.empty((n, d)),
-            own_best=np.empty(n),
-        )
+        plan = PlanArrays.empty(n, d)
         plan_actions(
             Graph.of(self.adjacency, self.in_weight),
             WorldArrays.of(world),
             PopulationArrays.of(
-                pop, self._perceives(world), self.config.agents.gain, self._is_control
+                pop, self.perceives(world), self.config.agents.gain, self.is_control
             ),
             contracts.beta,
             plan,
@@ -359,7 +355,7 @@ class MesaOptModel(mesa.Model):
             rng=self.rng,
         )
         for kind in KINDS.values():
-            rows = self._kind_rows.get(kind.code)
+            rows = self.kind_rows.get(kind.code)
             if rows is not None and len(rows):
                 kind.replan(planning, rows)
 
@@ -400,8 +396,9 @@ def run_scenario(config: Scenario, rng: int | np.random.Generator) -> MesaScenar
     parameters as attributes, frozen while the model runs, read by SolaraViz). mesaopt's own,
     validated scenario is ``model.config``; ``model.scenario`` carries the same sections as
     attributes (``model.scenario.network.n_agents``, ``model.scenario.principals``), the run's
-    ``rng``, and the whole validated scenario as ``config``, so that
-    ``MesaOptModel(scenario=model.scenario)`` builds the same model again.
+    ``rng``, and the whole validated scenario as ``config`` (a copy: changing it changes nothing
+    in the run), so that ``MesaOptModel(scenario=model.scenario)`` builds the same model again
+    when the run was seeded with a number (a ``Generator`` has moved on by then).
 
     Args:
         config: The validated scenario.
@@ -410,8 +407,9 @@ def run_scenario(config: Scenario, rng: int | np.random.Generator) -> MesaScenar
     Returns:
         The Mesa scenario.
     """
-    sections = {name: getattr(config, name) for name in type(config).model_fields}
-    return MesaScenario(rng=rng, config=config, **sections)
+    copy = config.model_copy(deep=True)  # editing it must not edit the run's own scenario
+    sections = {name: getattr(copy, name) for name in type(copy).model_fields}
+    return MesaScenario(rng=rng, config=copy, **sections)
 
 
 def _counts_by_share(shares: list[float], total: int) -> list[int]:

@@ -1,7 +1,8 @@
 """Scenario schema: the pydantic model of a scenario file, its defaults and cross-field checks.
 
-A scenario has the sections of DESIGN.md §4 (``run``, ``network``, ``channels``, ``principals``,
-``agents``, ``regimes``, plus ``metrics`` and the optional ``sweep``); each is a class here, and
+A scenario has the sections documented in docs/scenarios.md (``run``, ``network``, ``channels``,
+``principals``, ``agents``, ``regimes``, plus ``metrics`` and the optional ``sweep``); each is a
+class here, and
 :class:`Scenario` is the whole file. Validation refuses unknown keys, wrong types, NaN or infinite
 numbers, negative costs, references to channels that do not exist and contracts with infinite risk
 premia; the checks that span sections raise :class:`~model.errors.ScenarioError` naming the key.
@@ -89,7 +90,7 @@ class NoiseConfig(_Section):
 
 
 class ChannelConfig(_Section):
-    """``[[channels]]``: one effort channel (DESIGN.md §2)."""
+    """``[[channels]]``: one effort channel (docs/model.md, "Objects")."""
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
     value: float = 0.0
@@ -217,7 +218,7 @@ class RegimeConfig(_Section):
 
 
 class MetricsConfig(_Section):
-    """``[metrics]``: thresholds of the measures (DESIGN.md §3)."""
+    """``[metrics]``: thresholds of the measures (docs/model.md, "Measures")."""
 
     trans_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.9
     top_quantile: Annotated[float, Field(gt=0, lt=1)] = 0.9

@@ -1,12 +1,14 @@
 """Content hashes of the tables of every shipped scenario and of one sweep: the refactor oracle.
 
 A refactor must leave every table bit-identical. This module runs each shipped scenario at a small
-size (300 agents, 60 steps; 289 = 17 x 17 for the grid scenario) and one small sweep through the
-public API, and hashes each table by its content: column names, dtypes and every value's bytes, in
+size (300 agents, 60 steps; 289 = 17 x 17 for the grid scenario), four variants that take code
+paths the shipped scenarios do not (:data:`VARIANTS`), and one small sweep through the public
+API, and hashes each table by its content: column names, dtypes and every value's bytes, in
 column and row order (file bytes would also hash writer metadata). ``tests/golden_hashes.json``
-holds the hashes recorded before the architecture refactor; ``tests/test_golden_tables.py``
-compares against them. When a model change alters results on purpose, re-record in the same commit
-and say why::
+holds the hashes recorded from the code before the architecture refactor (commit 7ab8e51; the
+variants were hashed by running that commit's code); ``tests/test_golden_tables.py`` compares
+against them. When a model change alters results on purpose, re-record in the same commit and say
+why::
 
     python -m tests.golden --write
 """
@@ -37,6 +39,23 @@ SCENARIOS = (
     "regressional",
     "superoptimizer",
 )
+#: Code paths no shipped scenario takes at the small size: best-of-k planners (stale and
+#: current), control-only and mixed populations, the multi-threaded kernels (≥ 8,192 agents).
+VARIANTS = {
+    "regime_change+best_of_8": (
+        "regime_change",
+        ["network.n_agents=300", "run.steps=60", "agents.power=8"],
+    ),
+    "regime_change+control": (
+        "regime_change",
+        ["network.n_agents=300", "run.steps=60", "agents.optimizer='control'"],
+    ),
+    "federated+mixed+best_of_4": (
+        "federated",
+        ["network.n_agents=300", "run.steps=60", "agents.optimizer='mixed'", "agents.power=4"],
+    ),
+    "baseline+threads_9000": ("baseline", ["network.n_agents=9000", "run.steps=12"]),
+}
 RUN_TABLES = ("steps", "agents", "selections", "events")
 SWEEP_TABLES = ("steps", "run_metrics", "summary")
 #: Columns that record when or how fast something ran, not what it computed.
@@ -72,6 +91,14 @@ def compute_hashes() -> dict[str, str]:
             run_simulation(scenario, out, base_dir=path.parent, progress=False)
             for table in RUN_TABLES:
                 hashes[f"{name}/{table}"] = frame_hash(pd.read_parquet(out / f"{table}.parquet"))
+        for key, (name, overrides) in VARIANTS.items():
+            path = ROOT / "scenarios" / f"{name}.toml"
+            out = Path(tmp) / key
+            run_simulation(
+                load_scenario(path, overrides), out, base_dir=path.parent, progress=False
+            )
+            for table in RUN_TABLES:
+                hashes[f"{key}/{table}"] = frame_hash(pd.read_parquet(out / f"{table}.parquet"))
         out = Path(tmp) / "sweep"
         run_sweep(
             ROOT / "scenarios" / "baseline.toml",

@@ -17,8 +17,10 @@ from mesaopt.agents.kinds import (
     OptimizerKind,
     Planning,
     codes_that_can_go_stale,
+    kind_names,
     kind_of,
     register_kind,
+    unregister_kind,
 )
 from mesaopt.agents.response import best_response
 from mesaopt.model.model import MesaOptModel
@@ -47,7 +49,7 @@ def halfhearted():
 
     register_kind(HalfHearted)
     yield HalfHearted
-    del KINDS[HalfHearted.name]
+    unregister_kind(HalfHearted.name)
 
 
 class _Tables:
@@ -69,6 +71,40 @@ def test_builtin_kinds_declare_codes_and_what_goes_stale():
         kind_of("learned")
     with pytest.raises(ValueError, match="registered already"):
         register_kind(Direct)
+    with pytest.raises(ValueError, match="built in"):
+        unregister_kind("direct")
+
+
+def test_a_new_kind_cannot_claim_the_compiled_kernel_and_codes_never_collide():
+    class Claims(OptimizerKind):
+        name, perceives, carries, compiled = "claims", "-", (), True
+
+    with pytest.raises(ValueError, match="compiled = False"):
+        register_kind(Claims)
+
+    class First(OptimizerKind):
+        name, perceives, carries = "first", "-", ()
+
+    class Second(OptimizerKind):
+        name, perceives, carries = "second", "-", ()
+
+    register_kind(First)
+    register_kind(Second)
+    try:
+        unregister_kind("first")
+
+        class Third(OptimizerKind):
+            name, perceives, carries = "third", "-", ()
+
+        register_kind(Third)
+        try:
+            assert len({k.code for k in KINDS.values()}) == len(KINDS)
+            assert list(kind_names()[[Second.code, Third.code]]) == ["second", "third"]
+        finally:
+            unregister_kind("third")
+    finally:
+        unregister_kind("second")
+    assert list(KINDS) == ["direct", "control"]
 
 
 def test_a_kind_added_from_the_test_folder_runs_and_is_recorded(halfhearted):
@@ -111,4 +147,14 @@ def test_an_unknown_kind_is_a_one_line_scenario_error():
     with pytest.raises(ScenarioError) as info:
         MesaOptModel(load_scenario(None, [*SMALL, "agents.optimizer='learned'"]))
     assert info.value.key == "agents.optimizer"
-    assert "registered: direct, control" in str(info.value)
+    assert "registered: direct, control, mixed" in str(info.value)
+
+
+def test_a_sweep_with_an_unknown_kind_fails_before_writing_anything(tmp_path):
+    from mesaopt.analysis.sweep_runner import run_sweep
+    from mesaopt.model.errors import ScenarioError
+
+    with pytest.raises(ScenarioError) as info:
+        run_sweep(None, tmp_path / "sweep", overrides=[*SMALL, "agents.optimizer='learnd'"])
+    assert info.value.key == "agents.optimizer"
+    assert not (tmp_path / "sweep").exists()

@@ -41,7 +41,7 @@ def test_datacollector_follows_the_all_row():
 
 
 def test_agent_sets_hold_every_agent_at_every_scale():
-    """Views are created lazily, but every set Mesa exposes is complete (also above 20,000)."""
+    """Views are created lazily, but every set Mesa exposes is complete, small or large."""
     from mesaopt.agents.optimizer import MesaOptimizer
     from mesaopt.agents.principal import Principal
 
@@ -79,3 +79,10 @@ def test_run_for_advances_mesa_time_one_step_per_unit():
     model.run_for(4)
     assert model.time == 4 and model.steps == 4
     assert {row["step"] for row in model.last_steps} == {4}
+
+
+def test_editing_the_mesa_scenario_leaves_the_run_alone():
+    model = MesaOptModel(network__n_agents=30, rng=5)
+    model.scenario.network.n_agents = 10
+    model.scenario.config.run.steps = 1
+    assert model.config.network.n_agents == 30 and model.config.run.steps != 1

@@ -1,4 +1,4 @@
-"""The model reproduces theory in its limits (DESIGN.md §2), within Monte Carlo error.
+"""The model reproduces theory in its limits (docs/model.md), within Monte Carlo error.
 
 Each stochastic check compares a model estimate with its closed form and allows 4 standard errors,
 the SE derived from the sample standard deviation of the per-draw quantity (not guessed).
