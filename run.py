@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Principals, the mesa-optimizers they build, and how the proxy comes apart "
         "from true value. Without a command: run a small demo.",
     )
+    from mesaopt import __version__
+
+    parser.add_argument("--version", action="version", version=f"mesaopt {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     simulate = commands.add_parser("simulate", help="run one scenario and write its tables")
@@ -113,12 +116,21 @@ def _summary(scenario: Scenario) -> str:
     )
 
 
+def _out_dir(text: str | None) -> Path | None:
+    """The folder an ``--out`` names; an empty name (the current folder) is refused."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise ScenarioError("--out", "empty folder name (it would write into the current folder)")
+    return Path(text)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one scenario and write its tables."""
     from mesaopt.model.runner import run_simulation
 
     scenario, base_dir, source = _resolve(args)
-    out = Path(args.out)
+    out = _out_dir(args.out)
     if out.exists() and not out.is_dir():
         raise ScenarioError("--out", f"{out} exists and is not a folder")
     if not args.quiet:
@@ -325,7 +337,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = parse_grid_arguments(args.grid)
     base = load_base(scenario_path(args.scenario), _overrides(args))
     design = sweep_design(base, grid, args.replicates)
-    result = run_design(base, design, args.out, **_engine_options(args))
+    result = run_design(base, design, _out_dir(args.out), **_engine_options(args))
     if not args.quiet:
         out = result.out_dir
         print(
@@ -354,7 +366,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a sweep folder's tables as CSV (or single Parquet files)."""
     from mesaopt.analysis.export import export_sweep
 
-    for path in export_sweep(args.sweep_dir, args.format, args.out):
+    for path in export_sweep(args.sweep_dir, args.format, _out_dir(args.out)):
         print(f"mesaopt: wrote {path}")
     return 0
 
@@ -416,7 +428,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
             "principal": args.principal,
         }
     }
-    result = run_design(base, design, args.out, extra_record=record, **_engine_options(args))
+    result = run_design(
+        base, design, _out_dir(args.out), extra_record=record, **_engine_options(args)
+    )
     status = _report_failures(result)
     if status:
         print("mesaopt: no indices: some runs failed", file=sys.stderr)
@@ -429,7 +443,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     table.insert(1, "metric", args.metric)
     table.insert(2, "statistic", args.statistic)
     table.insert(3, "principal", args.principal)
-    out = Path(args.out)
+    out = _out_dir(args.out)
     with atomic_path(out / "sensitivity.parquet") as tmp:
         table.to_parquet(tmp, index=False)
     with atomic_path(out / "sensitivity.csv") as tmp:
@@ -463,7 +477,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mesaopt.analysis.report import NotARunError, build_report
 
     try:
-        report = build_report(args.dir, args.out, animate=args.animate)
+        report = build_report(args.dir, _out_dir(args.out), animate=args.animate)
     except NotARunError as err:
         print(f"mesaopt: error: {err}", file=sys.stderr)
         return 2

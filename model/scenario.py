@@ -140,7 +140,11 @@ class FederatedConfig(_Section):
 class PrincipalConfig(_Section):
     """``[[principals]]``: one base optimizer."""
 
-    name: Annotated[str, Field(min_length=1)]
+    # Names become file names (report figures) and column values: letters, digits, "_", "-" and
+    # "." only, not starting with "." or "-", so that no name can point outside a folder.
+    name: Annotated[
+        str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    ]
     share: Annotated[float, Field(gt=0)] = 1.0
     capacity: NonNegInt = 1
     train_on: Literal["metric", "value"] = "metric"

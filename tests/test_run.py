@@ -209,3 +209,14 @@ def test_a_closed_pipe_ends_the_command_quietly():
         status = proc.wait(timeout=120)
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr
     assert status == 141
+
+
+def test_version_and_an_empty_out_folder(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as info:
+        run.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith("mesaopt ")
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["simulate", "regressional", "--set", "network.n_agents=20", "--out", ""]) == 2
+    assert "--out: empty folder name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder

@@ -55,6 +55,9 @@ def test_embedded_default_is_the_documented_baseline():
         ("agents.goals.mean.bad=1", "agents.goals.mean.bad"),
         ('channels.0.noise.dist="cauchy"', "channels.0.noise.dist"),
         ("channels.0.noise.df=0", "channels.0.noise.df"),
+        ('principals.0.name="x/../../../ESCAPED"', "principals.0.name"),
+        ('principals.0.name=".hidden"', "principals.0.name"),
+        ('principals.0.name=""', "principals.0.name"),
     ],
 )
 def test_bad_values_name_their_key_and_file(override, key):
@@ -167,3 +170,8 @@ def test_clean_message_strips_pydantic_prefixes():
         "Input should be a valid integer"
     )
     assert clean_message("two\nlines") == "two lines"
+
+
+def test_principal_names_that_are_safe_file_names_load():
+    scenario = load_scenario(BASELINE, ['principals.0.name="lab-2.v1"'])
+    assert scenario.principals[0].name == "lab-2.v1"
