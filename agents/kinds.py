@@ -211,29 +211,51 @@ class Direct(OptimizerKind):
     compiled = True
 
     @classmethod
+    def exact_plans(cls, planning: Planning, rows: np.ndarray) -> np.ndarray:
+        """Exact best responses of ``rows``, each in its own world model (its deployment epoch).
+
+        Args:
+            planning: The step's planning inputs.
+            rows: Agents, (R,) sorted.
+
+        Returns:
+            Their efforts, (R, d).
+        """
+        pop = planning.population
+        plans = np.empty((len(rows), planning.world.d))
+        epochs = pop.epoch[rows]
+        for epoch in np.unique(epochs):
+            mine = epochs == epoch
+            model = planning.worlds[int(epoch)]
+            plans[mine] = best_response(
+                planning.reward_in(model, rows[mine]),
+                model.cost_matrix,
+                model.perceives(pop.capacity[rows[mine]]),
+            )
+        return plans
+
+    @classmethod
     def replan(cls, planning: Planning, rows: np.ndarray) -> None:
         """Stale and best-of-k planners: the compiled kernel planned in the current world."""
         pop = planning.population
         power = planning.agents.power
-        if power == "exact":  # only the stale ones: the kernel planned in the current world
-            rows = rows[pop.epoch[rows] != planning.world.epoch]
+        if power == "exact":  # only the stale ones
+            stale = rows[pop.epoch[rows] != planning.world.epoch]
+            if len(stale):
+                planning.action[stale] = cls.exact_plans(planning, stale)
+            return
         epochs = pop.epoch[rows]
         for epoch in np.unique(epochs):
             group = rows[epochs == epoch]
             model = planning.worlds[int(epoch)]
-            reward = planning.reward_in(model, group)
-            perceive = model.perceives(pop.capacity[group])
-            if power == "exact":
-                planning.action[group] = best_response(reward, model.cost_matrix, perceive)
-            else:
-                planning.action[group] = best_of_k(
-                    reward,
-                    model.cost_matrix,
-                    perceive,
-                    power,
-                    planning.agents.model_noise,
-                    planning.rng,
-                )
+            planning.action[group] = best_of_k(
+                planning.reward_in(model, group),
+                model.cost_matrix,
+                model.perceives(pop.capacity[group]),
+                power,
+                planning.agents.model_noise,
+                planning.rng,
+            )
 
 
 @register_kind

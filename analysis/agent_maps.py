@@ -28,7 +28,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
 from matplotlib.lines import Line2D
 
 from mesaopt.analysis.figures import CATEGORY_COLOURS, OKABE_ITO, save_figure
-from mesaopt.model.metrics import CATEGORIES
+from mesaopt.model.measures import CATEGORIES
 from mesaopt.model.network import Network
 from mesaopt.model.recording import atomic_path
 

@@ -39,7 +39,7 @@ from mesa.visualization.utils import update_counter
 
 from mesaopt.analysis.agent_maps import MapLayout, draw_agent_map, map_layout, quantity_label
 from mesaopt.analysis.figures import CATEGORY_COLOURS, OKABE_ITO
-from mesaopt.model.metrics import CATEGORIES
+from mesaopt.model.measures import CATEGORIES
 from mesaopt.model.model import MesaOptModel
 from mesaopt.model.scenario import Scenario
 from mesaopt.model.scenario_files import load_scenario

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mesaopt.agents.kinds import Planning, kind_names
+from mesaopt.agents.kinds import Direct, Planning, kind_names
 from mesaopt.agents.response import best_response
 from mesaopt.model.kernel_arrays import (
     Graph,
@@ -29,8 +29,9 @@ from mesaopt.model.kernel_arrays import (
     StepArrays,
     WorldArrays,
 )
+from mesaopt.model.measures import CATEGORIES
 from mesaopt.model.measures_jit import METRIC_ROWS, outcomes_and_measures
-from mesaopt.model.metrics import CATEGORIES, aggregate_steps
+from mesaopt.model.metrics import aggregate_steps
 from mesaopt.model.noise import metric_noise_variance
 from mesaopt.model.tables import agent_snapshot
 
@@ -158,7 +159,7 @@ def measure_step(
         planned = (
             action[rows]
             if model.config.agents.power == "exact"
-            else exact_stale_plans(planning, rows)
+            else Direct.exact_plans(planning, rows)
         )
         causal = np.einsum("ij,ij->i", refreshed - planned, values[pop.principal[rows]])
         metrics[METRIC_ROWS.index("goodhart_causal"), rows] = causal
@@ -188,21 +189,6 @@ def measure_step(
             "agents",
             agent_rows(model, t, slice(None), flags, stale, outside, action, per_agent),
         )
-
-
-def exact_stale_plans(planning: Planning, rows: np.ndarray) -> np.ndarray:
-    """Exact best responses of ``rows`` under each one's own (stale) world model."""
-    pop = planning.population
-    plans = np.empty((len(rows), planning.world.d))
-    for epoch in np.unique(pop.epoch[rows]):
-        mine = pop.epoch[rows] == epoch
-        model = planning.worlds[int(epoch)]
-        plans[mine] = best_response(
-            planning.reward_in(model, rows[mine]),
-            model.cost_matrix,
-            model.perceives(pop.capacity[rows[mine]]),
-        )
-    return plans
 
 
 def agent_rows(

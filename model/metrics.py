@@ -4,9 +4,6 @@ The per-agent measures themselves (payoffs, losses, categories, Goodhart measure
 :mod:`model.measures` and computed by :mod:`model.measures_jit`; the order statistics per group
 (Gini, correlations) are defined in :mod:`model.group_stats` and computed by
 :mod:`model.group_stats_jit`. Every column is spelled out in ``docs/tables.md``.
-
-``CATEGORIES``, ``categorize``, ``gini`` and ``correlation`` are re-exported from their reference
-modules for older imports.
 """
 
 from __future__ import annotations
@@ -16,13 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from mesaopt.model.group_stats import correlation, gini
 from mesaopt.model.group_stats_jit import group_correlations, group_ginis, sort_by_group
-from mesaopt.model.measures import CATEGORIES, categorize
+from mesaopt.model.measures import CATEGORIES
 from mesaopt.model.measures_jit import METRIC_ROWS, group_sums
 from mesaopt.model.parallel import parallel_map
 
-__all__ = ["CATEGORIES", "aggregate_steps", "categorize", "correlation", "gini"]
+__all__ = ["aggregate_steps"]
 
 
 def aggregate_steps(

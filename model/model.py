@@ -77,8 +77,8 @@ from mesaopt.model.kernel_arrays import (
     WorldArrays,
 )
 from mesaopt.model.measurement import StepContracts, agent_rows, measure_step
+from mesaopt.model.measures import CATEGORIES
 from mesaopt.model.measures_jit import METRIC_ROWS
-from mesaopt.model.metrics import CATEGORIES
 from mesaopt.model.network import Network, build_network, network_table, spectral_radius
 from mesaopt.model.parallel import kernel_threads
 from mesaopt.model.regimes import RegimeSchedule, apply_regime_changes
@@ -179,7 +179,6 @@ class MesaOptModel(mesa.Model):
         self.regimes = RegimeSchedule(scenario)
 
         self._perceive_cache: dict[int, np.ndarray] = {}
-        self._all_channels = np.ones((n_agents, self.d), dtype=bool)  # the benchmarks' mask
         self._views: dict[int, MesaOptimizer] = {}  # created on first use (_create_views)
 
         self.snapshots_on = scenario.run.agent_every > 0 and (

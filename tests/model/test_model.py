@@ -8,7 +8,7 @@ import pytest
 
 from mesaopt.agents.optimizer import MesaOptimizer
 from mesaopt.agents.principal import Principal
-from mesaopt.model.metrics import CATEGORIES
+from mesaopt.model.measures import CATEGORIES
 from mesaopt.model.model import MesaOptModel
 from mesaopt.model.scenario_files import load_scenario
 from mesaopt.model.selection import retrain
@@ -348,8 +348,9 @@ def test_catches_count_even_without_a_penalty():
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # correlations of an inf are NaN, loudly
 def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
     import mesaopt.model.measurement as measurement_module
+    from mesaopt.model.group_stats import gini
     from mesaopt.model.measures_jit import METRIC_ROWS
-    from mesaopt.model.metrics import aggregate_steps, gini
+    from mesaopt.model.metrics import aggregate_steps
 
     captured = {}
 
