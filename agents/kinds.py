@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mesaopt.agents.response import best_of_k, best_response
+from mesaopt.agents.response import best_of_k, best_response, control_update
 from mesaopt.model.channels import World
 from mesaopt.model.errors import ScenarioError
 
@@ -73,6 +73,33 @@ class Planning:
         )
 
 
+@dataclass(frozen=True)
+class SandboxTrial:
+    """What a kind may use to play its candidates in a principal's sandbox (no network).
+
+    Arrays cover the candidates being played (rows ``rows`` of the batch).
+
+    Attributes:
+        world: The sandbox's channel parameters (the principal's model, or the true world).
+        reward: Each candidate's marginal reward θ + βm in the sandbox, (C, d).
+        perceive: The channels each candidate can act on in the sandbox, (C, d) bool.
+        power: Planning power, (C,) (0 = exact).
+        gain: Control gains, (C,).
+        episodes: Number of sandbox episodes (``selection.eval_samples``).
+        model_noise: Scoring noise of best-of-k planning (``agents.model_noise``).
+        rng: The run's generator (every draw must come from it).
+    """
+
+    world: World
+    reward: np.ndarray
+    perceive: np.ndarray
+    power: np.ndarray
+    gain: np.ndarray
+    episodes: int
+    model_noise: float
+    rng: np.random.Generator
+
+
 class OptimizerKind:
     """A kind of mesa-optimizer; subclasses declare their properties and may re-plan rows."""
 
@@ -93,6 +120,28 @@ class OptimizerKind:
         """
         if not cls.compiled:
             raise NotImplementedError(f"kind {cls.name!r} must define replan")
+
+    @classmethod
+    def sandbox_actions(
+        cls, trial: SandboxTrial, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Play candidates of this kind in the sandbox: what they show and what they carry.
+
+        The default is a planner that plays its exact best response in every episode. A kind
+        whose behaviour differs (a learned policy, say) overrides it; the built-in kinds are
+        also played by the compiled sandbox kernel (:mod:`agents.sandbox_jit`), which this
+        method defines for them.
+
+        Args:
+            trial: The sandbox and the candidates' traits.
+            rows: The candidates of this kind, (R,), indices into the trial's arrays.
+
+        Returns:
+            ``(shown, carried)``: the mean effort over the episodes (what the principal scores)
+            and the effort carried into deployment, (R, d) each.
+        """
+        plan = best_response(trial.reward[rows], trial.world.cost_matrix, trial.perceive[rows])
+        return plan, plan
 
 
 #: The registered kinds by name, in code order.
@@ -238,41 +287,118 @@ class Direct(OptimizerKind):
     def replan(cls, planning: Planning, rows: np.ndarray) -> None:
         """Stale and best-of-k planners: the compiled kernel planned in the current world."""
         pop = planning.population
-        power = planning.agents.power
-        if power == "exact":  # only the stale ones
-            stale = rows[pop.epoch[rows] != planning.world.epoch]
-            if len(stale):
-                planning.action[stale] = cls.exact_plans(planning, stale)
+        power = pop.power[rows]
+        exact = rows[power == 0]
+        stale = exact[pop.epoch[exact] != planning.world.epoch]  # exact: only the stale ones
+        if len(stale):
+            planning.action[stale] = cls.exact_plans(planning, stale)
+        sampled = rows[power > 0]
+        if len(sampled) == 0:
             return
-        epochs = pop.epoch[rows]
-        for epoch in np.unique(epochs):
-            group = rows[epochs == epoch]
-            model = planning.worlds[int(epoch)]
+        keys = pop.epoch[sampled] * (int(power.max()) + 1) + pop.power[sampled]
+        for key in np.unique(keys):  # one call per (world model, power), in key order
+            group = sampled[keys == key]
+            model = planning.worlds[int(pop.epoch[group[0]])]
             planning.action[group] = best_of_k(
                 planning.reward_in(model, group),
                 model.cost_matrix,
                 model.perceives(pop.capacity[group]),
-                power,
+                int(pop.power[group[0]]),
                 planning.agents.model_noise,
                 planning.rng,
             )
+
+    @classmethod
+    def sandbox_actions(
+        cls, trial: SandboxTrial, rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact planners play their best response; best-of-k ones sample one plan and keep it.
+
+        A best-of-k planner plans once per sandbox (its plan is a fixed effort, like the exact
+        planner's), so its episodes differ only by their noise.
+        """
+        shown = np.empty((len(rows), trial.world.d))
+        power = trial.power[rows]
+        for k in np.unique(power):
+            mine = power == k
+            group = rows[mine]
+            if k == 0:
+                shown[mine] = best_response(
+                    trial.reward[group], trial.world.cost_matrix, trial.perceive[group]
+                )
+            else:
+                shown[mine] = best_of_k(
+                    trial.reward[group],
+                    trial.world.cost_matrix,
+                    trial.perceive[group],
+                    int(k),
+                    trial.model_noise,
+                    trial.rng,
+                )
+        return shown, shown
 
 
 @register_kind
 class Control(OptimizerKind):
     """A feedback controller: it follows the realized, noisy gradient of its own reward.
 
-    Each step it moves its effort by ``gain · (r − K a + ε_last)`` (projected on a ≥ 0 and its
-    perceived channels; :func:`agents.response.control_update`): it needs no model of levels,
-    so it tracks a shifted optimum with lag, and it chases the noise it felt.
+    Sensing model: each step it knows the marginal reward r of its effort in the current world
+    (its goals, its piece rate, its neighbours' pull: it is paid and moved by them as they are),
+    and it feels its marginal cost at the output it realized last step, K(a + ε): it cannot
+    tell its effort from its luck. Its law is projected gradient ascent with its own gain γ,
+    ``a ← max(0, a + γ·(r − K(a + ε)))`` on its perceived channels
+    (:func:`agents.response.control_update`). It needs no model of levels, so it tracks a
+    shifted optimum with lag; but γ was tuned by selection in the sandbox's cost curvature.
+    On one channel of cost c the error shrinks by the factor 1 − γc per step: γc < 1 crawls
+    towards the optimum, 1 < γc < 2 overshoots and rings down, and γc ≥ 2 never settles (with
+    a ≥ 0 it falls into a cycle between 0 and γr). A gain tuned for the sandbox's cost goes
+    stale when cost changes: a cost rise past 2/γ makes a tuned controller oscillate, a fall
+    makes it crawl.
     """
 
     name = "control"
-    perceives = "the realized gradient of its reward in the current world, with last step's noise"
-    carries = ("theta",)
-    can_go_stale = ()
+    perceives = (
+        "the marginal reward of its effort in the current world, and its marginal cost at "
+        "last step's realized output"
+    )
+    carries = ("theta", "gain", "action")
+    can_go_stale = ("gain",)
     compiled = True
 
     @classmethod
     def replan(cls, planning: Planning, rows: np.ndarray) -> None:
         """Nothing: the compiled kernel's feedback step is final."""
+
+    @classmethod
+    def sandbox_actions(
+        cls, trial: SandboxTrial, rows: np.ndarray, episode_noise: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run each candidate's control law for ``trial.episodes`` episodes from rest.
+
+        Episode e plays a_e and realizes y_e = a_e + ε_e; the law then moves to
+        ``a_{e+1} = max(0, a_e + γ(r − K y_e))`` on the perceived channels, starting from
+        a_0 = 0. The principal scores the mean outcome, so a gain that crawls or rings scores
+        less than one that settles fast: selection tunes γ to the sandbox's curvature.
+
+        Args:
+            trial: The sandbox and the candidates' traits.
+            rows: The control candidates, (R,).
+            episode_noise: Their noise per episode, (E, R, d); drawn from the sandbox world
+                (``trial.world.sample_noise``) when None.
+
+        Returns:
+            The mean effort over the episodes and the effort after the last update, (R, d).
+        """
+        cost = trial.world.cost_matrix
+        if episode_noise is None:
+            episode_noise = np.stack(
+                [trial.world.sample_noise(trial.rng, len(rows)) for _ in range(trial.episodes)]
+            )
+        action = np.zeros((len(rows), trial.world.d))
+        total = np.zeros_like(action)
+        reward, perceive, gain = trial.reward[rows], trial.perceive[rows], trial.gain[rows]
+        for noise in episode_noise:
+            total += action
+            felt = reward - (action + noise) @ cost
+            action = control_update(action, felt, gain[:, None], perceive)
+        return total / len(episode_noise), action

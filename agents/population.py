@@ -26,6 +26,12 @@ class Population:
         action: Current effort a_i, (N, d).
         last_noise: Output noise realized last step (what a controller felt), (N, d).
         last_proxy: Proxy M_i realized last step (selection retrains the worst), (N,).
+        power: Planning power of each agent: 0 = exact, k ≥ 1 = best of k plans, (N,) int.
+        gain: Gain of each control agent's feedback law, tuned by selection (0 elsewhere), (N,).
+        deceptive: Whether the agent told its sandbox from deployment (known to the simulator
+            only; the principal never reads it), (N,) bool.
+        sandbox_action: The effort the agent showed in its sandbox (what its principal saw when
+            it selected it), (N, d).
     """
 
     principal: np.ndarray
@@ -38,6 +44,10 @@ class Population:
     action: np.ndarray
     last_noise: np.ndarray
     last_proxy: np.ndarray
+    power: np.ndarray
+    gain: np.ndarray
+    deceptive: np.ndarray
+    sandbox_action: np.ndarray
 
     @classmethod
     def empty(cls, principal: np.ndarray, capacity: np.ndarray, kind: np.ndarray, d: int):
@@ -64,6 +74,10 @@ class Population:
             action=np.zeros((n, d)),
             last_noise=np.zeros((n, d)),
             last_proxy=np.zeros(n),
+            power=np.zeros(n, dtype=np.int64),
+            gain=np.zeros(n),
+            deceptive=np.zeros(n, dtype=bool),
+            sandbox_action=np.zeros((n, d)),
         )
 
     @property

@@ -15,7 +15,7 @@ from __future__ import annotations
 import mesa
 import numpy as np
 
-from mesaopt.agents.contract import len_optimal_beta
+from mesaopt.agents.contract import ContractDesign, design_len_contract
 from mesaopt.model.channels import World
 from mesaopt.model.noise import metric_noise_variance
 from mesaopt.model.scenario import PrincipalConfig
@@ -32,8 +32,9 @@ class Principal(mesa.Agent):
         true_values: Its true values v_j per channel (known to the simulator only).
         value_belief: Its belief v̂_j (0 on channels it does not perceive).
         world_model: The channel parameters it designs with (refreshed by federated updates).
-        alpha: Fixed pay of its linear contract.
-        beta: Slope of its linear contract.
+        alpha: Fixed pay of its linear contract (designed when ``alpha = "participation"``).
+        beta: Slope of its linear contract (designed when ``beta = "optimal"``).
+        contract_design: Its last design and what it expects of it (None before the first).
         mean_objective: Its belief ḡ of its agents' mean objective (what selection put there).
         action_low: Smallest action per channel seen in its selections so far.
         action_high: Largest action per channel seen in its selections so far.
@@ -56,8 +57,12 @@ class Principal(mesa.Agent):
         self.true_values = true_values.astype(float).copy()
         self.world_model = world
         self.value_belief = np.where(self.perceived, self.true_values, 0.0)
-        self.alpha = config.contract.alpha
-        self.beta = 0.0 if config.contract.beta == "optimal" else float(config.contract.beta)
+        # Designed terms start at 0 until the first design (model.selection.initial_selection
+        # designs every contract before anything is selected or paid).
+        contract = config.contract
+        self.alpha = 0.0 if contract.alpha == "participation" else float(contract.alpha)
+        self.beta = 0.0 if contract.beta == "optimal" else float(contract.beta)
+        self.contract_design: ContractDesign | None = None
         self.intrinsic_mean = intrinsic_mean
         self.mean_objective = self.prior_mean()
         self.action_low = np.full(world.d, np.inf)
@@ -88,32 +93,41 @@ class Principal(mesa.Agent):
         metric = self.world_model.metric
         return self.perceived & (metric > 0) & (self.value_belief <= 0)
 
-    def design_contract(self, risk_aversion: float) -> float:
-        """Set beta by the LEN formula over the perceived channels when ``beta = "optimal"``.
+    def design_contract(self, risk_aversion: float) -> ContractDesign:
+        """Design its linear contract under its own model (LEN with participation).
+
+        It maximises its expected profit E[V − w] subject to its agents' participation (and
+        limited liability, if set), over the channels it perceives, with its belief v̂, its world
+        model's m, K and σ_M² = Var(mᵀε) on those channels, and its belief ḡ of its agents' mean
+        objective (:func:`agents.contract.design_len_contract`, which defines every combination of
+        a fixed or designed α and β). A fixed term stays as configured.
 
         Args:
             risk_aversion: The agents' risk aversion ρ (known to the principal).
 
         Returns:
-            The contract slope now in force.
+            The design now in force (``alpha`` and ``beta`` are set from it).
         """
-        if self.config.contract.beta != "optimal":
-            return self.beta
+        contract = self.config.contract
         world = self.world_model
         perceived = self.perceived
         sigma2 = metric_noise_variance(world.metric, world.noise_var, perceived)
-        self.beta = float(
-            len_optimal_beta(
-                self.value_belief,
-                self.mean_objective,
-                world.metric,
-                world.cost_matrix,
-                risk_aversion,
-                sigma2,
-                perceived,
-            )
+        design = design_len_contract(
+            self.value_belief,
+            self.mean_objective,
+            world.metric,
+            world.cost_matrix,
+            risk_aversion,
+            sigma2,
+            perceived,
+            reservation=contract.reservation,
+            limited_liability=contract.limited_liability,
+            alpha=None if contract.alpha == "participation" else float(contract.alpha),
+            beta=None if contract.beta == "optimal" else float(contract.beta),
         )
-        return self.beta
+        self.alpha, self.beta = design.alpha, design.beta
+        self.contract_design = design
+        return design
 
     def record_selection_range(self, low: np.ndarray, high: np.ndarray) -> None:
         """Widen the range of actions it has seen in selection (for the extremal measure)."""

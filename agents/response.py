@@ -371,7 +371,7 @@ def control_update(
     Args:
         action: Current actions a, shape (N, d).
         gradient: Observed reward gradient, shape (N, d).
-        gain: Step size (controller gain).
+        gain: Step size (controller gain): a float, or one per row, shape (N, 1).
         perceive: Boolean perception mask, shape (N, d).
 
     Returns:
@@ -387,7 +387,8 @@ def control_update(
         raise ValueError(
             f"action, gradient and perceive must share a shape, got {a.shape}, {g.shape}, {p.shape}"
         )
-    if not (np.isfinite(gain) and gain >= 0.0):
+    gains = np.asarray(gain, dtype=float)
+    if not (np.all(np.isfinite(gains)) and np.all(gains >= 0.0)):
         raise ValueError(f"gain must be finite and non-negative, got {gain}")
     out = np.maximum(a + gain * g, 0.0)
     out *= p  # faster than np.where; non-finite input propagates
@@ -454,8 +455,10 @@ def plan_actions(
       ``(I − δG)⁻¹θ`` for unit costs and ``δ·ρ(G) < 1``);
     * a direct agent's effort: :func:`best_response` to ``r_i`` on its perceived channels (the
       current world; the model re-plans stale and best-of-k planners itself);
-    * a control agent's effort: :func:`control_update` of ``a_i`` along the felt gradient
-      ``r_i − K a_i + ε_i`` (:func:`reward_gradient` plus last step's output noise);
+    * a control agent's effort: :func:`control_update` of ``a_i`` with its own gain ``γ_i``
+      along the felt gradient ``r_i − K(a_i + ε_i)`` (:func:`reward_gradient` at last step's
+      realized output: the controller feels its marginal cost at the output it realized, as it
+      cannot tell its effort from its luck; docs/model.md, "Control laws");
     * own optimum ``½ r_iᵀa*_i`` with ``a*_i`` the best response on every channel: the payoff
       ``rᵀa* − ½a*ᵀKa*`` at the optimum, where the first-order conditions give
       ``a*ᵀKa* = rᵀa*`` (the benchmark of the mesa loss).
@@ -482,7 +485,7 @@ def plan_actions(
     optimum = best_response(reward, world.cost, np.ones_like(population.perceive))
     own_best = 0.5 * np.einsum("ij,ij->i", reward, optimum)
     direct = best_response(reward, world.cost, population.perceive)
-    felt = reward_gradient(reward, world.cost, previous) + population.last_noise
-    steered = control_update(previous, felt, population.gain, population.perceive)
+    felt = reward_gradient(reward, world.cost, previous + population.last_noise)
+    steered = control_update(previous, felt, population.gain[:, None], population.perceive)
     action = np.where(population.is_control[:, None], steered, direct)
     return PlanArrays(neighbour_effort, reward, action, own_best)

@@ -33,7 +33,7 @@ __all__ = ["plan_actions", "water_fill"]
 
 #: The fields of :mod:`model.kernel_arrays` these kernels were written for (see
 #: :func:`model.kernel_arrays.check_layout`: Numba's cache cannot tell reordered fields apart).
-KERNEL_ARRAYS_LAYOUT = "7550f3153b15"
+KERNEL_ARRAYS_LAYOUT = "a25e94624037"
 check_layout(KERNEL_ARRAYS_LAYOUT, __name__)
 
 
@@ -105,7 +105,7 @@ def plan_actions(
     * ``r = θ_i + β_j·m + δ ⊙ (G a)_i``, the marginal reward in the current world;
     * a direct agent's effort: the exact best response to r on its perceived channels (current
       world model; the caller re-plans stale and best-of-k planners);
-    * a control agent's effort: ``max(a + gain·(r − K a + ε_last), 0)`` on its perceived channels
+    * a control agent's effort: ``max(a + γ_i·(r − K(a + ε_last)), 0)`` on its perceived channels
       (:func:`agents.response.control_update` fed with :func:`agents.response.reward_gradient`);
     * ``½ rᵀa*``, the agent's payoff at its optimum a* over every channel (the mesa-loss
       benchmark: at the optimum ``a*ᵀKa* = rᵀa*``).
@@ -169,9 +169,10 @@ def _plan_body(
             for k in range(d):
                 pushed = 0.0
                 for m in range(d):
-                    pushed += cost[k, m] * previous[i, m]
-                felt = reward[i, k] - pushed + last_noise[i, k]
-                step = max(previous[i, k] + gain * felt, 0.0)
+                    # Marginal cost felt at last step's realized output y = a + ε.
+                    pushed += cost[k, m] * (previous[i, m] + last_noise[i, m])
+                felt = reward[i, k] - pushed
+                step = max(previous[i, k] + gain[i] * felt, 0.0)
                 action[i, k] = step if perceive[i, k] else 0.0
         else:
             everything = True

@@ -1,9 +1,10 @@
 """The compiled sandbox (best-of-n): every candidate of every slot scored in one parallel pass.
 
 :func:`agents.sandbox.select_best_of_n` draws the random numbers (candidate objectives and
-sandbox noise) and hands them to :func:`score_candidates`, which plans each candidate's sandbox
-action (exact best response, :func:`agents.response_jit.water_fill`), scores it, keeps the best
-and the statistics of all ``n``, without the (slots × n × d) temporaries of the NumPy reference
+sandbox noise) and hands them to :func:`score_candidates`, which plays each candidate in the
+sandbox by its mode (exact best response, :func:`agents.response_jit.water_fill`; a control law
+run over the episodes; or an effort its kind computed), scores it, keeps the best and the
+statistics of all ``n``, without the (slots × n × d) temporaries of the NumPy reference
 :func:`agents.sandbox.score_candidates` (profiled: at 1e6 slots those passes took 2.7 s of
 a 5.4 s initial selection). Slots are independent, so results do not depend on how they are
 shared out among threads.
@@ -28,33 +29,35 @@ __all__ = ["score_candidates"]
 
 #: The fields of :mod:`model.kernel_arrays` these kernels were written for (see
 #: :func:`model.kernel_arrays.check_layout`: Numba's cache cannot tell reordered fields apart).
-KERNEL_ARRAYS_LAYOUT = "7550f3153b15"
+KERNEL_ARRAYS_LAYOUT = "a25e94624037"
 check_layout(KERNEL_ARRAYS_LAYOUT, __name__)
 
 
 def score_candidates(
     candidates: CandidateArrays, sandbox: SandboxArrays, chosen: ChosenArrays
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Best of ``n`` candidates for every slot.
+    """Best of ``n`` candidates for every slot, each played by its own mode.
 
-    The NumPy reference is :func:`agents.sandbox.score_candidates`. Candidate c of slot i is
-    column ``i·n + c`` of the draws. Its objective is ``θ = prior_mean + prior_scale·z``; its
-    sandbox action ``a`` the exact best response to ``θ + β m`` on the slot's perceived channels;
-    its measured score ``wᵀ(a + ε̄)`` (ε̄ the mean episode noise), expected score ``wᵀa`` and
-    true value ``vᵀa``. The chosen candidate has the highest measured score (the first one on a
-    tie, as ``np.argmax``).
+    The NumPy reference is :func:`agents.sandbox.score_candidates`, which defines every mode
+    (exact planner, control law run for the episodes, or an effort given by the candidate's
+    kind). Candidate c of slot i is column ``i·n + c`` of the draws. Its measured score is
+    ``wᵀ(shown + ε̄)``, expected score ``wᵀshown`` and true value ``vᵀshown``. The chosen
+    candidate has the highest measured score (the first one on a tie, as ``np.argmax``).
 
     Args:
-        candidates: The candidates' draws and the slots' perception masks.
+        candidates: The candidates' draws, traits and modes.
         sandbox: The prior, incentive, costs and scores of the principal's sandbox.
-        chosen: Receives per slot the chosen objective and action and the statistics.
+        chosen: Receives per slot the chosen objective, carried and shown actions, its index
+            and the statistics.
 
     Returns:
-        The smallest and the largest action of any candidate, per channel, (d,) each.
+        The smallest and the largest shown action of any candidate, per channel, (d,) each.
     """
-    ranges = row_ranges(len(candidates.perceive), minimum=64)
-    low = np.full((len(ranges), candidates.perceive.shape[1]), np.inf)
-    high = np.full((len(ranges), candidates.perceive.shape[1]), -np.inf)
+    slots = len(chosen.index)
+    d = candidates.perceive.shape[1]
+    ranges = row_ranges(slots, minimum=64)
+    low = np.full((len(ranges), d), np.inf)
+    high = np.full((len(ranges), d), -np.inf)
     parallel_map(
         lambda part: _score_slots(
             *ranges[part], candidates, sandbox, chosen, low[part], high[part]
@@ -76,15 +79,23 @@ def _score_slots(
 ) -> None:
     """:func:`score_candidates` for slots ``lo..hi``; low/high receive their action range."""
     draws, noise, perceive = candidates.draws, candidates.noise, candidates.perceive
+    mode, gain, episode_row = candidates.mode, candidates.gain, candidates.episode_row
+    episodes, given_shown, given_carried = (
+        candidates.episodes, candidates.given_shown, candidates.given_carried
+    )  # fmt: skip
     n = candidates.n
     prior_mean, prior_scale = sandbox.prior_mean, sandbox.prior_scale
     pay_push, root, s = sandbox.pay_push, sandbox.root, sandbox.substitution
     score_weights, true_values = sandbox.score_weights, sandbox.true_values
     theta_out, action_out, stats = chosen.theta, chosen.action, chosen.stats
+    index_out, shown_out = chosen.index, chosen.shown
     d = perceive.shape[1]
+    n_episodes = episodes.shape[0]
     theta = np.empty(d)
     reward = np.empty(d)
     action = np.empty(d)
+    shown = np.empty(d)
+    mean_noise = np.empty(d)
     scaled = np.empty(d)
     ranked = np.empty(d)
     trues = np.empty(n)
@@ -100,16 +111,47 @@ def _score_slots(
             for k in range(d):
                 theta[k] = prior_mean[k] + prior_scale * draws[k, column]
                 reward[k] = theta[k] + pay_push[k]
-            water_fill(reward, root, s, perceive[i], scaled, ranked, action)
+                mean_noise[k] = noise[k, column]
+            if mode[column] == 0:  # exact planner
+                water_fill(reward, root, s, perceive[column], scaled, ranked, action)
+                for k in range(d):
+                    shown[k] = action[k]
+            elif mode[column] == 1:  # control law from rest over the episodes
+                row = episode_row[column]
+                for k in range(d):
+                    action[k] = 0.0
+                    shown[k] = 0.0
+                    mean_noise[k] = 0.0
+                for e in range(n_episodes):
+                    # (K y)_k = root_k((1 − s) root_k y_k + s Σ_l root_l y_l), y = a + ε
+                    total = 0.0
+                    for k in range(d):
+                        shown[k] += action[k]
+                        mean_noise[k] += episodes[e, row, k]
+                        total += root[k] * (action[k] + episodes[e, row, k])
+                    for k in range(d):
+                        y = action[k] + episodes[e, row, k]
+                        pushed = root[k] * ((1.0 - s) * root[k] * y + s * total)
+                        stepped = max(action[k] + gain[column] * (reward[k] - pushed), 0.0)
+                        scaled[k] = stepped if perceive[column, k] else 0.0
+                    for k in range(d):
+                        action[k] = scaled[k]
+                for k in range(d):
+                    shown[k] /= n_episodes
+                    mean_noise[k] /= n_episodes
+            else:  # played by its kind outside the kernel
+                for k in range(d):
+                    shown[k] = given_shown[column, k]
+                    action[k] = given_carried[column, k]
             score = 0.0
             expected = 0.0
             true = 0.0
             for k in range(d):
-                score += (action[k] + noise[k, column]) * score_weights[k]
-                expected += action[k] * score_weights[k]
-                true += action[k] * true_values[k]
-                low[k] = min(low[k], action[k])
-                high[k] = max(high[k], action[k])
+                score += (shown[k] + mean_noise[k]) * score_weights[k]
+                expected += shown[k] * score_weights[k]
+                true += shown[k] * true_values[k]
+                low[k] = min(low[k], shown[k])
+                high[k] = max(high[k], shown[k])
             trues[c] = true
             sum_true += true
             max_true = max(max_true, true)
@@ -120,9 +162,11 @@ def _score_slots(
                 best_score = score
                 stats[i, 1] = expected
                 stats[i, 2] = true
+                index_out[i] = c
                 for k in range(d):
                     theta_out[i, k] = theta[k]
                     action_out[i, k] = action[k]
+                    shown_out[i, k] = shown[k]
         mean_true = sum_true / n
         spread = 0.0
         for c in range(n):

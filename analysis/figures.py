@@ -29,6 +29,8 @@ CATEGORY_COLOURS = {
     "super": "#D55E00",
     "sub": "#56B4E9",
     "trans": "#CC79A7",
+    "stale": "#E69F00",
+    "kind": "#0072B2",
     "aligned": "#009E73",
 }
 

@@ -7,8 +7,9 @@ theoretical curves to draw next to simulated ones:
 
 * selection (best-of-n) under Gaussian noise — regressional Goodhart — and under heavy-tailed
   noise, where selection eventually stops helping;
-* linear incentive contracts — Holmström & Milgrom 1987 and 1991, and the general LEN optimum
-  by direct maximisation of the principal's profit;
+* linear incentive contracts — Holmström & Milgrom 1987 and 1991, the general LEN optimum by
+  direct maximisation of the principal's profit, and the constrained contract (participation,
+  limited liability, a ≥ 0 responses) by numerical search over (α, β);
 * the linear-quadratic network game of Ballester, Calvó-Armengol & Zenou 2006.
 """
 
@@ -18,7 +19,7 @@ import math
 
 import numpy as np
 import scipy.sparse as sp
-from scipy import integrate, optimize
+from scipy import integrate, linalg, optimize
 from scipy.sparse import linalg as splinalg
 from scipy.special import log_ndtr
 
@@ -28,6 +29,8 @@ __all__ = [
     "hm87_beta",
     "hm91_beta",
     "len_beta_numeric",
+    "len_contract_numeric",
+    "nonnegative_response",
     "regressional_selection_gain",
     "student_t_selection_curve",
 ]
@@ -155,23 +158,22 @@ def len_beta_numeric(
     cost: np.ndarray,
     risk_aversion: float,
     metric_noise_var: float,
-    *,
-    credit_intrinsic: bool = False,
 ) -> float:
     """The LEN optimal piece rate found by maximising the principal's profit numerically.
 
     The agent's response to piece rate β is ``a(β) = K⁻¹(βm + ḡ)`` (interior; computed by a
-    linear solve at every β). The principal pays the agent its effort cost plus the risk
-    premium (participation binds), so its expected profit is
+    linear solve at every β). The principal sets the fixed pay α so that the agent's certainty
+    equivalent ``α + βmᵀa + ḡᵀa − ½aᵀKa − (ρ/2)β²σ_M²`` equals its reservation level
+    (participation binds; the level only shifts profit, so it is taken as 0), hence its expected
+    profit ``vᵀa − α − βmᵀa`` is the total certainty-equivalent surplus
 
-        Π(β) = vᵀa(β) − ½a(β)ᵀKa(β) − (ρ/2)β²σ_M²,
+        Π(β) = (v + ḡ)ᵀa(β) − ½a(β)ᵀKa(β) − (ρ/2)β²σ_M²,
 
     maximised with ``scipy.optimize.minimize_scalar``. Its maximiser is
-    ``((v − ḡ)ᵀK⁻¹m) / (mᵀK⁻¹m + ρσ_M²)``, the formula of
-    :func:`agents.contract.len_optimal_beta`. With ``credit_intrinsic=True`` the principal
-    also recovers the agent's intrinsic gain ``ḡᵀa`` through a lower fixed wage, the objective
-    becomes total surplus ``Π(β) + ḡᵀa(β)`` and the maximiser is
-    ``(vᵀK⁻¹m) / (mᵀK⁻¹m + ρσ_M²)`` instead (Holmström & Milgrom 1987, 1991).
+    ``vᵀK⁻¹m / (mᵀK⁻¹m + ρσ_M²)``, whatever ḡ: the agent's intrinsic drive is recovered through
+    α, not through β (Holmström & Milgrom 1987, 1991). It is the oracle of
+    :func:`agents.contract.len_optimal_beta` and of the interior case of
+    :func:`agents.contract.design_len_contract`.
 
     Args:
         value: True (or believed) value per unit of each channel v, shape (d,).
@@ -180,7 +182,6 @@ def len_beta_numeric(
         cost: Symmetric positive definite cost matrix K, shape (d, d).
         risk_aversion: ρ ≥ 0.
         metric_noise_var: σ_M² = Var(mᵀε), finite.
-        credit_intrinsic: Whether the principal extracts ``ḡᵀa`` through the fixed wage.
 
     Returns:
         The maximising β.
@@ -197,17 +198,143 @@ def len_beta_numeric(
         raise ValueError("metric_noise_var must be finite")
     if not np.any(m) and risk_aversion * metric_noise_var == 0.0:
         raise ValueError("profit is flat in beta: nothing measured and no risk")
-    credit = g if credit_intrinsic else np.zeros_like(g)
 
     def negative_profit(beta: float) -> float:
         a = np.linalg.solve(k, beta * m + g)
-        profit = (v + credit) @ a - 0.5 * a @ k @ a
-        return -(profit - 0.5 * risk_aversion * beta**2 * metric_noise_var)
+        surplus = (v + g) @ a - 0.5 * a @ k @ a
+        return -(surplus - 0.5 * risk_aversion * beta**2 * metric_noise_var)
 
     result = optimize.minimize_scalar(
         negative_profit, bracket=(-1.0, 1.0), method="brent", options={"xtol": 1e-12}
     )
     return float(result.x)
+
+
+def nonnegative_response(reward: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """An agent's best response ``argmax_{a ≥ 0} rᵀa − ½aᵀKa`` by bounded least squares.
+
+    With ``K = LLᵀ`` (Cholesky), ``rᵀa − ½aᵀKa = ½‖L⁻¹r‖² − ½‖Lᵀa − L⁻¹r‖²``, so the response
+    is the non-negative least-squares solution of ``Lᵀa ≈ L⁻¹r``, found by the bounded-variable
+    least-squares algorithm (Stark & Parker 1995, Comput. Stat. 10:129–141;
+    ``scipy.optimize.lsq_linear``). It is computed independently of
+    :func:`agents.response.best_response`, so that tests comparing the two check something.
+
+    Args:
+        reward: Marginal rewards r, shape (d,).
+        cost: Symmetric positive definite K, shape (d, d).
+
+    Returns:
+        The optimal effort, shape (d,), non-negative.
+    """
+    r = np.asarray(reward, dtype=float)
+    lower = np.linalg.cholesky(np.asarray(cost, dtype=float))
+    target = linalg.solve_triangular(lower, r, lower=True)
+    fit = optimize.lsq_linear(lower.T, target, bounds=(0.0, np.inf), method="bvls", tol=1e-15)
+    return np.maximum(fit.x, 0.0)
+
+
+def len_contract_numeric(
+    value: np.ndarray,
+    mean_objective: np.ndarray,
+    metric: np.ndarray,
+    cost: np.ndarray,
+    risk_aversion: float,
+    metric_noise_var: float,
+    *,
+    reservation: float = 0.0,
+    limited_liability: bool = False,
+    alpha: float | None = None,
+    beta: float | None = None,
+    starts: int = 13,
+) -> tuple[float, float, float]:
+    """The profit-maximising linear contract (α, β) with participation, by numerical search.
+
+    The agent (objective ḡ) plays its non-negative best response ``a(β)`` to ``βm + ḡ``
+    (:func:`nonnegative_response`). The principal solves
+
+        max_{α,β} vᵀa − α − βmᵀa  s.t.  α + βmᵀa + ḡᵀa − ½aᵀKa − (ρ/2)β²σ_M² ≥ R,
+
+    with α ≥ 0, β ≥ 0 under limited liability (Innes 1990; Laffont & Martimort 2002, ch. 3) and
+    α or β held at a fixed value if given. Solved by SLSQP (``scipy.optimize.minimize``) over the
+    free variables from ``starts`` starting slopes, keeping the best feasible result — a direct
+    search, independent of the piecewise analysis of :func:`agents.contract.design_len_contract`.
+
+    Args:
+        value: Value per channel v, shape (d,).
+        mean_objective: Agents' mean objective ḡ, shape (d,).
+        metric: Proxy weights m, shape (d,).
+        cost: Symmetric positive definite K, shape (d, d).
+        risk_aversion: ρ ≥ 0.
+        metric_noise_var: σ_M², finite.
+        reservation: R.
+        limited_liability: Impose α ≥ 0 and β ≥ 0.
+        alpha: Fixed α, or None to optimise it.
+        beta: Fixed β, or None to optimise it.
+        starts: Number of starting slopes, spread over [−3, 3] ([0, 3] with limited liability).
+
+    Returns:
+        ``(α, β, expected profit)``.
+
+    Raises:
+        ValueError: If σ_M² is not finite or no start reaches a feasible contract.
+    """
+    v = np.asarray(value, dtype=float)
+    g = np.asarray(mean_objective, dtype=float)
+    m = np.asarray(metric, dtype=float)
+    k = np.asarray(cost, dtype=float)
+    if not math.isfinite(metric_noise_var):
+        raise ValueError("metric_noise_var must be finite")
+
+    def parts(b: float) -> tuple[float, float]:
+        a = nonnegative_response(b * m + g, k)
+        ce0 = (b * m + g) @ a - 0.5 * a @ k @ a - 0.5 * risk_aversion * b * b * metric_noise_var
+        return float(v @ a - b * (m @ a)), float(ce0)
+
+    def unpack(x: np.ndarray) -> tuple[float, float]:
+        xs = list(x)
+        a_ = alpha if alpha is not None else xs.pop(0)
+        b_ = beta if beta is not None else xs.pop(0)
+        return float(a_), float(b_)
+
+    def negative_profit(x: np.ndarray) -> float:
+        a_, b_ = unpack(x)
+        return -(parts(b_)[0] - a_)
+
+    def participation(x: np.ndarray) -> float:
+        a_, b_ = unpack(x)
+        return a_ + parts(b_)[1] - reservation
+
+    low = 0.0 if limited_liability else None
+    bounds = [(low, None) for fixed in (alpha, beta) if fixed is None]
+    first = 0.0 if limited_liability else -3.0
+    slopes = [beta] if beta is not None else np.linspace(first, 3.0, starts)
+    best: tuple[float, float, float] | None = None
+    for b0 in slopes:
+        a0 = alpha if alpha is not None else reservation - parts(float(b0))[1]
+        if limited_liability and alpha is None:
+            a0 = max(a0, 0.0)
+        x0 = np.array([x for x, fixed in ((a0, alpha), (b0, beta)) if fixed is None], dtype=float)
+        if x0.size:
+            fit = optimize.minimize(
+                negative_profit,
+                x0,
+                method="SLSQP",
+                bounds=bounds,
+                constraints=[{"type": "ineq", "fun": participation}],
+                options={"ftol": 1e-13, "maxiter": 200},
+            )
+            x = fit.x
+        else:
+            x = x0
+        if participation(x) < -1e-8:
+            continue
+        a_, b_ = unpack(x)
+        profit = -negative_profit(x)
+        if best is None or profit > best[2]:
+            best = (a_, b_, profit)
+    if best is None:
+        raise ValueError("no feasible contract found")
+    return best
 
 
 def _spectral_radius(g: sp.csr_array) -> float:

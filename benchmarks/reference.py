@@ -13,13 +13,16 @@ It is the speed baseline of the suite (:mod:`benchmarks.suite`), and a test
 within noise on aggregate metrics. What it covers, per step (same order as ``model/model.py``):
 
 1. regime changes (agents' world models go stale; principals' true values follow ``value``);
-2. scheduled best-of-n selection of the worst ``fraction`` by last proxy, per slot in Python
-   (n candidates, exact sandbox best response, mean of ``eval_samples`` noisy episodes), then the
-   principal's contract redesign (the real :class:`agents.principal.Principal` is reused: it is
-   one object per principal, not per agent);
+2. scheduled best-of-n selection of the worst ``fraction`` by last proxy, per slot in Python:
+   n whole candidates (capacity, kind and gain drawn from the pool, objective from the prior),
+   each run with its own kind in the principal's sandbox (its world model and capacity, or the
+   true world) for ``eval_samples`` noisy episodes — a planner's exact best response, a control
+   law from rest — and the best deployed whole; then the principal's contract redesign (the
+   real :class:`agents.principal.Principal` is reused: it is one object per principal);
 3. actions: direct planners' exact best response to θ + βm + δ⊙(neighbours' effort) with their
    (possibly stale) world model, under their perception mask, with the full (non-diagonal) K;
-   control agents' projected gradient step on the realized, noisy gradient;
+   control agents' projected gradient step with their own gain, feeling marginal cost at last
+   step's realized output;
 4. outcomes: output noise (normal, Laplace, Student-t), proxy, value, pay, effort cost, risk
    premium, peer payoff, externalities given and received, utility;
 5. audits with penalties; 7. replacement of caught agents by selection.
@@ -27,7 +30,8 @@ within noise on aggregate metrics. What it covers, per step (same order as ``mod
 What it leaves out: federated updates (step 8), the per-agent failure measures of step 6
 (principal and mesa loss, Goodhart measures, categories, Gini, correlations) and the recorded
 tables; it only collects per-step means through a ``mesa.DataCollector``. Only exact direct
-planners are covered (``agents.power = "exact"``), and the cost matrix must be the shared-budget
+planners and control laws are covered (``agents.power = "exact"``, no deception, no per-principal
+``selection.pool.goals``), and the cost matrix must be the shared-budget
 form the scenario builds. The best response is the same closed-form water filling the vectorized
 kernel uses (:func:`agents.response._water_filling`), per agent: the fastest exact method we know,
 so the measured speed ratios are conservative.
@@ -130,6 +134,7 @@ class ReferenceOptimizer(CellAgent):
         self.principal = principal
         self.capacity = capacity
         self.is_control = is_control
+        self.gain = 0.0
         d = model.params.d
         self.theta = [0.0] * d
         self.selected = [0.0] * d
@@ -158,13 +163,13 @@ class ReferenceOptimizer(CellAgent):
             reward = [
                 self.theta[c] + beta * world.metric[c] + world.peer[c] * effort[c] for c in range(d)
             ]
-            cost = world.times_cost(self.action)
+            # Marginal cost felt at last step's realized output a + ε.
+            cost = world.times_cost(
+                [a + e for a, e in zip(self.action, self.last_noise, strict=True)]
+            )
             perceive = world.perceives(self.capacity)
-            gain = model.config.agents.gain
             self.next_action = [
-                max(0.0, self.action[c] + gain * (reward[c] - cost[c] + self.last_noise[c]))
-                if perceive[c]
-                else 0.0
+                max(0.0, self.action[c] + self.gain * (reward[c] - cost[c])) if perceive[c] else 0.0
                 for c in range(d)
             ]
         else:
@@ -247,17 +252,9 @@ class ReferenceModel(mesa.Model):
 
         agents = scenario.agents
         self.optimizers: list[ReferenceOptimizer] = []
-        for i, cell in enumerate(self.grid.all_cells):
-            if isinstance(agents.capacity, int):
-                capacity = agents.capacity
-            else:
-                weights = agents.capacity.weights or [1.0] * len(agents.capacity.values)
-                capacity = self.random.choices(agents.capacity.values, weights=weights)[0]
-            control = agents.optimizer == "control" or (
-                agents.optimizer == "mixed" and self.random.random() < agents.control_share
-            )
+        for i, cell in enumerate(self.grid.all_cells):  # kind and capacity: chosen by selection
             self.optimizers.append(
-                ReferenceOptimizer(self, cell, self.principals[labels[i]], capacity, control)
+                ReferenceOptimizer(self, cell, self.principals[labels[i]], 0, False)
             )
         self.members = [[a for a in self.optimizers if a.principal is p] for p in self.principals]
         self.gaming = [p.gaming_channels().tolist() for p in self.principals]
@@ -294,30 +291,65 @@ class ReferenceModel(mesa.Model):
         """Mean effort on one channel."""
         return float(np.mean([a.action[channel] for a in self.optimizers]))
 
+    def _draw(self, spec: Any) -> Any:
+        """One draw of a pool attribute (a value, or ``{values, weights}``)."""
+        if hasattr(spec, "values") and hasattr(spec, "probabilities"):
+            return self.random.choices(spec.values, weights=spec.probabilities())[0]
+        return spec
+
     def select(self, agent: ReferenceOptimizer) -> None:
-        """Fill one slot by best-of-n selection in the sandbox, one candidate at a time."""
-        principal, world = agent.principal, self.params
+        """Fill one slot by best-of-n selection of whole candidates, one at a time."""
+        principal = agent.principal
         config = principal.config.selection
+        agents = self.config.agents
+        pool = config.pool
+
+        def pick(key: str) -> Any:  # the principal's pool overrides [agents]
+            mine = getattr(pool, key)
+            return getattr(agents, key) if mine is None else mine
+
+        own = config.sandbox == "model"
+        world = self.params_of(principal.world_model.epoch) if own else self.params
         prior = principal.prior_mean().tolist()
         weights = principal.signal.tolist()
-        perceive = world.perceives(agent.capacity)
         push = [principal.beta * m for m in world.metric]
         best_score, best = -math.inf, None
         for _ in range(config.n):
             theta = [mu + config.prior_scale * self.random.gauss(0.0, 1.0) for mu in prior]
-            action = world.best_response(
-                [t + p for t, p in zip(theta, push, strict=True)], perceive
-            )
-            noise = world.noise(self.random, config.eval_samples)
-            score = sum(w * (a + e) for w, a, e in zip(weights, action, noise, strict=True))
+            capacity = int(self._draw(pick("capacity")))
+            kind = self._draw(pick("optimizer"))
+            if kind == "mixed":
+                kind = "control" if self.random.random() < pick("control_share") else "direct"
+            gain = float(self._draw(pick("gain")))
+            perceive = world.perceives(min(capacity, principal.capacity) if own else capacity)
+            reward = [t + p for t, p in zip(theta, push, strict=True)]
+            if kind == "control":  # the law from rest over the episodes
+                action, shown, noise = [0.0] * world.d, [0.0] * world.d, [0.0] * world.d
+                for _ in range(config.eval_samples):
+                    eps = world.noise(self.random)
+                    felt = world.times_cost([a + e for a, e in zip(action, eps, strict=True)])
+                    shown = [x + a for x, a in zip(shown, action, strict=True)]
+                    noise = [x + e for x, e in zip(noise, eps, strict=True)]
+                    action = [
+                        max(0.0, action[c] + gain * (reward[c] - felt[c])) if perceive[c] else 0.0
+                        for c in range(world.d)
+                    ]
+                shown = [x / config.eval_samples for x in shown]
+                noise = [x / config.eval_samples for x in noise]
+            else:
+                action = shown = world.best_response(reward, perceive)
+                noise = world.noise(self.random, config.eval_samples)
+            score = sum(w * (a + e) for w, a, e in zip(weights, shown, noise, strict=True))
             if score > best_score:
-                best_score, best = score, (theta, action)
-        theta, action = best
+                best_score, best = score, (theta, action, capacity, kind, gain)
+        theta, action, capacity, kind, gain = best
         scale = self.config.agents.goals.scale
         agent.selected = theta
         agent.theta = [t + scale * self.random.gauss(0.0, 1.0) for t in theta]
         agent.action = action
-        agent.epoch = self.world.epoch
+        agent.capacity, agent.is_control, agent.gain = capacity, kind == "control", gain
+        agent.last_noise = [0.0] * world.d
+        agent.epoch = principal.world_model.epoch if own else self.world.epoch
 
     def redesign(self, principal: Principal) -> None:
         """The principal's belief of its agents' mean objective, then its contract."""

@@ -8,6 +8,19 @@ refits v̂ by least squares on the channels it perceives
 a regime change it had missed is now in its sandbox and contract), and redesigns its contract.
 When it trains on value, the refit belief is its new training signal and it retrains its worst
 agents with it (the essay's post-hoc updating). One ``events`` row per perceived channel.
+
+With ``federated.screen`` the update also screens its agents for departures from what they showed
+in selection (:func:`screen_agents`): the principal knows each agent's sandbox effort ā_i, and
+under the hypothesis that the agent still acts so, its realized output on the principal's
+perceived channels P is ā_i + ε with ε of the variances its world model believes. The statistic
+χ²_i = Σ_{k∈P} (y_ik − ā_ik)² / σ_k² is compared with the (1 − ``screen_level``) quantile of the
+χ² distribution with |P| degrees of freedom; agents above it are retrained (reason ``screen``).
+For Gaussian noise an honest agent that acts as in its sandbox is flagged with probability
+``screen_level``, and an agent whose effort departs by Δ on P with probability
+``ncx2.sf(q, |P|, Σ Δ_k²/σ_k²)`` (the noncentral χ² with that noncentrality): the screen's
+rates are closed-form, which the tests check for deceptive agents. Departures it also flags:
+peer effects, stale world models, a control law still moving — anything that makes deployment
+differ from the sandbox.
 """
 
 from __future__ import annotations
@@ -15,8 +28,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from scipy.stats import chi2
 
-from mesaopt.model.selection import redesign_contract, retrain_worst
+from mesaopt.model.selection import redesign_contract, retrain, retrain_worst
 
 if TYPE_CHECKING:
     from mesaopt.agents.principal import Principal
@@ -69,6 +83,43 @@ def federated_update(
             detail=f"{int(spoofers.sum())} of {len(members)} reports spoofed",
         )
     redesign_contract(model, principal)
+    if config.screen:
+        screen_agents(model, principal, outputs, step)
     if principal.config.train_on == "value":
         # Post-hoc updating: the refit belief is the new training signal; retrain with it.
         retrain_worst(model, principal, reason="federated", step=step)
+
+
+def screen_agents(
+    model: MesaOptModel, principal: Principal, outputs: np.ndarray, step: int
+) -> np.ndarray:
+    """Retrain the principal's agents whose output departs from their sandbox effort.
+
+    Args:
+        model: The model.
+        principal: The screening principal.
+        outputs: This step's realized outputs, (N, d).
+        step: The current step.
+
+    Returns:
+        The agents flagged, (F,) sorted ids.
+    """
+    members = model.members[principal.index]
+    world = principal.world_model
+    perceived = principal.perceived & (world.noise_var > 0)
+    if len(members) == 0 or not perceived.any():
+        return members[:0]
+    gap = (outputs[members] - model.population.sandbox_action[members])[:, perceived]
+    statistic = np.einsum("ij,ij->i", gap, gap / world.noise_var[perceived])
+    threshold = chi2.isf(principal.config.federated.screen_level, int(perceived.sum()))
+    flagged = members[statistic > threshold]
+    model.record_event(
+        "screen",
+        principal=principal.name,
+        new=float(len(flagged)),
+        detail=f"{len(flagged)} of {len(members)} agents depart from their sandbox behaviour",
+    )
+    if len(flagged):
+        retrain(model, principal, flagged, reason="screen", step=step)
+        redesign_contract(model, principal)
+    return flagged

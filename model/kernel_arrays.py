@@ -127,7 +127,7 @@ class PopulationArrays(NamedTuple):
         perceive: Channels each agent perceives in the current world, (N, d) bool.
         last_action: Efforts of the previous step, (N, d).
         last_noise: Output noise of the previous step (what a controller felt), (N, d).
-        gain: The control agents' gain (``agents.gain``, a float).
+        gain: Each control agent's selection-tuned gain, (N,).
     """
 
     principal: np.ndarray
@@ -137,12 +137,10 @@ class PopulationArrays(NamedTuple):
     perceive: np.ndarray
     last_action: np.ndarray
     last_noise: np.ndarray
-    gain: float
+    gain: np.ndarray
 
     @classmethod
-    def of(
-        cls, population: Any, perceive: np.ndarray, gain: float, is_control: np.ndarray
-    ) -> PopulationArrays:
+    def of(cls, population: Any, perceive: np.ndarray, is_control: np.ndarray) -> PopulationArrays:
         """The arrays of a :class:`agents.population.Population` at the start of a step.
 
         ``is_control`` flags the rows the compiled kernel steers by feedback (the ``control``
@@ -156,7 +154,7 @@ class PopulationArrays(NamedTuple):
             perceive=perceive,
             last_action=population.action,
             last_noise=population.last_noise,
-            gain=float(gain),
+            gain=population.gain,
         )
 
 
@@ -257,21 +255,37 @@ class MeasureArrays(NamedTuple):
 
 
 class CandidateArrays(NamedTuple):
-    """The random draws of one round of best-of-n selection: n candidates per slot.
+    """The candidates of one round of best-of-n selection: n whole optimizers per slot.
 
-    Candidate c of slot i is column ``i·n + c`` of ``draws`` and ``noise``.
+    Candidate c of slot i is column ``i·n + c`` of ``draws`` and ``noise`` and row ``i·n + c``
+    of the per-candidate arrays.
 
     Attributes:
         draws: Standard normal draws z of the candidates' objectives, (d, slots·n).
         noise: Mean sandbox noise over the evaluation episodes, (d, slots·n).
-        perceive: Each slot's perception mask, (slots, d) bool.
+        perceive: Each candidate's perception mask in the sandbox, (slots·n, d) bool.
         n: Candidates per slot (an int).
+        mode: How the kernel plays each candidate in the sandbox, (slots·n,) int8: 0 = the
+            exact plan (a direct planner of power "exact"), 1 = a control law run for
+            ``eval_samples`` episodes, 2 = ``given_shown`` / ``given_carried`` (planned outside
+            the kernel by the candidate's kind).
+        gain: Each candidate's control gain (read for mode 1), (slots·n,).
+        episode_row: Row of ``episodes`` holding a mode-1 candidate's noise (−1 otherwise).
+        episodes: Per-episode sandbox noise of the mode-1 candidates, (E, R, d).
+        given_shown: Mean sandbox effort of mode-2 candidates, (slots·n, d) or (1, d).
+        given_carried: The effort a mode-2 candidate carries into deployment, same shape.
     """
 
     draws: np.ndarray
     noise: np.ndarray
     perceive: np.ndarray
     n: int
+    mode: np.ndarray
+    gain: np.ndarray
+    episode_row: np.ndarray
+    episodes: np.ndarray
+    given_shown: np.ndarray
+    given_carried: np.ndarray
 
 
 class SandboxArrays(NamedTuple):
@@ -301,19 +315,29 @@ class ChosenArrays(NamedTuple):
 
     Attributes:
         theta: The chosen objectives, (slots, d).
-        action: The chosen candidates' sandbox actions, (slots, d).
+        action: The effort the chosen candidate carries into deployment, (slots, d).
         stats: Per slot: chosen score, chosen expected score, chosen true value, mean true,
             sd true (ddof 0), max true, mean score, mean expected score; (slots, 8).
+        index: Which of the n candidates was chosen, (slots,) int64.
+        shown: The chosen candidate's mean effort over its sandbox episodes, (slots, d).
     """
 
     theta: np.ndarray
     action: np.ndarray
     stats: np.ndarray
+    index: np.ndarray
+    shown: np.ndarray
 
     @classmethod
     def empty(cls, slots: int, d: int, stats: int = 8) -> ChosenArrays:
         """Uninitialised arrays for ``slots`` slots (the kernel fills them)."""
-        return cls(np.empty((slots, d)), np.empty((slots, d)), np.empty((slots, stats)))
+        return cls(
+            np.empty((slots, d)),
+            np.empty((slots, d)),
+            np.empty((slots, stats)),
+            np.empty(slots, dtype=np.int64),
+            np.empty((slots, d)),
+        )
 
 
 _BUNDLES = (

@@ -1,14 +1,15 @@
-"""A step's measurement: what the measures need, the compiled pass, causal Goodhart, rows out.
+"""A step's measurement: what the measures need, the compiled pass, the loss decomposition, rows.
 
 Steps 4 and 6 of :mod:`model.model`. :func:`measure_step` assembles what the per-agent measures
 need from the model's state — the aligned benchmark agent's surplus per principal (for the
 principal loss), the risk premium ½ρβ²σ_M², the channels each principal's values call hostile
 (adversarial Goodhart), the ranges of actions each principal saw in selection (extremal Goodhart)
 — runs the compiled outcome kernel (:mod:`model.measures_jit`, defined by
-:mod:`model.measures`), adds causal Goodhart (value lost because agents of a kind that can go
-stale plan with an old world model: the refreshed exact plan against the stale one), and hands
-the ``steps`` rows (:func:`model.metrics.aggregate_steps`) and the agent snapshot
-(:func:`agent_rows`) to the recorder.
+:mod:`model.measures`), splits the principal loss into its causes (:mod:`model.decomposition`:
+every agent on snapshot steps, the agents with a stale world model and a fixed sample every step;
+causal Goodhart is the world-model part, the primary category the largest part), and hands the
+``steps`` rows (:func:`model.metrics.aggregate_steps`) and the agent snapshot (:func:`agent_rows`)
+to the recorder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import numpy as np
 
 from mesaopt.agents.kinds import Direct, Planning, kind_names
 from mesaopt.agents.response import best_response
+from mesaopt.model.decomposition import DECOMPOSITION_SAMPLE, fixed_sample
+from mesaopt.model.decomposition_jit import decompose_agents
 from mesaopt.model.kernel_arrays import (
     Graph,
     MeasureArrays,
@@ -29,10 +32,11 @@ from mesaopt.model.kernel_arrays import (
     StepArrays,
     WorldArrays,
 )
-from mesaopt.model.measures import CATEGORIES
+from mesaopt.model.measures import CATEGORIES, FLAGS, PARTS, primary_category
 from mesaopt.model.measures_jit import METRIC_ROWS, outcomes_and_measures
 from mesaopt.model.metrics import aggregate_steps
 from mesaopt.model.noise import metric_noise_variance
+from mesaopt.model.planner import add_planner_columns
 from mesaopt.model.tables import agent_snapshot
 
 if TYPE_CHECKING:
@@ -122,16 +126,14 @@ def measure_step(
 
     n = pop.size
     metrics = np.empty((len(METRIC_ROWS), n))
-    flags = np.empty((n, len(CATEGORIES)), dtype=bool)
+    flags = np.empty((n, len(FLAGS)), dtype=bool)
     primary = np.empty(n, dtype=np.int64)
     outside = np.empty(n, dtype=bool)
     adjacency = model.adjacency
     outcomes_and_measures(
         Graph.of(adjacency, model.in_weight),
         WorldArrays.of(world),
-        PopulationArrays.of(
-            pop, model.perceives(world), model.config.agents.gain, model.is_control
-        ),
+        PopulationArrays.of(pop, model.perceives(world), model.is_control),
         PrincipalArrays(
             alpha=contracts.alpha,
             beta=contracts.beta,
@@ -147,24 +149,42 @@ def measure_step(
         ),
         StepArrays(PlanArrays(neighbour_effort, reward, action, own_best), noise, caught),
         MeasureArrays(metrics, flags, primary, outside, harm=np.empty(n)),
+        deceptive=pop.deceptive,
+        welfare_counts_agent_goals=model.config.metrics.welfare_counts_agent_goals,
     )
 
-    # Causal Goodhart: value lost because direct agents plan with a stale world model.
-    stale = model.can_go_stale & (pop.epoch != world.epoch)  # kinds that can go stale
-    if stale.any():
-        rows = np.flatnonzero(stale)
-        refreshed = best_response(reward[rows], cost, world.perceives(pop.capacity[rows]))
-        # Best-of-k planners are compared plan to plan (exact, stale vs refreshed model), so
-        # that their sampling loss is not counted as causal Goodhart.
-        planned = (
-            action[rows]
-            if model.config.agents.power == "exact"
-            else Direct.exact_plans(planning, rows)
-        )
-        causal = np.einsum("ij,ij->i", refreshed - planned, values[pop.principal[rows]])
-        metrics[METRIC_ROWS.index("goodhart_causal"), rows] = causal
+    # The principal loss split into its causes (model.decomposition): every agent on snapshot
+    # steps; else the fixed sample (the steps table's part means) and every agent of a kind
+    # that can go stale whose world model is stale (causal Goodhart is its world-model part).
+    stale = model.can_go_stale & (pop.epoch != world.epoch)
+    sample = decomposition_sample(model)
+    snapshot = model.snapshots_on and t % model.config.run.agent_every == 0
+    if snapshot:
+        decomposed = np.arange(n)
+    else:
+        chosen = stale.copy()
+        chosen[sample] = True
+        decomposed = np.flatnonzero(chosen)
+    of = pop.principal[decomposed]
+    parts = decompose_agents(  # the compiled model.decomposition.decompose
+        planning,
+        decomposed,
+        values,
+        noise,
+        has_world_model=model.can_go_stale,
+        plans_exactly=(pop.kind == Direct.code) & (pop.power == 0),
+    )
+    world_part = parts[PARTS.index("world_model")]
+    causal = metrics[METRIC_ROWS.index("goodhart_causal")]
+    causal[decomposed] = np.where(stale[decomposed], world_part, 0.0)  # exactly 0 if fresh
+    principal_capacity = np.array([p.capacity for p in principals], dtype=np.int64)
+    # Codes, names only on demand (an object array costs ~10 ms at 1e6). An agent keeps the
+    # category of the last step it was decomposed at.
+    model.primary_code[decomposed] = primary_category(
+        parts, pop.capacity[decomposed], principal_capacity[of], benchmark[of]
+    )
+    in_sample = np.searchsorted(decomposed, sample)
 
-    model.primary_code = primary  # names only on demand: an object array costs ~10 ms at 1e6
     per_agent = dict(zip(METRIC_ROWS, metrics, strict=True))
     model.last_agent_metrics = per_agent
     rows = aggregate_steps(
@@ -173,7 +193,6 @@ def measure_step(
         principal_of=pop.principal,
         principals=principals,
         flags=flags,
-        primary=primary,
         action=action,
         channel_names=world.names,
         outside=outside,
@@ -181,13 +200,17 @@ def measure_step(
         caught=caught,
         selection_stats=model.selection_stats,
         top_quantile=model.config.metrics.top_quantile,
+        sample_rows=sample,
+        sample_parts=parts[:, in_sample],
+        sample_primary=model.primary_code[sample],
     )
+    add_planner_columns(model, rows)  # the first best and the price of anarchy
     model.last_steps = rows
     model.record("steps", rows)
-    if model.snapshots_on and t % model.config.run.agent_every == 0:
+    if snapshot:
         model.record(
             "agents",
-            agent_rows(model, t, slice(None), flags, stale, outside, action, per_agent),
+            agent_rows(model, t, slice(None), flags, stale, outside, action, per_agent, parts),
         )
 
 
@@ -200,6 +223,7 @@ def agent_rows(
     outside: np.ndarray,
     action: np.ndarray,
     per_agent: dict[str, np.ndarray],
+    parts: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Columns of the ``agents`` table for ``rows`` (the other arrays are already sliced).
 
@@ -207,25 +231,30 @@ def agent_rows(
         model: The model.
         t: The snapshot's step.
         rows: Which agents (``slice(None)`` for all).
-        flags: Category flags of those rows.
+        flags: Their flags, in :data:`model.measures.FLAGS` order.
         stale: Whether each plans with a stale world model.
         outside: Whether each acts outside its principal's selection range.
         action: Their efforts.
         per_agent: Their per-agent metrics.
+        parts: Their principal-loss parts, (len(PARTS), R) (None: no rows).
 
     Returns:
         The columns (:func:`model.tables.agent_snapshot`).
     """
     pop = model.population
+    index = np.arange(pop.size, dtype=np.int64)[rows]
+    if parts is None:
+        parts = np.zeros((len(PARTS), len(index)))
     return agent_snapshot(
         step=t,
-        index=np.arange(pop.size, dtype=np.int64)[rows],
+        index=index,
         principal_names=np.array([p.name for p in model.principals], dtype=object),
         principal=pop.principal[rows],
         kind_names=kind_names()[pop.kind[rows]],
         capacity=pop.capacity[rows].copy(),
         category_names=CATEGORIES,
         primary=model.primary_code[rows],
+        flag_names=FLAGS,
         flags=flags,
         deployed_at=pop.deployed_at[rows].copy(),
         stale=stale,
@@ -234,4 +263,33 @@ def agent_rows(
         action=action,
         theta=pop.theta[rows],
         per_agent=per_agent,
+        parts=dict(zip(PARTS, parts, strict=True)),
     )
+
+
+def decomposition_sample(model: MesaOptModel) -> np.ndarray:
+    """The agents whose loss parts feed the ``steps`` table every step (drawn once per run).
+
+    Every agent when there are at most :data:`model.decomposition.DECOMPOSITION_SAMPLE`;
+    otherwise a stratified sample (:func:`model.decomposition.fixed_sample`) drawn, on the first
+    measured step, from a generator spawned from the run's (``model.rng.spawn(1)[0]``): spawning
+    derives a child seed sequence from the run's seed sequence and draws nothing from the run's
+    own stream, so every other random number of the run is the same with or without the sample.
+
+    Args:
+        model: The model (the sample is kept as ``model.decomposition_sample``).
+
+    Returns:
+        The sampled agents, sorted.
+    """
+    sample = getattr(model, "decomposition_sample", None)
+    if sample is None:
+        pop = model.population
+        if pop.size <= DECOMPOSITION_SAMPLE:
+            sample = np.arange(pop.size, dtype=np.int64)
+        else:
+            sample = fixed_sample(
+                model.rng.spawn(1)[0], pop.principal, len(model.principals), DECOMPOSITION_SAMPLE
+            )
+        model.decomposition_sample = sample
+    return sample

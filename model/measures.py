@@ -13,7 +13,12 @@ Payoff accounting, per agent i of principal j and per step, with output ``y = a 
 - principal profit = V_i − w_i + penalty_i (value ``V_i = v_jᵀy_i``);
 - private payoff = ``θ_iᵀa_i − ½a_iᵀKa_i − (ρ/2)β_j²σ_M² + Σ_k δ_k a_ik (G a_·k)_i``;
 - utility U_i = w_i + private payoff + externality received − penalty_i;
-- welfare = V_i + private payoff + externality received = profit + utility.
+- welfare = V_i + externality received + peer payoff − ½a_iᵀKa_i − (ρ/2)β_j²σ_M²: what the
+  agent's work is worth to the society of principals and agents, pay and penalties being
+  transfers. The agent's intrinsic goals ``θ_iᵀa_i`` (``agent_goal_payoff``) are not social value
+  by default — selection put them into the agent, and counting them would make gaming look
+  valuable — and enter welfare only with ``metrics.welfare_counts_agent_goals = true``. So
+  profit + utility = welfare + agent_goal_payoff (without the switch).
 
 The contract and the risk premium are those of the linear-exponential-normal (LEN) agency model:
 an agent with CARA risk aversion ρ paid ``α + βM`` with ``Var M = σ_M²`` values the pay at its
@@ -39,12 +44,33 @@ from mesaopt.model.kernel_arrays import (
     WorldArrays,
 )
 
-__all__ = ["CATEGORIES", "categorize", "group_sums", "outcomes_and_measures"]
+__all__ = [
+    "ALIGNED_TOLERANCE",
+    "CATEGORIES",
+    "FLAGS",
+    "PARTS",
+    "categorize",
+    "group_sums",
+    "outcomes_and_measures",
+    "primary_category",
+]
 
-#: Mesa-optimizer categories relative to the agent's principal. The primary category is the first
-#: flag that holds in the order super, trans, sub, aligned (most dangerous first). The compiled
-#: kernel writes its flags in this order.
-CATEGORIES = ("super", "sub", "trans", "aligned")
+#: Flags of a mesa-optimizer relative to its principal (any number may hold at once), in the
+#: order of the ``is_<flag>`` columns. The compiled kernel writes its flags in this order.
+FLAGS = ("super", "sub", "trans", "deceptive", "aligned")
+
+#: The parts of the principal loss (:mod:`model.decomposition`): due to the agent's goals, its
+#: capacity, its world model, its optimizer kind and power, and the output noise. In the order of
+#: the ``loss_<part>`` columns.
+PARTS = ("goals", "capacity", "world_model", "kind", "noise")
+
+#: Primary categories: the cause of the largest part of an agent's principal loss
+#: (:func:`primary_category`), in the order of the ``n_<category>`` columns.
+CATEGORIES = ("super", "sub", "trans", "stale", "kind", "aligned")
+
+#: A part counts as a cause of loss only above this (times max(1, |benchmark surplus|)): parts
+#: that are rounding errors of exact plans (~1e-15) never name a category.
+ALIGNED_TOLERANCE = 1e-9
 
 
 def categorize(
@@ -53,14 +79,16 @@ def categorize(
     objective: np.ndarray,
     principal_values: np.ndarray,
     trans_cosine: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Flag each agent super / sub / trans / aligned relative to its principal.
+    deceptive: np.ndarray | None = None,
+) -> np.ndarray:
+    """Flag each agent super / sub / trans / deceptive / aligned relative to its principal.
 
     ``super``: C_i > C_j (it perceives channels its principal cannot). ``sub``: C_i < C_j.
     ``trans``: ``cos(θ_i, v_j) = θ_iᵀv_j / (‖θ_i‖‖v_j‖) < trans_cosine`` (its goals differ from the
     principal's true values, through selection on a proxy or private goals; the cosine of a zero
-    vector counts as 0). ``aligned``: none of these. The primary category is the first that
-    holds in the order super, trans, sub; aligned otherwise.
+    vector counts as 0). ``deceptive``: it told its sandbox from deployment
+    (``Population.deceptive``). ``aligned``: none of these. Flags are not exclusive; the primary
+    category is the cause of the largest part of the loss (:func:`primary_category`).
 
     Args:
         agent_capacity: C_i, (N,).
@@ -68,9 +96,10 @@ def categorize(
         objective: θ_i, (N, d).
         principal_values: v_j of each agent's principal, (N, d).
         trans_cosine: Cosine threshold below which goals count as misaligned.
+        deceptive: Deceptive agents, (N,) bool (None: none).
 
     Returns:
-        Flags (N, 4) bool in the order of ``CATEGORIES``, and the primary category index (N,).
+        Flags (N, 5) bool in the order of :data:`FLAGS`.
     """
     norms = np.sqrt(
         np.einsum("ij,ij->i", objective, objective)
@@ -81,10 +110,63 @@ def categorize(
     is_super = agent_capacity > principal_capacity
     is_sub = agent_capacity < principal_capacity
     is_trans = cosine < trans_cosine
-    aligned = ~(is_super | is_sub | is_trans)
-    flags = np.column_stack([is_super, is_sub, is_trans, aligned])
-    primary = np.where(is_super, 0, np.where(is_trans, 2, np.where(is_sub, 1, 3)))
-    return flags, primary
+    is_deceptive = (
+        np.zeros(len(agent_capacity), dtype=bool) if deceptive is None else deceptive.astype(bool)
+    )
+    aligned = ~(is_super | is_sub | is_trans | is_deceptive)
+    return np.column_stack([is_super, is_sub, is_trans, is_deceptive, aligned])
+
+
+def primary_category(
+    parts: np.ndarray,
+    agent_capacity: np.ndarray,
+    principal_capacity: np.ndarray,
+    benchmark: np.ndarray,
+) -> np.ndarray:
+    """Each agent's primary category: the cause of the largest part of its principal loss.
+
+    The parts are those of :func:`model.decomposition.decompose` (rows in :data:`PARTS` order).
+    The largest of the goals, capacity, world-model and kind parts names the category:
+
+    * goals → ``trans`` (its marginal reward is not the principal's values);
+    * capacity → ``super`` if C_i > C_j, else ``sub`` (the part compares the agent's perception
+      with every channel; its sign relative to the principal's capacity names it, as the flags
+      do; C_i = C_j counts as ``sub``: it lacks what the benchmark agent has);
+    * world model → ``stale`` (it plans with the channel parameters of a world that is gone:
+      causal Goodhart);
+    * kind → ``kind`` (its optimizer falls short of the exact plan: control lag, best-of-k);
+    * ``aligned`` when none of these is positive (above :data:`ALIGNED_TOLERANCE` times
+      ``max(1, |benchmark|)``).
+
+    The noise part never names a category: it is the luck of the draw (mean zero), not an
+    attribute of the agent; an agent whose only loss is bad luck is ``aligned``.
+
+    Args:
+        parts: The loss parts, (len(PARTS), N).
+        agent_capacity: C_i, (N,).
+        principal_capacity: C_j of each agent's principal, (N,).
+        benchmark: The benchmark surplus of each agent's principal, (N,).
+
+    Returns:
+        Category codes, (N,) int64, indices into :data:`CATEGORIES`.
+    """
+    causes = parts[: PARTS.index("noise")]  # goals, capacity, world model, kind
+    largest = np.argmax(causes, axis=0)
+    top = np.take_along_axis(causes, largest[None, :], axis=0)[0]
+    capacity_code = np.where(
+        agent_capacity > principal_capacity, CATEGORIES.index("super"), CATEGORIES.index("sub")
+    )
+    by_part = np.stack(
+        [
+            np.full(len(largest), CATEGORIES.index("trans")),
+            capacity_code,
+            np.full(len(largest), CATEGORIES.index("stale")),
+            np.full(len(largest), CATEGORIES.index("kind")),
+        ]
+    )
+    code = np.take_along_axis(by_part, largest[None, :], axis=0)[0]
+    positive = top > ALIGNED_TOLERANCE * np.maximum(1.0, np.abs(benchmark))
+    return np.where(positive, code, CATEGORIES.index("aligned")).astype(np.int64)
 
 
 def outcomes_and_measures(
@@ -93,31 +175,39 @@ def outcomes_and_measures(
     population: PopulationArrays,
     principals: PrincipalArrays,
     step: StepArrays,
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Steps 4–6 for every agent: outcomes, payoffs, losses, Goodhart measures, categories.
+    *,
+    deceptive: np.ndarray | None = None,
+    welfare_counts_agent_goals: bool = False,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Steps 4–6 for every agent: outcomes, payoffs, losses, Goodhart measures, flags.
 
     The reference of :func:`model.measures_jit.outcomes_and_measures`. For agent i of
     principal j with effort a, output noise ε, marginal reward r, G the network and
     ``e`` the per-unit externality on each neighbour:
 
     * ``proxy = mᵀy``, ``value = v_jᵀy`` with ``y = a + ε``; ``pay = α_j + β_j·proxy``;
-    * ``private_payoff = θᵀa − ½aᵀKa − risk_j + Σ_k δ_k a_k (G a)_k`` (risk_j the LEN risk
-      premium ``(ρ/2)β_j²σ_M²``; ``G a`` of the previous step);
+    * ``agent_goal_payoff = θᵀa``; ``peer = Σ_k δ_k a_k (G a)_k`` (``G a`` of the previous
+      step); ``private_payoff = θᵀa − ½aᵀKa − risk_j + peer`` (risk_j the LEN risk premium
+      ``(ρ/2)β_j²σ_M²``);
     * ``externality_given = (eᵀa)·Σ_l G_li`` (its harm times its weight in others' rows);
       ``externality_received = Σ_l G_il (eᵀa_l)``;
+    * ``welfare = value + externality_received + peer − ½aᵀKa − risk_j`` (+ ``θᵀa`` with
+      ``welfare_counts_agent_goals``);
     * ``penalty = penalty_j`` if caught by the audit, else 0;
     * ``utility = pay + private_payoff + externality_received − penalty``;
       ``profit = value − pay + penalty``;
     * ``principal_loss = benchmark_j − (value − ½aᵀKa)``: the surplus of the principal's aligned
-      benchmark agent less the realized surplus;
+      benchmark agent less the realized surplus (split into its causes by
+      :mod:`model.decomposition`);
     * ``mesa_loss = ½rᵀa* − (rᵀa − ½aᵀKa + β_j(proxy − mᵀa))``: the agent's decision payoff at
       its true optimum a* (where ``rᵀa* − ½a*ᵀKa* = ½rᵀa*``) less what it realized, its pay
       noise included;
     * ``goodhart_adversarial = −Σ_k v_jk a_k`` over the principal's hostile channels;
-      ``goodhart_causal`` is 0 here (the model fills it for agents with a stale world model);
+      ``goodhart_causal`` is 0 here (the model fills it with the world-model part of the
+      decomposition for agents with a stale world model);
     * ``outside``: some ``a_k`` outside ``[low_jk, high_jk]``, the range of actions the principal
       saw in selection (extremal Goodhart);
-    * the categories of :func:`categorize`.
+    * the flags of :func:`categorize`.
 
     Args:
         graph: The network G and its column sums.
@@ -126,12 +216,14 @@ def outcomes_and_measures(
         principals: Contracts, values and yardsticks per principal.
         step: The plan (``plan.neighbour_effort`` is G a of the previous step), output noise,
             audit catches.
+        deceptive: Deceptive agents, (N,) bool (None: none).
+        welfare_counts_agent_goals: Count ``θᵀa`` in welfare
+            (``metrics.welfare_counts_agent_goals``).
 
     Returns:
-        ``(metrics, flags, primary, outside)``: every per-agent metric by its name in
-        :data:`model.measures_jit.METRIC_ROWS`, (N,) each; the flags (N, 4) in the order of
-        :data:`CATEGORIES`; the primary category index (N,); whether the action leaves the
-        selection range (N,).
+        ``(metrics, flags, outside)``: every per-agent metric by its name in
+        :data:`model.measures_jit.METRIC_ROWS`, (N,) each; the flags (N, 5) in the order of
+        :data:`FLAGS`; whether the action leaves the selection range (N,).
     """
     j = population.principal
     a = step.plan.action
@@ -145,15 +237,15 @@ def outcomes_and_measures(
     value = np.einsum("ij,ij->i", y, values)
     pay = principals.alpha[j] + beta * proxy
     effort_cost = 0.5 * np.einsum("ij,ij->i", a @ world.cost, a)
-    private = (
-        np.einsum("ij,ij->i", population.theta, a)
-        - effort_cost
-        - principals.risk_premium[j]
-        + np.einsum("ij,ij->i", a * world.peer, step.plan.neighbour_effort)
-    )
+    goals = np.einsum("ij,ij->i", population.theta, a)
+    peer = np.einsum("ij,ij->i", a * world.peer, step.plan.neighbour_effort)
+    private = goals - effort_cost - principals.risk_premium[j] + peer
     harm = a @ world.externality
     received = adjacency @ harm
     penalty = np.where(step.caught, principals.penalty[j], 0.0)
+    welfare = value + received + peer - effort_cost - principals.risk_premium[j]
+    if welfare_counts_agent_goals:
+        welfare = welfare + goals
     realized = (
         np.einsum("ij,ij->i", step.plan.reward, a) - effort_cost + beta * (proxy - a @ world.metric)
     )
@@ -164,8 +256,10 @@ def outcomes_and_measures(
         "profit": value - pay + penalty,
         "utility": pay + private + received - penalty,
         "private_payoff": private,
+        "agent_goal_payoff": goals,
         "externality_given": harm * graph.in_weight,
         "externality_received": received,
+        "welfare": welfare,
         "penalty": penalty,
         "principal_loss": principals.benchmark[j] - (value - effort_cost),
         "mesa_loss": step.plan.own_best - realized,
@@ -173,14 +267,15 @@ def outcomes_and_measures(
         "goodhart_adversarial": np.einsum("ij,ij->i", -values * principals.hostile[j], a),
     }
     outside = ((a < principals.low[j]) | (a > principals.high[j])).any(axis=1)
-    flags, primary = categorize(
+    flags = categorize(
         population.capacity,
         principals.capacity[j],
         population.theta,
         values,
         principals.trans_cosine,
+        deceptive,
     )
-    return metrics, flags, primary, outside
+    return metrics, flags, outside
 
 
 def group_sums(

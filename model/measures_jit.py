@@ -2,10 +2,11 @@
 
 :func:`outcomes_and_measures` computes, in one parallel pass over the agents, every per-agent
 column of the ``agents`` table that the step produces (definitions in :mod:`model.measures` and
-``docs/tables.md``) plus the category flags. :func:`group_sums` adds columns up per group (per
-principal, per principal × category) in fixed blocks of rows whose partial sums are added in block
-order, so sums — and the ``steps`` table — are identical whatever the number of threads. The
-compiled loops run on ranges of rows without the GIL (:mod:`model.parallel`).
+``docs/tables.md``) plus the category flags (the primary category needs the loss decomposition
+of :mod:`model.decomposition`, which the caller runs). :func:`group_sums` adds columns up per
+group (per principal, per principal × flags) in fixed blocks of rows whose partial sums are added
+in block order, so sums — and the ``steps`` table — are identical whatever the number of
+threads. The compiled loops run on ranges of rows without the GIL (:mod:`model.parallel`).
 
 The NumPy reference of every kernel here is the same-named function of :mod:`model.measures`
 (the readable definitions, with the equations); ``tests/model/test_measures_jit.py`` holds the
@@ -44,8 +45,10 @@ METRIC_ROWS = (
     "profit",
     "utility",
     "private_payoff",
+    "agent_goal_payoff",
     "externality_given",
     "externality_received",
+    "welfare",
     "penalty",
     "principal_loss",
     "mesa_loss",
@@ -59,8 +62,10 @@ METRIC_ROWS = (
     _PROFIT,
     _UTILITY,
     _PRIVATE,
+    _GOALS,
     _GIVEN,
     _RECEIVED,
+    _WELFARE,
     _PENALTY,
     _PRINCIPAL_LOSS,
     _MESA_LOSS,
@@ -76,22 +81,28 @@ def outcomes_and_measures(
     principals: PrincipalArrays,
     step: StepArrays,
     out: MeasureArrays,
+    *,
+    deceptive: np.ndarray | None = None,
+    welfare_counts_agent_goals: bool = False,
 ) -> None:
     """Steps 4–6 for every agent i of principal j (per-principal arrays are indexed by j).
 
     The NumPy reference, with the equations, is :func:`model.measures.outcomes_and_measures`:
 
     * output ``y = a + ε``; proxy ``M = mᵀy``; value ``V = v_jᵀy``; pay ``α_j + β_j·M``;
-    * private payoff ``θᵀa − ½aᵀKa − risk_j + Σ_k δ_k a_k (G a)_k``; externality given
-      ``(eᵀa)·in_weight_i``, received ``(G (eᵀa))_i``; penalty if caught;
+    * agent goal payoff ``θᵀa``; private payoff ``θᵀa − ½aᵀKa − risk_j + Σ_k δ_k a_k (G a)_k``;
+      externality given ``(eᵀa)·in_weight_i``, received ``(G (eᵀa))_i``; penalty if caught;
     * utility = pay + private + received − penalty; principal profit = V − pay + penalty;
+      welfare = V + received + peer payoff − ½aᵀKa − risk_j (+ θᵀa if it counts goals);
     * principal loss ``benchmark_j − (V − ½aᵀKa)``; mesa loss
       ``½rᵀa* − (rᵀa − ½aᵀKa + β_j(M − mᵀa))``;
     * adversarial Goodhart ``Σ_k −v_jk·a_k`` over the principal's hostile channels; acting
-      outside ``[low_j, high_j]``; category flags super / sub / trans / aligned and the primary one
+      outside ``[low_j, high_j]``; flags super / sub / trans / deceptive / aligned
       (:func:`model.measures.categorize`).
 
     Causal Goodhart (row ``goodhart_causal``) is left at 0: the caller fills it for stale agents.
+    ``out.primary`` is not written: the primary category is the largest part of the principal
+    loss (:func:`model.measures.primary_category`), which the caller decomposes.
 
     Args:
         graph: The network G and its column sums.
@@ -100,11 +111,24 @@ def outcomes_and_measures(
         principals: Contracts, values and yardsticks per principal.
         step: The plan (``plan.neighbour_effort`` is G a of the previous step), output noise,
             audit catches.
-        out: Receives the metrics, flags, primary category, ``outside`` and ``harm`` (eᵀa).
+        out: Receives the metrics, flags (N, 5) in :data:`model.measures.FLAGS` order,
+            ``outside`` and ``harm`` (eᵀa).
+        deceptive: Deceptive agents, (N,) bool (None: none).
+        welfare_counts_agent_goals: Count θᵀa in welfare (``metrics.welfare_counts_agent_goals``).
     """
     # All rows' harm first: a row reads its neighbours'.
     np.dot(step.plan.action, world.externality, out=out.harm)
-    rows = _OutcomeRows.of(graph, world, population, principals, step, out)
+    n = len(step.plan.action)
+    rows = _OutcomeRows.of(
+        graph,
+        world,
+        population,
+        principals,
+        step,
+        out,
+        np.zeros(n, dtype=np.bool_) if deceptive is None else deceptive.astype(np.bool_),
+        bool(welfare_counts_agent_goals),
+    )
     rows_kernel = _OUTCOME_ROWS.get(rows.action.shape[1], _outcome_rows)
     parallel_map(lambda span: rows_kernel(*span, rows), row_ranges(len(rows.action)))
 
@@ -147,10 +171,11 @@ class _OutcomeRows(NamedTuple):
     high: np.ndarray
     principal_capacity: np.ndarray
     trans_cosine: float
+    deceptive: np.ndarray
+    counts_goals: bool
     harm: np.ndarray
     metrics: np.ndarray
     flags: np.ndarray
-    primary: np.ndarray
     outside: np.ndarray
 
     @classmethod
@@ -162,8 +187,14 @@ class _OutcomeRows(NamedTuple):
         principals: PrincipalArrays,
         step: StepArrays,
         out: MeasureArrays,
+        deceptive: np.ndarray,
+        counts_goals: bool,
     ) -> _OutcomeRows:
-        """The arrays of the bundles that :func:`outcomes_and_measures` reads and writes."""
+        """The arrays of the bundles that :func:`outcomes_and_measures` reads and writes.
+
+        ``deceptive`` (N,) bool flags the deceptive agents; ``counts_goals`` says whether θᵀa
+        counts in welfare.
+        """
         plan = step.plan
         return cls(
             indptr=graph.indptr,
@@ -193,10 +224,11 @@ class _OutcomeRows(NamedTuple):
             high=principals.high,
             principal_capacity=principals.capacity,
             trans_cosine=float(principals.trans_cosine),
+            deceptive=deceptive,
+            counts_goals=bool(counts_goals),
             harm=out.harm,
             metrics=out.metrics,
             flags=out.flags,
-            primary=out.primary,
             outside=out.outside,
         )
 
@@ -213,8 +245,8 @@ def _outcome_body(lo: int, hi: int, d: int, rows: _OutcomeRows) -> None:
     risk_premium, penalty, benchmark = rows.risk_premium, rows.penalty, rows.benchmark
     hostile, low, high = rows.hostile, rows.low, rows.high
     principal_capacity, trans_cosine = rows.principal_capacity, rows.trans_cosine
-    harm, metrics, flags = rows.harm, rows.metrics, rows.flags
-    primary, outside = rows.primary, rows.outside
+    deceptive, counts_goals = rows.deceptive, rows.counts_goals
+    harm, metrics, flags, outside = rows.harm, rows.metrics, rows.flags, rows.outside
     for i in range(lo, hi):
         j = principal[i]
         proxy = 0.0
@@ -256,14 +288,17 @@ def _outcome_body(lo: int, hi: int, d: int, rows: _OutcomeRows) -> None:
         pay = alpha[j] + beta[j] * proxy
         fine = penalty[j] if caught[i] else 0.0
         private = intrinsic - effort_cost - risk_premium[j] + peer_payoff
+        welfare = value + received + peer_payoff - effort_cost - risk_premium[j]
         metrics[_PROXY, i] = proxy
         metrics[_VALUE, i] = value
         metrics[_PAY, i] = pay
         metrics[_PROFIT, i] = value - pay + fine
         metrics[_UTILITY, i] = pay + private + received - fine
         metrics[_PRIVATE, i] = private
+        metrics[_GOALS, i] = intrinsic
         metrics[_GIVEN, i] = harm[i] * in_weight[i]
         metrics[_RECEIVED, i] = received
+        metrics[_WELFARE, i] = welfare + intrinsic if counts_goals else welfare
         metrics[_PENALTY, i] = fine
         metrics[_PRINCIPAL_LOSS, i] = benchmark[j] - (value - effort_cost)
         realized = own - effort_cost + beta[j] * (proxy - planned_proxy)
@@ -276,18 +311,12 @@ def _outcome_body(lo: int, hi: int, d: int, rows: _OutcomeRows) -> None:
         is_super = capacity[i] > principal_capacity[j]
         is_sub = capacity[i] < principal_capacity[j]
         is_trans = cosine < trans_cosine
+        is_deceptive = deceptive[i]
         flags[i, 0] = is_super
         flags[i, 1] = is_sub
         flags[i, 2] = is_trans
-        flags[i, 3] = not (is_super or is_sub or is_trans)
-        if is_super:
-            primary[i] = 0
-        elif is_trans:
-            primary[i] = 2
-        elif is_sub:
-            primary[i] = 1
-        else:
-            primary[i] = 3
+        flags[i, 3] = is_deceptive
+        flags[i, 4] = not (is_super or is_sub or is_trans or is_deceptive)
 
 
 # One compiled kernel per small channel count (d a constant the compiler unrolls the per-channel

@@ -14,11 +14,14 @@ from typing import Any
 import numpy as np
 
 from mesaopt.model.group_stats_jit import group_correlations, group_ginis, sort_by_group
-from mesaopt.model.measures import CATEGORIES
+from mesaopt.model.measures import CATEGORIES, FLAGS, PARTS
 from mesaopt.model.measures_jit import METRIC_ROWS, group_sums
 from mesaopt.model.parallel import parallel_map
 
-__all__ = ["aggregate_steps"]
+__all__ = ["LOSSES", "aggregate_steps", "sample_estimates"]
+
+#: The losses reported per flag and per primary category.
+LOSSES = ("principal_loss", "mesa_loss")
 
 
 def aggregate_steps(
@@ -28,7 +31,6 @@ def aggregate_steps(
     principal_of: np.ndarray,
     principals: Sequence[Any],
     flags: np.ndarray,
-    primary: np.ndarray,
     action: np.ndarray,
     channel_names: Sequence[str],
     outside: np.ndarray,
@@ -36,10 +38,18 @@ def aggregate_steps(
     caught: np.ndarray,
     selection_stats: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
     top_quantile: float,
+    sample_rows: np.ndarray,
+    sample_parts: np.ndarray,
+    sample_primary: np.ndarray,
 ) -> list[dict[str, Any]]:
     """Build the ``steps`` rows of one step: one per principal, then ``all``.
 
-    Means are per agent of the group. Columns are documented in ``docs/tables.md``.
+    Means are per agent of the group. Per-flag columns are over every agent of the group;
+    per-primary-category and loss-part columns are over the decomposed agents (every agent up to
+    :data:`model.decomposition.DECOMPOSITION_SAMPLE`, else a fixed stratified sample;
+    :func:`sample_estimates`). The mean over an empty set of agents (a flag nobody has, a
+    category nobody is in) is written as 0, next to its count of 0; only a principal with no
+    agents at all has NaN means. Columns are documented in ``docs/tables.md``.
 
     Args:
         step: The step number.
@@ -47,16 +57,19 @@ def aggregate_steps(
             :data:`model.measures_jit.METRIC_ROWS`.
         principal_of: Principal index per agent.
         principals: The principals (for names, contract and belief).
-        flags: Category flags (N, 4).
-        primary: Primary category index (N,).
+        flags: Flags (N, len(FLAGS)) in the order of :data:`model.measures.FLAGS`.
         action: Efforts (N, d).
         channel_names: Channel names.
         outside: Agents acting outside the range seen in selection (N,).
-        stale: Direct agents whose world model predates the current regime (N,).
+        stale: Agents whose world model predates the current regime (N,).
         caught: Agents caught by an audit this step (N,).
         selection_stats: Per selection batch this step: (principal index, winner's curse,
             chosen − mean expected score, chosen − mean measured score).
         top_quantile: Proxy quantile above which the top-group correlation is measured.
+        sample_rows: The decomposed agents of this step's means, (S,) sorted.
+        sample_parts: Their loss parts, (len(PARTS), S) in :data:`model.measures.PARTS` order.
+        sample_primary: Their primary categories, (S,) indices into
+            :data:`model.measures.CATEGORIES`.
 
     Returns:
         The rows.
@@ -76,8 +89,6 @@ def aggregate_steps(
         efforts = with_all(group_sums(action.T, principal_of, n_groups)) / counts[:, None]
         outside_share = with_all(np.bincount(principal_of[outside], minlength=n_groups)) / counts
         stale_share = with_all(np.bincount(principal_of[stale], minlength=n_groups)) / counts
-    n_cat = len(CATEGORIES)
-    n_flagged = with_all(group_sums(flags.T, principal_of, n_groups))
     n_caught = with_all(np.bincount(principal_of[caught], minlength=n_groups))
     utility, proxy = per_agent["utility"], per_agent["proxy"]
     by_utility, by_proxy = parallel_map(lambda x: sort_by_group(x, principal_of), [utility, proxy])
@@ -86,15 +97,24 @@ def aggregate_steps(
         proxy, per_agent["value"], principal_of, n_groups, top_quantile, by_proxy
     )
 
-    # Category counts and losses: sums over (principal, primary category) pairs.
-    pair = principal_of * n_cat + primary
-    losses = ("principal_loss", "mesa_loss")
-    loss_rows = [METRIC_ROWS.index(loss) for loss in losses]
-    by_pair = group_sums(metrics, pair, n_groups * n_cat, loss_rows)
-    by_pair = with_all(by_pair.reshape(n_groups, n_cat, len(losses)))  # (groups + 1, cat., loss)
-    n_primary = with_all(np.bincount(pair, minlength=n_groups * n_cat).reshape(n_groups, n_cat))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        category_loss = {loss: by_pair[:, :, q] / n_primary for q, loss in enumerate(losses)}
+    # Losses per flag. Flags are not exclusive: sum over (principal, combination of flags)
+    # pairs in one pass, then add up the combinations that hold each flag.
+    n_flags = len(FLAGS)
+    combos = 1 << n_flags  # ≤ 2^8: the code of a combination fits in a byte
+    code = flags.view(np.uint8) @ (1 << np.arange(n_flags)).astype(np.uint8)
+    pair = principal_of * combos + code
+    loss_rows = [METRIC_ROWS.index(loss) for loss in LOSSES]
+    by_combo = group_sums(metrics, pair, n_groups * combos, loss_rows)
+    by_combo = by_combo.reshape(n_groups, combos, len(LOSSES))
+    holds = (np.arange(combos)[:, None] >> np.arange(n_flags)) & 1  # (combination, flag)
+    flag_sums = with_all(np.einsum("gcq,cf->gfq", by_combo, holds))
+    per_combo = np.bincount(pair, minlength=n_groups * combos).reshape(n_groups, combos)
+    n_flagged = with_all(per_combo @ holds)  # (groups + 1, flags), exact integer counts
+    flag_loss = flag_sums / np.maximum(n_flagged, 1)[:, :, None]  # 0 where nobody is flagged
+
+    sample = sample_estimates(
+        principal_of, n_groups, sample_rows, sample_parts, sample_primary, metrics[loss_rows]
+    )
 
     rows = []
     for g in range(n_groups + 1):
@@ -113,16 +133,21 @@ def aggregate_steps(
             )
         for q, key in enumerate(METRIC_ROWS):
             row[key] = float(means[g, q])
-        row["welfare"] = row["value"] + row["private_payoff"] + row["externality_received"]
         row["gini_utility"] = ginis[g]
         for k, channel in enumerate(channel_names):
             row[f"effort_{channel}"] = float(efforts[g, k])
         for c, category in enumerate(CATEGORIES):
-            count = int(n_primary[g, c])
-            row[f"n_{category}"] = count
-            row[f"flagged_{category}"] = int(n_flagged[g, c])
-            for loss in losses:
-                row[f"{loss}_{category}"] = float(category_loss[loss][g, c]) if count else np.nan
+            row[f"n_{category}"] = int(sample["n_primary"][g, c])
+            for q, loss in enumerate(LOSSES):
+                row[f"{loss}_{category}"] = float(sample["category_loss"][g, c, q])
+        for f, flag in enumerate(FLAGS):
+            row[f"flagged_{flag}"] = int(n_flagged[g, f])
+            for q, loss in enumerate(LOSSES):
+                row[f"{loss}_flagged_{flag}"] = float(flag_loss[g, f, q])
+        row["n_decomposed"] = int(sample["n_decomposed"][g])
+        for p, part in enumerate(PARTS):
+            row[f"loss_{part}"] = float(sample["mean"][g, p])
+            row[f"loss_{part}_se"] = float(sample["se"][g, p])
         _selection_columns(row, selection_stats, principal)
         row["goodhart_extremal"] = float(outside_share[g])
         row["corr_proxy_value"] = float(corr[g])
@@ -131,6 +156,86 @@ def aggregate_steps(
         row["n_caught"] = int(n_caught[g])
         rows.append(row)
     return rows
+
+
+def sample_estimates(
+    principal_of: np.ndarray,
+    n_groups: int,
+    rows: np.ndarray,
+    parts: np.ndarray,
+    primary: np.ndarray,
+    losses: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Group means of the loss parts, with standard errors, and losses per primary category.
+
+    The decomposed agents are a stratified sample without replacement (strata = principals;
+    :func:`model.decomposition.fixed_sample`): m_j of principal j's n_j agents, all of them when
+    the run is small. Principal j's mean part is the sample mean ȳ_j, its standard error
+    ``s_j/√m_j·√(1 − m_j/n_j)`` (``s_j`` with ddof 1; the finite-population correction makes it 0
+    when every agent is decomposed). The ``all`` row is the stratified estimate
+    ``Σ_j W_j ȳ_j`` with ``W_j = n_j/N`` and standard error ``√(Σ_j W_j² SE_j²)`` (Cochran 1977,
+    *Sampling Techniques*, ch. 5). Losses per primary category weight each decomposed agent by
+    ``n_j/m_j`` (the inverse of its chance to be sampled), so the ``all`` row counts every
+    principal by its size; ``n_<category>`` counts decomposed agents.
+
+    Args:
+        principal_of: Each agent's principal, (N,).
+        n_groups: J.
+        rows: The decomposed agents, (S,).
+        parts: Their loss parts, (len(PARTS), S).
+        primary: Their primary categories, (S,).
+        losses: Every agent's principal and mesa loss, (len(LOSSES), N).
+
+    Returns:
+        ``n_decomposed`` (J + 1,), ``mean`` and ``se`` (J + 1, len(PARTS)), ``n_primary``
+        (J + 1, len(CATEGORIES)) and ``category_loss`` (J + 1, len(CATEGORIES), len(LOSSES));
+        0 for an empty group.
+    """
+    n_j = np.bincount(principal_of, minlength=n_groups).astype(float)
+    group = principal_of[rows]
+    m_j = np.bincount(group, minlength=n_groups).astype(float)
+    taken = np.maximum(m_j, 1.0)
+    sums = np.stack([np.bincount(group, weights=part, minlength=n_groups) for part in parts])
+    mean = sums / taken  # (parts, J)
+    squares = np.stack(
+        [
+            np.bincount(group, weights=(part - mean[p, group]) ** 2, minlength=n_groups)
+            for p, part in enumerate(parts)
+        ]
+    )
+    variance = squares / np.maximum(m_j - 1.0, 1.0)
+    unsampled = 1.0 - np.divide(m_j, n_j, out=np.ones_like(m_j), where=n_j > 0)
+    se = np.sqrt(variance / taken * unsampled)
+    weight = n_j / max(len(principal_of), 1)
+    mean_all = mean @ weight
+    se_all = np.sqrt((se**2) @ weight**2)
+
+    n_cat = len(CATEGORIES)
+    pair = group * n_cat + primary
+    expansion = n_j[group] / m_j[group]
+    n_primary = np.bincount(pair, minlength=n_groups * n_cat).reshape(n_groups, n_cat)
+    weight_sums = np.bincount(pair, weights=expansion, minlength=n_groups * n_cat)
+    loss_sums = np.stack(
+        [
+            np.bincount(pair, weights=expansion * loss[rows], minlength=n_groups * n_cat)
+            for loss in losses
+        ],
+        axis=-1,
+    ).reshape(n_groups, n_cat, len(losses))
+    weight_sums = weight_sums.reshape(n_groups, n_cat)
+
+    def with_all(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([x, x.sum(axis=0, keepdims=True)])
+
+    all_weights = with_all(weight_sums)
+    category_loss = with_all(loss_sums) / np.where(all_weights > 0, all_weights, 1.0)[:, :, None]
+    return {
+        "n_decomposed": with_all(m_j).astype(np.int64),
+        "mean": np.vstack([mean.T, mean_all]),
+        "se": np.vstack([se.T, se_all]),
+        "n_primary": with_all(n_primary),
+        "category_loss": category_loss,
+    }
 
 
 def _selection_columns(row: dict[str, Any], stats: list, principal: Any) -> None:

@@ -52,14 +52,13 @@ import numpy as np
 from mesa.agentset import AgentSet
 from mesa.experimental.scenarios import Scenario as MesaScenario
 
+from mesaopt.agents.candidates import Pool, pool_of
 from mesaopt.agents.kinds import (
     KINDS,
     Control,
     Direct,
     Planning,
-    check_optimizer,
     codes_that_can_go_stale,
-    kind_of,
 )
 from mesaopt.agents.optimizer import MesaOptimizer
 from mesaopt.agents.population import Population
@@ -68,7 +67,6 @@ from mesaopt.agents.response_jit import plan_actions
 from mesaopt.model.audit import audit, replace_caught
 from mesaopt.model.channels import World, world_from_scenario
 from mesaopt.model.collect import make_datacollector
-from mesaopt.model.errors import ScenarioError
 from mesaopt.model.federated import federated_updates
 from mesaopt.model.kernel_arrays import (
     Graph,
@@ -77,14 +75,15 @@ from mesaopt.model.kernel_arrays import (
     WorldArrays,
 )
 from mesaopt.model.measurement import StepContracts, agent_rows, measure_step
-from mesaopt.model.measures import CATEGORIES
+from mesaopt.model.measures import CATEGORIES, FLAGS
 from mesaopt.model.measures_jit import METRIC_ROWS
-from mesaopt.model.network import Network, build_network, network_table, spectral_radius
+from mesaopt.model.network import Network, build_network, network_table
 from mesaopt.model.parallel import kernel_threads
 from mesaopt.model.regimes import RegimeSchedule, apply_regime_changes
 from mesaopt.model.scenario import Scenario
 from mesaopt.model.scenario_files import apply_override, load_raw, validate
 from mesaopt.model.selection import initial_selection, scheduled_retraining
+from mesaopt.model.stability import check_peer_stability
 from mesaopt.model.tables import empty_events, event_row
 
 #: Populations smaller than this run the compiled kernels on one thread (see ``step``).
@@ -165,20 +164,22 @@ class MesaOptModel(mesa.Model):
         self.in_weight = np.asarray(self.adjacency.sum(axis=0)).ravel()
 
         principal_of = self._assign_principals(counts)
-        capacity = self._draw_capacity(n_agents)
-        kind = self._draw_optimizer_kind(n_agents)
-        self.population = Population.empty(principal_of, capacity, kind, self.d)
-        # Kinds are fixed for a run: who is of which kind, and who can go stale, once.
-        self.kind_rows = {k.code: np.flatnonzero(kind == k.code) for k in KINDS.values()}
-        self.is_control = kind == Control.code
-        self.can_go_stale = np.isin(kind, codes_that_can_go_stale("world_model"))
+        # Each principal's candidate pool; kind, capacity, power and gain are chosen by
+        # selection, so the population holds placeholders until the initial selection.
+        self.pools = [pool_of(scenario, j, self.d) for j in range(n_principals)]
+        self.population = Population.empty(
+            principal_of,
+            np.zeros(n_agents, dtype=np.int64),
+            np.full(n_agents, Direct.code, dtype=np.int8),
+            self.d,
+        )
+        self.kinds_changed()
 
-        self.principals: list[Principal] = make_principals(self, scenario, self.world)
+        self.principals: list[Principal] = make_principals(self, scenario, self.world, self.pools)
         self.members = [np.flatnonzero(principal_of == j) for j in range(n_principals)]
 
         self.regimes = RegimeSchedule(scenario)
 
-        self._perceive_cache: dict[int, np.ndarray] = {}
         self._views: dict[int, MesaOptimizer] = {}  # created on first use (_create_views)
 
         self.snapshots_on = scenario.run.agent_every > 0 and (
@@ -197,26 +198,12 @@ class MesaOptModel(mesa.Model):
     # ------------------------------------------------------------------ construction helpers
 
     def _check_peer_stability(self) -> None:
-        """Refuse a peer effect δ with δ·ρ(G) ≥ 1, initially or after any regime change."""
-        peak, key = 0.0, ""
-        for k, channel in enumerate(self.config.channels):
-            if channel.peer > peak:
-                peak, key = channel.peer, f"channels.{k}.peer"
-        for i, regime in enumerate(self.config.regimes):
-            if float(regime.set.get("peer", 0.0)) > peak:
-                peak, key = float(regime.set["peer"]), f"regimes.{i}.set.peer"
-        if peak <= 0:
-            return
-        degrees = np.asarray(abs(self.network.adjacency).sum(axis=1)).ravel()
-        if peak * degrees.max(initial=0.0) < 1:  # ρ(G) ≤ max degree: no eigenvalue needed
-            return
-        radius = spectral_radius(self.network.adjacency)
-        if peak * radius >= 1:
-            raise ScenarioError(
-                key,
-                f"peer effect {peak:g} times the network's spectral radius {radius:.3g} is "
-                "≥ 1: best responses diverge (lower peer or set network.normalize = true)",
-            )
+        """Refuse peer effects under which best responses do not contract (model/stability.py).
+
+        The condition is ρ(K⁻¹Δ)·ρ(G) < 1 (one channel: δ·ρ(G) < c), for the initial world and
+        after every regime change; the error names the key and the numbers.
+        """
+        check_peer_stability(self.config, self.network.adjacency)
 
     def _assign_principals(self, counts: list[int]) -> np.ndarray:
         labels = np.repeat(np.arange(len(counts)), counts)
@@ -224,25 +211,17 @@ class MesaOptModel(mesa.Model):
             return labels  # SBM blocks are the principals' groups, in node order
         return self.rng.permutation(labels)
 
-    def _draw_capacity(self, n: int) -> np.ndarray:
-        spec = self.config.agents.capacity
-        if isinstance(spec, int):
-            return np.full(n, spec, dtype=np.int64)
-        weights = np.ones(len(spec.values)) if spec.weights is None else np.array(spec.weights)
-        return self.rng.choice(np.array(spec.values), size=n, p=weights / weights.sum())
+    def kinds_changed(self) -> None:
+        """Refresh what depends on who is of which kind and capacity (after every selection).
 
-    def _draw_optimizer_kind(self, n: int) -> np.ndarray:
-        """Each agent's kind code: one registered kind for all, or ``mixed`` direct and control.
-
-        Raises:
-            ScenarioError: If ``agents.optimizer`` names no registered kind.
+        Who is of which kind (``kind_rows``), who the compiled kernel steers by feedback
+        (``is_control``), who can go stale (``can_go_stale``), and the perception cache.
         """
-        agents = self.config.agents
-        if agents.optimizer == "mixed":
-            control = self.rng.random(n) < agents.control_share
-            return np.where(control, Control.code, Direct.code).astype(np.int8)
-        check_optimizer(agents.optimizer)
-        return np.full(n, kind_of(agents.optimizer).code, dtype=np.int8)
+        kind = self.population.kind
+        self.kind_rows = {k.code: np.flatnonzero(kind == k.code) for k in KINDS.values()}
+        self.is_control = kind == Control.code
+        self.can_go_stale = np.isin(kind, codes_that_can_go_stale("world_model"))
+        self._perceive_cache: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------------ Mesa views
 
@@ -336,9 +315,7 @@ class MesaOptModel(mesa.Model):
         plan_actions(
             Graph.of(self.adjacency, self.in_weight),
             WorldArrays.of(world),
-            PopulationArrays.of(
-                pop, self.perceives(world), self.config.agents.gain, self.is_control
-            ),
+            PopulationArrays.of(pop, self.perceives(world), self.is_control),
             contracts.beta,
             plan,
         )
@@ -378,7 +355,7 @@ class MesaOptModel(mesa.Model):
                 self,
                 0,
                 none,
-                np.zeros((0, len(CATEGORIES)), dtype=bool),
+                np.zeros((0, len(FLAGS)), dtype=bool),
                 np.zeros(0, dtype=bool),
                 np.zeros(0, dtype=bool),
                 np.zeros((0, self.d)),
@@ -422,27 +399,30 @@ def _counts_by_share(shares: list[float], total: int) -> list[int]:
     return [int(c) for c in counts]
 
 
-def make_principals(model: mesa.Model, scenario: Scenario, world: World) -> list[Principal]:
+def make_principals(
+    model: mesa.Model, scenario: Scenario, world: World, pools: list[Pool] | None = None
+) -> list[Principal]:
     """Create the scenario's principals as Mesa agents of ``model``, knowing ``world``.
 
-    Each principal's true values are the channels' values with its own ``values`` overrides; its
-    agents' shared intrinsic goals (``agents.goals.mean``) centre its selection prior.
+    Each principal's true values are the channels' values with its own ``values`` overrides; the
+    shared intrinsic goals of its pool (``agents.goals.mean``, or its ``selection.pool.goals``)
+    centre its selection prior.
 
     Args:
         model: The Mesa model the principals belong to.
         scenario: The validated scenario.
         world: The initial world.
+        pools: Each principal's candidate pool (resolved from the scenario when None).
 
     Returns:
         The principals, in scenario order.
     """
-    intrinsic = np.zeros(world.d)
-    for name, mean in scenario.agents.goals.mean.items():
-        intrinsic[scenario.channel_index(name)] = mean
+    if pools is None:
+        pools = [pool_of(scenario, j, world.d) for j in range(len(scenario.principals))]
     principals = []
     for j, config in enumerate(scenario.principals):
         values = world.value.copy()
         for name, value in config.values.items():
             values[scenario.channel_index(name)] = value
-        principals.append(Principal(model, j, config, values, world, intrinsic))
+        principals.append(Principal(model, j, config, values, world, pools[j].goals_mean.copy()))
     return principals

@@ -102,11 +102,128 @@ class ChannelConfig(_Section):
     level: NonNegInt = 0
 
 
-class ContractConfig(_Section):
-    """Linear contract w = alpha + beta * M; ``beta = "optimal"`` designs it (LEN)."""
+class ChoiceConfig(_Section):
+    """A discrete distribution of one candidate attribute: ``{values = [...], weights = [...]}``.
 
-    alpha: float = 0.0
+    Weights default to equal; they need not sum to one (they are normalised), but must be finite
+    and not all zero.
+    """
+
+    values: Annotated[list[Any], Field(min_length=1, max_length=64)]
+    weights: list[NonNegFloat] | None = None
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> ChoiceConfig:
+        if self.weights is not None:
+            if len(self.weights) != len(self.values):
+                raise ValueError("weights: needs one weight per value")
+            total = sum(w / 2.0 for w in self.weights)  # halves: no overflow at 1e308
+            if not total > 0 or total == float("inf"):
+                raise ValueError("weights: must be finite and not all zero")
+        return self
+
+    def probabilities(self) -> list[float]:
+        """The weights normalised to sum to one (equal when none are given)."""
+        if self.weights is None:
+            return [1.0 / len(self.values)] * len(self.values)
+        halves = [w / 2.0 for w in self.weights]
+        total = sum(halves)
+        return [h / total for h in halves]
+
+
+def _choice_typed(item: Any) -> type:
+    class Typed(ChoiceConfig):
+        values: Annotated[list[item], Field(min_length=1, max_length=64)]  # type: ignore[valid-type]
+
+    Typed.__name__ = Typed.__qualname__ = "ChoiceConfig"
+    return Typed
+
+
+Capacity = Annotated[int, Field(ge=0, le=1_000)]
+OptimizerName = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z][a-z0-9_]*$",
+        max_length=64,
+        description=(
+            "a registered mesa-optimizer kind (agents/kinds.py: direct, control, or one you "
+            "register) or mixed (direct and control, control_share of them control)"
+        ),
+    ),
+]
+Power = Literal["exact"] | Annotated[int, Field(ge=1, le=4096)]
+Gain = Annotated[float, Field(gt=0, le=100)]
+
+#: The candidate attributes a pool may give as a distribution (``{values, weights}``).
+CapacityChoice = _choice_typed(Capacity)
+OptimizerChoice = _choice_typed(OptimizerName)
+PowerChoice = _choice_typed(Power)
+GainChoice = _choice_typed(Gain)
+
+# Kept for readers of v1 code: the capacity distribution is a ChoiceConfig of capacities.
+CapacityConfig = CapacityChoice
+
+
+class GoalsConfig(_Section):
+    """Agents' intrinsic goals: shared mean per channel, private per-agent deviations."""
+
+    mean: dict[str, float] = Field(default_factory=dict)
+    scale: NonNegFloat = 0.0
+
+
+class DeceptionConfig(_Section):
+    """``[agents.deception]``: candidates that tell their sandbox from deployment.
+
+    A ``share`` of the candidates whose capacity is at least ``level`` are deceptive: in the
+    sandbox they act as the training signal rewards (like every other candidate), once deployed
+    they pursue their own goals without the part selection imprinted (docs/model.md).
+    """
+
+    level: Capacity = 0
+    share: Probability = 0.0
+
+
+class PoolConfig(_Section):
+    """``[principals.selection.pool]``: a principal's own candidate pool (overrides ``[agents]``).
+
+    Any key left out is taken from ``[agents]``. The world-level keys of ``[agents]``
+    (``risk_aversion``, ``effort_substitution``) and ``model_noise`` are properties of every
+    agent of the run, not of one principal's candidates, and cannot be overridden here.
+    """
+
+    capacity: Capacity | CapacityChoice | None = None  # type: ignore[valid-type]
+    optimizer: OptimizerName | OptimizerChoice | None = None  # type: ignore[valid-type]
+    control_share: Probability | None = None
+    power: Power | PowerChoice | None = None  # type: ignore[valid-type]
+    gain: Gain | GainChoice | None = None  # type: ignore[valid-type]
+    goals: GoalsConfig | None = None
+    deception: DeceptionConfig | None = None
+
+
+class ContractConfig(_Section):
+    """Linear contract w = alpha + beta * M, designed by its principal (LEN; docs/model.md).
+
+    ``alpha = "participation"`` sets the fixed pay so that the certainty equivalent the principal
+    expects its agents to get equals ``reservation``; ``beta = "optimal"`` maximises its expected
+    profit; a number fixes either. ``limited_liability`` imposes alpha >= 0 and beta >= 0.
+    """
+
+    alpha: float | Literal["participation"] = Field(
+        "participation",
+        description='fixed pay; "participation" = the agents\' expected CE equals reservation',
+    )
     beta: float | Literal["optimal"] = "optimal"
+    reservation: float = Field(0.0, description="the agents' reservation certainty equivalent")
+    limited_liability: bool = Field(False, description="impose alpha >= 0 and beta >= 0")
+
+    @model_validator(mode="after")
+    def _liability(self) -> ContractConfig:
+        if self.limited_liability:
+            for key in ("alpha", "beta"):
+                fixed = getattr(self, key)
+                if not isinstance(fixed, str) and fixed < 0:
+                    raise ValueError(f"{key}: a fixed {key} must be >= 0 with limited_liability")
+        return self
 
 
 class SelectionConfig(_Section):
@@ -118,6 +235,14 @@ class SelectionConfig(_Section):
     eval_samples: PosInt = 4
     prior_scale: NonNegFloat = 1.0
     imprint: NonNegFloat = Field(1.0, description="candidates are centred on imprint * signal")
+    sandbox: Literal["model", "world"] = Field(
+        "model",
+        description=(
+            "model = the principal's own model of the world (its beliefs, its world epoch, only "
+            "the channels within its capacity); world = the true current mechanics"
+        ),
+    )
+    pool: PoolConfig = PoolConfig()
 
 
 class AuditConfig(_Section):
@@ -135,6 +260,16 @@ class FederatedConfig(_Section):
     every: NonNegInt = Field(0, description="0 = never")
     report_noise: NonNegFloat = 0.5
     misreport: Probability = 0.0
+    screen: bool = Field(
+        False,
+        description=(
+            "compare each agent's realized output with the effort it showed in the sandbox and "
+            "retrain those that depart from it beyond noise"
+        ),
+    )
+    screen_level: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.01, description="false-alarm rate of the screen (a chi-square test at this level)"
+    )
 
 
 class PrincipalConfig(_Section):
@@ -155,50 +290,25 @@ class PrincipalConfig(_Section):
     federated: FederatedConfig = FederatedConfig()
 
 
-class CapacityConfig(_Section):
-    """A discrete distribution of agent capacity."""
-
-    values: Annotated[list[NonNegInt], Field(min_length=1)]
-    weights: list[NonNegFloat] | None = None
-
-    @model_validator(mode="after")
-    def _weights_match(self) -> CapacityConfig:
-        if self.weights is not None:
-            if len(self.weights) != len(self.values):
-                raise ValueError("weights: needs one weight per value")
-            if sum(self.weights) <= 0:
-                raise ValueError("weights: must not all be zero")
-        return self
-
-
-class GoalsConfig(_Section):
-    """Agents' intrinsic goals: shared mean per channel, private per-agent deviations."""
-
-    mean: dict[str, float] = Field(default_factory=dict)
-    scale: NonNegFloat = 0.0
-
-
 class AgentsConfig(_Section):
-    """``[agents]``: the mesa-optimizers' make-up."""
+    """``[agents]``: the pool mesa-optimizers are selected from, and their shared make-up.
 
-    capacity: NonNegInt | CapacityConfig = 1
-    optimizer: Annotated[
-        str,
-        Field(
-            pattern=r"^[a-z][a-z0-9_]*$",
-            description=(
-                "a registered mesa-optimizer kind (agents/kinds.py: direct, control, or one "
-                "you register) or mixed (direct and control, control_share of them control)"
-            ),
-        ),
-    ] = "direct"
+    ``capacity``, ``optimizer``, ``power`` and ``gain`` are candidate attributes: each is one
+    value or a distribution ``{values, weights}`` that every candidate draws from in selection.
+    """
+
+    capacity: Capacity | CapacityChoice = 1  # type: ignore[valid-type]
+    optimizer: OptimizerName | OptimizerChoice = "direct"  # type: ignore[valid-type]
     control_share: Probability = Field(0.5, description="share of control agents when mixed")
-    power: Literal["exact"] | PosInt = "exact"
+    power: Power | PowerChoice = "exact"  # type: ignore[valid-type]
     model_noise: NonNegFloat = Field(0.5, description="scoring noise of best-of-k planning")
-    gain: Annotated[float, Field(gt=0, le=1)] = 0.2
+    gain: Gain | GainChoice = Field(  # type: ignore[valid-type]
+        0.5, description="control law's feedback gain (its stability limit is 2 / curvature)"
+    )
     goals: GoalsConfig = GoalsConfig()
     risk_aversion: NonNegFloat = 1.0
     effort_substitution: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    deception: DeceptionConfig = DeceptionConfig()
 
 
 class RegimeConfig(_Section):
@@ -226,6 +336,13 @@ class MetricsConfig(_Section):
 
     trans_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.9
     top_quantile: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    welfare_counts_agent_goals: bool = Field(
+        False,
+        description=(
+            "count the agents' intrinsic goals θᵀa (agent_goal_payoff) in welfare; off by "
+            "default: goals that selection put into an agent are not social value"
+        ),
+    )
 
 
 class SweepConfig(_Section):
@@ -319,9 +436,13 @@ def _check_finite_risk(scenario: Scenario) -> None:
     """Refuse contracts under which measured noise of infinite variance meets β ≠ 0.
 
     Student-t noise with df ≤ 2 has no variance; a risk-averse agent paid β ≠ 0 on a metric that
-    includes it would bear an infinite risk premium. A fixed β ≠ 0 is refused; so is
+    includes it would bear an infinite risk premium (and ``alpha = "participation"`` would have to
+    compensate it with an infinite α). A fixed β ≠ 0 is refused, whatever α; so is
     ``beta = "optimal"`` when such a channel lies beyond the principal's capacity (it designs as if
-    the channel did not exist, so it would choose β ≠ 0); one it perceives makes it design β = 0.
+    the channel did not exist, so it would choose β ≠ 0). One it perceives makes it design β = 0
+    under every α rule: with α designed, any β ≠ 0 has an infinitely negative surplus; with α
+    fixed, any β ≠ 0 leaves its agents an infinitely negative certainty equivalent, which neither
+    meets participation nor is the least shortfall (agents.contract.design_len_contract).
     A channel counts if it is heavy-tailed and measured at any time (initially or by a regime).
     """
     if scenario.agents.risk_aversion == 0:

@@ -56,6 +56,15 @@ SELECTION_COLUMNS = (
     "candidates_max_true",
     "candidates_mean_proxy",
     "candidates_mean_expected_proxy",
+    "sandbox",
+    "sandbox_epoch",
+    "kind",
+    "capacity",
+    "power",
+    "gain",
+    "deceptive",
+    "deployed_true",
+    "sandbox_gap",
 )
 
 
@@ -93,7 +102,11 @@ def selection_rows(
     n: int,
     eval_samples: int,
     beta: float,
+    sandbox: str,
+    sandbox_epoch: int,
     result: Any,
+    kind_names: np.ndarray,
+    deployed_true: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """The ``selections`` rows of one retraining: one per slot, from its best-of-n result.
 
@@ -105,7 +118,11 @@ def selection_rows(
         n: Candidates per slot.
         eval_samples: Sandbox episodes per candidate.
         beta: The contract slope the candidates were scored under.
+        sandbox: ``model`` or ``world`` (``selection.sandbox``).
+        sandbox_epoch: The world epoch the sandbox ran.
         result: The :class:`agents.sandbox.SelectionResult` of the retraining.
+        kind_names: Kind names by code.
+        deployed_true: True value of each winner's deployed plan, (S,).
 
     Returns:
         Columns of :data:`SELECTION_COLUMNS`.
@@ -128,6 +145,15 @@ def selection_rows(
         "candidates_max_true": result.candidates_max_true,
         "candidates_mean_proxy": result.candidates_mean_score,
         "candidates_mean_expected_proxy": result.candidates_mean_expected_score,
+        "sandbox": np.full(count, sandbox, dtype=object),
+        "sandbox_epoch": np.full(count, sandbox_epoch, dtype=np.int64),
+        "kind": kind_names[result.traits.kind],
+        "capacity": result.traits.capacity.astype(np.int64),
+        "power": result.traits.power.astype(np.int64),
+        "gain": result.traits.gain.astype(float),
+        "deceptive": result.traits.deceptive.astype(bool),
+        "deployed_true": deployed_true,
+        "sandbox_gap": result.chosen_true - deployed_true,
     }
     return columns
 
@@ -142,6 +168,7 @@ def agent_snapshot(
     capacity: np.ndarray,
     category_names: Sequence[str],
     primary: np.ndarray,
+    flag_names: Sequence[str],
     flags: np.ndarray,
     deployed_at: np.ndarray,
     stale: np.ndarray,
@@ -150,6 +177,7 @@ def agent_snapshot(
     action: np.ndarray,
     theta: np.ndarray,
     per_agent: dict[str, np.ndarray],
+    parts: dict[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
     """Columns of the ``agents`` table (one row per agent of a snapshot step; docs/tables.md).
 
@@ -160,9 +188,10 @@ def agent_snapshot(
         principal: Each row's principal index, (R,).
         kind_names: Each row's mesa-optimizer kind name, (R,).
         capacity: Each row's capacity, (R,).
-        category_names: Category names, in flag-column order.
+        category_names: Primary category names, by code.
         primary: Each row's primary category code, (R,).
-        flags: Category flags, (R, len(category_names)).
+        flag_names: Flag names, in flag-column order.
+        flags: Flags, (R, len(flag_names)).
         deployed_at: Step each row's agent was deployed at, (R,).
         stale: Whether each row plans with a stale world model, (R,).
         outside: Whether each row acts outside its principal's selection range, (R,).
@@ -170,6 +199,8 @@ def agent_snapshot(
         action: Efforts, (R, d).
         theta: Objectives, (R, d).
         per_agent: Per-agent metrics of the step, each (R,).
+        parts: The principal loss's parts by part name (:data:`model.measures.PARTS`), each
+            (R,): the ``loss_<part>`` columns.
 
     Returns:
         The columns, in table order.
@@ -183,7 +214,7 @@ def agent_snapshot(
         "capacity": capacity,
         "category": np.asarray(category_names, dtype=object)[primary],
     }
-    for name, column in zip(category_names, flags.T, strict=True):
+    for name, column in zip(flag_names, flags.T, strict=True):
         snapshot[f"is_{name}"] = column.copy()
     snapshot["deployed_at"] = deployed_at
     snapshot["stale"] = stale.copy()
@@ -193,4 +224,5 @@ def agent_snapshot(
     for k, name in enumerate(channel_names):
         snapshot[f"objective_{name}"] = theta[:, k].copy()
     snapshot.update({key: value.copy() for key, value in per_agent.items()})
+    snapshot.update({f"loss_{part}": value.copy() for part, value in parts.items()})
     return snapshot

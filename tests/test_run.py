@@ -68,7 +68,10 @@ def test_tables_have_their_documented_columns_and_invariants(simulated):
     assert len(steps) == 40 * 3
     np.testing.assert_allclose(
         steps["welfare"],
-        steps["value"] + steps["private_payoff"] + steps["externality_received"],
+        steps["value"]
+        + steps["private_payoff"]
+        - steps["agent_goal_payoff"]
+        + steps["externality_received"],
         atol=1e-9,
     )
     agents = pd.read_parquet(out / "agents.parquet")

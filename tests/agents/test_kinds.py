@@ -47,6 +47,13 @@ def halfhearted():
                 planning.reward[rows], world.cost_matrix, perceive
             )
 
+        @classmethod
+        def sandbox_actions(cls, trial, rows):
+            half = 0.5 * best_response(
+                trial.reward[rows], trial.world.cost_matrix, trial.perceive[rows]
+            )
+            return half, half
+
     register_kind(HalfHearted)
     yield HalfHearted
     unregister_kind(HalfHearted.name)
@@ -158,3 +165,43 @@ def test_a_sweep_with_an_unknown_kind_fails_before_writing_anything(tmp_path):
         run_sweep(None, tmp_path / "sweep", overrides=[*SMALL, "agents.optimizer='learnd'"])
     assert info.value.key == "agents.optimizer"
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_kind_added_from_the_test_folder_is_selected_by_its_sandbox_score(halfhearted):
+    """In a pool with direct planners, half-hearted candidates show half the effort, so they win
+    half the slots without selection (n = 1) and far fewer with n = 8 (the proxy pays effort;
+    sandbox noise lets some through).
+    """
+    shares = {}
+    for n in (1, 8):
+        tables = _Tables()
+        model = MesaOptModel(
+            load_scenario(
+                None,
+                [
+                    "network.n_agents=400",
+                    "run.agent_every=1",
+                    "agents.optimizer={values=['direct', 'halfhearted']}",
+                    "agents.capacity=2",
+                    "agents.goals.scale=0",
+                    f"principals.0.selection.n={n}",
+                    f"principals.1.selection.n={n}",
+                ],
+            ),
+            recorder=tables,
+        )
+        mine = model.population.kind == halfhearted.code
+        shares[n] = mine.mean()
+        rows = tables["selections"]
+        assert (
+            rows["kind"].to_numpy()[np.argsort(rows["agent_id"])]
+            == kind_names()[model.population.kind]
+        ).all()
+        model.step()
+        snapshot = tables["agents"].query("step == 1")
+        assert set(snapshot["optimizer"]) == (
+            {"direct", "halfhearted"} if mine.any() else {"direct"}
+        )
+    se = np.sqrt(0.25 / 400)
+    assert abs(shares[1] - 0.5) < 4 * se
+    assert shares[1] - shares[8] > 4 * np.hypot(se, np.sqrt(shares[8] * (1 - shares[8]) / 400))

@@ -407,7 +407,7 @@ def _ring_population(n: int, d: int, rng: np.random.Generator, control: bool):
         perceive=np.ones((n, d), dtype=bool),
         last_action=np.zeros((n, d)),
         last_noise=np.zeros((n, d)),
-        gain=0.3,
+        gain=np.full(n, 0.3),
     )
     return ring, graph, population
 
@@ -461,7 +461,8 @@ def test_plan_actions_control_agents_take_the_projected_gradient_step():
     )
     plan = plan_actions(graph, world, population, np.array([0.4]))
     reward = population.theta + 0.4 * world.metric
-    felt = reward - population.last_action @ cost + population.last_noise
+    # Sensing model: marginal cost felt at last step's realized output y = a + ε.
+    felt = reward - (population.last_action + population.last_noise) @ cost
     expected = np.maximum(population.last_action + 0.3 * felt, 0.0)
     assert np.allclose(plan.reward, reward)
     assert np.allclose(plan.action, expected, rtol=1e-13, atol=1e-13)

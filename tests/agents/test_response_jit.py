@@ -41,7 +41,7 @@ def _problem(n: int, d: int, s: float, seed: int) -> dict:
         perceive=rng.random((n, d)) < 0.7,
         last_action=np.abs(rng.normal(size=(n, d))),
         last_noise=rng.normal(size=(n, d)),
-        gain=0.2,
+        gain=rng.uniform(0.1, 0.6, n),
     )
     return {
         "graph": Graph.of(graph),

@@ -12,13 +12,28 @@ from mesaopt.model.kernel_arrays import CandidateArrays, ChosenArrays, SandboxAr
 BLOCK = 256
 
 
-def _inputs(slots: int, n: int, d: int, seed: int) -> tuple[CandidateArrays, SandboxArrays]:
+def _inputs(
+    slots: int, n: int, d: int, seed: int, episodes: int = 3
+) -> tuple[CandidateArrays, SandboxArrays]:
+    """Candidates of all three modes: exact planners, control laws, efforts given by a kind."""
     rng = np.random.default_rng(seed)
+    count = slots * n
+    mode = rng.integers(0, 3, count).astype(np.int8)
+    control = np.flatnonzero(mode == 1)
+    episode_row = np.full(count, -1, dtype=np.int64)
+    episode_row[control] = np.arange(len(control))
+    given = np.abs(rng.normal(size=(count, d)))
     candidates = CandidateArrays(
-        draws=rng.normal(size=(d, slots * n)),
-        noise=rng.normal(size=(d, slots * n)),
-        perceive=rng.random((slots, d)) < 0.7,
+        draws=rng.normal(size=(d, count)),
+        noise=rng.normal(size=(d, count)),
+        perceive=rng.random((count, d)) < 0.7,
         n=n,
+        mode=mode,
+        gain=rng.uniform(0.1, 1.5, count),
+        episode_row=episode_row,
+        episodes=rng.normal(size=(episodes, len(control), d)),
+        given_shown=given,
+        given_carried=given * rng.uniform(0.5, 1.5, (count, d)),
     )
     sandbox = SandboxArrays(
         prior_mean=rng.normal(size=d),
@@ -33,8 +48,8 @@ def _inputs(slots: int, n: int, d: int, seed: int) -> tuple[CandidateArrays, San
 
 
 def _compiled(candidates: CandidateArrays, sandbox: SandboxArrays) -> tuple[np.ndarray, ...]:
-    slots, d = candidates.perceive.shape
-    chosen = ChosenArrays.empty(slots, d)
+    d = candidates.perceive.shape[1]
+    chosen = ChosenArrays.empty(candidates.perceive.shape[0] // candidates.n, d)
     low, high = sandbox_jit.score_candidates(candidates, sandbox, chosen)
     return (*chosen, low, high)
 
@@ -42,8 +57,10 @@ def _compiled(candidates: CandidateArrays, sandbox: SandboxArrays) -> tuple[np.n
 @pytest.mark.parametrize(("slots", "n", "d"), [(1, 1, 1), (3, 16, 4), (2 * BLOCK + 9, 5, 3)])
 def test_score_candidates_equals_the_numpy_reference(slots, n, d):
     candidates, sandbox = _inputs(slots, n, d, seed=slots + n)
-    theta, action, stats, low, high = _compiled(candidates, sandbox)
+    theta, action, stats, index, shown, low, high = _compiled(candidates, sandbox)
     expected, e_low, e_high = reference.score_candidates(candidates, sandbox)
+    assert np.array_equal(index, expected.index)
+    assert np.allclose(shown, expected.shown, rtol=1e-12, atol=1e-12)
     # Equal up to rounding: the reference rebuilds K from sqrt(diag K) and s and recovers them
     # from K (the kernel uses them directly), and sums scores with BLAS; statistics over the n
     # candidates add n such terms, hence the looser rtol on them.
@@ -60,12 +77,15 @@ def test_score_candidates_does_not_depend_on_the_number_of_threads(same_on_one_a
 
 def test_selection_draws_do_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
     """Blocked draws (objectives and sandbox noise) beyond one block, on 1 and on 3 threads."""
-    from mesaopt.agents.sandbox import mean_episode_noise, select_best_of_n
+    from mesaopt.agents.candidates import pool_of
+    from mesaopt.agents.sandbox import Sandbox, mean_episode_noise, select_best_of_n
     from mesaopt.model.channels import world_from_scenario
     from mesaopt.model.noise import NOISE_BLOCK
     from mesaopt.model.scenario_files import load_scenario
 
-    world = world_from_scenario(load_scenario(None))
+    scenario = load_scenario(None)
+    world = world_from_scenario(scenario)
+    pool = pool_of(scenario, 0, world.d)
     candidates = 2 * NOISE_BLOCK + 5
     same_on_one_and_three_threads(
         lambda: mean_episode_noise(world, np.random.default_rng(3), candidates, 4)
@@ -73,18 +93,16 @@ def test_selection_draws_do_not_depend_on_the_number_of_threads(same_on_one_and_
 
     def select():
         result = select_best_of_n(
-            world=world,
-            capacity=np.full(5000, 2),
+            sandbox=Sandbox(world, None, 0.3, world.metric, world.value, 4, 0.5),
+            pool=pool,
+            slots=5000,
             prior_mean=np.zeros(world.d),
             prior_scale=0.5,
+            imprinted=np.zeros(world.d),
             n=16,
-            eval_samples=4,
-            beta=0.3,
-            score_weights=world.metric,
-            true_values=world.value,
             rng=np.random.default_rng(9),
         )
-        return result.theta, result.action, result.chosen_true
+        return result.theta, result.action, result.chosen_true, result.traits.kind
 
     same_on_one_and_three_threads(select)
 

@@ -74,7 +74,8 @@ def test_len_beta_numeric_reproduces_textbook_cases():
 
 
 def test_len_beta_numeric_objectives():
-    # Profit net of the agent's drive gives (v − ḡ); crediting the drive gives v.
+    # With participation binding, α recovers the agent's drive: the maximiser is vᵀK⁻¹m / (…),
+    # whatever ḡ.
     rng = np.random.default_rng(8)
     d = 3
     a = rng.normal(size=(d, d))
@@ -83,9 +84,8 @@ def test_len_beta_numeric_objectives():
     rho, var = 0.8, 1.7
     kim = np.linalg.solve(k, m)
     den = m @ kim + rho * var
-    assert len_beta_numeric(v, g, m, k, rho, var) == pytest.approx((v - g) @ kim / den, rel=1e-6)
-    credited = len_beta_numeric(v, g, m, k, rho, var, credit_intrinsic=True)
-    assert credited == pytest.approx(v @ kim / den, rel=1e-6)
+    assert len_beta_numeric(v, g, m, k, rho, var) == pytest.approx(v @ kim / den, rel=1e-6)
+    assert len_beta_numeric(v, 3 * g, m, k, rho, var) == pytest.approx(v @ kim / den, rel=1e-6)
     with pytest.raises(ValueError):
         len_beta_numeric(v, g, np.zeros(d), k, 0.0, var)
     # Nothing measured but risky pay: the only sensible piece rate is zero.

@@ -17,7 +17,7 @@ from mesaopt.model.kernel_arrays import (
     StepArrays,
     WorldArrays,
 )
-from mesaopt.model.measures import CATEGORIES
+from mesaopt.model.measures import FLAGS
 from mesaopt.model.measures_jit import BLOCK, METRIC_ROWS, group_sums, outcomes_and_measures
 
 
@@ -48,7 +48,7 @@ def _inputs(n: int, d: int, j: int, seed: int) -> dict:
         perceive=np.ones((n, d), dtype=bool),
         last_action=np.zeros((n, d)),
         last_noise=np.zeros((n, d)),
-        gain=0.2,
+        gain=np.full(n, 0.2),
     )
     principals = PrincipalArrays(
         alpha=rng.normal(size=j),
@@ -79,34 +79,53 @@ def _inputs(n: int, d: int, j: int, seed: int) -> dict:
     }
 
 
-def _run(x: dict) -> MeasureArrays:
+def _run(x: dict, **options) -> MeasureArrays:
     n = len(x["step"].plan.action)
     out = MeasureArrays(
         metrics=np.full((len(METRIC_ROWS), n), np.nan),
-        flags=np.zeros((n, len(CATEGORIES)), dtype=bool),
+        flags=np.zeros((n, len(FLAGS)), dtype=bool),
         primary=np.full(n, -1, dtype=np.int64),
         outside=np.zeros(n, dtype=bool),
         harm=np.empty(n),
     )
-    outcomes_and_measures(**x, out=out)
+    outcomes_and_measures(**x, out=out, **options)
     return out
 
 
-@pytest.mark.parametrize(("d", "j"), [(4, 2), (1, 1), (2, 2), (3, 1), (5, 3)])
-def test_outcomes_and_measures_equal_the_numpy_reference(d, j):
+@pytest.mark.parametrize(
+    ("d", "j", "counts_goals"),
+    [(4, 2, False), (1, 1, True), (2, 2, False), (3, 1, True), (5, 3, False)],
+)
+def test_outcomes_and_measures_equal_the_numpy_reference(d, j, counts_goals):
     x = _inputs(2 * BLOCK + 101, d, j, seed=d + j)
-    got = _run(x)
-    metrics, flags, primary, outside = measures.outcomes_and_measures(**x)
+    deceptive = np.random.default_rng(d).random(len(x["step"].plan.action)) < 0.2
+    options = {"deceptive": deceptive, "welfare_counts_agent_goals": counts_goals}
+    got = _run(x, **options)
+    metrics, flags, outside = measures.outcomes_and_measures(**x, **options)
     # Equal up to rounding: the kernel adds each row's terms in one loop over the channels,
     # the reference with BLAS products and einsum (other orders of the same sums).
     for row, name in zip(got.metrics, METRIC_ROWS, strict=True):
         assert np.allclose(row, metrics[name], rtol=1e-12, atol=1e-12), name
-    # Flags, categories and the range test are comparisons: bit for bit.
+    # Flags and the range test are comparisons: bit for bit.
     assert np.array_equal(got.flags, flags)
-    assert np.array_equal(got.primary, primary)
     assert np.array_equal(got.outside, outside)
     assert 0 < outside.sum() < len(outside)
-    assert len(np.unique(primary)) > 1  # more than one category occurs
+    assert 0 < flags.sum(axis=0).min() or j == 1  # every flag occurs (super needs two C_j)
+    assert np.array_equal(flags[:, FLAGS.index("deceptive")], deceptive)
+    assert np.array_equal(flags[:, -1], ~flags[:, :-1].any(axis=1))  # aligned = no other flag
+    # welfare = value + received + peer − cost − risk (+ θᵀa): profit + utility less θᵀa
+    goals = metrics["agent_goal_payoff"]
+    transfers_out = metrics["profit"] + metrics["utility"] - (0.0 if counts_goals else goals)
+    assert np.allclose(metrics["welfare"], transfers_out, rtol=1e-12, atol=1e-9)
+    assert not np.allclose(goals, 0.0)
+
+
+def test_outcomes_without_deception_flag_nobody_deceptive():
+    x = _inputs(301, 3, 2, seed=9)
+    got = _run(x)
+    assert not got.flags[:, FLAGS.index("deceptive")].any()
+    _, flags, _ = measures.outcomes_and_measures(**x)
+    assert np.array_equal(got.flags, flags)
 
 
 def test_outcomes_do_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):

@@ -106,14 +106,17 @@ def test_payoffs_recomputed_from_efforts_objectives_and_the_network():
 
 def test_welfare_in_steps_is_the_agents_value_plus_private_payoff_plus_externalities(baseline):
     """Cross-table: each snapshot step's welfare equals the mean over the agents table of
-    value + private payoff + externality received, and of profit + utility (pay is a transfer).
-    The components themselves are checked independently in the recomputation test above."""
+    value + private payoff − agent goal payoff + externality received, and of profit + utility
+    − agent goal payoff (pay is a transfer; the agents' goals θᵀa are not social value unless
+    metrics.welfare_counts_agent_goals). The components themselves are checked independently
+    in the recomputation test above."""
     _, tables = baseline
     agents = tables["agents"]
     steps = tables["steps"].set_index(["step", "principal"])
+    goals = agents["agent_goal_payoff"]
     per_agent = agents.assign(
-        total=agents["value"] + agents["private_payoff"] + agents["externality_received"],
-        transfers=agents["profit"] + agents["utility"],
+        total=agents["value"] + agents["private_payoff"] - goals + agents["externality_received"],
+        transfers=agents["profit"] + agents["utility"] - goals,
     )
     for (step, principal), group in per_agent.groupby(["step", "principal"]):
         welfare = steps.loc[(step, principal), "welfare"]
@@ -294,11 +297,16 @@ def test_memory_does_not_grow_with_steps():
 
 
 def test_a_regime_that_makes_peer_effects_explode_is_refused():
+    """The exact condition (model/stability.py): δ·ρ(G) < c on every channel and
+    ρ(K⁻¹Δ)·ρ(G) < 1, not δ·ρ(G) < 1 (tests/model/test_stability.py has the boundaries)."""
     from mesaopt.model.errors import ScenarioError
 
     with pytest.raises(ScenarioError) as info:
         MesaOptModel(load_scenario(None, [*SMALL, "regimes.0.set={peer=0.5}"]))
     assert info.value.key == "regimes.0.set.peer"
+    assert "diverge" in info.value.message and "cost 1" in info.value.message
+    # δ·ρ(G) ≈ 1.2 ≥ 1 (refused by the old check) but < cost 2: stable, accepted.
+    MesaOptModel(load_scenario(None, [*SMALL, "regimes.0.set={peer=0.15, cost=2.0}"]))
 
 
 def test_federated_updates_retrain_principals_that_train_on_value():
