@@ -211,17 +211,33 @@ class MesaOptModel(mesa.Model):
             return labels  # SBM blocks are the principals' groups, in node order
         return self.rng.permutation(labels)
 
-    def kinds_changed(self) -> None:
+    def kinds_changed(
+        self, slots: np.ndarray | None = None, old_kind: np.ndarray | None = None
+    ) -> None:
         """Refresh what depends on who is of which kind and capacity (after every selection).
 
         Who is of which kind (``kind_rows``), who the compiled kernel steers by feedback
-        (``is_control``), who can go stale (``can_go_stale``), and the perception cache.
+        (``is_control``), who can go stale (``can_go_stale``), and the perception cache. With
+        ``slots`` (the agents just deployed) and their ``old_kind``, only those rows are
+        refreshed, and the kind index only when a kind changed: a replacement of a few agents
+        at a million costs a few rows, not a pass over the population.
         """
-        kind = self.population.kind
+        pop = self.population
+        kind = pop.kind
+        if slots is None:
+            self._perceive_cache: dict[int, np.ndarray] = {}
+            self.is_control = kind == Control.code
+            self.can_go_stale = np.isin(kind, codes_that_can_go_stale("world_model"))
+            self.kind_rows = {k.code: np.flatnonzero(kind == k.code) for k in KINDS.values()}
+            return
+        for epoch, cached in self._perceive_cache.items():
+            cached[slots] = self.worlds[epoch].perceives(pop.capacity[slots])
+        new_kind = kind[slots]
+        if old_kind is not None and np.array_equal(old_kind, new_kind):
+            return
+        self.is_control[slots] = new_kind == Control.code
+        self.can_go_stale[slots] = np.isin(new_kind, codes_that_can_go_stale("world_model"))
         self.kind_rows = {k.code: np.flatnonzero(kind == k.code) for k in KINDS.values()}
-        self.is_control = kind == Control.code
-        self.can_go_stale = np.isin(kind, codes_that_can_go_stale("world_model"))
-        self._perceive_cache: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------------ Mesa views
 

@@ -88,6 +88,7 @@ def retrain(
         rng=model.rng,
     )
     traits = result.traits
+    old_kind = pop.kind[slots].copy()
     private = pool.goals_scale * model.rng.standard_normal(result.theta.shape)
     pop.selected[slots] = result.theta
     pop.theta[slots] = result.own_theta + private
@@ -104,7 +105,7 @@ def retrain(
     # the agent it replaced.
     pop.last_noise[slots] = 0.0
     pop.last_proxy[slots] = result.action @ model.world.metric
-    model.kinds_changed()
+    model.kinds_changed(slots, old_kind)
     principal.record_selection_range(result.action_low, result.action_high)
     deployed = deployed_true_value(model, principal, slots)
     model.record(
