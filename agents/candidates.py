@@ -51,11 +51,6 @@ class Attribute:
             return np.full(count, self.values[0], dtype=self.values.dtype)
         return rng.choice(self.values, size=count, p=self.probabilities)
 
-    @property
-    def fixed(self) -> bool:
-        """Whether the attribute has one value only."""
-        return self.probabilities is None
-
 
 @dataclass(frozen=True)
 class Pool:

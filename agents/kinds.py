@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mesaopt.agents.response import best_of_k, best_response, control_update
+from mesaopt.agents.response import best_of_k, best_response, control_episodes
 from mesaopt.model.channels import World
 from mesaopt.model.errors import ScenarioError
 
@@ -389,16 +389,14 @@ class Control(OptimizerKind):
         Returns:
             The mean effort over the episodes and the effort after the last update, (R, d).
         """
-        cost = trial.world.cost_matrix
         if episode_noise is None:
             episode_noise = np.stack(
                 [trial.world.sample_noise(trial.rng, len(rows)) for _ in range(trial.episodes)]
             )
-        action = np.zeros((len(rows), trial.world.d))
-        total = np.zeros_like(action)
-        reward, perceive, gain = trial.reward[rows], trial.perceive[rows], trial.gain[rows]
-        for noise in episode_noise:
-            total += action
-            felt = reward - (action + noise) @ cost
-            action = control_update(action, felt, gain[:, None], perceive)
-        return total / len(episode_noise), action
+        return control_episodes(
+            trial.reward[rows],
+            trial.world.cost_matrix,
+            trial.perceive[rows],
+            trial.gain[rows],
+            episode_noise,
+        )

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_CHANNELS",
     "best_of_k",
     "best_response",
+    "control_episodes",
     "control_update",
     "plan_actions",
     "quadratic_payoff",
@@ -393,6 +394,39 @@ def control_update(
     out = np.maximum(a + gain * g, 0.0)
     out *= p  # faster than np.where; non-finite input propagates
     return out
+
+
+def control_episodes(
+    reward: np.ndarray,
+    cost: np.ndarray,
+    perceive: np.ndarray,
+    gain: np.ndarray,
+    episode_noise: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run control laws from rest through noisy episodes (a control candidate in a sandbox).
+
+    Episode e plays a_e and realizes y_e = a_e + ε_e; the law then moves to
+    ``a_{e+1} = max(0, a_e + γ(r − K y_e))`` on the perceived channels (:func:`control_update`
+    fed with :func:`reward_gradient` at the realized output), starting from a_0 = 0.
+
+    Args:
+        reward: Marginal rewards r, shape (R, d).
+        cost: Symmetric cost matrix K, shape (d, d).
+        perceive: Boolean perception mask, shape (R, d).
+        gain: Each law's gain γ, shape (R,).
+        episode_noise: Output noise per episode, shape (E, R, d).
+
+    Returns:
+        The mean effort over the E episodes (a_0 … a_{E−1}) and the effort after the last
+        update a_E, shape (R, d) each.
+    """
+    action = np.zeros_like(np.asarray(reward, dtype=float))
+    total = np.zeros_like(action)
+    for noise in episode_noise:
+        total += action
+        felt = reward_gradient(reward, cost, action + noise)
+        action = control_update(action, felt, np.asarray(gain)[:, None], perceive)
+    return total / len(episode_noise), action
 
 
 def _times_cost(a: np.ndarray, k: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ import numpy as np
 
 from mesaopt.agents.candidates import CandidateTraits, Pool, draw_candidates
 from mesaopt.agents.kinds import KINDS, Control, Direct, SandboxTrial
-from mesaopt.agents.response import best_response
+from mesaopt.agents.response import best_response, control_episodes
 from mesaopt.agents.sandbox_jit import score_candidates as score_candidates_jit
 from mesaopt.model.channels import World, substitution_cost_matrix
 from mesaopt.model.kernel_arrays import CandidateArrays, ChosenArrays, SandboxArrays
@@ -383,15 +383,13 @@ def score_candidates(
     control = np.flatnonzero(candidates.mode == CONTROL)
     if len(control):
         episodes = candidates.episodes[:, candidates.episode_row[control]]
-        action = np.zeros((len(control), d))
-        total = np.zeros_like(action)
-        for eps in episodes:
-            total += action
-            felt = reward[control] - (action + eps) @ cost
-            action = np.maximum(action + candidates.gain[control, None] * felt, 0.0)
-            action *= candidates.perceive[control]
-        shown[control] = total / len(episodes)
-        carried[control] = action
+        shown[control], carried[control] = control_episodes(
+            reward[control],
+            cost,
+            candidates.perceive[control],
+            candidates.gain[control],
+            episodes,
+        )
         noise[control] = episodes.mean(axis=0)
     given = candidates.mode == GIVEN
     if given.any():

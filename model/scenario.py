@@ -160,9 +160,6 @@ OptimizerChoice = _choice_typed(OptimizerName)
 PowerChoice = _choice_typed(Power)
 GainChoice = _choice_typed(Gain)
 
-# Kept for readers of v1 code: the capacity distribution is a ChoiceConfig of capacities.
-CapacityConfig = CapacityChoice
-
 
 class GoalsConfig(_Section):
     """Agents' intrinsic goals: shared mean per channel, private per-agent deviations."""
