@@ -230,7 +230,7 @@ class MeasureArrays(NamedTuple):
     Attributes:
         metrics: Per-agent metrics, (len(METRIC_ROWS), N), rows in the order of
             :data:`model.measures_jit.METRIC_ROWS`.
-        flags: Category flags, (N, 4) bool, in the order of :data:`model.measures.CATEGORIES`.
+        flags: Category flags, (N, 5) bool, in the order of :data:`model.measures.FLAGS`.
         primary: Primary category index, (N,) int64.
         outside: Whether the action leaves the principal's selection range, (N,) bool.
         harm: ``eᵀa``, the externality each agent gives each neighbour, (N,).
