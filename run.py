@@ -272,7 +272,7 @@ def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
         action="append",
         required=True,
         metavar="KEY=LOW:HIGH",
-        help="a parameter and its range (repeatable; whole-number bounds sample integers)",
+        help="a parameter and its range (repeatable; its type comes from the scenario schema: an int key samples whole numbers)",
     )
     sensitivity.add_argument(
         "--samples",
