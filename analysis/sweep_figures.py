@@ -12,6 +12,7 @@ over the runs (replicates) at each parameter value.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,12 +174,28 @@ def _run_rows(
     return rows
 
 
+#: Run ids a ``sweep.json`` may name: one folder name inside ``runs/`` (no separators, no "..").
+SAFE_RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _read_manifest(file: Path) -> dict[str, Any] | None:
+    """A run's manifest, or None when it is missing, empty, truncated or has no scenario."""
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("scenario"), dict):
+        return None
+    return manifest
+
+
 def read_sweep(path: str | Path) -> SweepRuns:
     """Read and reduce every complete run of a sweep folder that ``sweep.json`` lists.
 
     ``runs/`` keeps the folders of runs from earlier designs (docs/sweeps.md); only the run ids
     in ``sweep.json`` (``runs[].run_id``) belong to the sweep. A ``sweep.json`` without a
-    ``runs`` list (written by hand) stands for every complete folder in ``runs/``.
+    ``runs`` list (written by hand) stands for every complete folder in ``runs/``. A run whose
+    manifest is missing, empty or truncated counts as missing.
 
     Args:
         path: The sweep folder (``sweep.json`` and ``runs/<run_id>/``).
@@ -187,10 +204,13 @@ def read_sweep(path: str | Path) -> SweepRuns:
         The reduced runs, in ``sweep.json`` order.
 
     Raises:
-        ValueError: If none of the sweep's runs is complete.
+        ValueError: If ``sweep.json`` cannot be read, names a run id that is not one folder name
+            (``../x``), or none of the sweep's runs is complete.
     """
     path = Path(path)
     record = json.loads((path / "sweep.json").read_text(encoding="utf-8"))
+    if not isinstance(record, dict):
+        raise ValueError(f"{path / 'sweep.json'}: not a sweep record (a JSON object)")
     listed = record.get("runs")
     if listed is None:
         entries = {p.name: {} for p in sorted((path / "runs").iterdir()) if p.is_dir()}
@@ -198,13 +218,19 @@ def read_sweep(path: str | Path) -> SweepRuns:
         entries = {}
         for entry in listed:
             extra = {k: entry[k] for k in ("design_id", "replicate") if k in entry}
-            entries.setdefault(str(entry["run_id"]), extra)
-    complete = {rid for rid in entries if (path / "runs" / rid / "manifest.json").is_file()}
-    folders = [path / "runs" / rid for rid in entries if rid in complete]
-    missing = [rid for rid in entries if rid not in complete]
+            run_id = str(entry["run_id"])
+            if not SAFE_RUN_ID.fullmatch(run_id):  # a hand-edited id must not leave runs/
+                raise ValueError(f"{path / 'sweep.json'}: runs: unsafe run_id {run_id!r}")
+            entries.setdefault(run_id, extra)
+    manifests = {}
+    for rid in entries:
+        manifest = _read_manifest(path / "runs" / rid / "manifest.json")
+        if manifest is not None:
+            manifests[path / "runs" / rid] = manifest
+    folders = list(manifests)
+    missing = [rid for rid in entries if path / "runs" / rid not in manifests]
     if not folders:
         raise ValueError(f"{path}: none of the sweep's {len(entries)} runs is complete")
-    manifests = {p: json.loads((p / "manifest.json").read_text(encoding="utf-8")) for p in folders}
     parameters = list(record.get("parameters") or [])
     if not parameters:
         flat = [_flatten(m["scenario"]) for m in manifests.values()]
