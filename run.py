@@ -338,6 +338,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = parse_grid_arguments(args.grid)
     base = load_base(scenario_path(args.scenario), _overrides(args))
     design = sweep_design(base, grid, args.replicates)
+    if not design.parameters:
+        _warn_single_point(base.source, len(design.seeds))
     result = run_design(base, design, _out_dir(args.out), **_engine_options(args))
     if not args.quiet:
         out = result.out_dir
@@ -361,6 +363,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print("  final-step proxy and true value (all agents):")
             print(head[[*columns, "ci_high"]].to_string(index=False, float_format="%.3f"))
     return _report_failures(result)
+
+
+def _warn_single_point(source: str, replicates: int) -> None:
+    """Say, in one line, why a sweep without a grid draws no curve (it still runs its point)."""
+    print(
+        f"mesaopt: note: {source} has no [sweep] grid and no --grid was given: running its one "
+        f"design point x {replicates} replicate(s); the report has no parameter to draw against "
+        "(add --grid KEY=VALUES or a [sweep.grid] section)",
+        file=sys.stderr,
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:

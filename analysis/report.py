@@ -399,6 +399,11 @@ def _sweep_report(path: Path, out: Path, report: Report) -> list[str]:
             )
         )
     runs = sweep.runs["run_id"].nunique()
+    if not sweep.parameters:
+        report.notes.append(
+            "no sweep figures: the sweep varies no parameter (no [sweep] grid and no --grid), "
+            "so its runs are replicates of one design point"
+        )
     if sweep.missing:
         report.notes.append(
             f"{len(sweep.missing)} of the sweep's {runs + len(sweep.missing)} runs have no "
