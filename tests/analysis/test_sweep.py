@@ -24,6 +24,7 @@ from mesaopt.analysis.executors import (
     worker_start_method,
 )
 from mesaopt.analysis.export import export_sweep
+from mesaopt.analysis.report import build_report
 from mesaopt.analysis.stats import reduce_run, t_interval
 from mesaopt.analysis.sweep_design import (
     grid_design,
@@ -438,6 +439,8 @@ def test_sweep_without_a_grid_says_why_nothing_is_drawn(tmp_path):
     assert len(notes) == 1 and "--grid" in notes[0] and "baseline.toml" in notes[0]
     record = json.loads((out / "sweep.json").read_text())
     assert record["parameters"] == [] and len(record["runs"]) == 1  # its one point still ran
+    report = build_report(out, tmp_path / "report")
+    assert report.figures == [] and any("varies no parameter" in n for n in report.notes)
     with_grid = sweep_cli(
         str(ROOT / "scenarios" / "baseline.toml"),
         *[f"--set={o}" for o in TINY],
