@@ -272,7 +272,8 @@ def _add_batch_commands(commands: argparse._SubParsersAction) -> None:
         action="append",
         required=True,
         metavar="KEY=LOW:HIGH",
-        help="a parameter and its range (repeatable; whole-number bounds sample integers)",
+        help="a parameter and its range (repeatable; the scenario schema gives its type: an int "
+        "key samples whole numbers, a float key floats)",
     )
     sensitivity.add_argument(
         "--samples",
@@ -337,6 +338,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = parse_grid_arguments(args.grid)
     base = load_base(scenario_path(args.scenario), _overrides(args))
     design = sweep_design(base, grid, args.replicates)
+    if not design.parameters:
+        _warn_single_point(base.source, len(design.seeds))
     result = run_design(base, design, _out_dir(args.out), **_engine_options(args))
     if not args.quiet:
         out = result.out_dir
@@ -360,6 +363,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print("  final-step proxy and true value (all agents):")
             print(head[[*columns, "ci_high"]].to_string(index=False, float_format="%.3f"))
     return _report_failures(result)
+
+
+def _warn_single_point(source: str, replicates: int) -> None:
+    """Say, in one line, why a sweep without a grid draws no curve (it still runs its point)."""
+    print(
+        f"mesaopt: note: {source} has no [sweep] grid and no --grid was given: running its one "
+        f"design point x {replicates} replicate(s); the report has no parameter to draw against "
+        "(add --grid KEY=VALUES or a [sweep.grid] section)",
+        file=sys.stderr,
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -491,10 +504,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
-    """Serve the SolaraViz app (``solara run analysis/app.py``) until interrupted."""
-    import os
-    import subprocess
+    """Serve the SolaraViz app (``solara run analysis/app.py``) until interrupted.
 
+    Ctrl-C (SIGINT) and ``kill`` (SIGTERM) stop the Solara server too: it runs in its own process
+    group, which :func:`_serve_until_signalled` signals (and kills if it has not stopped within
+    :data:`VIZ_STOP_SECONDS`); on Linux it also gets SIGTERM should this process die outright.
+    """
     if args.scenario:
         args.scenario = str(scenario_path(args.scenario))
         load_scenario(args.scenario)  # a bad file fails here, with one line
@@ -504,11 +519,78 @@ def cmd_viz(args: argparse.Namespace) -> int:
     app = PROJECT_ROOT / "analysis" / "app.py"
     command = [sys.executable, "-m", "solara", "run", str(app), "--host", args.host]
     command += ["--port", str(args.port), "--no-open", "--production"]
-    print(f"mesaopt: serving the app on http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    name = Path(args.scenario).stem if args.scenario else "the default scenario"
+    print(f"mesaopt: serving the app ({name}) on http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    return _serve_until_signalled(command, env)
+
+
+#: Seconds the Solara server has to stop after SIGINT/SIGTERM before it is killed.
+VIZ_STOP_SECONDS = 5.0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies (prctl)."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
     try:
-        return subprocess.call(command, env=env, cwd=PROJECT_ROOT)
-    except KeyboardInterrupt:
-        return 0
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    except (OSError, AttributeError):  # not Linux: SIGINT/SIGTERM are still forwarded
+        pass
+
+
+def _serve_until_signalled(command: list[str], env: dict[str, str]) -> int:
+    """Run a server in its own process group; forward SIGINT/SIGTERM to it and wait for it.
+
+    Args:
+        command: The server's command line.
+        env: Its environment.
+
+    Returns:
+        The server's exit status, or 0 when it was stopped by a signal.
+    """
+    import signal
+    import subprocess
+    import time
+
+    child = subprocess.Popen(
+        command,
+        env=env,
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
+    stop: list[float] = []  # deadline of the stop asked for by a signal
+
+    def signal_group(signum: int) -> None:
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:  # already gone
+            pass
+
+    def forward(signum: int, _frame: object) -> None:
+        if stop:  # a second Ctrl-C: do not wait any longer
+            stop[0] = 0.0
+            return
+        stop.append(time.monotonic() + VIZ_STOP_SECONDS)
+        signal_group(signum)
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, forward) for signum in handled}
+    try:
+        while True:
+            try:
+                status = child.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if stop and time.monotonic() >= stop[0]:
+                    signal_group(signal.SIGKILL)
+        signal_group(signal.SIGKILL)  # whatever the server left in its group
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0 if stop else status
 
 
 def cmd_demo() -> int:

@@ -4,9 +4,14 @@ A :class:`MapLayout` says where each drawn agent sits: on a ``grid`` topology ev
 of the lattice (a heatmap shows all of them, whatever N); on other topologies agents are nodes
 placed by a seeded force-directed layout (:func:`force_layout`, cached on disk by
 :func:`map_layout`), and networks above ``max_nodes`` agents are drawn as a seeded random sample,
-whose size the figure states. :func:`draw_agent_map` draws one snapshot on a Matplotlib axis (used
-by the static figures, the animation in :mod:`analysis.animation` and the app in
-:mod:`analysis.app`); :func:`plot_agent_map` writes a figure from a run's ``agents`` table.
+whose size the figure states. Networks too large or dense for a node-link drawing to show
+anything but a hairball (above :data:`NODE_LINK_MAX_AGENTS` agents or a mean degree of
+:data:`NODE_LINK_MAX_MEAN_DEGREE`, :func:`prefers_group_view`) are shown aggregated by principal
+and category instead (:func:`plot_group_view`: a block matrix of the edges between groups, each
+group's losses with intervals and its mean efforts). :func:`draw_agent_map` draws one snapshot on
+a Matplotlib axis (used by the static figures, the animation in :mod:`analysis.animation` and the
+app in :mod:`analysis.app`); :func:`plot_agent_map` writes a figure from a run's ``agents``
+table.
 """
 
 from __future__ import annotations
@@ -393,5 +398,199 @@ def plot_agent_map(
         )
         ax.set_title(quantity_label(quantity), fontsize=10)
     fig.suptitle(f"Agents at step {step} — {layout.caption()}", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, Path(path), svg)
+
+
+#: Non-grid networks are drawn node by node only up to this many agents and this mean degree;
+#: larger or denser ones (a Watts–Strogatz graph of 1,000 agents with k = 8, say) are hairballs
+#: whose edges hide the nodes, and are drawn by :func:`plot_group_view` instead.
+NODE_LINK_MAX_AGENTS = 150
+NODE_LINK_MAX_MEAN_DEGREE = 4.0
+
+
+def prefers_group_view(network: Network) -> bool:
+    """Whether a network is too large or dense for a node-link map (grids never are).
+
+    Args:
+        network: The run's network.
+
+    Returns:
+        True above :data:`NODE_LINK_MAX_AGENTS` agents or :data:`NODE_LINK_MAX_MEAN_DEGREE`.
+    """
+    if network.grid_shape is not None:
+        return False
+    n = max(network.n_nodes, 1)
+    return n > NODE_LINK_MAX_AGENTS or 2 * network.n_edges / n > NODE_LINK_MAX_MEAN_DEGREE
+
+
+def agent_groups(snapshot: pd.DataFrame, principals: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The groups of one snapshot (principal × category, in principal and category order).
+
+    Args:
+        snapshot: One step of the ``agents`` table.
+        principals: Principal names in scenario order.
+
+    Returns:
+        The group labels (``"lab · trans"``) of the groups present, and each row's group index.
+    """
+    order = {(p, c): i for i, (p, c) in enumerate((p, c) for p in principals for c in CATEGORIES)}
+    keys = list(zip(snapshot["principal"], snapshot["category"], strict=True))
+    present = sorted({order.get(k, len(order)) for k in keys})
+    names = {v: k for k, v in order.items()}
+    index = {code: i for i, code in enumerate(present)}
+    labels = [" · ".join(names.get(code, ("?", "?"))) for code in present]
+    return labels, np.array([index[order.get(k, len(order))] for k in keys], dtype=np.int64)
+
+
+def group_edge_counts(network: Network, nodes: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Undirected edges between (and, on the diagonal, within) groups of agents.
+
+    Args:
+        network: The run's network.
+        nodes: Node id of every agent in the snapshot.
+        groups: Group index of every agent (same order as ``nodes``).
+
+    Returns:
+        A symmetric ``(G, G)`` int64 matrix: entry (g, h) counts the edges with one end in g and
+        the other in h; each edge is counted once (within a group: on the diagonal).
+    """
+    size = int(groups.max()) + 1 if len(groups) else 0
+    group_of = np.full(network.n_nodes, -1, dtype=np.int64)
+    group_of[np.asarray(nodes, dtype=np.int64)] = groups
+    upper = sp.triu(network.adjacency, k=1, format="coo")
+    a, b = group_of[upper.row], group_of[upper.col]
+    keep = (a >= 0) & (b >= 0)
+    counts = np.zeros((size, size), dtype=np.int64)
+    np.add.at(counts, (a[keep], b[keep]), 1)
+    return counts + counts.T - np.diag(np.diag(counts))
+
+
+def plot_group_view(
+    agents: pd.DataFrame,
+    network: Network,
+    path: str | Path,
+    *,
+    step: int | None = None,
+    svg: bool = False,
+) -> Path:
+    """The agents aggregated by principal and category: who is linked to whom, who fails how.
+
+    For networks too large or dense to draw node by node (:func:`prefers_group_view`). Left: a
+    block matrix of the edges between groups (principal × mesa-optimizer category at the
+    snapshot), counts written in the cells; middle: each group's mean principal and mesa loss
+    with 95% t intervals over its agents and its n; right: each group's mean effort per channel.
+
+    Args:
+        agents: The run's ``agents`` table (snapshots).
+        network: The run's network.
+        path: Where to write the PNG.
+        step: Snapshot step (default: the last).
+        svg: Also write an SVG next to it.
+
+    Returns:
+        The PNG's path.
+
+    Raises:
+        ValueError: If the table has no snapshots.
+    """
+    from scipy import stats as sps
+
+    if agents.empty:
+        raise ValueError("the run has no agent snapshots (run.agent_every = 0 or snapshots off)")
+    step = int(agents["step"].max()) if step is None else step
+    snapshot = agents[agents["step"] == step].reset_index(drop=True)
+    principals = list(dict.fromkeys(agents["principal"]))
+    labels, groups = agent_groups(snapshot, principals)
+    counts = group_edge_counts(network, snapshot["node"].to_numpy(), groups)
+    sizes = np.bincount(groups, minlength=len(labels))
+    ticks = [f"{label} (n={n:,})" for label, n in zip(labels, sizes, strict=True)]
+    channels = [c for c in snapshot.columns if c.startswith("effort_")]
+    height = max(3.8, 0.42 * len(labels) + 1.6)
+    fig, axes = plt.subplots(
+        1,
+        3,
+        figsize=(15.5, height),
+        gridspec_kw={"width_ratios": [1.25, 1.0, 0.2 + 0.45 * len(channels)]},
+    )
+    edges_ax, loss_ax, effort_ax = axes
+    shown = np.where(counts > 0, counts, np.nan)
+    image = edges_ax.imshow(
+        shown, cmap="Blues", norm=matplotlib.colors.LogNorm(vmin=1, vmax=max(counts.max(), 2))
+    )
+    if len(labels) <= 16:
+        for (g, h), value in np.ndenumerate(counts):
+            edges_ax.text(
+                h,
+                g,
+                f"{value:,}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > counts.max() ** 0.7 else "0.15",
+            )
+    edges_ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    edges_ax.set_yticks(range(len(labels)), ticks, fontsize=7)
+    edges_ax.set_title(f"Edges between groups ({network.n_edges:,} in all)", fontsize=10)
+    fig.colorbar(image, ax=edges_ax, fraction=0.046, pad=0.02, label="edges (log scale)")
+
+    y = np.arange(len(labels))
+    for offset, loss, colour in (
+        (-0.18, "principal_loss", OKABE_ITO[0]),
+        (0.18, "mesa_loss", OKABE_ITO[1]),
+    ):
+        means, halves = [], []
+        for g in range(len(labels)):
+            values = snapshot.loc[groups == g, loss].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            means.append(values.mean() if len(values) else np.nan)
+            if len(values) >= 2:
+                t = float(sps.t.ppf(0.975, len(values) - 1))
+                halves.append(t * values.std(ddof=1) / np.sqrt(len(values)))
+            else:
+                halves.append(np.nan)
+        loss_ax.barh(
+            y + offset,
+            np.nan_to_num(means),
+            0.34,
+            xerr=np.nan_to_num(halves),
+            color=colour,
+            ecolor="0.2",
+            capsize=2,
+            label=quantity_label(loss),
+        )
+    loss_ax.set_yticks(y, ticks, fontsize=7)
+    loss_ax.invert_yaxis()
+    loss_ax.axvline(0, color="0.5", lw=0.8)
+    loss_ax.grid(axis="x", alpha=0.3)
+    loss_ax.set_title("Mean loss per group (95% t interval; none for n = 1)", fontsize=10)
+    loss_ax.legend(frameon=False, fontsize=7)
+
+    if channels:
+        effort = np.array(
+            [[snapshot.loc[groups == g, c].mean() for c in channels] for g in range(len(labels))]
+        )
+        shade = effort_ax.imshow(effort, cmap="viridis", aspect="auto")
+        bright = np.nanmin(effort) + 0.6 * (np.nanmax(effort) - np.nanmin(effort))
+        for (g, k), value in np.ndenumerate(effort):
+            colour = "0.1" if value > bright else "white"  # dark text on viridis' yellow end
+            effort_ax.text(k, g, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
+        effort_ax.set_xticks(
+            range(len(channels)),
+            [c.removeprefix("effort_") for c in channels],
+            rotation=45,
+            ha="right",
+            fontsize=7,
+        )
+        effort_ax.set_yticks(range(len(labels)), [])
+        effort_ax.set_title("Mean effort", fontsize=10)
+        fig.colorbar(shade, ax=effort_ax, fraction=0.08, pad=0.04, label="units of effort")
+    else:
+        effort_ax.axis("off")
+    fig.suptitle(
+        f"Agents at step {step} by principal and category — {network.n_nodes:,} agents, "
+        f"{network.n_edges:,} edges (too many to draw one by one)",
+        fontsize=11,
+    )
     fig.tight_layout()
     return save_figure(fig, Path(path), svg)

@@ -2,9 +2,17 @@
 
 Serve it with ``run.py viz [SCENARIO]`` (which runs ``solara run analysis/app.py``); the scenario
 file comes in through the ``MESAOPT_VIZ_SCENARIO`` environment variable (the embedded default when
-unset). The page has sliders for the main parameters (:data:`MODEL_PARAMS`), Mesa's
-play/step/reset controls, the agents drawn on their lattice or network coloured by a chosen
-quantity, and live plots of proxy vs true value and of the losses by category.
+unset). The app bar names the loaded scenario and the page's first line repeats it with the
+file's own one-line description (:func:`scenario_title`). The page has sliders for the main
+parameters (:data:`MODEL_PARAMS`), Mesa's play/step/reset controls and two named tabs
+(:data:`PAGES`): "Agents, proxy and true value" (the agents drawn on their lattice or network
+coloured by a chosen quantity, live plots of proxy vs true value and of the losses by category)
+and "Losses, misalignment and welfare" (principal vs mesa loss, the four Goodhart measures, and
+welfare against the planner's first best).
+
+Mesa 3.5's SolaraViz labels its tabs "Page 0", "Page 1", ...; :func:`MesaOptViz` therefore asks
+SolaraViz for the app bar and the sidebar only (no components) and draws the tabs itself, with
+their names, in the same draggable, resizable grid cells as Mesa's.
 
 This is the one place in :mod:`analysis` that uses a live model instead of recorded tables.
 :class:`VizModel` maps the sliders to scenario overrides and keeps the ``steps`` rows of the
@@ -23,6 +31,8 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -35,6 +45,7 @@ import solara
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from mesa.visualization import Slider, SolaraViz
+from mesa.visualization.solara_viz import make_initial_grid_layout
 from mesa.visualization.utils import update_counter
 
 from mesaopt.analysis.agent_maps import MapLayout, draw_agent_map, map_layout, quantity_label
@@ -58,6 +69,34 @@ def base_scenario() -> Scenario:
     """The scenario the app starts from: ``$MESAOPT_VIZ_SCENARIO`` or the embedded default."""
     path = os.environ.get("MESAOPT_VIZ_SCENARIO") or None
     return load_scenario(path)
+
+
+def scenario_title(path: str | None = None) -> tuple[str, str]:
+    """The loaded scenario's name and one-line description, for the app bar and the page.
+
+    Args:
+        path: The scenario file (default ``$MESAOPT_VIZ_SCENARIO``; unset: the embedded default).
+
+    Returns:
+        ``(name, description)``: the file's stem (``heavy_tails``), or ``"default scenario"``,
+        and the first sentence of the file's leading comment (empty when it has none).
+    """
+    path = path if path is not None else os.environ.get("MESAOPT_VIZ_SCENARIO") or None
+    if path is None:
+        return "default scenario", "the embedded baseline (scenarios/baseline.toml)"
+    comment: list[str] = []
+    try:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            text = line.lstrip("#").strip()
+            if not line.startswith("#") or not text:
+                break
+            comment.append(text)
+    except OSError:  # the app was started on a file that has gone since: name it, no description
+        pass
+    paragraph = " ".join(comment)
+    first, stop, _rest = paragraph.partition(". ")
+    description = first + "." if stop else paragraph
+    return Path(path).stem, description
 
 
 def scenario_overrides(
@@ -399,6 +438,167 @@ def FailurePlot(model: VizModel) -> None:
     solara.FigureMatplotlib(fig, format="png")
 
 
+def loss_figure(model: VizModel) -> Figure:
+    """Principal loss and mesa loss per principal: who fails, at which level."""
+    fig = Figure(figsize=(6.0, 3.4))
+    ax = fig.subplots()
+    history = _history(model)
+    for i, name in enumerate(p.name for p in model.principals):
+        rows = history[history["principal"] == name] if len(history) else history
+        if len(rows):
+            style = {"color": OKABE_ITO[i % len(OKABE_ITO)], "lw": 1.5}
+            style.update(marker=_marker(rows), ms=3)
+            ax.plot(rows["step"], rows["principal_loss"], **style, label=f"{name}: principal")
+            ax.plot(rows["step"], rows["mesa_loss"], **style, ls="--", label=f"{name}: mesa")
+    if not len(history):
+        ax.text(0.5, 0.5, "press STEP or ▶ to run", ha="center", transform=ax.transAxes)
+    _step_axis(ax, model)
+    ax.axhline(0, color="0.8", lw=0.8)
+    ax.set_ylabel("loss per agent")
+    ax.set_title("Misalignment: principal loss (solid) vs mesa loss (dashed)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if len(history):
+        ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+@solara.component
+def LossPlot(model: VizModel) -> None:
+    """Principal loss and mesa loss per principal: who fails, at which level."""
+    update_counter.get()
+    solara.FigureMatplotlib(loss_figure(model), format="png")
+
+
+#: Goodhart measures of the ``steps`` table drawn by :func:`GoodhartPlot`, with their labels.
+GOODHART_COLUMNS = {
+    "goodhart_regressional": "regressional (winner's curse)",
+    "goodhart_extremal": "extremal (share outside selection range)",
+    "goodhart_causal": "causal (stale world models)",
+    "goodhart_adversarial": "adversarial (gamed channels)",
+}
+
+
+def goodhart_figure(model: VizModel) -> Figure:
+    """The four Goodhart measures over all agents (regressional at selection steps only)."""
+    fig = Figure(figsize=(6.0, 3.4))
+    ax = fig.subplots()
+    history = _history(model)
+    rows = history[history["principal"] == "all"] if len(history) else history
+    for i, (column, label) in enumerate(GOODHART_COLUMNS.items()):
+        if len(rows) and column in rows:
+            points = rows.dropna(subset=[column])
+            style = "o-" if column == "goodhart_regressional" else "-"
+            colour = OKABE_ITO[(i + 2) % len(OKABE_ITO)]
+            ax.plot(points["step"], points[column], style, color=colour, lw=1.4, ms=3, label=label)
+    _step_axis(ax, model)
+    ax.axhline(0, color="0.8", lw=0.8)
+    ax.set_ylabel("per agent (value units; extremal: share)")
+    ax.set_title("Goodhart measures (all agents)", fontsize=10)
+    ax.grid(alpha=0.3)
+    if len(rows):
+        ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+@solara.component
+def GoodhartPlot(model: VizModel) -> None:
+    """The four Goodhart measures over all agents (regressional at selection steps only)."""
+    update_counter.get()
+    solara.FigureMatplotlib(goodhart_figure(model), format="png")
+
+
+def welfare_figure(model: VizModel) -> Figure:
+    """Welfare of all agents against the planner's first best (its gap is what is lost)."""
+    fig = Figure(figsize=(6.0, 3.4))
+    ax = fig.subplots()
+    history = _history(model)
+    rows = history[history["principal"] == "all"] if len(history) else history
+    if len(rows):
+        style = {"lw": 1.5, "marker": _marker(rows), "ms": 3}
+        ax.plot(rows["step"], rows["welfare"], color=OKABE_ITO[2], **style, label="welfare")
+        if rows["welfare_planner"].notna().any():
+            ax.plot(
+                rows["step"],
+                rows["welfare_planner"],
+                color="0.3",
+                ls="--",
+                **style,
+                label="planner's first best",
+            )
+        ax.legend(frameon=False, fontsize=7)
+    _step_axis(ax, model)
+    ax.set_ylabel("welfare per agent")
+    ax.set_title("Welfare vs the planner's first best (all agents)", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+@solara.component
+def WelfarePlot(model: VizModel) -> None:
+    """Welfare of all agents against the planner's first best (its gap is what is lost)."""
+    update_counter.get()
+    solara.FigureMatplotlib(welfare_figure(model), format="png")
+
+
+#: The app's tabs: a label and the components drawn on it, in grid order.
+PAGES: list[tuple[str, list[Callable[[VizModel], Any]]]] = [
+    ("Agents, proxy and true value", [AgentMap, ProxyValuePlot, FailurePlot]),
+    ("Losses, misalignment and welfare", [LossPlot, GoodhartPlot, WelfarePlot]),
+]
+
+
+@solara.component
+def NamedPages(model: VizModel, pages: list[tuple[str, list[Any]]]) -> None:
+    """Tabs labelled with their names, each a draggable, resizable grid of its components.
+
+    Mesa's ComponentsView does the same with tabs labelled "Page <i>"; only the open tab's
+    components are drawn (they redraw on every step).
+    """
+    current, set_current = solara.use_state(0)
+    layouts, set_layouts = solara.use_state({})
+    with solara.v.Tabs(v_model=current, on_v_model=set_current):
+        for label, _components in pages:
+            solara.v.Tab(children=[label])
+    with solara.v.Window(v_model=current):
+        for i, (_label, components) in enumerate(pages):
+            with solara.v.WindowItem():
+                if i == current:
+                    layout = layouts.get(i) or make_initial_grid_layout(len(components))
+
+                    def on_layout(new: list[dict[str, Any]], page: int = i) -> None:
+                        set_layouts(lambda old: {**old, page: new})
+
+                    solara.GridDraggable(
+                        items=[component(model) for component in components],
+                        grid_layout=layout,
+                        resizable=True,
+                        draggable=True,
+                        on_grid_layout=on_layout,
+                    )
+
+
+@solara.component
+def MesaOptViz(model: VizModel, model_params: dict[str, Any]) -> None:
+    """The page: Mesa's app bar and sidebar (controls, parameters), a heading, the named tabs."""
+    reactive = solara.use_reactive(model)
+    name, description = scenario_title()
+    SolaraViz(
+        reactive,
+        components=[],
+        model_params=model_params,
+        name=f"mesaopt — {name}",
+        play_interval=150,
+    )
+    with solara.Row(style={"align-items": "baseline", "flex-wrap": "wrap"}):
+        solara.Text(f"Scenario: {name}", classes=["mesaopt-scenario"], style={"font-weight": "600"})
+        if description:
+            solara.Text(f"— {description}", style={"color": "#555", "font-size": "0.9rem"})
+    NamedPages(reactive.value, PAGES)
+
+
 def make_page(model: VizModel | None = None) -> Any:
     """The SolaraViz page for ``model`` (by default a :class:`VizModel` of the base scenario)."""
     base = base_scenario()
@@ -420,13 +620,7 @@ def make_page(model: VizModel | None = None) -> Any:
             seed=base.run.seed,
             regime_at=base.regimes[0].at if base.regimes else 100,
         )
-    return SolaraViz(
-        model,
-        components=[(AgentMap, 0), (ProxyValuePlot, 0), (FailurePlot, 0)],
-        model_params=params,
-        name="mesaopt: principals and their mesa-optimizers",
-        play_interval=150,
-    )
+    return MesaOptViz(model, params)
 
 
 def _initial_agents() -> int:

@@ -129,18 +129,58 @@ def plot_proxy_vs_value(
     return _save(fig, Path(path), svg)
 
 
-def failure_table(steps: pd.DataFrame) -> pd.DataFrame:
+def _agent_intervals(agents: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per principal and category: distinct agents and the t-interval half-width of each loss.
+
+    An agent seen in several snapshots counts once (its losses are averaged over the snapshots
+    in which it was of the category), so the interval is over agents, not agent-snapshots, which
+    are strongly correlated.
+    """
+    from scipy import stats as sps
+
+    needed = {"agent_id", "principal", "category", "principal_loss", "mesa_loss"}
+    if agents is None or agents.empty or not needed <= set(agents.columns):
+        return pd.DataFrame(columns=["principal", "category", "n"])
+    per_agent = (
+        agents.groupby(["principal", "category", "agent_id"], sort=False)[
+            ["principal_loss", "mesa_loss"]
+        ]
+        .mean()
+        .reset_index()
+    )
+    rows = []
+    for (name, category), group in per_agent.groupby(["principal", "category"], sort=False):
+        n = len(group)
+        row: dict[str, object] = {"principal": name, "category": category, "n": n}
+        for loss in ("principal_loss", "mesa_loss"):
+            values = group[loss].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            if len(values) >= 2:
+                t = float(sps.t.ppf(0.5 + level / 2, len(values) - 1))
+                row[f"{loss}_half"] = t * float(values.std(ddof=1)) / np.sqrt(len(values))
+            else:
+                row[f"{loss}_half"] = np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def failure_table(steps: pd.DataFrame, agents: pd.DataFrame | None = None) -> pd.DataFrame:
     """Principal and mesa loss by principal and category, averaged over the run.
 
     Each step's category mean is weighted by the number of agents of that category, so the result
-    is the mean loss per agent-step of the category.
+    is the mean loss per agent-step of the category. With the run's agent snapshots, each row
+    also gets ``n`` (distinct agents of the category over the snapshots) and the half-widths
+    ``principal_loss_half`` and ``mesa_loss_half`` of 95% Student-t intervals over those agents
+    (NaN below two agents).
 
     Args:
         steps: The run's ``steps`` table.
+        agents: The run's ``agents`` table (snapshots), or None.
 
     Returns:
         One row per principal and category: ``principal``, ``category``, ``agents`` (mean agents
-        per step), ``principal_loss``, ``mesa_loss`` (NaN when the category never occurred).
+        per step), ``principal_loss``, ``mesa_loss`` (NaN when the category never occurred),
+        ``n``, ``principal_loss_half``, ``mesa_loss_half`` (NaN without snapshots).
     """
     rows = []
     for name in [p for p in steps["principal"].unique() if p != "all"]:
@@ -153,28 +193,50 @@ def failure_table(steps: pd.DataFrame) -> pd.DataFrame:
                 values = np.nan_to_num(group[f"{loss}_{category}"].to_numpy(dtype=float))
                 row[loss] = float((values * count).sum() / total) if total else np.nan
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    intervals = _agent_intervals(agents)
+    table = table.merge(intervals, on=["principal", "category"], how="left")
+    for column in ("n", "principal_loss_half", "mesa_loss_half"):
+        if column not in table:
+            table[column] = np.nan
+    table["n"] = table["n"].astype(float)
+    return table
 
 
-def plot_failure_map(steps: pd.DataFrame, path: str | Path, *, svg: bool = False) -> Path:
-    """The two levels of failure by mesa-optimizer category: grouped bars with agent counts.
+#: Fewer agents than this in a category: its bar is hatched (no reliable interval).
+FEW_AGENTS = 2
+
+
+def plot_failure_map(
+    steps: pd.DataFrame,
+    path: str | Path,
+    *,
+    svg: bool = False,
+    agents: pd.DataFrame | None = None,
+) -> Path:
+    """The two levels of failure by mesa-optimizer category: grouped bars with n and intervals.
 
     Left: principal loss (the principal built or paid a misaligned agent); right: mesa loss (the
-    agent misses its own goal). Bars are grouped by category and coloured by principal; the number
-    over each bar is the mean count of agents of that category per step.
+    agent misses its own goal). Bars are grouped by category and coloured by principal. Over
+    each bar is its n, so that a bar of one agent does not pass for one of hundreds: with the
+    run's agent snapshots, the distinct agents of the category and a 95% interval over them
+    (:func:`failure_table`); bars of fewer than :data:`FEW_AGENTS` agents are hatched and pale.
+    Without snapshots, n is the mean count per step and no interval is drawn.
 
     Args:
         steps: The run's ``steps`` table.
         path: Where to write the PNG.
         svg: Also write an SVG next to it.
+        agents: The run's ``agents`` table (snapshots), or None.
 
     Returns:
         The PNG's path.
     """
-    table = failure_table(steps)
+    table = failure_table(steps, agents)
+    snapshots = bool(table["n"].notna().any())
     principals = list(dict.fromkeys(table["principal"]))
     categories = list(CATEGORY_COLOURS)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     width = 0.8 / max(len(principals), 1)
     x = np.arange(len(categories))
     titles = {
@@ -185,19 +247,49 @@ def plot_failure_map(steps: pd.DataFrame, path: str | Path, *, svg: bool = False
         for i, name in enumerate(principals):
             rows = table[table["principal"] == name].set_index("category").reindex(categories)
             heights = rows[loss].to_numpy(dtype=float)
+            counts = rows["n"].to_numpy(dtype=float) if snapshots else rows["agents"].to_numpy()
+            counts = np.nan_to_num(counts)
+            halves = rows[f"{loss}_half"].to_numpy(dtype=float)
             offsets = x - 0.4 + width * (i + 0.5)
+            colour = OKABE_ITO[i % len(OKABE_ITO)]
+            few = snapshots & (counts < FEW_AGENTS)
             bars = ax.bar(
                 offsets,
                 np.nan_to_num(heights),
                 width * 0.92,
-                color=OKABE_ITO[i % len(OKABE_ITO)],
+                color=colour,
                 label=name,
             )
-            for bar, count, height in zip(bars, rows["agents"], heights, strict=True):
-                text = "none" if not np.isfinite(height) else f"n={count:.0f}"
+            for bar, weak in zip(bars, few, strict=True):
+                if weak:
+                    bar.set_alpha(0.35)
+                    bar.set_hatch("///")
+                    bar.set_edgecolor(colour)
+            ok = np.isfinite(heights) & np.isfinite(halves)
+            if ok.any():
+                ax.errorbar(
+                    offsets[ok],
+                    heights[ok],
+                    yerr=halves[ok],
+                    fmt="none",
+                    ecolor="0.15",
+                    elinewidth=1,
+                    capsize=2.5,
+                )
+            per_step = rows["agents"].to_numpy(dtype=float)
+            for bar, count, height, half, mean in zip(
+                bars, counts, heights, halves, per_step, strict=True
+            ):
+                if not np.isfinite(height):
+                    text = "none"
+                elif snapshots and count < 1:  # seen between snapshots only
+                    text = f"{mean:.2g}/step"
+                else:
+                    text = f"n={count:.0f}"
+                top = np.nan_to_num(height) + (half if np.isfinite(half) else 0.0)
                 ax.annotate(
                     text,
-                    (bar.get_x() + bar.get_width() / 2, max(np.nan_to_num(height), 0)),
+                    (bar.get_x() + bar.get_width() / 2, max(top, 0)),
                     xytext=(0, 2),
                     textcoords="offset points",
                     ha="center",
@@ -212,10 +304,21 @@ def plot_failure_map(steps: pd.DataFrame, path: str | Path, *, svg: bool = False
         ax.grid(axis="y", alpha=0.3)
         ax.margins(y=0.12)
     axes[0].set_ylabel("mean loss")
-    axes[1].legend(title="principal", frameon=False, fontsize=8, title_fontsize=8)
-    fig.suptitle(
-        "Failure map: who fails, and at which level (n = mean agents per step)", fontsize=11
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=OKABE_ITO[i % len(OKABE_ITO)]) for i in range(len(principals))]
+    axes[1].legend(
+        handles, principals, title="principal", frameon=False, fontsize=8, title_fontsize=8
     )
+    if snapshots:
+        subtitle = (
+            "n = distinct agents over the snapshots, with 95% t intervals over them; "
+            f"hatched: fewer than {FEW_AGENTS} agents; x/step: mean agents per step, none in "
+            "a snapshot"
+        )
+    else:
+        subtitle = "n = mean agents per step (no agent snapshots: no intervals)"
+    fig.suptitle(f"Failure map: who fails, and at which level\n{subtitle}", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, Path(path), svg)
 

@@ -4,8 +4,16 @@
 value, the failure map, the Goodhart breakdown and the agent maps (:mod:`analysis.figures`,
 :mod:`analysis.agent_maps`), optionally the animation (:mod:`analysis.animation`); for a sweep
 folder the over-optimization curve and every swept parameter vs the run metrics
-(:mod:`analysis.sweep_figures`). ``report.html`` embeds every figure as base64 data, so it can be
-mailed or archived on its own (no external ``src`` or ``href``).
+(:mod:`analysis.sweep_figures`) and a per-design summary (one row per design point: its
+parameters, replicates, mean and 95% CI of the key metrics), the full run list going to
+``runs.csv`` (also embedded in the page as a download). ``report.html`` embeds every figure as
+base64 data, so it can be mailed or archived on its own (no external ``src`` or ``href``).
+
+Names read from a folder (principals, swept keys) become file names only through
+:func:`safe_file_stem`, so that a hand-edited ``manifest.json`` or ``sweep.json`` — or a run
+recorded before names were restricted — cannot make the report write outside its folder. A
+folder whose manifest is empty, truncated or has no scenario is refused with one line
+(:class:`~analysis.run_folder.NotARunError`) before anything is written.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +30,12 @@ from typing import Any
 import pandas as pd
 
 from mesaopt.analysis import figures
-from mesaopt.analysis.agent_maps import map_layout, plot_agent_map
+from mesaopt.analysis.agent_maps import (
+    map_layout,
+    plot_agent_map,
+    plot_group_view,
+    prefers_group_view,
+)
 from mesaopt.analysis.run_folder import (
     NotARunError,
     RunTables,
@@ -29,11 +44,17 @@ from mesaopt.analysis.run_folder import (
     read_run,
 )
 from mesaopt.analysis.sweep_figures import (
+    RUN_METRICS,
+    mean_ci,
     plot_overoptimization,
     plot_parameter_vs_metrics,
     read_sweep,
     selection_parameters,
 )
+from mesaopt.model.network import Network
+
+#: Characters a file name made from a user-supplied string keeps; everything else becomes "_".
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
 @dataclass
@@ -55,14 +76,63 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
+def safe_file_stem(text: str, used: set[str] | None = None) -> str:
+    """A file-name stem made from a user-supplied string that cannot leave its folder.
+
+    Every run of characters other than letters, digits, ``_``, ``-`` and ``.`` becomes ``_``
+    (so slashes go), leading dots and dashes are dropped (no ``..``, no hidden file,
+    no option-like name), and the stem is at most 80 characters. With ``used``, a stem already
+    taken gets ``_2``, ``_3``, ... so two names never share a file; the result is added to it.
+
+    Args:
+        text: The name (a principal, a dotted key).
+        used: Stems already given out in the same folder (updated).
+
+    Returns:
+        A non-empty stem, e.g. ``x_.._.._.._ESCAPED`` for ``x/../../../ESCAPED``.
+    """
+    stem = _UNSAFE.sub("_", text).lstrip(".-")[:80] or "unnamed"
+    if used is not None:
+        base, i = stem, 2
+        while stem in used:
+            stem, i = f"{base}_{i}", i + 1
+        used.add(stem)
+    return stem
+
+
 def _uri(path: Path) -> str:
     kind = {".png": "image/png", ".gif": "image/gif"}[path.suffix]
     return f"data:{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _table_html(frame: pd.DataFrame) -> str:
-    return frame.to_html(
-        index=False, border=0, classes="numbers", float_format=lambda x: f"{x:.3f}"
+def _number(value: Any) -> str:
+    """A table cell: whole-number counts as integers (``143``), other numbers to 3 decimals."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return html.escape(str(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if value != value:  # NaN
+        return "—"
+    return f"{value:.3f}"
+
+
+def _table_html(frame: pd.DataFrame, counts: set[str] = frozenset()) -> str:
+    """An HTML table; ``counts`` names rows (first column) or columns holding whole numbers."""
+    columns = list(frame.columns)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = []
+    for row in frame.itertuples(index=False):
+        cells = []
+        count_row = len(columns) > 0 and str(row[0]) in counts
+        for column, value in zip(columns, row, strict=True):
+            if (count_row or column in counts) and isinstance(value, float) and value == value:
+                value = round(value)
+            cells.append(f"<td>{_number(value)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f"<table class='numbers'><thead><tr>{head}</tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table>"
     )
 
 
@@ -139,15 +209,21 @@ def _scenario_summary(manifest: dict[str, Any]) -> str:
         (
             "principals",
             "; ".join(
-                f"{p['name']}: capacity {p['capacity']}, trains on {p['train_on']}, "
-                f"selection n={p['selection']['n']}, β={p['contract']['beta']}, "
-                f"audit rate {p['audit']['rate']}"
+                f"{p.get('name')}: capacity {p.get('capacity')}, trains on {p.get('train_on')}, "
+                f"selection n={(p.get('selection') or {}).get('n')}, "
+                f"β={(p.get('contract') or {}).get('beta')}, "
+                f"audit rate {(p.get('audit') or {}).get('rate')}"
                 for p in principals
+                if isinstance(p, dict)
             ),
         ),
         (
             "regime changes",
-            ", ".join(f"step {r['at']}: {r['channel']}" for r in scenario.get("regimes", []))
+            ", ".join(
+                f"step {r.get('at')}: {r.get('channel')}"
+                for r in scenario.get("regimes") or []
+                if isinstance(r, dict)
+            )
             or "none",
         ),
         ("git revision", manifest.get("git_revision")),
@@ -159,6 +235,54 @@ def _scenario_summary(manifest: dict[str, Any]) -> str:
         for k, v in lines
     )
     return f"<table class='numbers'>{body}</table>"
+
+
+def _agent_figures(
+    run: RunTables, network: Network, out: Path, animate: bool, report: Report
+) -> None:
+    """The agent maps: lattice or node-link maps, or the group view of a large/dense network."""
+    add = report.figures.append
+    grouped = prefers_group_view(network)
+    if grouped:  # a hairball as nodes and links: aggregate it
+        add(
+            (
+                plot_group_view(run.agents, network, out / "agent_groups.png", svg=True),
+                f"Agents at the last snapshot by principal and category ({network.n_nodes:,} "
+                f"agents, {network.n_edges:,} edges: too large or dense to draw node by node): "
+                "edges between groups, mean losses with 95% intervals, mean efforts.",
+            )
+        )
+        if not animate:
+            return
+    layout = map_layout(network, seed=int(run.manifest.get("seed") or 0), cache_dir=run.path)
+    if animate:  # asked for: the node-link drawing over time, whatever the network's size
+        from mesaopt.analysis.animation import animate_agent_map
+
+        report.animations = animate_agent_map(run.agents, layout, out / "agent_map.gif")
+    if grouped:
+        return
+    channels = [c for c in run.agents.columns if c.startswith("effort_")]
+    add(
+        (
+            plot_agent_map(
+                run.agents,
+                layout,
+                out / "agent_map.png",
+                quantities=("category", "principal_loss", "mesa_loss"),
+                svg=True,
+            ),
+            f"Agents at the last snapshot ({layout.caption()}): category (size = "
+            "principal loss), principal loss, mesa loss.",
+        )
+    )
+    add(
+        (
+            plot_agent_map(
+                run.agents, layout, out / "agent_effort.png", quantities=channels, svg=True
+            ),
+            f"Effort per channel at the last snapshot ({layout.caption()}).",
+        )
+    )
 
 
 def _run_report(run: RunTables, out: Path, animate: bool, report: Report) -> list[str]:
@@ -173,8 +297,12 @@ def _run_report(run: RunTables, out: Path, animate: bool, report: Report) -> lis
     )
     add(
         (
-            figures.plot_failure_map(run.steps, out / "failure_map.png", svg=True),
-            "Principal loss and mesa loss by mesa-optimizer category, averaged over the run.",
+            figures.plot_failure_map(
+                run.steps, out / "failure_map.png", svg=True, agents=run.agents
+            ),
+            "Principal loss and mesa loss by mesa-optimizer category, averaged over the run; "
+            "n over each bar, 95% intervals from the agent snapshots (hatched: too few agents "
+            "for an interval).",
         )
     )
     add(
@@ -193,35 +321,7 @@ def _run_report(run: RunTables, out: Path, animate: bool, report: Report) -> lis
         except ValueError as err:
             report.notes.append(f"no agent maps: cannot read the network ({err})")
         else:
-            layout = map_layout(
-                network, seed=int(run.manifest.get("seed") or 0), cache_dir=run.path
-            )
-            channels = [c for c in run.agents.columns if c.startswith("effort_")]
-            add(
-                (
-                    plot_agent_map(
-                        run.agents,
-                        layout,
-                        out / "agent_map.png",
-                        quantities=("category", "principal_loss", "mesa_loss"),
-                        svg=True,
-                    ),
-                    f"Agents at the last snapshot ({layout.caption()}): category (size = "
-                    "principal loss), principal loss, mesa loss.",
-                )
-            )
-            add(
-                (
-                    plot_agent_map(
-                        run.agents, layout, out / "agent_effort.png", quantities=channels, svg=True
-                    ),
-                    f"Effort per channel at the last snapshot ({layout.caption()}).",
-                )
-            )
-            if animate:
-                from mesaopt.analysis.animation import animate_agent_map
-
-                report.animations = animate_agent_map(run.agents, layout, out / "agent_map.gif")
+            _agent_figures(run, network, out, animate, report)
     numbers = key_numbers(run)
     sections = [
         f"<h1>mesaopt report: {html.escape(str(run.path))}</h1>",
@@ -230,47 +330,114 @@ def _run_report(run: RunTables, out: Path, animate: bool, report: Report) -> lis
         "<h2>Key numbers</h2>",
         "<p>Means per agent; <em>last quarter</em> averages the last 25% of steps; regressional "
         "Goodhart averages the selection steps.</p>",
-        _table_html(numbers.set_index("principal").T.reset_index(names="")),
+        _table_html(
+            numbers.set_index("principal").T.reset_index(names=""),
+            counts={c for c in numbers.columns if c.startswith("n_")},
+        ),
     ]
     return sections
 
 
+def design_summary(runs: pd.DataFrame, parameters: list[str]) -> pd.DataFrame:
+    """One row per design point: its parameters, replicates and mean (95% CI) of the key metrics.
+
+    Args:
+        runs: :attr:`analysis.sweep_figures.SweepRuns.runs` (one row per run and principal).
+        parameters: The swept keys.
+
+    Returns:
+        For principal ``all``: ``design_id`` (when known), the parameters, ``replicates`` (runs
+        at the point) and per metric of :data:`~analysis.sweep_figures.RUN_METRICS` its mean
+        over the runs and ``<metric> 95% CI`` (Student-t, ``low … high``; ``—`` with one run).
+    """
+    frame = runs[runs["principal"] == "all"]
+    by = ["design_id"] if "design_id" in frame and frame["design_id"].notna().all() else []
+    by += [p for p in parameters if p in frame]
+    rows = []
+    groups = frame.groupby(by, sort=True, dropna=False) if by else [((), frame)]
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row: dict[str, Any] = dict(zip(by, key, strict=True))
+        row["replicates"] = int(group["run_id"].nunique())
+        for metric in RUN_METRICS:
+            mean, low, high = mean_ci(group[metric])
+            row[metric] = mean
+            row[f"{metric} 95% CI"] = "—" if low != low else f"{low:.3f} … {high:.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _csv_link(path: Path, label: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f"<a download='{html.escape(path.name)}' href='data:text/csv;base64,{data}'>"
+        f"{html.escape(label)}</a>"
+    )
+
+
 def _sweep_report(path: Path, out: Path, report: Report) -> list[str]:
-    sweep = read_sweep(path)
+    try:
+        sweep = read_sweep(path)
+    except (OSError, ValueError, KeyError, TypeError) as err:  # json errors are ValueErrors
+        raise NotARunError(f"{path}/sweep.json: cannot read the sweep: {err}") from None
+    out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
     for key, principal in selection_parameters(sweep).items():
+        stem = safe_file_stem(f"overoptimization_{principal}", used)
         report.figures.append(
             (
-                plot_overoptimization(
-                    sweep, key, principal, out / f"overoptimization_{principal}.png", svg=True
-                ),
+                plot_overoptimization(sweep, key, principal, out / f"{stem}.png", svg=True),
                 f"Over-optimization curve of {principal} ({key}), 95% CIs over runs.",
             )
         )
     for parameter in sweep.parameters:
-        safe = parameter.replace(".", "_")
+        stem = safe_file_stem(f"sweep_{parameter.replace('.', '_')}", used)
         report.figures.append(
             (
-                plot_parameter_vs_metrics(sweep, parameter, out / f"sweep_{safe}.png", svg=True),
+                plot_parameter_vs_metrics(sweep, parameter, out / f"{stem}.png", svg=True),
                 f"{parameter} vs the run metrics (time means), 95% CIs over runs.",
             )
         )
     runs = sweep.runs["run_id"].nunique()
+    if not sweep.parameters:
+        report.notes.append(
+            "no sweep figures: the sweep varies no parameter (no [sweep] grid and no --grid), "
+            "so its runs are replicates of one design point"
+        )
     if sweep.missing:
         report.notes.append(
             f"{len(sweep.missing)} of the sweep's {runs + len(sweep.missing)} runs have no "
             "complete run folder (failed or not run) and are left out: " + ", ".join(sweep.missing)
         )
+    everyone = sweep.runs[sweep.runs["principal"] == "all"]
+    listing = everyone[
+        [c for c in ("run_id", "design_id", "replicate") if c in everyone]
+        + [p for p in sweep.parameters if p in everyone]
+        + list(RUN_METRICS)
+    ]
+    csv = out / "runs.csv"
+    listing.to_csv(csv, index=False)
+    summary = design_summary(sweep.runs, sweep.parameters)
     return [
         f"<h1>mesaopt sweep report: {html.escape(str(path))}</h1>",
         f"<p>{runs} complete runs of the {runs + len(sweep.missing)} listed in sweep.json; "
         f"swept: {html.escape(', '.join(sweep.parameters))}.</p>",
-        "<h2>Runs (time means per agent, principal = all)</h2>",
-        _table_html(
-            sweep.runs[sweep.runs["principal"] == "all"][
-                ["run_id", *sweep.parameters, "value", "proxy", "principal_loss", "mesa_loss"]
-            ]
-        ),
+        "<h2>Design points (time means per agent, principal = all)</h2>",
+        "<p>One row per design point: mean over its replicates and a 95% Student-t interval. "
+        f"Every run: {_csv_link(csv, 'runs.csv')} (also written next to this page).</p>",
+        _table_html(summary, counts={"design_id", "replicates"}),
     ]
+
+
+def _check_manifest(path: Path) -> None:
+    """Refuse, with one line, a run folder whose manifest is empty, truncated or not a run's."""
+    file = path / "manifest.json"
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError included
+        raise NotARunError(f"{file}: cannot read (empty or truncated?): {err}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("scenario"), dict):
+        raise NotARunError(f"{file}: not a complete run manifest (no 'scenario' object)")
 
 
 def build_report(
@@ -287,7 +454,8 @@ def build_report(
         What was written.
 
     Raises:
-        NotARunError: If ``path`` is neither a run nor a sweep folder.
+        NotARunError: If ``path`` is neither a run nor a sweep folder, or its manifest or
+            ``sweep.json`` cannot be read (nothing is written then).
     """
     path = Path(path)
     out = Path(out_dir) if out_dir is not None else path / "report"
@@ -296,10 +464,12 @@ def build_report(
             f"{path} is not a run folder (manifest.json + steps) "
             "or a sweep folder (sweep.json + runs/)"
         )
-    out.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir=out, html=out / "report.html")
     if is_run_folder(path):
-        sections = _run_report(read_run(path), out, animate, report)
+        _check_manifest(path)
+        run = read_run(path)
+        out.mkdir(parents=True, exist_ok=True)
+        sections = _run_report(run, out, animate, report)
     else:
         sections = _sweep_report(path, out, report)
     sections.append("<h2>Figures</h2>")

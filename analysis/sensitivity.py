@@ -2,8 +2,8 @@
 
 ``run.py sensitivity SCENARIO --method sobol|morris --param key=low:high ...`` samples the
 parameter box with SALib (:func:`sample`), turns the samples into the design points of a sweep
-(:func:`sensitivity_design`; integer parameters — both bounds whole numbers — are rounded, and
-repeated points are run once), runs them with :func:`analysis.sweep_runner.run_design` like any
+(:func:`sensitivity_design`; integer parameters are rounded, and repeated points are run once),
+runs them with :func:`analysis.sweep_runner.run_design` like any
 sweep, and computes indices with confidence intervals for one output (:func:`indices`): a
 metric's ``final`` or time-averaged (``mean``) value for one principal (or ``all``), averaged over
 replicates.
@@ -13,19 +13,28 @@ replicates.
 * Morris (elementary effects, ``N·(D+1)`` runs, 4 levels): ``mu_star`` with its bootstrap
   confidence half-width, ``mu`` and ``sigma``.
 
+A parameter's type comes from the scenario schema (:func:`parameter_type`), never from how its
+bounds are written: ``agents.risk_aversion=0:2`` samples floats in [0, 2] because the schema says
+``risk_aversion`` is a float, and ``principals.0.selection.n=1:64`` samples whole numbers because
+``selection.n`` is an int. Boolean and text keys have no range and are refused.
+
 SALib is an optional extra (``pip install 'mesaopt[sensitivity]'``).
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 from mesaopt.analysis.sweep_design import Design, replicate_seeds
 from mesaopt.model.errors import ScenarioError
+from mesaopt.model.scenario import ChannelConfig, NoiseConfig, RegimeConfig, Scenario
 
 METHODS = ("sobol", "morris")
 MORRIS_LEVELS = 4
@@ -39,7 +48,7 @@ class Bound:
         key: Dotted scenario key.
         low: Lower bound.
         high: Upper bound.
-        integer: Both bounds are whole numbers written without a point: samples are rounded.
+        integer: The schema types the key as an int: samples are rounded to whole numbers.
     """
 
     key: str
@@ -48,17 +57,87 @@ class Bound:
     integer: bool
 
 
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of a type annotation, ``Annotated`` and ``Optional`` unwrapped."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _child(annotation: Any, part: str, owner: Any) -> Any:
+    """The annotation one dotted step below ``annotation`` (None when there is no such key)."""
+    for member in _members(annotation):
+        origin = typing.get_origin(member)
+        if _is_model(member) and part in member.model_fields:
+            return member.model_fields[part].annotation
+        if origin is list and part.isdigit():
+            return typing.get_args(member)[0]
+        if origin is dict:
+            if owner is RegimeConfig:  # regimes.<i>.set.<field>: a channel field
+                if part == "noise":
+                    return NoiseConfig
+                field = ChannelConfig.model_fields.get(part)
+                return field.annotation if field is not None and part != "name" else None
+            return typing.get_args(member)[1]
+    return None
+
+
+def parameter_type(key: str) -> type:
+    """The number type the scenario schema gives a dotted key: ``int`` or ``float``.
+
+    Union fields count as their numeric alternative (``contract.beta`` is a float or
+    ``"optimal"``: float; ``agents.capacity`` is an int or a distribution: int); a float
+    alternative wins over an int one. A regime change's ``set.<field>`` has the type of that
+    channel field.
+
+    Args:
+        key: Dotted scenario key, e.g. ``principals.0.selection.n``.
+
+    Returns:
+        ``int`` or ``float``.
+
+    Raises:
+        ScenarioError: If the schema has no such key, or the key is not a number (a bool, a text,
+            a table).
+    """
+    annotation: Any = Scenario
+    owner: Any = None
+    for part in key.split("."):
+        below = _child(annotation, part, owner)
+        if below is None:
+            raise ScenarioError(f"--param {key}", f"the scenario schema has no key {part!r} here")
+        owner = next((m for m in _members(annotation) if _is_model(m)), owner)
+        annotation = below
+    leaves = [m for m in _members(annotation) if m is not type(None)]
+    if float in leaves:
+        return float
+    if int in leaves:
+        return int
+    kinds = ", ".join(getattr(m, "__name__", str(m)) for m in leaves)
+    raise ScenarioError(
+        f"--param {key}", f"is not a number in the scenario schema ({kinds}); it has no range"
+    )
+
+
 def parse_param(text: str) -> Bound:
-    """Parse ``--param key=low:high``.
+    """Parse ``--param key=low:high``; the key's type comes from the scenario schema.
 
     Args:
         text: The argument.
 
     Returns:
-        The bound.
+        The bound (``integer`` when the schema types the key as an int).
 
     Raises:
-        ScenarioError: If it is malformed or ``low >= high``.
+        ScenarioError: If it is malformed, ``low >= high``, the key is not a number in the
+            schema, or an int key has bounds that are not whole numbers.
     """
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -71,7 +150,11 @@ def parse_param(text: str) -> Bound:
         raise ScenarioError(f"--param {key}", f"bounds must be numbers, got {raw!r}") from None
     if not (np.isfinite(low) and np.isfinite(high)) or low >= high:
         raise ScenarioError(f"--param {key}", f"needs finite low < high, got {raw!r}")
-    integer = all(p.strip().lstrip("+-").isdigit() for p in parts)
+    integer = parameter_type(key) is int
+    if integer and not (low.is_integer() and high.is_integer()):
+        raise ScenarioError(
+            f"--param {key}", f"is a whole number in the scenario schema; got bounds {raw!r}"
+        )
     return Bound(key, low, high, integer)
 
 

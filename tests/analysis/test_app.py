@@ -1,10 +1,20 @@
-"""The app's widgets without a browser: sliders that show their value, the page's parameters."""
+"""The app without a browser: sliders, named page and tabs, and `run.py viz` stopping cleanly."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import ipyvuetify as v
+import numpy as np
+import pandas as pd
 import pytest
 import solara
 from mesa.visualization.solara_viz import ModelCreator, UserInputs
@@ -81,3 +91,132 @@ def test_the_regime_slider_moves_simultaneous_changes_together(app) -> None:
         seed=1,
     )
     assert out["regimes.0.at"] == out["regimes.1.at"] == 80
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _serving(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (Linux /proc), grandchildren included."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_viz_stops_its_solara_server_on_a_signal(tmp_path: Path, signum: int) -> None:
+    """`kill PID` (or Ctrl-C) on `run.py viz` leaves no Solara server serving (issue 15)."""
+    root = Path(__file__).resolve().parents[2]
+    port = _free_port()
+    env = dict(os.environ, SOLARA_TELEMETRY_MIXPANEL_ENABLE="False", MESAOPT_VIZ_AGENTS="100")
+    log = tmp_path / "viz.log"
+    with log.open("w") as out:
+        viz = subprocess.Popen(
+            [sys.executable, "run.py", "viz", "scenarios/heavy_tails.toml", "--port", str(port)],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not _serving(port):
+            assert viz.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        children = _descendants(viz.pid)
+        assert children  # the Solara server runs as a child process
+        viz.send_signal(signum)
+        assert viz.wait(timeout=15) == 0
+        deadline = time.monotonic() + 5
+        while _port_open(port) or any(_alive(pid) for pid in children):
+            assert time.monotonic() < deadline, f"still serving or alive: {children}"
+            time.sleep(0.2)
+        assert "heavy_tails" in log.read_text()  # the command names the scenario it serves
+    finally:
+        if viz.poll() is None:
+            viz.kill()
+        for pid in children | _descendants(viz.pid):  # never leave a server behind
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_the_page_names_its_scenario_and_its_tabs(app, monkeypatch) -> None:
+    """Not Mesa's "Page 0": named tabs, the scenario's name and description on the page."""
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("MESAOPT_VIZ_SCENARIO", str(root / "scenarios" / "heavy_tails.toml"))
+    name, description = app.scenario_title()
+    assert name == "heavy_tails" and description.startswith("Extremal Goodhart")
+    _box, rc = solara.render(app.make_page(app.VizModel(n_agents=100)), handle_error=False)
+    labels = [tab.widget.children for tab in rc.find(v.Tab)]
+    assert labels == [[label] for label, _ in app.PAGES]
+    assert labels[1] == ["Losses, misalignment and welfare"]
+    texts = [w.widget.children for w in rc.find(v.Html)]
+    assert ["Scenario: heavy_tails"] in texts
+    assert any(t and isinstance(t[0], str) and "Extremal Goodhart" in t[0] for t in texts)
+    rc.close()
+    monkeypatch.delenv("MESAOPT_VIZ_SCENARIO")
+    assert app.scenario_title()[0] == "default scenario"
+
+
+def test_second_tab_plots_more_than_principal_loss(app) -> None:
+    """Mesa loss, the Goodhart measures and welfare vs the first best, from the steps rows."""
+    model = app.VizModel(n_agents=100, topology="ring")
+    model.step()
+    model.step()
+    history = pd.DataFrame(model.history)
+    everyone = history[history["principal"] == "all"]
+
+    def lines(fig):
+        return {line.get_label(): line.get_ydata() for line in fig.axes[0].get_lines()}
+
+    losses = lines(app.loss_figure(model))
+    for principal in model.principals:
+        rows = history[history["principal"] == principal.name]
+        assert np.array_equal(losses[f"{principal.name}: mesa"], rows["mesa_loss"])
+        assert np.array_equal(losses[f"{principal.name}: principal"], rows["principal_loss"])
+    goodhart = lines(app.goodhart_figure(model))
+    for column, label in app.GOODHART_COLUMNS.items():
+        assert np.array_equal(goodhart[label], everyone[column].dropna())
+    welfare = lines(app.welfare_figure(model))
+    assert np.array_equal(welfare["welfare"], everyone["welfare"])
+    assert np.array_equal(welfare["planner's first best"], everyone["welfare_planner"])

@@ -2,9 +2,15 @@
 
 Runs ``solara run analysis/app.py`` on 127.0.0.1 (a free port) with Solara's front-end assets from
 the ``solara-assets`` package (no CDN), opens the page in Debian's headless Chromium, clicks STEP
-and checks that the agent map changed, that the sliders show their values and that the note under
-the map shows inside its grid cell. ``MESAOPT_APP_SCREENSHOT=docs/img/app.png`` keeps the
+and checks that the agent map changed, that the sliders show their values, that the note under
+the map shows inside its grid cell, that the app names the scenario it serves (app bar and
+heading) and that its tabs carry their names (not Mesa's "Page 0"), the second one drawing its
+plots. ``MESAOPT_APP_SCREENSHOT=docs/img/app.png`` keeps the
 screenshot (the README's, at 1,000 px wide).
+
+Without ``/usr/bin/chromium`` the test is skipped on a developer's machine, but fails in CI (the
+``CI`` environment variable set, as ``.ci/run`` does), which installs chromium: a browser test that
+silently does not run is a hole in the suite.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
+#: The scenario the test serves (the README's screenshot shows it).
+SCENARIO = "scenarios/baseline.toml"
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = [
     "--headless",
@@ -32,12 +40,33 @@ ARGS = [
     "--disable-sync",
 ]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="/usr/bin/chromium missing (apt-get install -y chromium)"
-    ),
-]
+pytestmark = [pytest.mark.slow]
+
+
+def require_chromium(path: Path = CHROMIUM, environ: dict[str, str] | None = None) -> None:
+    """Skip without chromium, except in CI (``CI`` set and not ``0``/``false``), where it fails.
+
+    Args:
+        path: The chromium executable.
+        environ: The environment (default ``os.environ``).
+    """
+    environ = os.environ if environ is None else environ
+    if path.exists():
+        return
+    message = f"{path} missing (apt-get install -y chromium)"
+    if environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"CI is set but {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def test_missing_chromium_fails_in_ci_and_skips_elsewhere(tmp_path: Path) -> None:
+    missing = tmp_path / "no-chromium"
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        require_chromium(missing, {"CI": "true"})
+    with pytest.raises(pytest.skip.Exception):
+        require_chromium(missing, {})
+    with pytest.raises(pytest.skip.Exception):
+        require_chromium(missing, {"CI": "false"})
 
 
 def _free_port() -> int:
@@ -48,11 +77,12 @@ def _free_port() -> int:
 
 @pytest.fixture
 def app_url(tmp_path: Path):
+    require_chromium()
     port = _free_port()
     env = dict(os.environ, SOLARA_TELEMETRY_MIXPANEL_ENABLE="False", MESAOPT_VIZ_AGENTS="400")
     log = (tmp_path / "solara.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "run.py", "viz", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "run.py", "viz", SCENARIO, "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -117,6 +147,13 @@ def test_app_steps_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
             page.get_by_role("button", name="STEP").wait_for(timeout=90_000)
             page.locator("img").first.wait_for(timeout=90_000)
             assert page.get_by_text("colour agents by").count() >= 1
+            assert page.get_by_text("mesaopt — baseline").count() >= 1  # the app bar
+            assert page.locator(".mesaopt-scenario").inner_text() == "Scenario: baseline"
+            tabs = page.get_by_role("tab")
+            assert tabs.all_inner_texts() == [
+                "AGENTS, PROXY AND TRUE VALUE",  # Vuetify draws tab labels in capitals
+                "LOSSES, MISALIGNMENT AND WELFARE",
+            ]
             assert page.get_by_text("selection n (candidates per slot): 16").count() == 1
             assert page.get_by_text("contract β (all principals): 0.30").count() == 1
             _assert_note_inside_its_cell(page)
@@ -135,6 +172,14 @@ def test_app_steps_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
 
                 with Image.open(shot) as image:
                     image.resize((1000, round(image.height * 1000 / image.width))).save(shot)
+
+            # the second tab draws its three plots
+            tabs.nth(1).click()
+            page.wait_for_function(
+                "() => document.querySelectorAll('.v-window-item--active img').length >= 3",
+                timeout=60_000,
+            )
+            tabs.nth(0).click()
 
             # moving a slider shows its new value
             audit = page.locator(".v-input").filter(has_text="audit rate: 0.02")

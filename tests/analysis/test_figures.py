@@ -7,16 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mesaopt.analysis import figures
+from mesaopt.analysis import figures, sweep_figures
 from mesaopt.analysis.agent_maps import force_layout, map_layout, plot_agent_map
 from mesaopt.analysis.animation import animate_agent_map
 from mesaopt.analysis.run_folder import read_run
 from mesaopt.analysis.sweep_figures import (
+    MAX_EXCESS_KURTOSIS,
+    HeavyTailReference,
     closed_form_condition,
+    heavy_tail_reference,
     plot_overoptimization,
     plot_parameter_vs_metrics,
     read_sweep,
     selection_parameters,
+    thinned_labels,
 )
 from mesaopt.model.scenario_files import load_scenario, to_toml_dict
 
@@ -123,10 +127,10 @@ def test_sweep_reads_design_and_replicate(sweep_dir: Path) -> None:
     ]
     assert sweep.missing == []
     # 12 steps: no federated update (every 25) and no regime change (step 15) happen
-    assert sweep.closed_form == {
-        "lab": "it trains on the metric and m ≠ v on some channel",
-        "regulated": None,
-    }
+    assert sweep.closed_form["lab"] == "it trains on the metric and m ≠ v on some channel"
+    # regulated scores extraction, whose t(df = 4) noise has no kurtosis: no Gaussian form
+    assert "heavy-tailed" in sweep.closed_form["regulated"]
+    assert sweep.heavy_tail == {"lab": None, "regulated": None}  # several scored channels
 
 
 def test_closed_form_condition() -> None:
@@ -148,8 +152,118 @@ def test_closed_form_condition() -> None:
     assert regulated["train_on"] == "value" and regulated["federated"]["every"] == 25
     assert "federated" in closed_form_condition(base, 1)
     quiet = dict(base, principals=[lab, dict(regulated, federated={"every": 0})])
-    assert closed_form_condition(quiet, 1) is None  # capacity 2 perceives every channel
+    assert "'extraction'" in closed_form_condition(quiet, 1)  # t(df = 4): heavy-tailed
+    normal = [dict(c, noise={"dist": "normal", "scale": 0.5}) for c in quiet["channels"]]
+    assert closed_form_condition(dict(quiet, channels=normal), 1) is None  # capacity 2 sees all
     blind = dict(quiet, principals=[lab, dict(quiet["principals"][1], capacity=1)])
     assert "beyond its capacity" in closed_form_condition(blind, 1)  # gaming is level 2
     later = dict(quiet, run=dict(quiet["run"], steps=200))  # the quality metric changes at 100
     assert "regime change at step 100" in closed_form_condition(later, 1)
+
+
+def _with_noise(scenario: dict, noise: dict, eval_samples: int) -> dict:
+    channels = [dict(scenario["channels"][0], noise=noise)]
+    principal = dict(scenario["principals"][0])
+    principal["selection"] = dict(principal["selection"], eval_samples=eval_samples)
+    return dict(scenario, channels=channels, principals=[principal])
+
+
+def test_gaussian_closed_form_only_where_the_noise_is_near_normal() -> None:
+    """The overlay's rule: excess kurtosis of the score noise ≤ that of t(30) (0.23)."""
+    assert MAX_EXCESS_KURTOSIS == pytest.approx(6 / 26)
+    heavy = to_toml_dict(load_scenario(Path("scenarios/heavy_tails.toml")))
+    assert "infinite variance" in closed_form_condition(heavy, 0)  # df = 1
+    assert heavy_tail_reference(heavy, 0) == HeavyTailReference(1.0, 1.0, "output")
+    t = {"dist": "student_t", "scale": 1.0}
+    cases = [
+        ({**t, "df": 50.0}, 1, True),  # kurtosis 6/46 = 0.13
+        ({**t, "df": 10.0}, 1, False),  # 6/6 = 1
+        ({**t, "df": 10.0}, 8, True),  # a mean of 8 draws: 1/8
+        ({**t, "df": 4.0}, 64, False),  # no fourth moment, however many draws
+        ({"dist": "laplace", "scale": 1.0}, 4, False),  # 3/4
+        ({"dist": "laplace", "scale": 1.0}, 16, True),  # 3/16
+        ({"dist": "normal", "scale": 1.0}, 1, True),
+    ]
+    for noise, samples, gaussian in cases:
+        scenario = _with_noise(heavy, noise, samples)
+        assert (closed_form_condition(scenario, 0) is None) == gaussian, (noise, samples)
+    # the Monte-Carlo reference needs one t channel scored on one sample
+    assert heavy_tail_reference(_with_noise(heavy, {**t, "df": 10.0}, 1), 0) is not None
+    assert heavy_tail_reference(_with_noise(heavy, {**t, "df": 10.0}, 4), 0) is None
+    assert heavy_tail_reference(_with_noise(heavy, {**t, "df": 50.0}, 1), 0) is None
+
+
+def test_thinned_labels_keep_at_most_seven_and_the_last() -> None:
+    labels = [f"n={2**b}" for b in range(13)]  # 1 ... 4096: "n=512n=1024" collided
+    thinned = thinned_labels(labels, 7)
+    shown = [label for label in thinned if label]
+    assert len(thinned) == 13 and len(shown) <= 7
+    assert thinned[0] == "n=1" and thinned[-1] == "n=4096"
+    assert thinned_labels(labels[:5], 7) == labels[:5]
+
+
+@pytest.fixture(scope="module")
+def heavy_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small sweep of heavy_tails.toml over n (Student-t df = 1 noise)."""
+    import json
+
+    from mesaopt.model.runner import run_simulation
+
+    out = tmp_path_factory.mktemp("heavy") / "sweep"
+    key = "principals.0.selection.n"
+    runs = []
+    for design_id, n in enumerate((1, 8, 64)):
+        for replicate in range(2):
+            run_id = f"d{design_id}r{replicate}"
+            scenario = load_scenario(
+                Path("scenarios/heavy_tails.toml"),
+                [f"{key}={n}", "network.n_agents=100", "run.steps=6", f"run.seed={replicate}"],
+            )
+            run_simulation(scenario, out / "runs" / run_id, progress=False, source="heavy")
+            runs.append({"run_id": run_id, "design_id": design_id, "replicate": replicate})
+    record = {"kind": "grid", "parameters": [key], "runs": runs, "sweep_seed": 2}
+    (out / "sweep.json").write_text(json.dumps(record), encoding="utf-8")
+    return out
+
+
+def test_heavy_tail_sweep_overlays_the_monte_carlo_reference(
+    heavy_sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Gaussian closed form (σ_ε would be estimated from df = 1 noise): the t reference."""
+    drawn = []
+
+    def keep(fig, path, svg):
+        drawn.append(fig)
+        return path
+
+    monkeypatch.setattr(sweep_figures, "save_figure", keep)
+    sweep = read_sweep(heavy_sweep)
+    assert sweep.heavy_tail["lab"] == HeavyTailReference(1.0, 1.0, "output")
+    plot_overoptimization(sweep, "principals.0.selection.n", "lab", tmp_path / "o.png")
+    left = drawn[0].axes[0]
+    labels = [line.get_label() for line in left.get_lines()]
+    assert any("heavy-tail Monte Carlo" in label for label in labels)
+    assert not any(
+        "closed form" in label
+        for axis in drawn[0].axes
+        for label in [line.get_label() for line in axis.get_lines()]
+    )
+    assert any("No Gaussian closed form" in text.get_text() for text in drawn[0].texts)
+    # the measured gain has its own axis, so that the true-value gain keeps its scale
+    twin = [ax for ax in drawn[0].axes if ax is not left and ax.bbox.bounds == left.bbox.bounds]
+    assert twin and any("measured" in line.get_label() for line in twin[0].get_lines())
+
+
+def test_gaussian_sweep_keeps_the_closed_form(
+    sweep_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = []
+    monkeypatch.setattr(sweep_figures, "save_figure", lambda fig, path, svg: drawn.append(fig))
+    sweep = read_sweep(sweep_dir)
+    gaussian = dict(sweep.closed_form, regulated=None)  # as if its noise were Gaussian
+    sweep = sweep_figures.SweepRuns(
+        sweep.path, sweep.parameters, sweep.runs, sweep.train_on, gaussian, sweep.missing
+    )
+    plot_overoptimization(sweep, "principals.1.selection.n", "regulated", tmp_path / "o.png")
+    labels = [line.get_label() for ax in drawn[0].axes for line in ax.get_lines()]
+    assert sum("closed form" in label for label in labels) == 2

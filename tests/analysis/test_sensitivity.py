@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from mesaopt.analysis.sensitivity import (
     Bound,
     indices,
+    parameter_type,
     parse_param,
     sample,
     sensitivity_design,
@@ -29,19 +31,65 @@ def test_parse_param():
         "principals.0.selection.n", 1.0, 64.0, True
     )
     assert parse_param("agents.risk_aversion=0:2.5").integer is False
-    for bad in ("x=1", "x=2:1", "x=a:b", "=1:2"):
+    for bad in ("x=1", "x=2:1", "x=a:b", "=1:2", "principals.0.selection.n=1.5:4"):
         with pytest.raises(ScenarioError):
             parse_param(bad)
 
 
+def test_parameter_type_comes_from_the_schema_not_the_bounds():
+    """``agents.risk_aversion=0:2`` is a float range although both bounds are whole numbers."""
+    assert parse_param("agents.risk_aversion=0:2") == Bound("agents.risk_aversion", 0, 2, False)
+    assert parameter_type("principals.0.contract.beta") is float  # a float or "optimal"
+    assert parameter_type("agents.capacity") is int  # an int or a distribution
+    assert parameter_type("regimes.0.set.level") is int  # a channel field
+    assert parameter_type("regimes.0.set.noise.df") is float
+    assert parameter_type("channels.0.noise.scale") is float
+    bounds = [parse_param("agents.risk_aversion=0:2")]
+    design, _ = sensitivity_design("sobol", bounds, sample("sobol", bounds, 8, seed=3), 1, 3)
+    values = [p["agents.risk_aversion"] for p in design.points]
+    assert len(set(values)) == len(values) > 3  # not just {0, 1, 2}
+    assert any(not float(v).is_integer() for v in values)
+    for key, words in (
+        ("network.torus", "not a number"),
+        ("principals.0.name", "not a number"),
+        ("network.nonsense", "no key 'nonsense'"),
+    ):
+        with pytest.raises(ScenarioError, match=words):
+            parse_param(f"{key}=0:2")
+
+
 def test_sobol_recovers_a_known_function():
+    """Y = 4a + b (c inert): S1 = ST = 16/17, 1/17, 0 lie inside the reported 95% intervals.
+
+    The width is checked against the delta-method standard error of SALib's first-order
+    estimator (Saltelli 2010, on Y standardised as SALib does): with A, B independent base
+    samples and AB_a = A with column a from B, S1_a = mean(y_B·(y_AB − y_A)) / Var(Y), whose
+    influence function per base sample is (y_B·(y_AB − y_A) − S1·(y_A² + y_B²)/2) / Var(Y) for
+    centred y. Its sd σ is computed below by Monte Carlo (10⁶ draws, relative error ≈ 0.1%), and
+    the reported half-width should be z·σ/√N with z = 1.96 (95%). The bootstrap half-width is
+    itself an estimate (100 resamples: relative sd ≈ 7%) on a quasi-random sample, so it is
+    accepted within [0.5, 1.5] × z·σ/√N — about seven of its sds either side — which still fails
+    a missing or degenerate interval, and one that does not shrink as 1/√N.
+    """
     bounds = [Bound("a", 0, 1, False), Bound("b", 0, 1, False), Bound("c", 0, 1, False)]
-    matrix = sample("sobol", bounds, 256, seed=1)
+    n = 256
+    matrix = sample("sobol", bounds, n, seed=1)
     y = 4 * matrix[:, 0] + 1 * matrix[:, 1]  # c has no effect
     table = indices("sobol", bounds, matrix, y, seed=1).set_index(["parameter", "index"])
-    assert table.loc[("a", "S1"), "value"] == pytest.approx(16 / 17, abs=0.1)
-    assert table.loc[("c", "ST"), "value"] == pytest.approx(0, abs=0.05)
-    assert (table["ci_low"] <= table["value"]).all() and (table["value"] <= table["ci_high"]).all()
+    exact = {"a": 16 / 17, "b": 1 / 17, "c": 0.0}
+    for (parameter, index), row in table.iterrows():
+        assert row["ci_low"] <= exact[parameter] <= row["ci_high"], (parameter, index)
+
+    rng = np.random.default_rng(0)
+    a_a, b_a, a_b, b_b = rng.random((4, 1_000_000))
+    centre, variance = 2.5, 17 / 12
+    y_a, y_b, y_ab = 4 * a_a + b_a - centre, 4 * a_b + b_b - centre, 4 * a_b + b_a - centre
+    influence = (y_b * (y_ab - y_a) - exact["a"] * (y_a**2 + y_b**2) / 2) / variance
+    expected_half_width = 1.96 * influence.std() / np.sqrt(n)
+    assert expected_half_width == pytest.approx(0.142, abs=0.002)
+    half_width = table.loc[("a", "S1"), "conf"]
+    assert 0.5 * expected_half_width <= half_width <= 1.5 * expected_half_width
+    assert table.loc[("c", "ST"), "conf"] < 0.01  # an inert input: (nearly) no spread at all
 
 
 def test_integer_parameters_are_rounded_and_repeats_run_once():
@@ -88,3 +136,28 @@ def test_sensitivity_command_writes_indices_with_intervals(tmp_path, method):
     assert (table["metric"] == "value").all() and (table["statistic"] == "mean").all()
     assert pd.read_csv(out / "sensitivity.csv").shape == table.shape
     assert (out / "summary.parquet").is_file() and (out / "steps").is_dir()
+    risk = json.loads((out / "sweep.json").read_text())
+    sampled = {p["params"]["agents.risk_aversion"] for p in risk["design_points"]}
+    assert not sampled <= {0, 1, 2}  # a float field samples floats (issue 15)
+
+
+def test_sensitivity_command_refuses_a_parameter_without_a_range(tmp_path):
+    out = tmp_path / "sa"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "sensitivity",
+            "scenarios/baseline.toml",
+            "--param=network.torus=0:1",
+            f"--out={out}",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "network.torus" in result.stderr
+    assert not out.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from mesaopt.analysis.executors import (
     worker_start_method,
 )
 from mesaopt.analysis.export import export_sweep
+from mesaopt.analysis.report import build_report
 from mesaopt.analysis.stats import reduce_run, t_interval
 from mesaopt.analysis.sweep_design import (
     grid_design,
@@ -394,3 +396,57 @@ def test_export_writes_csv(serial_sweep, tmp_path):
     )
     with pytest.raises(ScenarioError, match="not a sweep folder"):
         export_sweep(tmp_path, "csv")
+
+
+#: Shipped scenarios and the key their [sweep] section varies (baseline.toml must stay a copy of
+#: the embedded default, model/default.toml, so it has none).
+SHIPPED_SWEEPS = {
+    "heavy_tails": "principals.0.selection.n",
+    "regressional": "principals.0.selection.n",
+    "federated": "principals.0.federated.misreport",
+    "multi_principal": "channels.1.externality",
+    "peer_grid": "channels.0.peer",
+    "regime_change": "principals.0.selection.every",
+    "superoptimizer": "principals.0.audit.rate",
+}
+
+
+@pytest.mark.parametrize(("name", "key"), SHIPPED_SWEEPS.items())
+def test_shipped_scenarios_have_a_sweep(name, key):
+    """`run.py sweep scenarios/<name>.toml` with no --grid sweeps the scenario's key parameter."""
+    base = load_base(ROOT / "scenarios" / f"{name}.toml", [])
+    design = sweep_design(base, {})
+    assert design.parameters == [key]
+    assert len(design.points) >= 3 and len(design.seeds) >= 3
+    plan_runs(base.data, design, base.source)  # every design point validates
+    if key.endswith("selection.n"):  # the over-optimization curve: powers of two from 1
+        ns = [p[key] for p in design.points]
+        assert ns[0] == 1 and ns[-1] >= 1024
+        assert all(b == 2 * a for a, b in itertools.pairwise(ns))
+
+
+def test_sweep_without_a_grid_says_why_nothing_is_drawn(tmp_path):
+    out = tmp_path / "one"
+    result = sweep_cli(
+        str(ROOT / "scenarios" / "baseline.toml"),
+        *[f"--set={o}" for o in TINY],
+        "--engine=serial",
+        "--quiet",
+        f"--out={out}",
+    )
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "no [sweep] grid" in line]
+    assert len(notes) == 1 and "--grid" in notes[0] and "baseline.toml" in notes[0]
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["parameters"] == [] and len(record["runs"]) == 1  # its one point still ran
+    report = build_report(out, tmp_path / "report")
+    assert report.figures == [] and any("varies no parameter" in n for n in report.notes)
+    with_grid = sweep_cli(
+        str(ROOT / "scenarios" / "baseline.toml"),
+        *[f"--set={o}" for o in TINY],
+        "--grid=principals.0.selection.n=2,4",
+        "--engine=serial",
+        "--quiet",
+        f"--out={tmp_path / 'two'}",
+    )
+    assert with_grid.returncode == 0 and "no [sweep] grid" not in with_grid.stderr
