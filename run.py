@@ -370,7 +370,10 @@ def _add_experiments_command(commands: argparse._SubParsersAction) -> None:
         help="run the essay's claims as experiments (resumable) and print their verdicts",
     )
     experiments.add_argument(
-        "names", nargs="*", metavar="NAME", help="experiments to run (default: all seven)"
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="experiments to run (default: all seven), or experiment files of your own",
     )
     experiments.add_argument(
         "--full", action="store_true", help="publication size (default: the quick size)"
@@ -387,6 +390,13 @@ def _add_experiments_command(commands: argparse._SubParsersAction) -> None:
     experiments.add_argument("--scheduler", help="run on an existing Dask cluster: tcp://HOST:PORT")
     experiments.add_argument("--workers", type=_positive_int, help="local worker processes")
     experiments.add_argument("--quiet", action="store_true", help="no progress, only the table")
+    experiments.error = _experiments_usage_error  # one line, not argparse's usage block
+
+
+def _experiments_usage_error(message: str) -> None:
+    """A bad ``experiments`` argument: one line on stderr, exit status 2."""
+    print(f"mesaopt experiments: error: {message} (see run.py experiments --help)", file=sys.stderr)
+    sys.exit(2)
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:

@@ -111,14 +111,24 @@ def parse_size(text: str, source: str = SIZE_ENV) -> Size:
 
 
 def _select(names: list[str] | tuple[str, ...] | None) -> list[Experiment]:
+    """The experiments to run: shipped ones by name, others by the path of their file."""
     if not names:
         return [EXPERIMENTS[name] for name in ORDER]
-    unknown = [name for name in names if name not in EXPERIMENTS]
-    if unknown:
-        raise ScenarioError(
-            "experiments", f"no experiment {unknown[0]!r} (one of {', '.join(ORDER)})"
-        )
-    return [EXPERIMENTS[name] for name in dict.fromkeys(names)]
+    chosen: dict[str, Experiment] = {}
+    for name in dict.fromkeys(names):
+        if name in EXPERIMENTS:
+            experiment = EXPERIMENTS[name]
+        elif name.endswith(".toml") or Path(name).is_file():
+            experiment = read_experiment(name)
+        else:
+            raise ScenarioError(
+                "experiments",
+                f"no experiment {name!r} (one of {', '.join(ORDER)}, or an experiment file)",
+            )
+        if experiment.name in chosen:
+            raise ScenarioError("experiments", f"two experiments named {experiment.name!r}")
+        chosen[experiment.name] = experiment
+    return list(chosen.values())
 
 
 def _size_of(experiment: Experiment, full: bool, size: Size | None) -> Size:
@@ -279,7 +289,8 @@ def run_experiments(
     ``out/verdicts.parquet``, the report page to ``out/report/index.html``.
 
     Args:
-        names: Experiment names (default: all seven, in :data:`ORDER`).
+        names: Experiment names (default: all seven, in :data:`ORDER`), or paths of experiment
+            files of your own.
         out: The output folder.
         full: Publication size (each file's ``full`` size) instead of ``quick``.
         scheduler: Address of an existing Dask scheduler (``tcp://HOST:PORT``).
