@@ -404,16 +404,24 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from mesaopt.analysis.executors import worker_start_method
     from mesaopt.analysis.experiments import format_verdicts, run_experiments
 
-    table = run_experiments(
-        args.names,
-        _out_dir(args.out),
-        full=args.full,
-        scheduler=args.scheduler,
-        workers=args.workers,
-        progress=not args.quiet,
-        engine=args.engine,
-        start_method=worker_start_method(command_line=True),
-    )
+    try:
+        table = run_experiments(
+            args.names,
+            _out_dir(args.out),
+            full=args.full,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            progress=not args.quiet,
+            engine=args.engine,
+            start_method=worker_start_method(command_line=True),
+        )
+    except KeyboardInterrupt:
+        print(
+            f"mesaopt: interrupted; run the same command again to resume ({args.out}/ keeps "
+            "every finished run)",
+            file=sys.stderr,
+        )
+        return 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
     print(format_verdicts(table))
     out = _out_dir(args.out)
     if not args.quiet:
