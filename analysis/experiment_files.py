@@ -2,7 +2,7 @@
 
 An experiment file is a scenario file with one more table, ``[experiment]``, that says which
 control arms to run, over which replicates (and which swept parameter), and which claims to judge
-on their tables. The scenario schema does not know ``[experiment]``: :func:`load_experiment` reads
+on their tables. The scenario schema does not know ``[experiment]``: :func:`read_experiment` reads
 the file with :mod:`tomllib`, takes the table off, checks it here and hands the rest, with each
 arm's overrides applied, to the normal scenario validation. The format is in docs/scenarios.md,
 section "Experiment files". Any bad entry is a :class:`~model.errors.ScenarioError` naming the
@@ -426,7 +426,7 @@ def steps_columns(scenario_data: dict[str, Any], source: str) -> list[str]:
     return [c for c in probe.last_steps[0] if c not in ("step", "principal")]
 
 
-def check_experiment(experiment: Experiment, sizes: tuple[str, ...] = SIZES) -> None:
+def check_experiment(experiment: Experiment, sizes: dict[str, Size] | None = None) -> None:
     """Validate every arm the claims use at every size, and the claims against the scenario.
 
     Every run of every arm is resolved as the sweep engine will resolve it (so a bad override
@@ -435,15 +435,14 @@ def check_experiment(experiment: Experiment, sizes: tuple[str, ...] = SIZES) -> 
 
     Args:
         experiment: The experiment.
-        sizes: The sizes to check.
+        sizes: The sizes to check, by a name for messages (default: the file's quick and full).
 
     Raises:
         ScenarioError: On the first problem, naming the key and the file.
     """
     source = experiment.source
-    columns: list[str] | None = None
-    for size_name in sizes:
-        size = experiment.sizes[size_name]
+    columns: dict[str, list[str]] = {}  # per arm: an arm may add or drop channels
+    for size_name, size in (sizes or experiment.sizes).items():
         design = grid_design(
             {experiment.sweep_key: list(experiment.sweep_values)} if experiment.sweep_key else {},
             1,
@@ -456,12 +455,14 @@ def check_experiment(experiment: Experiment, sizes: tuple[str, ...] = SIZES) -> 
             scenario = runs[0].scenario
             names = [p["name"] for p in scenario["principals"]] + ["all"]
             steps = int(scenario["run"]["steps"])
-            if columns is None:
-                columns = steps_columns(scenario, source)
+            if arm not in columns:
+                columns[arm] = steps_columns(scenario, source)
             for i, claim in enumerate(experiment.claims):
                 key = f"experiment.claims.{i}"
-                if claim.metric not in columns:
-                    raise _bad(f"{key}.metric", f"no steps column {claim.metric!r}", source)
+                if arm in (claim.arm, claim.control) and claim.metric not in columns[arm]:
+                    raise _bad(
+                        f"{key}.metric", f"no steps column {claim.metric!r} (arm {arm})", source
+                    )
                 for field_name in ("principal", "versus_principal"):
                     who = getattr(claim, field_name)
                     if who is not None and who not in names:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from mesaopt.analysis.experiment_files import (
+    Claim,
     Experiment,
     Size,
     check_experiment,
@@ -158,12 +159,12 @@ def _window_mean(
     return rows.groupby(["design_id", "seed"])[metric].mean()
 
 
-def run_quantity(steps: pd.DataFrame, claim) -> pd.Series:
+def run_quantity(steps: pd.DataFrame, claim: Claim) -> pd.Series:
     """A claim's per-run quantity for every run of one arm, indexed by ``(design_id, seed)``.
 
     Args:
         steps: The arm's tidy ``steps`` dataset (:func:`arm_steps`).
-        claim: The :class:`~analysis.experiment_files.Claim`.
+        claim: The claim.
 
     Returns:
         The window mean of the metric, minus the versus principal's and the versus window's.
@@ -177,17 +178,14 @@ def run_quantity(steps: pd.DataFrame, claim) -> pd.Series:
 
 
 def _at(quantity: pd.Series, design_id: int) -> pd.Series:
-    if quantity.empty:
+    """The quantity at one design point, indexed by seed (empty if that point has no runs)."""
+    if quantity.empty or design_id not in quantity.index.get_level_values("design_id"):
         return pd.Series(dtype=float)
-    return (
-        quantity.xs(design_id, level="design_id")
-        if design_id in quantity.index.levels[0]
-        else (pd.Series(dtype=float))
-    )
+    return quantity.xs(design_id, level="design_id")
 
 
 def claim_pairs(
-    experiment: Experiment, claim, quantities: dict[str, pd.Series]
+    experiment: Experiment, claim: Claim, quantities: dict[str, pd.Series]
 ) -> tuple[pd.Series, pd.Series]:
     """The paired treatment and control values of a claim, indexed by seed (inner join).
 
@@ -318,7 +316,7 @@ def run_experiments(
         raise ScenarioError("--out", f"{out} exists and is not a folder")
     for experiment in experiments:
         used = _size_of(experiment, full, size)
-        check_experiment(_sized(experiment, used), ("quick",))
+        check_experiment(experiment, {"used": used})
     rows: list[dict[str, Any]] = []
     failed = 0
     clock = time.perf_counter()
@@ -427,13 +425,6 @@ def _engine(
         ) as cluster,
     ):
         yield cluster.scheduler_address
-
-
-def _sized(experiment: Experiment, size: Size) -> Experiment:
-    """The experiment with ``size`` as its quick size (for checking one size)."""
-    from dataclasses import replace
-
-    return replace(experiment, sizes={**experiment.sizes, "quick": size})
 
 
 def format_verdicts(table: pd.DataFrame) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mesaopt.analysis.experiment_files import SIZES, check_experiment, read_experiment
+from mesaopt.analysis.experiment_files import check_experiment, read_experiment
 from mesaopt.analysis.experiments import (
     EXPERIMENT_DIR,
     EXPERIMENTS,
@@ -107,7 +107,7 @@ def test_every_shipped_experiment_validates_at_both_sizes():
     assert list(EXPERIMENTS) == list(ORDER)
     assert sorted(p.stem for p in EXPERIMENT_DIR.glob("*.toml")) == sorted(ORDER)
     for name, experiment in EXPERIMENTS.items():
-        check_experiment(experiment, SIZES)  # every arm a claim uses, quick and full
+        check_experiment(experiment)  # every arm a claim uses, quick and full
         assert experiment.arms_used()[0] == "treatment", name
         assert experiment.sizes["full"].replicates > experiment.sizes["quick"].replicates
 
