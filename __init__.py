@@ -11,6 +11,7 @@ The public API, importable as ``import mesaopt``::
     sweep = mesaopt.run_sweep("scenarios/baseline.toml", "sweep/",
                               grid={"principals.0.selection.n": [1, 4, 16]}, replicates=3)
     mesaopt.read_sweep("sweep/").summary
+    verdicts = mesaopt.run_experiments(["trans"], "experiments/")  # the essay's claims judged
     model.agents_by_type[mesaopt.MesaOptimizer]   # Mesa agent sets, complete at every scale
 
 A new mesa-optimizer kind is a subclass of ``mesaopt.OptimizerKind`` passed to
@@ -48,6 +49,9 @@ _EXPORTS = {
     "RunTables": "mesaopt.analysis.run_folder",
     "read_sweep": "mesaopt.analysis.run_folder",
     "SweepTables": "mesaopt.analysis.run_folder",
+    "run_experiments": "mesaopt.analysis.experiments",
+    "paired_verdict": "mesaopt.analysis.verdicts",
+    "Verdict": "mesaopt.analysis.verdicts",
     "MesaOptimizer": "mesaopt.agents.optimizer",
     "Principal": "mesaopt.agents.principal",
     "OptimizerKind": "mesaopt.agents.kinds",
@@ -69,6 +73,9 @@ __all__ = [  # noqa: RUF022  (the order of _EXPORTS: model, scenario, runs, swee
     "RunTables",
     "read_sweep",
     "SweepTables",
+    "run_experiments",
+    "paired_verdict",
+    "Verdict",
     "MesaOptimizer",
     "Principal",
     "OptimizerKind",
@@ -82,8 +89,10 @@ if TYPE_CHECKING:
     from mesaopt.agents.kinds import OptimizerKind, Planning, register_kind, unregister_kind
     from mesaopt.agents.optimizer import MesaOptimizer
     from mesaopt.agents.principal import Principal
+    from mesaopt.analysis.experiments import run_experiments
     from mesaopt.analysis.run_folder import RunTables, SweepTables, read_run, read_sweep
     from mesaopt.analysis.sweep_runner import SweepResult, run_sweep
+    from mesaopt.analysis.verdicts import Verdict, paired_verdict
     from mesaopt.model.errors import ScenarioError
     from mesaopt.model.model import MesaOptModel
     from mesaopt.model.runner import RunResult, run_simulation

@@ -9,6 +9,7 @@ Commands:
     sweep        run a parameter grid × replicates on Dask (resumable), with summaries
     export       write a sweep's tables as CSV
     sensitivity  Sobol / Morris sensitivity indices (SALib) over parameter ranges
+    experiments  the essay's claims as experiments: verdicts with 95% CIs and a report
 
 With no command, runs a small demo on the embedded default scenario and draws proxy vs true value
 per principal. Bad input (scenario files, overrides, edge lists, arguments) prints one line naming
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     scenarios.add_argument("--schema", action="store_true", help="print the JSON schema")
     _add_batch_commands(commands)
     _add_view_commands(commands)
+    _add_experiments_command(commands)
     return parser
 
 
@@ -375,6 +377,80 @@ def _warn_single_point(source: str, replicates: int) -> None:
     )
 
 
+def _add_experiments_command(commands: argparse._SubParsersAction) -> None:
+    experiments = commands.add_parser(
+        "experiments",
+        help="run the essay's claims as experiments (resumable) and print their verdicts",
+    )
+    experiments.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="experiments to run (default: all seven), or experiment files of your own",
+    )
+    experiments.add_argument(
+        "--full", action="store_true", help="publication size (default: the quick size)"
+    )
+    experiments.add_argument(
+        "--out", default="experiments", help="output folder (default: experiments; resumes)"
+    )
+    experiments.add_argument(
+        "--engine",
+        choices=("local", "serial"),
+        default="local",
+        help="local: embedded Dask LocalCluster, one process per core (default); serial: here",
+    )
+    experiments.add_argument("--scheduler", help="run on an existing Dask cluster: tcp://HOST:PORT")
+    experiments.add_argument("--workers", type=_positive_int, help="local worker processes")
+    experiments.add_argument("--quiet", action="store_true", help="no progress, only the table")
+    experiments.error = _experiments_usage_error  # one line, not argparse's usage block
+
+
+def _experiments_usage_error(message: str) -> None:
+    """A bad ``experiments`` argument: one line on stderr, exit status 2."""
+    print(f"mesaopt experiments: error: {message} (see run.py experiments --help)", file=sys.stderr)
+    sys.exit(2)
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    """Run the experiments, print the verdict table; 1 if a run failed, else 0."""
+    from mesaopt.analysis.executors import worker_start_method
+    from mesaopt.analysis.experiments import format_verdicts, run_experiments
+
+    try:
+        table = run_experiments(
+            args.names,
+            _out_dir(args.out),
+            full=args.full,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            progress=not args.quiet,
+            engine=args.engine,
+            start_method=worker_start_method(command_line=True),
+        )
+    except KeyboardInterrupt:
+        print(
+            f"mesaopt: interrupted; run the same command again to resume ({args.out}/ keeps "
+            "every finished run)",
+            file=sys.stderr,
+        )
+        return 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+    print(format_verdicts(table))
+    out = _out_dir(args.out)
+    if not args.quiet:
+        print(
+            f"mesaopt: {len(table)} verdicts in {table.attrs['wall_seconds']:.0f} s → "
+            f"{out}/verdicts.csv, verdicts.parquet; report {out}/report/index.html"
+        )
+    failed = table.attrs.get("failed_runs", 0)
+    if failed:
+        print(
+            f"mesaopt: {failed} runs failed (see {out}/<experiment>/<arm>/runs.parquet)",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a sweep folder's tables as CSV (or single Parquet files)."""
     from mesaopt.analysis.export import export_sweep
@@ -623,7 +699,7 @@ def _check_environment(command: str | None) -> None:
     """Raise ValueError before any work on a bad ``MESAOPT_THREADS``/``MESAOPT_WORKER_START``."""
     import mesaopt.model.parallel  # noqa: F401  (reads MESAOPT_THREADS when imported)
 
-    if command in ("sweep", "sensitivity"):
+    if command in ("sweep", "sensitivity", "experiments"):
         from mesaopt.analysis.executors import worker_start_method
 
         worker_start_method()
@@ -636,6 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"simulate": cmd_simulate, "validate": cmd_validate, "scenarios": cmd_scenarios}
     handlers.update(sweep=cmd_sweep, export=cmd_export, sensitivity=cmd_sensitivity)
     handlers.update(report=cmd_report, viz=cmd_viz)
+    handlers.update(experiments=cmd_experiments)
     try:
         _check_environment(args.command)
     except ValueError as err:

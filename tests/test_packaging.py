@@ -86,7 +86,12 @@ def source_files() -> set[str]:
     return found
 
 
-DATA_FILES = {f"scenarios/{stem}.toml" for stem in STEMS} | {"model/default.toml"}
+EXPERIMENT_STEMS = sorted(path.stem for path in (ROOT / "scenarios" / "experiments").glob("*.toml"))
+DATA_FILES = (
+    {f"scenarios/{stem}.toml" for stem in STEMS}
+    | {f"scenarios/experiments/{stem}.toml" for stem in EXPERIMENT_STEMS}
+    | {"model/default.toml"}
+)
 
 
 @pytest.fixture(scope="module")

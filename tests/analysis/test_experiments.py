@@ -1,0 +1,199 @@
+"""The essay's claims as experiments: verdict logic, the shipped files, the command end to end.
+
+The verdict tests use synthetic replicates with fixed seeds whose effects are many standard
+errors away from the verdict's boundary (stated per test), so that they test the logic, not luck.
+The end-to-end test runs every shipped experiment at a tiny size through ``run.py experiments``
+(``MESAOPT_EXPERIMENT_SIZE``, serial engine) and again to check that it resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mesaopt.analysis.experiment_files import check_experiment, read_experiment
+from mesaopt.analysis.experiments import (
+    EXPERIMENT_DIR,
+    EXPERIMENTS,
+    ORDER,
+    SIZE_ENV,
+    VERDICT_COLUMNS,
+    parse_size,
+)
+from mesaopt.analysis.verdicts import decide, paired_verdict
+from mesaopt.model.errors import ScenarioError
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIRED = ["experiment", "claim", "metric", "effect", "ci_low", "ci_high", "n", "verdict"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        timeout=300,
+    )
+
+
+# ------------------------------------------------------------------------- verdict logic
+
+
+def _replicates(seed: int, n: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A control arm with a large spread between replicates and a small paired noise."""
+    rng = np.random.default_rng(seed)
+    control = rng.normal(0.0, 10.0, n)
+    return control, rng.normal(0.0, 0.01, n)
+
+
+def test_supported_refuted_and_inconclusive_with_a_positive_claim():
+    control, noise = _replicates(1)
+    # A shift of ±1 is ~450 paired standard errors (0.01/√20) from zero: no seed flips it.
+    assert paired_verdict(control + 1 + noise, control, +1).verdict == "supported"
+    assert paired_verdict(control - 1 + noise, control, +1).verdict == "refuted"
+    # No shift: the interval is about ±0.005 around the mean paired noise, which is itself
+    # N(0, 0.01/√20): it contains zero unless the t interval misses (5%); this seed is one where
+    # it does not, and the two tests below need no luck.
+    verdict = paired_verdict(control + noise, control, +1)
+    assert verdict.verdict == "inconclusive"
+    assert verdict.ci_low < 0 < verdict.ci_high
+    assert verdict.n == 20
+
+
+def test_a_negative_claim_flips_supported_and_refuted():
+    control, noise = _replicates(2)
+    lower = paired_verdict(control - 1 + noise, control, -1)
+    assert lower.verdict == "supported"
+    assert lower.effect == pytest.approx(-1, abs=0.02)  # 0.02 = 9 standard errors of the mean
+    assert paired_verdict(control + 1 + noise, control, -1).verdict == "refuted"
+
+
+def test_pairing_by_seed_matters():
+    control, noise = _replicates(3)
+    treatment = control + 0.1 + noise
+    assert paired_verdict(treatment, control, +1).verdict == "supported"  # 0.1 = 45 SE
+    # Shuffled, the pairs no longer share their replicate's draw: the differences have sd ≈ 14,
+    # the interval ±6.6 around the same mean 0.1 — far wider than 0.1.
+    shuffled = np.random.default_rng(4).permutation(control)
+    unpaired = paired_verdict(treatment, shuffled, +1)
+    assert unpaired.effect == pytest.approx(0.1 + np.mean(noise))
+    assert unpaired.verdict == "inconclusive"
+    assert unpaired.ci_high - unpaired.ci_low > 5
+
+
+def test_no_interval_and_no_difference_are_inconclusive():
+    assert paired_verdict(np.array([1.0]), np.array([0.0]), 1).verdict == "inconclusive"
+    same = paired_verdict(np.ones(5), np.ones(5), 1)
+    assert (same.effect, same.ci_low, same.ci_high, same.verdict) == (0, 0, 0, "inconclusive")
+    nan_pair = paired_verdict(np.array([1.0, np.nan, 2.0]), np.array([0.0, 0.0, 0.5]), 1)
+    assert nan_pair.n == 2
+    with pytest.raises(ValueError, match="equal length"):
+        paired_verdict(np.ones(3), np.ones(4), 1)
+    with pytest.raises(ValueError, match="expected_sign"):
+        decide(0.1, 0.2, 0)
+
+
+# ------------------------------------------------------------------------- experiment files
+
+
+def test_every_shipped_experiment_validates_at_both_sizes():
+    assert list(EXPERIMENTS) == list(ORDER)
+    assert sorted(p.stem for p in EXPERIMENT_DIR.glob("*.toml")) == sorted(ORDER)
+    for name, experiment in EXPERIMENTS.items():
+        check_experiment(experiment)  # every arm a claim uses, quick and full
+        assert experiment.arms_used()[0] == "treatment", name
+        assert experiment.sizes["full"].replicates > experiment.sizes["quick"].replicates
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (("[experiment]\n", "[experiment]\ncolour = 1\n"), "experiment.colour"),
+        (("expected_sign = 1\n", "expected_sign = 2\n"), "experiment.claims.0.expected_sign"),
+        (('control = "equal"\n', 'control = "nope"\n'), "experiment.claims.0.control"),
+        (('metric = "principal_loss"\n', 'metric = "nope"\n'), "experiment.claims.0.metric"),
+        (('principal = "lab"\n', 'principal = "nobody"\n'), "experiment.claims.0.principal"),
+        (
+            ("quick = { replicates = 20,", "quick = { replicates = 1,"),
+            "experiment.quick.replicates",
+        ),
+    ],
+)
+def test_a_bad_experiment_key_is_named(tmp_path, edit, key):
+    text = (EXPERIMENT_DIR / "superoptimizer.toml").read_text(encoding="utf-8")
+    assert edit[0] in text
+    path = tmp_path / "bad.toml"
+    path.write_text(text.replace(edit[0], edit[1], 1), encoding="utf-8")
+    with pytest.raises(ScenarioError) as err:
+        check_experiment(read_experiment(path))
+    assert err.value.key == key
+    assert err.value.source == str(path)
+
+
+def test_parse_size():
+    size = parse_size("replicates=3, n_agents=40")
+    assert (size.replicates, size.n_agents, size.steps) == (3, 40, None)
+    assert size.overrides() == ["network.n_agents=40"]
+    for text in ("replicates=1", "n_agents=40", "replicates=two", "colour=3,replicates=2"):
+        with pytest.raises(ScenarioError):
+            parse_size(text)
+
+
+# ------------------------------------------------------------------------- the command
+
+
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    text = (EXPERIMENT_DIR / "federated.toml").read_text(encoding="utf-8")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace("[experiment]\n", "[experiment]\ncolour = 1\n"), encoding="utf-8")
+    out = tmp_path / "out"
+    for args in ([str(bad)], ["no_such_experiment"], ["trans", "--workers=0"]):
+        result = cli("experiments", *args, f"--out={out}", "--engine=serial")
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert not out.exists()
+    result = cli("experiments", str(bad), f"--out={out}")
+    assert "experiment.colour" in result.stderr and str(bad) in result.stderr
+
+
+def test_all_experiments_end_to_end_then_resume(tmp_path):
+    out = tmp_path / "exp"
+    env = {SIZE_ENV: "replicates=2,n_agents=24"}
+    result = cli("experiments", f"--out={out}", "--engine=serial", env=env)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out / "verdicts.csv")
+    assert list(table.columns) == list(VERDICT_COLUMNS)
+    assert list(table.columns[: len(REQUIRED)]) == REQUIRED
+    assert pd.read_parquet(out / "verdicts.parquet").shape == table.shape
+    claims = sum(len(e.claims) for e in EXPERIMENTS.values())
+    assert len(table) == claims and list(dict.fromkeys(table["experiment"])) == list(ORDER)
+    assert set(table["verdict"]) <= {"supported", "refuted", "inconclusive"}
+    assert (table["n"] == 2).all()
+    for verdict in table["verdict"].unique():
+        assert verdict in result.stdout
+    page = (out / "report" / "index.html").read_text(encoding="utf-8")
+    for name in ORDER:
+        assert (out / "report" / f"{name}.png").stat().st_size > 10_000
+        assert f"src='{name}.png'" in page
+    first = {
+        arm.name: pd.read_parquet(arm / "runs.parquet")
+        for arm in (out / "overoptimization").iterdir()
+        if arm.is_dir()
+    }
+    assert all((runs["status"] == "ok").all() for runs in first.values())
+    again = cli("experiments", "overoptimization", f"--out={out}", "--engine=serial", env=env)
+    assert again.returncode == 0, again.stderr
+    for arm, runs in first.items():
+        resumed = pd.read_parquet(out / "overoptimization" / arm / "runs.parquet")
+        assert list(resumed["run_id"]) == list(runs["run_id"])
+        assert (resumed["status"] == "skipped").all()  # the engine's own record: nothing reran
+    rerun = pd.read_csv(out / "verdicts.csv")
+    pd.testing.assert_frame_equal(rerun, table[table["experiment"] == "overoptimization"])
