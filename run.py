@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", action="append", metavar="CHECK", help="run only this check (repeatable)"
     )
     validate.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+    # `validate FILE` used to check a scenario file: say where that went instead of argparse's
+    # "unrecognized arguments".
+    validate.add_argument("files", nargs="*", help=argparse.SUPPRESS)
 
     scenarios = commands.add_parser("scenarios", help="list shipped scenarios")
     scenarios.add_argument("--schema", action="store_true", help="print the JSON schema")
@@ -213,6 +216,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from mesaopt.analysis import validation
 
+    if args.files:
+        raise ScenarioError(
+            args.files[0], "validate takes no scenario file; check files with `run.py check FILE`"
+        )
     names = args.only
     if names:
         unknown = [n for n in names if n not in validation.CHECKS]

@@ -115,6 +115,7 @@ def test_the_command_writes_a_csv_without_nans(tmp_path, capsys):
     [
         (["validate", "--only", "nonsense"], "--only"),
         (["validate", "--only", "hm87", "--csv", "no/such/folder/t.csv"], "--csv"),
+        (["validate", "baseline"], "baseline: validate takes no scenario file"),
     ],
 )
 def test_bad_validate_arguments_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, key):
