@@ -2,7 +2,8 @@
 
 Commands:
     simulate   run one scenario and write its tables (steps, agents, selections, events, network)
-    validate   check a scenario file (and overrides) without running it
+    check      check scenario files (and overrides) without running them
+    validate   run the model against its closed-form limits (a table; exit 1 if any fails)
     scenarios  list the shipped scenarios, or print the JSON schema with --schema
     report       figures and a self-contained HTML report of a run or sweep folder
     viz          the interactive SolaraViz app in the browser
@@ -81,10 +82,39 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     simulate.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
-    validate = commands.add_parser(
-        "validate", help="check a scenario (schema, network, agents) without running it"
+    check = commands.add_parser(
+        "check", help="check scenario files (schema, network, agents) without running them"
     )
-    _add_scenario_arguments(validate)
+    check.add_argument(
+        "scenarios", nargs="+", metavar="FILE", help="scenario TOML files or shipped names"
+    )
+    check.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario key in every file (repeatable)",
+    )
+    check.add_argument("--steps", type=_non_negative_int, help="override run.steps")
+    check.add_argument("--seed", type=_non_negative_int, help="override run.seed")
+
+    validate = commands.add_parser(
+        "validate", help="run the model against its closed-form limits (table; exit 1 on a miss)"
+    )
+    validate.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="shift every check's fixed seed (default 0: the documented table)",
+    )
+    validate.add_argument(
+        "--only", action="append", metavar="CHECK", help="run only this check (repeatable)"
+    )
+    validate.add_argument("--csv", metavar="FILE", help="also write the table as CSV")
+    # `validate FILE` used to check a scenario file: say where that went instead of argparse's
+    # "unrecognized arguments".
+    validate.add_argument("files", nargs="*", help=argparse.SUPPRESS)
 
     scenarios = commands.add_parser("scenarios", help="list shipped scenarios")
     scenarios.add_argument("--schema", action="store_true", help="print the JSON schema")
@@ -155,15 +185,85 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    """Validate a scenario file and overrides, and build its network and agents (no steps)."""
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check scenario files and overrides, building each one's network and agents (no steps).
+
+    Every file is checked: one ``ok: ...`` line on stdout per good file, one error line on stderr
+    per bad one; the status is 2 if any file is bad, else 0.
+    """
     from mesaopt.model.model import MesaOptModel
 
-    scenario, base_dir, source = _resolve(args)
-    with _attributed_to(source):
-        MesaOptModel(scenario, base_dir=base_dir)
-    print(f"ok: {source}: {_summary(scenario)}")
-    return 0
+    bad = 0
+    for name in args.scenarios:
+        args.scenario = name
+        try:
+            scenario, base_dir, source = _resolve(args)
+            with _attributed_to(source):
+                MesaOptModel(scenario, base_dir=base_dir)
+        except ScenarioError as err:
+            print(f"mesaopt: error: {err.one_line()}", file=sys.stderr)
+            bad += 1
+            continue
+        print(f"ok: {source}: {_summary(scenario)}")
+    return 2 if bad else 0
+
+
+def _number(x: float) -> str:
+    return "—" if x != x else f"{x:.6g}"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Run the model against its closed-form limits; print the table; 1 if any check fails."""
+    import time
+
+    from mesaopt.analysis import validation
+
+    if args.files:
+        raise ScenarioError(
+            args.files[0], "validate takes no scenario file; check files with `run.py check FILE`"
+        )
+    names = args.only
+    if names:
+        unknown = [n for n in names if n not in validation.CHECKS]
+        if unknown:
+            raise ScenarioError(
+                "--only", f"unknown check {unknown[0]!r} (one of {', '.join(validation.CHECKS)})"
+            )
+    csv_path = Path(args.csv) if args.csv else None
+    if csv_path is not None and (csv_path.is_dir() or not csv_path.parent.is_dir()):
+        raise ScenarioError("--csv", f"cannot write {csv_path} (a folder, or no such folder)")
+    start = time.perf_counter()
+    rows = validation.run_checks(names, seed=args.seed)
+    seconds = time.perf_counter() - start
+    header = ("quantity", "theory", "simulation ± SE", "tolerance", "pass")
+    table = [
+        (
+            r.quantity,
+            _number(r.theory),
+            _number(r.simulation) + ("" if r.se != r.se else f" ± {r.se:.2g}"),
+            f"{r.tolerance:.2g}",
+            "ok" if r.passed else "FAIL",
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header))]
+    for line in [header, *table]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    failed = sum(not r.passed for r in rows)
+    print(
+        f"{len(rows) - failed}/{len(rows)} passed in {seconds:.0f} s (stochastic rows within "
+        f"{validation.Z:g} SE; seed shift {args.seed})"
+    )
+    if csv_path is not None:
+        import csv
+        from dataclasses import asdict
+
+        with csv_path.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.DictWriter(out, fieldnames=list(asdict(rows[0])))
+            writer.writeheader()
+            # Deterministic rows have no SE: an empty cell, not a NaN.
+            writer.writerows({k: ("" if v != v else v) for k, v in asdict(r).items()} for r in rows)
+    return 1 if failed else 0
 
 
 def scenario_path(text: str) -> Path:
@@ -710,6 +810,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"simulate": cmd_simulate, "validate": cmd_validate, "scenarios": cmd_scenarios}
+    handlers.update(check=cmd_check)
     handlers.update(sweep=cmd_sweep, export=cmd_export, sensitivity=cmd_sensitivity)
     handlers.update(report=cmd_report, viz=cmd_viz)
     handlers.update(experiments=cmd_experiments)

@@ -221,7 +221,7 @@ def test_simulate_beside_a_user_model_py_outside_a_checkout(installed):
     assert manifest["git_revision"] is None
     assert manifest["versions"]["mesaopt"]
     # `python -m` puts the working folder first on sys.path: still our model, not the user's.
-    run(installed["python"], "-m", "mesaopt.run", "validate", scenario, cwd=user)
+    run(installed["python"], "-m", "mesaopt.run", "check", scenario, cwd=user)
     assert not (user / "imported.txt").exists(), "mesaopt imported the user's model.py"
 
 

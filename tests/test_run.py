@@ -137,7 +137,7 @@ def test_edgelist_errors_name_the_file(tmp_path):
         .replace('# path = "edges.csv"', 'path = "edges.csv"', 1)
         .replace("n_agents = 1000", "n_agents = 10", 1)
     )
-    result = cli("validate", str(scenario))
+    result = cli("check", str(scenario))
     assert result.returncode == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"mesaopt: error: {scenario}: network.path:") and "999" in line
@@ -158,7 +158,7 @@ def test_a_shipped_scenario_is_named_by_its_name_anywhere(tmp_path, monkeypatch,
     assert run.scenario_path("regressional") == ROOT / "scenarios" / "regressional.toml"
     (tmp_path / "regressional").write_text("")  # a file of that name in the folder wins
     assert run.scenario_path("regressional") == Path("regressional")
-    assert run.main(["validate", "heavy_tails", "--set", "network.n_agents=40"]) == 0
+    assert run.main(["check", "heavy_tails", "--set", "network.n_agents=40"]) == 0
     assert "ok:" in capsys.readouterr().out
     assert run.main(["scenarios"]) == 0  # outside the checkout: absolute paths, usable as given
     assert str(ROOT / "scenarios" / "baseline.toml") in capsys.readouterr().out

@@ -55,6 +55,21 @@ def test_regressional_selection_gain_matches_monte_carlo():
     assert regressional_selection_gain(n, 0.0, 1.0) == 0.0
 
 
+@pytest.mark.parametrize(("sigma_theta", "sigma_eps"), [(0.5, 1.0), (2.0, 0.7)])
+def test_regressional_selection_gain_scales_with_sigma_theta_squared(sigma_theta, sigma_eps):
+    """At σθ ≠ 1 a slip writing σθ for σθ² changes the gain by a factor σθ: caught at 4 SE."""
+    rng = np.random.default_rng(int(10 * sigma_theta))
+    n, reps = 8, 40_000
+    theta = sigma_theta * rng.standard_normal((reps, n))
+    score = theta + sigma_eps * rng.standard_normal((reps, n))
+    picked = theta[np.arange(reps), score.argmax(axis=1)]
+    se = picked.std(ddof=1) / math.sqrt(reps)
+    want = regressional_selection_gain(n, sigma_theta, sigma_eps)
+    assert abs(picked.mean() - want) < 4.0 * se
+    slip = sigma_theta / math.hypot(sigma_theta, sigma_eps) * expected_max_std_normal(n)
+    assert abs(slip - want) > 20.0 * se  # the test has the power to tell them apart
+
+
 def test_hm91_reduces_to_hm87_without_substitution():
     assert hm91_beta(1.0, 5.0, 2.0, 0.0, 3.0, 0.7, 1.3) == pytest.approx(hm87_beta(0.7, 2.0, 1.3))
 
