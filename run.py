@@ -127,12 +127,12 @@ def _out_dir(text: str | None) -> Path | None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one scenario and write its tables."""
+    from mesaopt.model.atomic_folder import check_target
     from mesaopt.model.runner import run_simulation
 
     scenario, base_dir, source = _resolve(args)
     out = _out_dir(args.out)
-    if out.exists() and not out.is_dir():
-        raise ScenarioError("--out", f"{out} exists and is not a folder")
+    check_target(out)  # before the run: a folder it may not replace or cannot write is refused
     if not args.quiet:
         print(f"mesaopt: {source}: {_summary(scenario)}", file=sys.stderr)
     with _attributed_to(source):
