@@ -26,6 +26,7 @@ from scipy import stats as sps
 
 from mesaopt.analysis.figures import OKABE_ITO, save_figure
 from mesaopt.analysis.theory import expected_max_std_normal, regressional_selection_gain
+from mesaopt.model.atomic_folder import run_is_complete
 
 #: Run-level metrics of the ``steps`` table reduced per run (time mean over the run).
 RUN_METRICS = ("value", "proxy", "principal_loss", "mesa_loss")
@@ -199,7 +200,7 @@ def read_sweep(path: str | Path) -> SweepRuns:
         for entry in listed:
             extra = {k: entry[k] for k in ("design_id", "replicate") if k in entry}
             entries.setdefault(str(entry["run_id"]), extra)
-    complete = {rid for rid in entries if (path / "runs" / rid / "manifest.json").is_file()}
+    complete = {rid for rid in entries if run_is_complete(path / "runs" / rid)}
     folders = [path / "runs" / rid for rid in entries if rid in complete]
     missing = [rid for rid in entries if rid not in complete]
     if not folders:

@@ -94,6 +94,26 @@ def is_mesaopt_manifest(path: Path) -> bool:
     return isinstance(data, dict) and "mesaopt_version" in data and "row_counts" in data
 
 
+def run_status(folder: Path) -> str | None:
+    """``"complete"`` or ``"failed"`` for a run folder, None for anything else.
+
+    A manifest without ``status`` (written before runs recorded one, only ever on success)
+    counts as complete.
+    """
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return "failed" if data.get("status") == "failed" else "complete"
+
+
+def run_is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished run (a manifest not marked ``failed``)."""
+    return run_status(folder) == "complete"
+
+
 def is_replaceable(folder: Path) -> bool:
     """Whether an existing ``folder`` may be replaced by a run: empty, or a mesaopt run folder.
 
@@ -235,15 +255,12 @@ def swap_in(staging: Path, target: Path) -> None:
     """Put the finished ``staging`` folder at ``target``, replacing a run folder there.
 
     Args:
-        staging: The complete new folder (a sibling of ``target``).
+        staging: The complete new folder (on the same filesystem as ``target``: beside it, in
+            an ancestor of it, or in a sweep's scratch folder).
         target: Where it goes; absent, empty, or a run folder (checked by :func:`check_target`).
     """
     kill_hook("before_swap")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if staging.parent != target.parent:  # the parent was made just now: move in beside it
-        moved = staging_path(target)
-        os.rename(staging, moved)
-        staging = moved
+    target.parent.mkdir(parents=True, exist_ok=True)  # a missing parent is made only now
     if not target.exists():
         try:
             os.rename(staging, target)

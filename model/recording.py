@@ -167,7 +167,8 @@ class Recorder:
         """Rows per row group of ``table`` (a function of its columns only)."""
         if self.fixed_group_rows is not None:
             return self.fixed_group_rows
-        columns = max(1, len(self._schemas[table].names))
+        schema = self._schemas.get(table)
+        columns = max(1, len(schema.names)) if schema is not None else 1
         rows = self.row_group_bytes // (8 * columns)
         return int(min(MAX_GROUP_ROWS, max(MIN_GROUP_ROWS, rows)))
 
