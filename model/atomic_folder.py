@@ -154,18 +154,8 @@ def clean_stale_siblings(target: Path) -> list[Path]:
     return removed
 
 
-def check_target(target: Path, key: str = "--out") -> None:
-    """Refuse a target a run may not write, before anything is written.
-
-    Args:
-        target: The run folder.
-        key: What to name in the error (the CLI option).
-
-    Raises:
-        ScenarioError: The nearest existing ancestor (the parent, or the folder missing parents
-            will be made in) is not a folder or not writable; the target is a file; or it is a
-            folder that is not empty and not a run folder.
-    """
+def _check_writable(target: Path, key: str) -> None:
+    """Refuse a ``target`` folder whose nearest existing ancestor this process cannot write."""
     if not target.name or target.name in (".", ".."):
         raise ScenarioError(key, f"{target}: not a folder name a run can be written to")
     parent = _existing_ancestor(target)
@@ -182,8 +172,43 @@ def check_target(target: Path, key: str = "--out") -> None:
     except OSError as err:
         message = f"{target}: cannot create folders in {parent} ({err.strerror})"
         raise ScenarioError(key, message) from None
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
+    if target.is_symlink():
+        raise ScenarioError(key, f"{target} is a symbolic link: name the folder itself")
+    if target.exists() and not target.is_dir():
         raise ScenarioError(key, f"{target} exists and is not a folder")
+
+
+def check_sweep_folder(target: Path, key: str = "--out") -> None:
+    """Refuse a sweep folder that cannot be written, or an existing folder that is not a sweep.
+
+    A sweep folder is reused (it resumes), never swapped: it may be absent, empty, or hold a
+    ``sweep.json``.
+
+    Raises:
+        ScenarioError: As :func:`check_target`, with ``sweep.json`` as the mark of ours.
+    """
+    _check_writable(target, key)
+    if target.is_dir() and not (target / "sweep.json").is_file() and any(target.iterdir()):
+        raise ScenarioError(
+            key,
+            f"{target} is a folder that is not a mesaopt sweep (no sweep.json); "
+            "nothing was written: choose a new or empty folder",
+        )
+
+
+def check_target(target: Path, key: str = "--out") -> None:
+    """Refuse a target a run may not write, before anything is written.
+
+    Args:
+        target: The run folder.
+        key: What to name in the error (the CLI option).
+
+    Raises:
+        ScenarioError: The nearest existing ancestor (the parent, or the folder missing parents
+            will be made in) is not a folder or not writable; the target is a file or a link; or
+            it is a folder that is not empty and not a run folder.
+    """
+    _check_writable(target, key)
     if target.is_dir():
         try:
             replaceable = is_replaceable(target)
