@@ -10,8 +10,10 @@ the same filesystem), manifest included; :func:`swap_in` then puts it in place:
   the new one in), so a kill between them leaves no folder at the target, never a mixed one.
 
 :func:`prepare_target` runs before any step: it refuses (:class:`~model.errors.ScenarioError`,
-nothing written or deleted) a parent that is not a writable folder, a target that is a file, and
-an existing folder that is not one of ours (not empty and without a mesaopt manifest), and it
+nothing written or deleted) a parent (or, when parents are missing, the nearest existing
+ancestor: the parents are made only at the swap) that is not a writable folder, a target that is
+a file or a link, and an existing folder that is not one of ours (not empty and without a
+mesaopt manifest), and it
 removes the hidden siblings that killed runs into the same target left (their pid is not
 alive). The whole folder is replaced, so whatever else was inside an old run folder (a
 ``report/``) goes with it.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import json
 import os
 import re
@@ -245,7 +248,9 @@ def prepare_target(target: Path, key: str = "--out") -> Path:
     return staging
 
 
+@functools.cache  # loading libc once per process
 def _libc_exchange():
+    """The C library's ``renameat2`` (Linux, glibc 2.28 or later), else None."""
     if not os.uname().sysname == "Linux":
         return None
     try:
