@@ -159,23 +159,30 @@ def _out_dir(text: str | None) -> Path | None:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one scenario and write its tables."""
+    from mesaopt.model.atomic_folder import check_target
+    from mesaopt.model.finite import NonFiniteError
     from mesaopt.model.runner import run_simulation
 
     scenario, base_dir, source = _resolve(args)
     out = _out_dir(args.out)
-    if out.exists() and not out.is_dir():
-        raise ScenarioError("--out", f"{out} exists and is not a folder")
+    check_target(out)  # before the run: a folder it may not replace or cannot write is refused
     if not args.quiet:
         print(f"mesaopt: {source}: {_summary(scenario)}", file=sys.stderr)
-    with _attributed_to(source):
-        result = run_simulation(
-            scenario,
-            out,
-            fmt=args.format,
-            base_dir=base_dir,
-            source=source,
-            progress=not args.quiet,
+    try:
+        with _attributed_to(source):
+            result = run_simulation(
+                scenario,
+                out,
+                fmt=args.format,
+                base_dir=base_dir,
+                source=source,
+                progress=not args.quiet,
+            )
+    except NonFiniteError as err:  # a run-time failure (exit 1), not bad input (exit 2)
+        print(
+            f"mesaopt: error: {err.one_line()}; {out}/manifest.json marked failed", file=sys.stderr
         )
+        return 1
     if not args.quiet:
         counts = ", ".join(f"{t} {n}" for t, n in result.manifest["row_counts"].items())
         print(

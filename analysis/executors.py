@@ -2,8 +2,9 @@
 
 :func:`execute_run` is what a worker does for one run: skip it if its folder is complete, else run
 it into a scratch folder ``DIR/.partial-runs/<run_id>-<random>/`` and rename that to
-``DIR/runs/<run_id>/`` (so ``runs/`` holds only whole run folders, with a ``manifest.json``, and
-failed runs' folders, with only an ``error.txt``),
+``DIR/runs/<run_id>/`` in one step (:func:`model.atomic_folder.swap_in`; so ``runs/`` holds only
+whole run folders, with a ``manifest.json``, and failed runs' folders, with an ``error.txt``: only
+that, or, for a run stopped by a non-finite number, its tables and a manifest marked ``failed``),
 then write the run's rows of the tidy dataset (``DIR/steps/<run_id>.parquet``) and return a small
 :class:`RunOutcome` (status, error, per-run reductions). The driver never sees a run's full tables.
 
@@ -42,6 +43,8 @@ import pyarrow.parquet as pq
 
 from mesaopt.analysis.stats import reduce_run
 from mesaopt.analysis.sweep_design import RunSpec, column_value
+from mesaopt.model.atomic_folder import run_is_complete, swap_in
+from mesaopt.model.finite import NonFiniteError
 
 ENGINES = ("local", "serial")
 #: Scratch folder (in the sweep folder) where runs are written before being renamed into runs/.
@@ -99,8 +102,8 @@ def run_folder(out_dir: str | Path, run_id: str) -> Path:
 
 
 def is_complete(folder: Path) -> bool:
-    """True when a run folder is whole (its manifest, written last, is there)."""
-    return (folder / "manifest.json").is_file()
+    """True when a run folder holds a finished run (a manifest not marked ``failed``)."""
+    return run_is_complete(folder)
 
 
 def _write_tidy_part(task: RunTask, folder: Path, steps: pa.Table | None = None) -> pd.DataFrame:
@@ -160,14 +163,15 @@ def _attempt(task: RunTask, final: Path) -> tuple[str | None, pa.Table | None]:
             progress=False,
         )
         steps = result.tables.get("steps")
+    except NonFiniteError as err:  # the run folder is written, its manifest marked failed
+        (tmp / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        error = f"{type(err).__name__}: {err}".splitlines()[0]
     except Exception as err:  # a failing run is recorded, the sweep goes on
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         (tmp / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         error = f"{type(err).__name__}: {err}".splitlines()[0]
-    if final.exists():  # an earlier failed attempt
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    swap_in(tmp, final)  # in one step where the kernel can (model.atomic_folder)
     return error, steps
 
 

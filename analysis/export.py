@@ -102,6 +102,8 @@ def _export_networks(sweep_dir: Path, target: Path, fmt: str) -> Path | None:
     for folder in sorted(p for p in (sweep_dir / "runs").glob("*") if p.is_dir()):
         try:
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+            if manifest.get("status") == "failed":  # stopped by a non-finite number
+                continue
             table = read_network_table(folder, manifest)
         except (OSError, json.JSONDecodeError, MissingTableError):
             continue

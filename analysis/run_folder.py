@@ -40,6 +40,10 @@ class NotARunError(ValueError):
     """Raised when a folder holds neither a run nor a sweep."""
 
 
+class FailedRunError(NotARunError):
+    """Raised when a run folder holds a run stopped by an error (``"status": "failed"``)."""
+
+
 class MissingTableError(ValueError):
     """Raised when a run folder lacks a table, e.g. a run recorded before the table existed."""
 
@@ -122,17 +126,20 @@ def _read_table(path: Path, name: str, manifest: dict[str, Any]) -> pd.DataFrame
     return pd.DataFrame()
 
 
-def read_run(path: str | Path) -> RunTables:
+def read_run(path: str | Path, *, allow_failed: bool = False) -> RunTables:
     """Read every table and the manifest of a run folder.
 
     Args:
         path: The run folder (as written by ``run.py simulate``).
+        allow_failed: Also read a run stopped by an error (its manifest's ``status`` is
+            ``"failed"``): its tables hold the rows recorded before the error.
 
     Returns:
         The run's tables.
 
     Raises:
         NotARunError: If the folder has no ``manifest.json`` or ``steps`` table.
+        FailedRunError: If the run failed and ``allow_failed`` is false.
     """
     path = Path(path)
     if not is_run_folder(path):
@@ -141,6 +148,11 @@ def read_run(path: str | Path) -> RunTables:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise NotARunError(f"{path}/manifest.json: cannot read: {err}") from None
+    if manifest.get("status") == "failed" and not allow_failed:
+        raise FailedRunError(
+            f"{path} holds a failed run ({manifest.get('error', 'no error recorded')}); "
+            "read_run(path, allow_failed=True) reads its tables up to the failure"
+        )
     tables = {name: _read_table(path, name, manifest) for name in FRAME_TABLES}
     return RunTables(path=path, manifest=manifest, **tables)
 

@@ -31,6 +31,7 @@ from mesaopt.analysis.theory import (
     regressional_selection_gain,
     student_t_selection_curve,
 )
+from mesaopt.model.atomic_folder import run_is_complete
 
 #: Monte-Carlo selections per n of the heavy-tail reference curve (its SE is drawn as a band).
 HEAVY_TAIL_REPS = 2000
@@ -376,9 +377,10 @@ def read_sweep(path: str | Path) -> SweepRuns:
             entries.setdefault(run_id, extra)
     manifests = {}
     for rid in entries:
-        manifest = _read_manifest(path / "runs" / rid / "manifest.json")
-        if manifest is not None:
-            manifests[path / "runs" / rid] = manifest
+        folder = path / "runs" / rid
+        manifest = _read_manifest(folder / "manifest.json") if run_is_complete(folder) else None
+        if manifest is not None:  # failed, truncated or missing runs are left out
+            manifests[folder] = manifest
     folders = list(manifests)
     missing = [rid for rid in entries if path / "runs" / rid not in manifests]
     if not folders:

@@ -47,6 +47,7 @@ from mesaopt.analysis.sweep_design import (
     plan_runs,
     write_design,
 )
+from mesaopt.model.atomic_folder import check_sweep_folder
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.recording import atomic_path
 from mesaopt.model.scenario_files import load_overridden, validate
@@ -269,6 +270,7 @@ def run_design(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ScenarioError("--out", f"{out_dir} exists and is not a folder")
+    check_sweep_folder(out_dir)  # an unwritable place, someone else's folder: refused
     runs = plan_runs(base.data, design, base.source)
     types = parameter_column_types(design)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)

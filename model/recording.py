@@ -1,22 +1,24 @@
-"""Recording a run: streaming row batches to Parquet (or CSV) with atomic, crash-safe writes.
+"""Recording a run: row batches streamed into the run's tables, in fixed row groups.
 
-The model hands row batches to a :class:`Recorder` (``recorder(table, rows)``). Rows are buffered
-and flushed as closed Parquet *parts* under ``OUT/.partial/<table>/`` — the fullest buffer once
-all buffers hold ``flush_bytes`` bytes, or a table's once it holds ``flush_rows`` rows if that is
-set — so memory does not grow with the number of steps, and a crash leaves every flushed part
-readable. :meth:`Recorder.close`
-writes each table to ``OUT/<table>.parquet`` (or ``.csv``) through a temporary file and an atomic
-rename — the flushed parts, then the rows still in memory (a small run never touches
-``.partial/``) — writes ``manifest.json`` last the same way, and removes the partial folder. A
-run folder therefore holds either complete tables and a manifest, or (after a crash) nothing but
-``.partial/``.
+The model hands row batches to a :class:`Recorder` (``recorder(table, rows)``). Every batch is
+first checked for non-finite numbers (:mod:`model.finite`: a :class:`~model.finite.NonFiniteError`
+stops the run before the batch is kept). Rows are buffered per table and written into the
+table's file as soon as they fill a *row group* (:meth:`Recorder.group_rows` rows: about
+``row_group_bytes`` of data, at most 2**20 rows), so memory holds at most one row group per table
+whatever the number of steps; row dicts are converted to Arrow every :data:`SETTLE_ROWS` rows.
+Row-group boundaries depend only on the rows, never on when they were written, so the same run
+gives byte-identical files. :meth:`Recorder.close` writes the rest of every table and then
+``manifest.json``.
+
+The recorder writes into a folder that nobody else reads until it is finished: the runner
+(:func:`model.runner.run_simulation`) builds the run in a hidden sibling of its target and swaps
+it in whole (:mod:`model.atomic_folder`), so half-written files are never visible.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,11 +29,20 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from mesaopt.model.atomic_folder import kill_hook
+from mesaopt.model.finite import check_batch
+
 #: The tables of a run folder (columns in docs/tables.md); ``network`` is recorded once, at step 0.
 TABLES = ("steps", "agents", "selections", "events", "network")
 FORMATS = ("parquet", "csv")
-#: Default bytes of Arrow data a table buffers in memory before it writes a part.
-FLUSH_BYTES = 512 * 1024 * 1024
+#: Bytes of data (8 per value) a row group holds: what a table buffers in memory at most.
+ROW_GROUP_BYTES = 16 * 1024 * 1024
+#: Most rows in a row group (pyarrow's default).
+MAX_GROUP_ROWS = 1024 * 1024
+#: Fewest rows in a row group (tables with very many columns).
+MIN_GROUP_ROWS = 1024
+#: Row dicts held as Python objects (~100 bytes a value) before they are converted to Arrow.
+SETTLE_ROWS = 1024
 
 
 def _column(values: Any) -> pa.Array:
@@ -78,57 +89,68 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 class Recorder:
-    """Streams the model's tables to one folder.
+    """Streams the model's tables into one folder.
 
     Args:
-        out_dir: The run folder (created if missing).
+        out_dir: The folder (created if missing); the runner hands a private staging folder.
         fmt: ``"parquet"`` or ``"csv"``.
-        flush_bytes: Bytes of Arrow data buffered (all tables together) before the table with
-            the most is written as a part. Flushed parts are read back and written again into
-            the final file at :meth:`close`, so a table that stays in memory is written once:
-            the default, 512 MiB, holds the ~2.3 million ``selections`` rows of a 1e6-agent,
-            100-step baseline run (~310 MB).
-        flush_rows: Rows buffered per table before a part is written (None: no row limit).
+        group_rows: Rows per row group for every table (default: from ``row_group_bytes``).
+        row_group_bytes: Data a row group holds, counted at 8 bytes a value: a table of c
+            columns is written in groups of ``row_group_bytes / (8 c)`` rows (between 1,024
+            and 2**20). It bounds what the recorder holds in memory per table.
+        check_finite: Refuse non-finite numbers (:mod:`model.finite`); on by default.
     """
 
     def __init__(
         self,
         out_dir: str | Path,
         fmt: str = "parquet",
-        flush_rows: int | None = None,
-        flush_bytes: int = FLUSH_BYTES,
+        group_rows: int | None = None,
+        row_group_bytes: int = ROW_GROUP_BYTES,
+        check_finite: bool = True,
     ):
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}")
+        if group_rows is not None and group_rows < 1:
+            raise ValueError("group_rows must be at least 1")
         self.out_dir = Path(out_dir)
         self.fmt = fmt
-        self.flush_rows = flush_rows
-        self.flush_bytes = flush_bytes
-        self.partial = self.out_dir / ".partial"
-        self._started = False
+        self.fixed_group_rows = group_rows
+        self.row_group_bytes = row_group_bytes
+        self.check_finite = check_finite
         self._buffers: dict[str, list[pa.Table]] = {t: [] for t in TABLES}
         self._buffered: dict[str, int] = dict.fromkeys(TABLES, 0)
-        self._buffered_bytes: dict[str, int] = dict.fromkeys(TABLES, 0)
-        self._parts: dict[str, int] = dict.fromkeys(TABLES, 0)
         self._schemas: dict[str, pa.Schema] = {}
+        self._writers: dict[str, Any] = {}
         # Row-dict batches whose keys are exactly the table's columns, converted to Arrow in one
-        # call when flushed (one conversion per table instead of one per step).
+        # call when settled (one conversion per SETTLE_ROWS rows instead of one per step).
         self._pending: dict[str, list[list[dict[str, Any]]]] = {t: [] for t in TABLES}
+        self._pending_rows: dict[str, int] = dict.fromkeys(TABLES, 0)
         self.row_counts: dict[str, int] = dict.fromkeys(TABLES, 0)
         self.paths: dict[str, Path] = {}
-        #: Final tables written straight from memory by :meth:`close` (none of their rows had been
-        #: flushed to parts), so that callers need not read them back.
+        #: Final tables written straight from memory by :meth:`close` (no row group of theirs
+        #: had been written before), so that callers need not read them back.
         self.tables: dict[str, pa.Table] = {}
 
     def __call__(self, table: str, rows: list[dict[str, Any]] | dict[str, np.ndarray]) -> None:
-        """Accept a batch of rows for ``table`` (a list of row dicts or a dict of columns)."""
+        """Accept a batch of rows for ``table`` (a list of row dicts or a dict of columns).
+
+        Raises:
+            NonFiniteError: A value is not finite where the table allows none; the batch is
+                not kept.
+        """
+        if self.check_finite:
+            check_batch(table, rows)
         schema = self._schemas.get(table)
         if schema is not None and isinstance(rows, list):
             names = tuple(schema.names)
             if all(tuple(row) == names for row in rows):
                 if rows:
                     self._pending[table].append(rows)
+                    self._pending_rows[table] += len(rows)
                     self._count(table, len(rows))
+                    if self._pending_rows[table] >= SETTLE_ROWS:
+                        self._settle(table)
                 return
         self._settle(table)
         batch = _to_arrow(rows)
@@ -139,20 +161,23 @@ class Recorder:
         if batch.num_rows == 0:
             return
         self._buffers[table].append(batch)
-        self._count(table, batch.num_rows, batch.nbytes)
+        self._count(table, batch.num_rows)
 
-    def _count(self, table: str, rows: int, nbytes: int | None = None) -> None:
-        """Count buffered rows and bytes (estimated for row dicts); flush when full."""
+    def group_rows(self, table: str) -> int:
+        """Rows per row group of ``table`` (a function of its columns only)."""
+        if self.fixed_group_rows is not None:
+            return self.fixed_group_rows
+        schema = self._schemas.get(table)
+        columns = max(1, len(schema.names)) if schema is not None else 1
+        rows = self.row_group_bytes // (8 * columns)
+        return int(min(MAX_GROUP_ROWS, max(MIN_GROUP_ROWS, rows)))
+
+    def _count(self, table: str, rows: int) -> None:
+        """Count buffered rows; write the table's full row groups once it holds one."""
         self._buffered[table] += rows
         self.row_counts[table] += rows
-        if nbytes is None:  # row dicts, before conversion: about 8 bytes per column
-            nbytes = 8 * rows * len(self._schemas[table].names)
-        self._buffered_bytes[table] += nbytes
-        if self.flush_rows is not None and self._buffered[table] >= self.flush_rows:
-            self._flush(table)
-        elif sum(self._buffered_bytes.values()) >= self.flush_bytes:
-            # The budget is for all tables together: the fullest buffer goes to disk.
-            self._flush(max(self._buffered_bytes, key=self._buffered_bytes.__getitem__))
+        if self._buffered[table] >= self.group_rows(table):
+            self._write_groups(table, final=False)
 
     def _settle(self, table: str) -> None:
         """Convert the pending row-dict batches of ``table`` to Arrow, in their order.
@@ -173,6 +198,7 @@ class Recorder:
             for batch in pending:
                 self._buffers[table].append(_to_arrow(batch).select(schema.names).cast(schema))
         self._pending[table] = []
+        self._pending_rows[table] = 0
 
     def _merged(self, table: str) -> pa.Table | None:
         """The buffered rows of ``table`` as one table (None when there are none)."""
@@ -183,72 +209,78 @@ class Recorder:
         merged = buffers[0] if len(buffers) == 1 else pa.concat_tables(buffers)
         self._buffers[table] = []
         self._buffered[table] = 0
-        self._buffered_bytes[table] = 0
         return merged
 
-    def _flush(self, table: str) -> None:
+    def _writer(self, table: str) -> Any:
+        writer = self._writers.get(table)
+        if writer is None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            path = self.out_dir / f"{table}.{self.fmt}"
+            schema = self._schemas.get(table, pa.schema([]))
+            if self.fmt == "parquet":
+                writer = pq.ParquetWriter(path, schema, compression="zstd")
+            else:
+                writer = pacsv.CSVWriter(path, schema)
+            self._writers[table] = writer
+            self.paths[table] = path
+        return writer
+
+    def _write_groups(self, table: str, final: bool) -> pa.Table | None:
+        """Write the buffered rows of ``table`` in whole row groups (and the rest if ``final``).
+
+        Returns:
+            When ``final`` and no row group of the table had been written: all its rows, as
+            written (else None).
+        """
         merged = self._merged(table)
+        size = self.group_rows(table)
+        first = table not in self._writers
         if merged is None:
-            return
-        if not self._started:  # nothing touches the disk before the first flush
-            if self.partial.exists():
-                shutil.rmtree(self.partial)
-            self._started = True
-        folder = self.partial / table
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"part-{self._parts[table]:05d}.parquet"
-        tmp = path.with_suffix(".tmp")
-        pq.write_table(merged, tmp, compression="zstd")
-        os.replace(tmp, path)
-        self._parts[table] += 1
+            merged = self._schemas.get(table, pa.schema([])).empty_table()
+        whole = merged.num_rows if final else merged.num_rows - merged.num_rows % size
+        if whole or (final and first):
+            writer = self._writer(table)
+            if self.fmt == "parquet":
+                writer.write_table(merged.slice(0, whole), row_group_size=size)
+            else:
+                writer.write_table(merged.slice(0, whole))
+        if whole < merged.num_rows:  # a partial row group stays in memory
+            self._buffers[table] = [merged.slice(whole)]
+            self._buffered[table] = merged.num_rows - whole
+        return merged if final and first else None
 
     def close(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Flush everything, write the final tables and the manifest atomically.
+        """Write the rest of every table, then the manifest.
 
         Args:
-            manifest: Run metadata; row counts and file names are added.
+            manifest: Run metadata; format, row counts and file names are added.
 
         Returns:
             The manifest as written (the table paths are in ``self.paths``).
         """
-        paths: dict[str, Path] = {}
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        # A folder reused by an earlier run: until the new manifest lands it is not a complete run,
-        # and no table of the other format may outlive it.
-        (self.out_dir / "manifest.json").unlink(missing_ok=True)
+        kill_hook("before_tables")
         for table in TABLES:
-            # Rows still in memory go straight into the final file (after any flushed parts).
-            rest = self._merged(table)
-            schema = self._schemas.get(table, pa.schema([]))
-            final = self.out_dir / f"{table}.{self.fmt}"
-            tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-            parts = (
-                sorted((self.partial / table).glob("part-*.parquet")) if self._parts[table] else []
-            )
-            writer_type = pq.ParquetWriter if self.fmt == "parquet" else pacsv.CSVWriter
-            options = {"compression": "zstd"} if self.fmt == "parquet" else {}
-            with writer_type(tmp, schema, **options) as writer:
-                for part in parts:
-                    writer.write_table(pq.read_table(part).cast(schema))
-                if rest is not None:
-                    writer.write_table(rest)
-            os.replace(tmp, final)
-            paths[table] = final
-            if not parts:
-                self.tables[table] = rest if rest is not None else schema.empty_table()
-            for other in FORMATS:
-                if other != self.fmt:
-                    (self.out_dir / f"{table}.{other}").unlink(missing_ok=True)
+            whole = self._write_groups(table, final=True)
+            self._writers.pop(table).close()
+            if whole is not None:
+                self.tables[table] = whole
+            kill_hook("table_written")
+        kill_hook("before_manifest")
         manifest = dict(manifest)
         manifest["format"] = self.fmt
         manifest["row_counts"] = dict(self.row_counts)
-        manifest["files"] = {table: path.name for table, path in paths.items()}
+        manifest["files"] = {table: path.name for table, path in self.paths.items()}
         write_json_atomic(self.out_dir / "manifest.json", manifest)
-        shutil.rmtree(self.partial, ignore_errors=True)
-        self.paths = paths
         return manifest
 
     def discard(self) -> None:
-        """Remove what this recorder streamed to disk (after bad input, not after a crash)."""
-        if self._started:
-            shutil.rmtree(self.partial, ignore_errors=True)
+        """Close open files and drop what is buffered (the caller removes the folder)."""
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except (OSError, pa.ArrowException):  # the folder is thrown away anyway
+                pass
+        self._writers.clear()
+        self._buffers = {t: [] for t in TABLES}
+        self._pending = {t: [] for t in TABLES}

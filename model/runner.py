@@ -2,12 +2,18 @@
 
 :func:`run_simulation` is what the command line (``run.py simulate``) and the batch tools call for
 a single run. It owns the recorder, the progress bar and the manifest; the model owns the dynamics.
+The run folder appears complete or not at all: the target is checked before the model is built,
+the run is written into a hidden sibling and swapped in whole (:mod:`model.atomic_folder`). A run
+stopped by a non-finite number (:class:`~model.finite.NonFiniteError`) is swapped in too, its
+``manifest.json`` marked ``"status": "failed"`` with the error; a finished run is ``"complete"``.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +27,8 @@ import pyarrow as pa
 from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
+from mesaopt.model.atomic_folder import prepare_target, swap_in
+from mesaopt.model.finite import NonFiniteError
 from mesaopt.model.model import MesaOptModel
 from mesaopt.model.recording import Recorder
 from mesaopt.model.scenario import Scenario
@@ -109,7 +117,10 @@ def run_simulation(
     source: str | None = None,
     progress: bool = True,
 ) -> RunResult:
-    """Run one scenario and write its tables and manifest to ``out_dir``.
+    """Run one scenario and write its tables and manifest to ``out_dir``, complete or not at all.
+
+    ``out_dir`` may be absent, empty or an earlier run folder (replaced whole, with anything else
+    inside it, e.g. a ``report/``); it is checked before the model is built.
 
     Args:
         scenario: The validated scenario (its ``run.seed`` and ``run.steps`` are used).
@@ -123,11 +134,33 @@ def run_simulation(
         The run's result.
 
     Raises:
-        ScenarioError: If the scenario is invalid in a way only building the model reveals
-            (edge list, peer-effect stability); nothing is written then.
+        ScenarioError: If ``out_dir`` cannot be written (its parent is not a writable folder, it
+            is a file, or a folder that is not a run), or if the scenario is invalid in a way only
+            building the model reveals (edge list, peer-effect stability); nothing is written.
+        NonFiniteError: If a step produced a non-finite number where the tables allow none; the
+            run folder is written with the tables recorded before that batch and a manifest
+            marked ``"status": "failed"``.
     """
-    out_dir = Path(out_dir)
-    recorder = Recorder(out_dir, fmt)
+    target = Path(os.path.abspath(out_dir))
+    staging = prepare_target(target)
+    try:
+        return _run_into(scenario, Path(out_dir), staging, fmt, base_dir, source, progress)
+    finally:
+        if staging.exists():  # not swapped in: bad input, an interrupt or a bug
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run_into(
+    scenario: Scenario,
+    target: Path,
+    staging: Path,
+    fmt: str,
+    base_dir: Path | None,
+    source: str | None,
+    progress: bool,
+) -> RunResult:
+    """:func:`run_simulation` once the staging folder exists."""
+    recorder = Recorder(staging, fmt)
     started = datetime.now(UTC)
     clock = time.perf_counter()
     # The kernels multiply (N, d) by (d, d) matrices: BLAS threads buy nothing there, and when
@@ -135,12 +168,13 @@ def run_simulation(
     blas = _threadpools().limit(limits=1, user_api="blas")
     try:
         model = MesaOptModel(scenario, base_dir=base_dir, recorder=recorder)
-    except Exception:
+    except BaseException:
         recorder.discard()
         blas.restore_original_limits()
         raise
     build_seconds = time.perf_counter() - clock
     steps = scenario.run.steps
+    failure: NonFiniteError | None = None
     bar = tqdm(
         total=steps,
         desc="simulating",
@@ -155,9 +189,15 @@ def run_simulation(
             for _ in range(steps):
                 model.run_for(1)  # Mesa's clock: one step per time unit
                 bar.update(1)
+    except NonFiniteError as err:
+        failure = err
+    except BaseException:
+        recorder.discard()
+        raise
     finally:
         blas.restore_original_limits()
     manifest = {
+        "status": "failed" if failure else "complete",
         "mesaopt_version": package_versions()["mesaopt"],
         "scenario": to_toml_dict(scenario),
         "scenario_source": source,
@@ -173,10 +213,16 @@ def run_simulation(
         "build_seconds": round(build_seconds, 4),
         "wall_seconds": round(time.perf_counter() - clock, 4),
     }
+    if failure is not None:
+        manifest["error"] = failure.one_line()
+        manifest["failure"] = failure.record()
     manifest = recorder.close(manifest)
+    swap_in(staging, Path(os.path.abspath(target)))
+    if failure is not None:
+        raise failure
     return RunResult(
-        out_dir=out_dir,
-        paths=recorder.paths,
+        out_dir=target,
+        paths={table: target / path.name for table, path in recorder.paths.items()},
         manifest=manifest,
         model=model,
         tables=recorder.tables,

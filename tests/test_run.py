@@ -223,3 +223,40 @@ def test_version_and_an_empty_out_folder(tmp_path, capsys, monkeypatch):
     assert run.main(["simulate", "regressional", "--set", "network.n_agents=20", "--out", ""]) == 2
     assert "--out: empty folder name" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
+
+
+def test_out_on_a_folder_that_is_not_a_run_is_refused_and_its_files_survive(tmp_path, capsys):
+    mine = tmp_path / "results"
+    mine.mkdir()
+    (mine / "steps.csv").write_text("my data\n")
+    (tmp_path / "afile").write_text("x")
+    small = ["simulate", "regressional", "--set", "network.n_agents=20", "--steps", "2"]
+    for out in (mine, tmp_path / "afile" / "sub", Path("/proc/x")):
+        assert run.main([*small, "--quiet", "--out", str(out)]) == 2
+        line = capsys.readouterr().err.strip()
+        assert line.startswith("mesaopt: error: --out: ") and "\n" not in line
+    assert (mine / "steps.csv").read_text() == "my data\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "results"]
+    assert sorted(p.name for p in mine.iterdir()) == ["steps.csv"]
+
+
+def test_a_non_finite_number_is_one_line_exit_1_and_a_failed_manifest(
+    tmp_path, capsys, monkeypatch
+):
+    from mesaopt.model import measurement
+
+    real = measurement.aggregate_steps
+
+    def aggregate(**kwargs):
+        rows = real(**kwargs)
+        if kwargs["step"] == 2:
+            rows[0]["pay"] = float("inf")
+        return rows
+
+    monkeypatch.setattr(measurement, "aggregate_steps", aggregate)
+    out = tmp_path / "out"
+    small = ["simulate", "regressional", "--set", "network.n_agents=20", "--steps", "3"]
+    assert run.main([*small, "--quiet", "--out", str(out)]) == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("mesaopt: error: step 2: steps.pay (principal ") and "\n" not in line
+    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"

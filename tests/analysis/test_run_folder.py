@@ -111,3 +111,32 @@ def test_a_file_that_is_not_a_network_table_is_refused(run_dir: Path, tmp_path: 
         read_network_table(tmp_path, {})
     with pytest.raises(NotARunError):
         read_run(tmp_path)
+
+
+def test_a_failed_run_is_refused_unless_asked(tmp_path: Path, monkeypatch) -> None:
+    from mesaopt.analysis.run_folder import FailedRunError
+    from mesaopt.model import measurement
+    from mesaopt.model.finite import NonFiniteError
+
+    real = measurement.aggregate_steps
+
+    def aggregate(**kwargs):
+        rows = real(**kwargs)
+        if kwargs["step"] == 5:
+            rows[-1]["value"] = float("nan")
+        return rows
+
+    monkeypatch.setattr(measurement, "aggregate_steps", aggregate)
+    scenario = load_scenario(None, SMALL)
+    with pytest.raises(NonFiniteError):
+        run_simulation(scenario, tmp_path / "run", progress=False)
+    message = r"failed run \(step 5: steps\.value \(principal all\) is nan"
+    with pytest.raises(FailedRunError, match=message):
+        read_run(tmp_path / "run")
+    with pytest.raises(NotARunError):  # what the report and app already catch
+        read_run(tmp_path / "run")
+    run = read_run(tmp_path / "run", allow_failed=True)
+    assert run.manifest["status"] == "failed" and run.steps["step"].max() == 4
+    with pytest.raises(NotARunError, match="failed run"):  # run.py report: one line, exit 2
+        build_report(tmp_path / "run", tmp_path / "report")
+    # (build_report makes its folder before reading the run: an empty report/ stays behind)

@@ -1,4 +1,4 @@
-"""Recorder: streamed parts, atomic final tables, crash leftovers, CSV."""
+"""Recorder: row groups streamed in fixed sizes, bounded buffers, the non-finite guard, CSV."""
 
 from __future__ import annotations
 
@@ -6,83 +6,108 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mesaopt.model.recording import TABLES, Recorder
+from mesaopt.model.finite import NonFiniteError
+from mesaopt.model.recording import SETTLE_ROWS, TABLES, Recorder
 
 
 def rows(step: int, n: int = 3):
     return [{"step": step, "principal": f"p{i}", "value": float(step * i)} for i in range(n)]
 
 
-def test_parts_are_flushed_and_merged_in_order(tmp_path):
-    recorder = Recorder(tmp_path / "run", flush_rows=5)
+def groups(path) -> list[int]:
+    """Rows of each row group of a Parquet file."""
+    meta = pq.ParquetFile(path).metadata
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+
+
+def test_full_row_groups_are_written_during_the_run_and_the_rest_at_close(tmp_path):
+    recorder = Recorder(tmp_path / "run", group_rows=5)
     for step in range(10):
         recorder("steps", rows(step))
-    parts = sorted((tmp_path / "run" / ".partial" / "steps").glob("part-*.parquet"))
-    assert len(parts) == 5  # 30 rows in batches of 3: a part every 6 (>= 5) rows
-    for part in parts:  # every flushed part is a complete, readable file
-        assert pq.read_table(part).num_rows == 6
+    # 30 rows in batches of 3: whenever 5 or more are buffered, the whole groups go to the file
+    assert recorder._buffered["steps"] < 5
     manifest = recorder.close({"seed": 1})
     steps = pd.read_parquet(tmp_path / "run" / "steps.parquet")
     assert list(steps["step"]) == [s for s in range(10) for _ in range(3)]
+    assert groups(tmp_path / "run" / "steps.parquet") == [5] * 6
     assert manifest["row_counts"]["steps"] == 30
-    assert not (tmp_path / "run" / ".partial").exists()
     written = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert written["row_counts"] == manifest["row_counts"]
     assert set(written["files"]) == set(TABLES)
+    assert "steps" not in recorder.tables  # part of it was written before close: not kept
 
 
-def test_a_buffer_is_flushed_when_it_holds_flush_bytes(tmp_path):
-    columns = {"step": np.arange(1000, dtype=np.int64), "x": np.linspace(0, 1, 1000)}
-    batch_bytes = 16 * 1000  # two 8-byte columns
-    recorder = Recorder(tmp_path / "run", flush_bytes=3 * batch_bytes)
-    for _ in range(7):
-        recorder("agents", columns)
-    parts = sorted((tmp_path / "run" / ".partial" / "agents").glob("part-*.parquet"))
-    assert [pq.read_table(part).num_rows for part in parts] == [3000, 3000]
+def test_row_groups_depend_on_the_rows_only_so_files_are_byte_identical(tmp_path):
+    """Batches of any size give the same file: boundaries fall every group_rows rows."""
+    values = np.linspace(0.0, 1.0, 1000)
+    for name, batch in (("one", 1000), ("small", 7), ("odd", 333)):
+        recorder = Recorder(tmp_path / name, group_rows=128)
+        for start in range(0, 1000, batch):
+            chunk = slice(start, start + batch)
+            recorder("agents", {"step": np.arange(1000)[chunk], "x": values[chunk]})
+        recorder.close({})
+    first = (tmp_path / "one" / "agents.parquet").read_bytes()
+    assert groups(tmp_path / "one" / "agents.parquet") == [128] * 7 + [104]
+    for name in ("small", "odd"):
+        assert (tmp_path / name / "agents.parquet").read_bytes() == first
+
+
+def test_group_rows_come_from_the_byte_budget_and_the_columns(tmp_path):
+    recorder = Recorder(tmp_path, row_group_bytes=16 * 1024 * 8)  # 16 Ki values
+    recorder("agents", {f"c{i}": np.zeros(1) for i in range(4)})
+    assert recorder.group_rows("agents") == 4096  # 16 Ki values / 4 columns
+    recorder("steps", [{f"c{i}": 0.0 for i in range(64)}])
+    assert recorder.group_rows("steps") == 1024  # at least 1,024 rows
+    assert Recorder(tmp_path).row_group_bytes == 16 * 1024 * 1024
+
+
+def test_memory_holds_at_most_one_row_group_per_table(tmp_path):
+    recorder = Recorder(tmp_path / "run", group_rows=1000)
+    for step in range(100):
+        recorder("selections", {"step": np.full(70, step), "x": np.ones(70)})
+        recorder("steps", rows(step))
+        assert all(n < 1000 for n in recorder._buffered.values())
+        assert sum(len(batch) for batch in recorder._pending["steps"]) < SETTLE_ROWS
     recorder.close({})
-    agents = pq.read_table(tmp_path / "run" / "agents.parquet")
-    assert agents.num_rows == 7000
-    assert agents["x"].to_numpy().tolist() == np.tile(columns["x"], 7).tolist()
+    assert pq.read_table(tmp_path / "run" / "selections.parquet").num_rows == 7000
 
 
-def test_the_byte_budget_is_shared_and_the_fullest_buffer_is_flushed(tmp_path):
-    recorder = Recorder(tmp_path / "run", flush_bytes=40_000)
-    recorder("agents", {"step": np.arange(2000), "x": np.ones(2000)})  # 32,000 bytes
-    recorder("selections", {"step": np.arange(300), "x": np.ones(300)})  # 4,800: under budget
-    assert not (tmp_path / "run" / ".partial").exists()
-    recorder("selections", {"step": np.arange(300), "x": np.ones(300)})  # total 41,600
-    flushed = sorted(p.parent.name for p in (tmp_path / "run" / ".partial").rglob("*.parquet"))
-    assert flushed == ["agents"]
+def test_row_dicts_are_converted_to_arrow_every_settle_rows(tmp_path):
+    recorder = Recorder(tmp_path)
+    recorder("steps", rows(0))  # the first batch sets the schema
+    for step in range(1, SETTLE_ROWS):
+        recorder("steps", rows(step, 1))
+        assert recorder._pending_rows["steps"] < SETTLE_ROWS
     recorder.close({})
-    assert recorder.row_counts["agents"] == 2000 and recorder.tables["selections"].num_rows == 600
+    frame = pd.read_parquet(tmp_path / "steps.parquet")
+    assert frame["step"].tolist() == [0, 0, 0, *range(1, SETTLE_ROWS)]
 
 
-def test_row_dicts_count_about_eight_bytes_per_column_and_flush_rows_still_applies(tmp_path):
-    first = pa.Table.from_pylist(rows(0)).nbytes  # the first batch is converted: exact bytes
-    budget = first + 8 * 3 * 9  # then 9 more rows of 3 columns, counted at 8 bytes a value
-    recorder = Recorder(tmp_path / "a", flush_bytes=budget)
-    for step in range(6):
-        recorder("steps", rows(step))  # 3 rows per step
-    parts = sorted((tmp_path / "a" / ".partial" / "steps").glob("part-*.parquet"))
-    assert [pq.read_table(part).num_rows for part in parts] == [12]
-    by_rows = Recorder(tmp_path / "b", flush_rows=6)  # the row limit, under the byte budget
-    for step in range(4):
-        by_rows("steps", rows(step))
-    parts = sorted((tmp_path / "b" / ".partial" / "steps").glob("part-*.parquet"))
-    assert [pq.read_table(part).num_rows for part in parts] == [6, 6]
-
-
-def test_a_table_under_flush_bytes_is_written_once_from_memory(tmp_path):
+def test_a_table_that_fits_one_group_is_written_once_from_memory(tmp_path):
     recorder = Recorder(tmp_path / "run")
     for step in range(50):
         recorder("selections", {"step": np.full(10_000, step), "x": np.ones(10_000)})
-    assert not (tmp_path / "run" / ".partial").exists()
+    assert not (tmp_path / "run").exists()  # nothing touches the disk before a group is full
     recorder.close({})
     assert recorder.tables["selections"].num_rows == 500_000
+    assert groups(tmp_path / "run" / "selections.parquet") == [500_000]
+
+
+def test_a_non_finite_value_is_refused_before_the_batch_is_kept(tmp_path):
+    recorder = Recorder(tmp_path)
+    recorder("steps", rows(1))
+    bad = rows(2)
+    bad[1]["value"] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"step 2: steps.value \(principal p1\) is inf"):
+        recorder("steps", bad)
+    with pytest.raises(NonFiniteError, match=r"step 3: agents\.x is nan"):
+        recorder("agents", {"step": np.array([3, 3]), "x": np.array([0.0, np.nan])})
+    recorder.close({})
+    assert pd.read_parquet(tmp_path / "steps.parquet")["step"].tolist() == [1, 1, 1]
+    assert recorder.row_counts["agents"] == 0
 
 
 def test_columnar_batches_and_empty_tables_keep_their_schema(tmp_path):
@@ -96,7 +121,7 @@ def test_columnar_batches_and_empty_tables_keep_their_schema(tmp_path):
 
 
 def test_csv_format(tmp_path):
-    recorder = Recorder(tmp_path, "csv", flush_rows=2)
+    recorder = Recorder(tmp_path, "csv", group_rows=2)
     for step in range(3):
         recorder("steps", rows(step))
     recorder.close({})
@@ -104,45 +129,9 @@ def test_csv_format(tmp_path):
     assert len(frame) == 9 and list(frame.columns) == ["step", "principal", "value"]
 
 
-def test_nothing_is_written_before_the_first_flush_and_discard_cleans_up(tmp_path):
-    out = tmp_path / "run"
-    recorder = Recorder(out, flush_rows=100)
-    recorder("steps", rows(0))
-    assert not out.exists()
-    recorder = Recorder(out, flush_rows=1)
-    recorder("steps", rows(0))
-    assert (out / ".partial").exists()
-    recorder.discard()
-    assert not (out / ".partial").exists()
-
-
-def test_a_crash_leaves_old_results_whole_and_new_parts_readable(tmp_path):
-    first = Recorder(tmp_path, flush_rows=1)
-    first("steps", rows(0))
-    first.close({"run": 1})
-    crashed = Recorder(tmp_path, flush_rows=1)
-    crashed("steps", rows(1))
-    # no close(): the previous complete run is untouched, the new rows sit in readable parts
-    assert pd.read_parquet(tmp_path / "steps.parquet")["step"].tolist() == [0, 0, 0]
-    part = next((tmp_path / ".partial" / "steps").glob("part-*.parquet"))
-    assert pd.read_parquet(part)["step"].tolist() == [1, 1, 1]
-
-
 def test_unknown_format_is_refused(tmp_path):
     with pytest.raises(ValueError, match="format"):
         Recorder(tmp_path, "xlsx")
-
-
-def test_a_folder_reused_in_another_format_holds_only_the_new_run(tmp_path):
-    first = Recorder(tmp_path, "parquet")
-    first("steps", rows(0))
-    first.close({"run": 1})
-    second = Recorder(tmp_path, "csv")
-    second("steps", rows(1))
-    manifest = second.close({"run": 2})
-    assert not list(tmp_path.glob("*.parquet"))
-    assert manifest["files"]["steps"] == "steps.csv"
-    assert pd.read_csv(tmp_path / "steps.csv")["step"].tolist() == [1, 1, 1]
 
 
 def test_network_is_a_table_written_in_both_formats_with_exact_weights(tmp_path):

@@ -1,0 +1,86 @@
+"""One run end to end into its folder: complete or failed manifest, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from mesaopt import load_scenario, run_simulation
+from mesaopt.model import measurement
+from mesaopt.model.errors import ScenarioError
+from mesaopt.model.finite import NonFiniteError
+
+SMALL = ["network.n_agents=60", "run.steps=6", "run.agent_every=1"]
+
+
+def blow_up_at(monkeypatch, step: int, column: str = "value") -> None:
+    """Make the ``steps`` row of the first principal non-finite at ``step`` (after loading)."""
+    real = measurement.aggregate_steps
+
+    def aggregate(**kwargs):
+        rows = real(**kwargs)
+        if kwargs["step"] == step:
+            rows[0][column] = float("inf")
+        return rows
+
+    monkeypatch.setattr(measurement, "aggregate_steps", aggregate)
+
+
+def test_a_finished_run_is_marked_complete(tmp_path):
+    result = run_simulation(load_scenario(None, SMALL), tmp_path / "run", progress=False)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and "error" not in manifest
+    assert result.paths["steps"] == tmp_path / "run" / "steps.parquet"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging folder left
+
+
+def test_a_non_finite_value_stops_the_run_with_a_failed_manifest(tmp_path, monkeypatch):
+    blow_up_at(monkeypatch, step=4)
+    scenario = load_scenario(None, SMALL)
+    with pytest.raises(NonFiniteError, match=r"step 4: steps\.value \(principal \w+\) is inf"):
+        run_simulation(scenario, tmp_path / "run", progress=False)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert manifest["failure"]["step"] == 4 and manifest["failure"]["column"] == "value"
+    assert manifest["error"].startswith("step 4: steps.value")
+    steps = pd.read_parquet(tmp_path / "run" / "steps.parquet")
+    assert steps["step"].max() == 3  # every batch before the offending one, nothing after
+    assert manifest["row_counts"]["steps"] == len(steps)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_re_simulating_replaces_the_whole_folder(tmp_path):
+    out = tmp_path / "run"
+    run_simulation(load_scenario(None, SMALL), out, progress=False)
+    (out / "report").mkdir()
+    (out / "report" / "report.html").write_text("old")
+    run_simulation(load_scenario(None, [*SMALL, "run.seed=7"]), out, fmt="csv", progress=False)
+    assert not (out / "report").exists()
+    assert not list(out.glob("*.parquet"))  # no table of the other format outlives the old run
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 7
+
+
+def test_bad_input_found_while_building_writes_nothing(tmp_path):
+    edges = tmp_path / "edges.csv"
+    edges.write_text("source,target\n0,1\n1,999\n")  # node 999 of 60
+    overrides = [*SMALL, "network.topology='edgelist'", f"network.path='{edges}'"]
+    with pytest.raises(ScenarioError, match="999"):
+        run_simulation(load_scenario(None, overrides), tmp_path / "run", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edges.csv"]
+
+
+def test_an_interrupt_leaves_the_old_run_and_no_staging_folder(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    run_simulation(load_scenario(None, SMALL), out, progress=False)
+    before = (out / "steps.parquet").read_bytes()
+
+    def interrupt(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(measurement, "aggregate_steps", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_simulation(load_scenario(None, [*SMALL, "run.seed=9"]), out, progress=False)
+    assert (out / "steps.parquet").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
