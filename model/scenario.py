@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from mesaopt.model.errors import ScenarioError, clean_message
+from mesaopt.model.memory import available_bytes
 from mesaopt.model.network import TOPOLOGIES
 from mesaopt.model.ranges import expand_values
 
@@ -577,16 +578,6 @@ def estimated_bytes(scenario: Scenario, counts: list[int]) -> float:
     selection = [v for k, v in parts.items() if k.startswith("principals.")]
     fixed = sum(v for k, v in parts.items() if not k.startswith("principals."))
     return BASE_BYTES + fixed + max(selection, default=0.0)
-
-
-def available_bytes() -> int:
-    """The memory a run may use: physical memory, or the address-space limit if lower."""
-    import os
-    import resource
-
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    return min(total, soft) if soft != resource.RLIM_INFINITY else total
 
 
 def _check_memory(scenario: Scenario, counts: list[int]) -> None:

@@ -66,6 +66,8 @@ def load_overridden(
         ScenarioError: If the file cannot be read or an override is malformed.
     """
     data, source = load_raw(path)
+    if path is not None:
+        check_file_paths(data, Path(path).parent, source)
     for assignment in overrides or []:
         key, value = parse_override(assignment)
         try:
@@ -173,6 +175,49 @@ def check_data_nesting(data: Any, source: str | None = None) -> None:
             stack.extend((value, [*path, str(key)]) for key, value in node.items())
         elif isinstance(node, list):
             stack.extend((value, [*path, str(i)]) for i, value in enumerate(node))
+
+
+def check_file_paths(data: dict[str, Any], folder: Path, source: str) -> None:
+    """Refuse edge-list paths in a scenario file that lead outside the file's folder.
+
+    A scenario file may come from someone else; a path in it may only name a file in or below
+    its folder (relative paths resolve against it; ``..``, absolute paths and symlinks leading
+    out are refused). A path given on the command line (``--set network.path=...`` or
+    ``--grid``) is the user's own and is not checked here.
+
+    Args:
+        data: Raw data of the file (before overrides).
+        folder: The scenario file's folder.
+        source: The file, for errors.
+
+    Raises:
+        ScenarioError: (key ``network.path`` or ``sweep.grid.network.path``) naming the path.
+    """
+    network = data.get("network")
+    candidates: list[tuple[str, Any]] = []
+    if isinstance(network, dict) and "path" in network:
+        candidates.append(("network.path", network["path"]))
+    sweep = data.get("sweep")
+    grid = sweep.get("grid") if isinstance(sweep, dict) else None
+    if isinstance(grid, dict):
+        nested = grid.get("network")
+        spec = grid.get("network.path", nested.get("path") if isinstance(nested, dict) else None)
+        # A list of paths, or one string (which a grid may also split at commas: check both).
+        values = spec if isinstance(spec, list) else [spec, *spec.split(",")] if spec else []
+        candidates.extend(("sweep.grid.network.path", value) for value in values)
+    root = folder.resolve()
+    for key, value in candidates:
+        if not isinstance(value, str) or not value:
+            continue  # validation names a wrong type
+        target = (folder / Path(value).expanduser()).resolve()
+        if not target.is_relative_to(root):
+            raise ScenarioError(
+                key,
+                f"{value[:80]!r} leads outside the scenario's folder; a scenario file may only "
+                "name files in or below its folder (give other paths on the command line: "
+                "--set network.path=...)",
+                source,
+            )
 
 
 def default_text() -> str:
