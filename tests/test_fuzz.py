@@ -177,7 +177,11 @@ CONTAINERS = [
     {"dist": "student_t", "df": 2.0000001, "scale": 1e300}, DEEP, {"a": {"b": {"c": DEEP}}},
 ]  # fmt: skip
 
+#: Ordinary values too, so that a good share of the cases are valid runs whose tables are checked.
+mild_value = st.one_of(st.floats(-3, 3), st.integers(0, 4), st.booleans())
 any_value = st.one_of(
+    mild_value,
+    mild_value,
     st.sampled_from(EXTREME_FLOATS),
     st.sampled_from(EXTREME_INTS),
     st.sampled_from(STRINGS),
@@ -188,7 +192,7 @@ any_value = st.one_of(
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12),
 )
 size_value = st.one_of(
-    st.sampled_from(SIZES), st.sampled_from(STRINGS), st.sampled_from(CONTAINERS)
+    st.integers(0, 6), st.sampled_from(SIZES), st.sampled_from(STRINGS), st.sampled_from(CONTAINERS)
 )
 
 
@@ -342,9 +346,10 @@ def run_case(scenario: Path, overrides: list[str]) -> None:
         assert len(lines) == 1 and err.endswith("\n"), f"not one line: {err[-2000:]!r}"
         line = lines[0]
         # It names the file, or the override it refuses (its key, or the whole assignment).
-        named = [str(scenario), *(o.partition("=")[0].strip()[:40] for o in overrides)]
+        named = [str(scenario), "--set", *(o.partition("=")[0].strip()[:40] for o in overrides)]
         named += [o[:40] for o in overrides]
-        assert line.startswith("mesaopt: error: "), line
+        # argparse's own errors (an assignment that looks like an option) are one line too.
+        assert line.startswith(("mesaopt: error: ", "mesaopt simulate: error: argument ")), line
         assert any(name and name in line for name in named), line
         assert not out.exists(), f"wrote {sorted(p.name for p in out.iterdir())} on error"
     finally:
