@@ -13,8 +13,10 @@ end in one of two ways (issue 15):
 Sizes the case does not mutate are forced small (36 agents, 3 steps, at most 4 candidates per
 slot) so that valid runs take a fraction of a second; a mutated size is either small or far beyond
 its bound, never a valid but large run. The case count comes from a Hypothesis profile: with
-``CI`` set (``.ci/run`` sets it) the two tests run 700 + 400 derandomized cases (reproducible),
-locally 60 + 40 random ones.
+``CI`` set (``.ci/run`` sets it) the three tests run 700 + 400 + 300 derandomized cases
+(reproducible), locally 60 + 40 + 30 random ones. The third keeps every number within its bound
+but at the bound's edges (costs of 1e-6, coefficients of 1e6, df just above 2 or at 0.5): the
+bounds of model/scenario.py promise that such runs stay finite, and it checks that promise.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ settings.register_profile("fuzz-local", **_COMMON)
 PROFILE = settings.get_profile("fuzz-ci" if CI else "fuzz-local")
 DOCUMENT_CASES = 700 if CI else 60
 OVERRIDE_CASES = 400 if CI else 40
+EDGE_CASES = 300 if CI else 30
 
 # ----------------------------------------------------------------------- what a run may write
 
@@ -377,5 +380,39 @@ def test_hostile_overrides_run_or_give_one_line(memory_cap, case):
         scenario = folder / f"{name}.toml"
         scenario.write_text(toml_document(BASES[name]), encoding="utf-8")
         run_case(scenario, assignments)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+#: Numbers at the edges of the bounds of model/scenario.py, both signs.
+EDGES = [1e-6, 1e-3, 0.5, 1.0, 2.0000001, 1e3, 1e6]
+
+
+@st.composite
+def edge_document(draw: st.DrawFn) -> dict[str, Any]:
+    """A shipped scenario, shrunk, with one to four float values moved to the edges of bounds."""
+    data = copy.deepcopy(BASES[draw(st.sampled_from(sorted(BASES)))])
+    floats = [p for p in paths(data) if isinstance(parent_of(data, p)[_last(data, p)], float)]
+    for _ in range(draw(st.integers(1, 4))):
+        if not floats:
+            break
+        path = draw(st.sampled_from(floats))
+        sign = draw(st.sampled_from([1.0, 1.0, -1.0]))
+        set_at(data, path, sign * draw(st.sampled_from(EDGES)))
+    return data
+
+
+def _last(data: Any, path: tuple[str, ...]) -> Any:
+    return int(path[-1]) if isinstance(parent_of(data, path), list) else path[-1]
+
+
+@settings(PROFILE, max_examples=EDGE_CASES)
+@given(data=edge_document())
+def test_values_at_the_edges_of_their_bounds_run_finite_or_give_one_line(memory_cap, data):
+    folder = Path(tempfile.mkdtemp(prefix="fuzz-edge-"))
+    try:
+        scenario = folder / "scenario.toml"
+        scenario.write_text(toml_document(data), encoding="utf-8")
+        run_case(scenario, [])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
