@@ -480,11 +480,20 @@ def agent_counts(scenario: Scenario) -> list[int]:
         scenario: The scenario (its principals' shares and ``network.n_agents``).
 
     Returns:
-        One count per principal, summing to ``n_agents`` (the model's own split).
+        One count per principal, summing to ``n_agents``: the largest-remainder split of
+        ``model.model._counts_by_share`` (which this layer may not import; a test keeps the two
+        equal).
     """
-    from mesaopt.model.model import _counts_by_share  # the model's split, not a copy of it
+    import numpy as np
 
-    return _counts_by_share([p.share for p in scenario.principals], scenario.network.n_agents)
+    shares = [p.share for p in scenario.principals]
+    total = scenario.network.n_agents
+    weights = np.asarray(shares, dtype=float) / sum(shares)  # as the model computes it
+    exact = weights * total
+    counts = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: total - counts.sum()]] += 1
+    return [int(c) for c in counts]
 
 
 # Memory of a run, from the measurements in BENCHMARKS.md ("Memory per agent") and the arrays

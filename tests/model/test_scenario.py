@@ -6,8 +6,11 @@ import json
 import re
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.scenario import (
@@ -171,3 +174,19 @@ def test_a_principal_with_no_agents_is_refused():
         load_scenario(BASELINE, ["principals.0.share=0.005", "network.n_agents=60"])
     )
     assert counts == [1, 59]  # 0.59 of an agent: the largest remainder gets it
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shares=st.lists(st.floats(1e-3, 1e6), min_size=1, max_size=6),
+    n=st.integers(6, 10**7),
+)
+def test_agent_counts_is_the_models_split(shares, n):
+    """The schema's split (which may not import the model) equals the model's, bit for bit."""
+    from mesaopt.model.model import _counts_by_share
+
+    scenario = SimpleNamespace(
+        principals=[SimpleNamespace(share=s) for s in shares],
+        network=SimpleNamespace(n_agents=n),
+    )
+    assert agent_counts(scenario) == _counts_by_share(shares, n)
