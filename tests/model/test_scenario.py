@@ -122,6 +122,7 @@ OUT_OF_BOUNDS = [
     ("run.steps=99999999999999999999999", "run.steps"),
     ("run.seed=9223372036854775808", "run.seed"),
     ("network.n_agents=1e12", "network.n_agents"),
+    ("agents.power=1e9", "agents.power"),
 ]
 
 
@@ -190,3 +191,17 @@ def test_agent_counts_is_the_models_split(shares, n):
         network=SimpleNamespace(n_agents=n),
     )
     assert agent_counts(scenario) == _counts_by_share(shares, n)
+
+
+def test_huge_equal_weights_are_a_fair_choice():
+    """Weights [1e308, 1e308] once overflowed their sum ("Probabilities do not sum to 1")."""
+    scenario = load_scenario(BASELINE, ["agents.capacity={values=[1, 2], weights=[1e308, 1e308]}"])
+    assert scenario.agents.capacity.probabilities() == [0.5, 0.5]
+    from mesaopt.model.model import MesaOptModel
+
+    MesaOptModel(
+        load_scenario(
+            BASELINE,
+            ["agents.capacity={values=[1, 2], weights=[1e308, 1e308]}", "network.n_agents=60"],
+        )
+    )
