@@ -24,6 +24,7 @@ import copy
 import json
 import os
 import sys
+import typing
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser, *, required: bool =
         metavar="KEY=VALUE",
         help="override a scenario key, e.g. principals.0.selection.n=64 (repeatable)",
     )
-    parser.add_argument("--steps", type=_non_negative_int, help="override run.steps")
+    parser.add_argument("--steps", type=_steps, help="override run.steps")
     parser.add_argument("--seed", type=_non_negative_int, help="override run.seed")
 
 
@@ -64,9 +65,45 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _steps(text: str) -> int:
+    """A ``--steps`` value: a whole number in 0..MAX_STEPS (the bound of ``run.steps``)."""
+    from mesaopt.model.scenario import MAX_STEPS
+
+    value = _non_negative_int(text)
+    if value > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_STEPS:,} steps, got {text[:40]}")
+    return value
+
+
+def _port(text: str) -> int:
+    """A TCP port: a whole number in 1..65535."""
+    value = _non_negative_int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 1..65535, got {text[:40]}")
+    return value
+
+
+def _scheduler(text: str) -> str:
+    """A ``--scheduler`` address, checked before anything is started or written."""
+    from mesaopt.analysis.executors import check_scheduler_address
+
+    try:
+        return check_scheduler_address(text)
+    except ScenarioError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), with exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` on stderr and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``mesaopt`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="mesaopt",
         description="Principals, the mesa-optimizers they build, and how the proxy comes apart "
         "from true value. Without a command: run a small demo.",
@@ -166,8 +203,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     scenario, base_dir, source = _resolve(args)
     out = _out_dir(args.out)
     check_target(out)  # before the run: a folder it may not replace or cannot write is refused
-    if not args.quiet:
-        print(f"mesaopt: {source}: {_summary(scenario)}", file=sys.stderr)
     try:
         with _attributed_to(source):
             result = run_simulation(
@@ -184,6 +219,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         return 1
     if not args.quiet:
+        # The summary only once the run succeeded: an error found while building the network
+        # (edge list, k, peer stability) is then the only line printed.
+        print(f"mesaopt: {source}: {_summary(scenario)}", file=sys.stderr)
         counts = ", ".join(f"{t} {n}" for t, n in result.manifest["row_counts"].items())
         print(
             f"mesaopt: wrote {out}/ ({counts} rows; manifest.json) in "
@@ -344,7 +382,9 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         default="local",
         help="local: embedded Dask LocalCluster, one process per core (default); serial: here",
     )
-    parser.add_argument("--scheduler", help="run on an existing Dask cluster: tcp://HOST:PORT")
+    parser.add_argument(
+        "--scheduler", type=_scheduler, help="run on an existing Dask cluster: tcp://HOST:PORT"
+    )
     parser.add_argument("--cluster", choices=("slurm",), help="start workers with dask-jobqueue")
     parser.add_argument("--workers", type=_positive_int, help="local worker processes / SLURM jobs")
     parser.add_argument("--replicates", type=_positive_int, help="replicates per design point")
@@ -665,7 +705,7 @@ def _add_view_commands(commands: argparse._SubParsersAction) -> None:
     viz = commands.add_parser("viz", help="serve the interactive app (Mesa SolaraViz)")
     viz.add_argument("scenario", nargs="?", help="scenario TOML file (default: embedded)")
     viz.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    viz.add_argument("--port", type=_non_negative_int, default=8765, help="port (default 8765)")
+    viz.add_argument("--port", type=_port, default=8765, help="port (default 8765)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -827,9 +867,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mesaopt: error: {err}", file=sys.stderr)
         return 2
     try:
-        if args.command is None:
-            return cmd_demo()
-        return handlers[args.command](args)
+        status = cmd_demo() if args.command is None else handlers[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try (Python docs, "signal")
+        return status
     except ScenarioError as err:
         print(f"mesaopt: error: {err.one_line()}", file=sys.stderr)
         return 2

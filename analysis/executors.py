@@ -47,6 +47,10 @@ from mesaopt.model.atomic_folder import run_is_complete, swap_in
 from mesaopt.model.finite import NonFiniteError
 
 ENGINES = ("local", "serial")
+#: Address schemes of Dask's communication layer a ``--scheduler`` may use.
+SCHEDULER_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx")
+#: Seconds to wait for an existing scheduler to answer before giving up (nothing written yet).
+CONNECT_TIMEOUT_S = 10
 #: Scratch folder (in the sweep folder) where runs are written before being renamed into runs/.
 TMP_DIR = ".partial-runs"
 MapFn = Callable[[Callable[[Any], Any], list[Any]], Iterator[Any]]
@@ -371,6 +375,58 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+def check_scheduler_address(text: str) -> str:
+    """Check a ``--scheduler`` address: ``SCHEME://HOST:PORT`` or ``HOST:PORT``.
+
+    Args:
+        text: The address as given.
+
+    Returns:
+        The address, unchanged.
+
+    Raises:
+        ScenarioError: (key ``--scheduler``) an unknown scheme, no host, or a port that is not a
+            whole number in 1..65535.
+    """
+    from mesaopt.model.errors import ScenarioError
+
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "tcp", text
+    if scheme not in SCHEDULER_SCHEMES:
+        raise ScenarioError(
+            "--scheduler",
+            f"unknown scheme {scheme[:20]!r} (one of {', '.join(SCHEDULER_SCHEMES)}); "
+            "expected tcp://HOST:PORT",
+        )
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ScenarioError(
+            "--scheduler", f"expected tcp://HOST:PORT with a port in 1..65535, got {text[:60]!r}"
+        )
+    return text
+
+
+@contextmanager
+def _connected(scheduler: str) -> Iterator[Any]:
+    """A Dask client of the scheduler at ``scheduler``, or a one-line error if none answers."""
+    from distributed import Client
+
+    from mesaopt.model.errors import ScenarioError
+
+    check_scheduler_address(scheduler)
+    try:
+        client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
+    except (OSError, TimeoutError, ValueError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise ScenarioError(
+            "--scheduler",
+            f"no Dask scheduler answered at {scheduler} within {CONNECT_TIMEOUT_S} s ({reason})",
+        ) from None
+    with client:
+        yield client
+
+
 @contextmanager
 def open_engine(
     engine: str = "local",
@@ -401,6 +457,8 @@ def open_engine(
 
     Raises:
         ValueError: On an unknown engine or cluster kind.
+        ScenarioError: (key ``--scheduler``) a malformed address, or no scheduler answering
+            there within :data:`CONNECT_TIMEOUT_S` seconds.
         ImportError: If ``--cluster slurm`` is asked for without dask-jobqueue.
     """
     if scheduler is None and cluster is None and engine == "serial":
@@ -413,7 +471,7 @@ def open_engine(
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        with Client(scheduler, timeout="30s") as client:
+        with _connected(scheduler) as client:
             n = len(client.scheduler_info().get("workers", {}))
             yield _dask_map(client), f"Dask scheduler {scheduler} ({n} workers now)"
         return

@@ -273,11 +273,8 @@ def run_design(
     check_sweep_folder(out_dir)  # an unwritable place, someone else's folder: refused
     runs = plan_runs(base.data, design, base.source)
     types = parameter_column_types(design)
-    (out_dir / "runs").mkdir(parents=True, exist_ok=True)
-    clean_temporary(out_dir)
     record = design_record(design, runs, base.source)
     record.update(extra_record or {})
-    write_design(out_dir / "sweep.json", record)
     base_dir = str(base.base_dir.resolve()) if base.base_dir is not None else None
     tasks = [RunTask(spec, str(out_dir.resolve()), base_dir, base.source, types) for spec in runs]
 
@@ -292,6 +289,10 @@ def run_design(
             deferred=deferred,
             start_method=start_method,
         ) as (map_unordered, description):
+            # Only now, with the engine running (a scheduler answered), is anything written.
+            (out_dir / "runs").mkdir(parents=True, exist_ok=True)
+            clean_temporary(out_dir)
+            write_design(out_dir / "sweep.json", record)
             if progress:
                 print(
                     f"mesaopt sweep: {len(design.points)} design points × {len(design.seeds)} "

@@ -195,7 +195,8 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
 
     Columns are separated by commas and/or whitespace; ``#`` starts a comment; blank lines are
     skipped; the first data line may be a header (if it is not two integers). Ids must lie in
-    ``[0, n)``; self-loops are dropped, duplicate and reversed pairs merged.
+    ``[0, n)``; self-loops are dropped, duplicate and reversed pairs merged. Errors quote a bad
+    line only if it looks like data, and at most :data:`EXCERPT_CHARS` characters of it.
 
     Args:
         path: File path; relative paths are resolved against ``base_dir``.
@@ -206,8 +207,9 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
         The symmetric 0/1 adjacency matrix.
 
     Raises:
-        ScenarioError: (key ``network.path``) no path, file missing or unreadable, a line that is
-            not two integers, or a node id outside ``[0, n)``.
+        ScenarioError: (key ``network.path``) no path, file missing or unreadable, binary, not
+            UTF-8 or too large to parse in memory, a line that is not two integers, or a node id
+            outside ``[0, n)``.
     """
     if not path:
         raise ScenarioError("network.path", "topology 'edgelist' needs a path")
@@ -216,10 +218,7 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
         file = pathlib.Path(base_dir) / file
     if not file.is_file():
         raise ScenarioError("network.path", f"file not found: {path}")
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError("network.path", f"cannot read {path}: {exc}") from None
+    text = _edgelist_text(file, path)
     us: list[int] = []
     vs: list[int] = []
     split = re.compile(r"[,\s]+").split
@@ -236,15 +235,57 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
                 seen_data = True  # a header line
                 continue
             raise ScenarioError(
-                "network.path", f"line {lineno}: expected two integer node ids, got {line!r}"
+                "network.path",
+                f"line {lineno}: expected two integer node ids{_excerpt(line)}",
             ) from None
         seen_data = True
         for node in (a, b):
             if not 0 <= node < n:
-                raise ScenarioError("network.path", f"line {lineno}: node {node} outside [0, {n})")
+                shown = str(node) if len(str(node)) <= 20 else f"{str(node)[:20]}..."
+                raise ScenarioError("network.path", f"line {lineno}: node {shown} outside [0, {n})")
         us.append(a)
         vs.append(b)
     return _symmetric_csr(n, np.asarray(us, dtype=np.int64), np.asarray(vs, dtype=np.int64))
+
+
+#: Bytes of memory parsing needs per byte of edge list: a shortest line ("0,1\n", 4 bytes) becomes
+#: two Python ints in lists (~72 bytes), and the text is held decoded (up to 4 bytes per char).
+EDGELIST_BYTES_PER_BYTE = 24
+#: Longest excerpt of a bad line an error quotes, and only of a line that looks like data.
+EXCERPT_CHARS = 40
+_DATA_LIKE = re.compile(r"^[0-9eE+\-.,;:\s]*$")
+
+
+def _edgelist_text(file: pathlib.Path, path: str) -> str:
+    """The text of an edge list, refusing one too large to parse in memory or not text."""
+    from mesaopt.model.memory import available_bytes
+
+    limit = available_bytes() // EDGELIST_BYTES_PER_BYTE
+    try:
+        with file.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise ScenarioError("network.path", f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise ScenarioError(
+            "network.path",
+            f"{path} is larger than {limit / 2**20:,.0f} MiB, more than this machine's memory "
+            "can parse",
+        )
+    if b"\0" in data:
+        raise ScenarioError("network.path", f"{path} is a binary file, not a text edge list")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError("network.path", f"{path} is not UTF-8 text") from None
+
+
+def _excerpt(line: str) -> str:
+    """A short, marked excerpt of a bad line if it looks like data (digits, separators), else ""."""
+    if not _DATA_LIKE.match(line):
+        return ""  # never quote what may be someone's file (a path can name any readable file)
+    shown = line if len(line) <= EXCERPT_CHARS else line[:EXCERPT_CHARS] + "..."
+    return f" (the line reads: {shown!r})"
 
 
 # --------------------------------------------------------------------------------------------

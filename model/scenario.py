@@ -28,15 +28,48 @@ from pydantic import (
 )
 
 from mesaopt.model.errors import ScenarioError, clean_message
+from mesaopt.model.memory import available_bytes
 from mesaopt.model.network import TOPOLOGIES
 from mesaopt.model.ranges import expand_values
 
-NonNegFloat = Annotated[float, Field(ge=0)]
+# ------------------------------------------------------------------------------------ bounds
+# Every number a scenario gives is bounded, so that no accepted scenario can overflow float64
+# (about 1.8e308) or int64, or ask for more memory than the machine has (docs/scenarios.md,
+# "Bounds"). The model's deepest products are of a handful of such numbers: an effort is a reward
+# (beta * metric + values + goals, each at most MAX_COEFFICIENT^2 * channels) over a cost of at
+# least MIN_COST, amplified by peer effects (finite under the stability condition); welfare and
+# risk premia square efforts and noise scales. With coefficients within 1e6 and costs above 1e-6
+# an effort stays below ~1e19 times the peer amplification and its square times a cost or an
+# externality below ~1e50, summed over agents below ~1e60: far from overflow, yet every value a
+# study has used (|coefficients| <= 10, costs >= 0.5) is a million times inside the bounds.
+
+#: Largest absolute value of a coefficient (value, metric, externality, contract terms, goals,
+#: noise scales, penalties): see above; 1e6 keeps every product of the model finite.
+MAX_COEFFICIENT = 1e6
+#: Smallest channel cost: effort = reward / cost, so a cost of 5e-324 makes it infinite.
+MIN_COST = 1e-6
+#: Smallest Student-t df. The largest of N draws grows like N^(1/df) and the chi-square draw
+#: under it underflows to 0 (an infinite draw) with probability ~x^(df/2); at df >= 0.5 even
+#: 1e15 draws stay below ~1e60 (squared, ~1e120) and an underflow has probability < 1e-70.
+MIN_DF = 0.5
+#: Largest integer anywhere in a scenario: they are stored in int64 columns (seeds, steps, ids).
+MAX_INT = 2**63 - 1
+#: Largest ``run.steps``. The steps table gets (principals + 1) rows of ~0.5 KB per step on disk;
+#: 1e7 steps are >= 10 GB of tables and, at the fastest measured step (~0.1 ms, 1,000 agents),
+#: hours of computing: a larger number is a typo, not an experiment (``--steps`` has this bound).
+MAX_STEPS = 10_000_000
+
+Coefficient = Annotated[float, Field(ge=-MAX_COEFFICIENT, le=MAX_COEFFICIENT)]
+NonNegFloat = Annotated[float, Field(ge=0, le=MAX_COEFFICIENT)]
 Probability = Annotated[float, Field(ge=0, le=1)]
-PosInt = Annotated[int, Field(ge=1)]
-NonNegInt = Annotated[int, Field(ge=0)]
+PosInt = Annotated[int, Field(ge=1, le=MAX_INT)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 CHANNEL_FIELDS = ("value", "metric", "cost", "noise", "externality", "peer", "level")
+
+
+#: Capacities and channel levels: small counts compared with each other (int64 arrays).
+Capacity = Annotated[int, Field(ge=0, le=1_000)]
 
 
 class _Section(BaseModel):
@@ -48,7 +81,7 @@ class _Section(BaseModel):
 class RunConfig(_Section):
     """``[run]``: length, seed and snapshot cadence of one run."""
 
-    steps: NonNegInt = 200
+    steps: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 200
     seed: NonNegInt = 42
     agent_every: NonNegInt = Field(10, description="agent snapshot every k steps; 0 = never")
     agent_snapshots: Literal["auto", "on", "off"] = Field(
@@ -86,20 +119,20 @@ class NoiseConfig(_Section):
 
     dist: Literal["normal", "laplace", "student_t"] = "normal"
     scale: NonNegFloat = 1.0
-    df: Annotated[float, Field(gt=0)] = 3.0
+    df: Annotated[float, Field(ge=MIN_DF, le=MAX_COEFFICIENT)] = 3.0
 
 
 class ChannelConfig(_Section):
     """``[[channels]]``: one effort channel (docs/model.md, "Objects")."""
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-    value: float = 0.0
-    metric: float = 0.0
-    cost: Annotated[float, Field(gt=0)] = 1.0
+    value: Coefficient = 0.0
+    metric: Coefficient = 0.0
+    cost: Annotated[float, Field(ge=MIN_COST, le=MAX_COEFFICIENT)] = 1.0
     noise: NoiseConfig = NoiseConfig()
-    externality: float = 0.0
+    externality: Coefficient = 0.0
     peer: NonNegFloat = 0.0
-    level: NonNegInt = 0
+    level: Capacity = 0
 
 
 class ChoiceConfig(_Section):
@@ -110,7 +143,7 @@ class ChoiceConfig(_Section):
     """
 
     values: Annotated[list[Any], Field(min_length=1, max_length=64)]
-    weights: list[NonNegFloat] | None = None
+    weights: list[Annotated[float, Field(ge=0)]] | None = None  # normalised: any size
 
     @model_validator(mode="after")
     def _weights_match(self) -> ChoiceConfig:
@@ -139,7 +172,6 @@ def _choice_typed(item: Any) -> type:
     return Typed
 
 
-Capacity = Annotated[int, Field(ge=0, le=1_000)]
 OptimizerName = Annotated[
     str,
     Field(
@@ -164,7 +196,7 @@ GainChoice = _choice_typed(Gain)
 class GoalsConfig(_Section):
     """Agents' intrinsic goals: shared mean per channel, private per-agent deviations."""
 
-    mean: dict[str, float] = Field(default_factory=dict)
+    mean: dict[str, Coefficient] = Field(default_factory=dict)
     scale: NonNegFloat = 0.0
 
 
@@ -205,12 +237,14 @@ class ContractConfig(_Section):
     profit; a number fixes either. ``limited_liability`` imposes alpha >= 0 and beta >= 0.
     """
 
-    alpha: float | Literal["participation"] = Field(
+    alpha: Coefficient | Literal["participation"] = Field(
         "participation",
         description='fixed pay; "participation" = the agents\' expected CE equals reservation',
     )
-    beta: float | Literal["optimal"] = "optimal"
-    reservation: float = Field(0.0, description="the agents' reservation certainty equivalent")
+    beta: Coefficient | Literal["optimal"] = "optimal"
+    reservation: Coefficient = Field(
+        0.0, description="the agents' reservation certainty equivalent"
+    )
     limited_liability: bool = Field(False, description="impose alpha >= 0 and beta >= 0")
 
     @model_validator(mode="after")
@@ -277,10 +311,10 @@ class PrincipalConfig(_Section):
     name: Annotated[
         str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     ]
-    share: Annotated[float, Field(gt=0)] = 1.0
-    capacity: NonNegInt = 1
+    share: Annotated[float, Field(gt=0, le=MAX_COEFFICIENT)] = 1.0
+    capacity: Capacity = 1
     train_on: Literal["metric", "value"] = "metric"
-    values: dict[str, float] = Field(default_factory=dict)
+    values: dict[str, Coefficient] = Field(default_factory=dict)
     contract: ContractConfig = ContractConfig()
     selection: SelectionConfig = SelectionConfig()
     audit: AuditConfig = AuditConfig()
@@ -422,11 +456,155 @@ class Scenario(_Section):
                 raise ScenarioError("network.blocks", "block sizes must sum to network.n_agents")
         if len(self.principals) > self.network.n_agents:
             raise ScenarioError("principals", "more principals than agents")
+        counts = agent_counts(self)
+        for j, (principal, count) in enumerate(zip(self.principals, counts, strict=True)):
+            if count == 0:
+                total = sum(p.share for p in self.principals)
+                raise ScenarioError(
+                    f"principals.{j}.share",
+                    f"principal {principal.name!r} would get 0 of the {self.network.n_agents} "
+                    f"agents (share {principal.share:g} of {total:g}); raise its share",
+                )
+        _check_memory(self, counts)
         return self
 
     def channel_index(self, name: str) -> int:
         """Return the index of the channel called ``name``."""
         return [c.name for c in self.channels].index(name)
+
+
+def agent_counts(scenario: Scenario) -> list[int]:
+    """The number of agents each principal builds: ``n_agents`` split by share.
+
+    Args:
+        scenario: The scenario (its principals' shares and ``network.n_agents``).
+
+    Returns:
+        One count per principal, summing to ``n_agents``: the largest-remainder split of
+        ``model.model._counts_by_share`` (which this layer may not import; a test keeps the two
+        equal).
+    """
+    import numpy as np
+
+    shares = [p.share for p in scenario.principals]
+    total = scenario.network.n_agents
+    weights = np.asarray(shares, dtype=float) / sum(shares)  # as the model computes it
+    exact = weights * total
+    counts = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: total - counts.sum()]] += 1
+    return [int(c) for c in counts]
+
+
+# Memory of a run, from the measurements in BENCHMARKS.md ("Memory per agent") and the arrays
+# the code holds at once. An estimate within a small factor is enough: it refuses what cannot
+# fit (1e12 agents, 1e11 candidates), not what fits tightly.
+#: Peak-RSS growth per agent: the largest measured (10,000 agents, 4 channels, k = 8), graph in.
+AGENT_BYTES = 1_536
+#: Per stored adjacency entry while the graph is built: the int64 pairs, their sort and the CSR
+#: copy (8-byte weight + index) held at once, ~5 x 8 bytes.
+ADJACENCY_ENTRY_BYTES = 40
+#: Per candidate and channel in best-of-n selection (agents.sandbox.select_best_of_n): about ten
+#: (candidates, channels) float64 arrays live at once, plus one per sandbox episode.
+CANDIDATE_CHANNEL_BYTES = 10 * 8
+#: Selection fills at most this many slots at once (agents.sandbox.select_best_of_n's chunk).
+SELECTION_CHUNK = 8192
+#: What the process holds besides the model: interpreter, NumPy, Numba and their compiled code
+#: (~300 MB measured) and the recorder's row buffers (model.recording.FLUSH_BYTES, 512 MiB).
+BASE_BYTES = 300 * 2**20 + 512 * 2**20
+
+
+def adjacency_entries(network: NetworkConfig, counts: list[int]) -> float:
+    """The expected number of stored entries (twice the edges) of the scenario's graph.
+
+    Args:
+        network: The ``[network]`` section.
+        counts: Agents per principal (the default SBM blocks).
+
+    Returns:
+        The expected entry count (an edge list is bounded by its file instead: 0 here).
+    """
+    n = network.n_agents
+    m = network.m if network.m is not None else max(1, network.k // 2)
+    sizes = network.blocks or counts
+    within = sum(float(b) * b for b in sizes)
+    return {
+        "grid": (8.0 if network.neighborhood == "moore" else 4.0) * n,
+        "watts_strogatz": float(n) * network.k,
+        "ring": float(n) * network.k,
+        "erdos_renyi": float(n) * network.k,
+        "barabasi_albert": 2.0 * n * m,
+        "complete": float(n) * (n - 1),
+        "star": 2.0 * n,
+        "sbm": network.p_in * within + network.p_out * (float(n) * n - within),
+        "edgelist": 0.0,
+    }[network.topology]
+
+
+def memory_parts(scenario: Scenario, counts: list[int]) -> dict[str, float]:
+    """The memory a run's sizes ask for, in bytes, by the key that sets each size.
+
+    Args:
+        scenario: The scenario.
+        counts: Agents per principal.
+
+    Returns:
+        ``network.n_agents`` (the agents), ``network.k`` / ``network.m`` / ``network.p_in``
+        (graph construction) and ``principals.<j>.selection.n`` (its largest selection chunk).
+    """
+    network = scenario.network
+    graph_key = {"sbm": "network.p_in", "barabasi_albert": "network.m"}.get(
+        network.topology, "network.k"
+    )
+    if network.topology == "barabasi_albert" and network.m is None:
+        graph_key = "network.k"
+    parts = {
+        "network.n_agents": float(network.n_agents) * AGENT_BYTES,
+        graph_key: ADJACENCY_ENTRY_BYTES * adjacency_entries(network, counts),
+    }
+    d = len(scenario.channels)
+    for j, (principal, count) in enumerate(zip(scenario.principals, counts, strict=True)):
+        config = principal.selection
+        per_candidate = d * (CANDIDATE_CHANNEL_BYTES + 8.0 * config.eval_samples)
+        parts[f"principals.{j}.selection.n"] = (
+            float(min(count, SELECTION_CHUNK)) * config.n * per_candidate
+        )
+    return parts
+
+
+def estimated_bytes(scenario: Scenario, counts: list[int]) -> float:
+    """Estimate the peak memory of a run of ``scenario`` in bytes.
+
+    Args:
+        scenario: The scenario.
+        counts: Agents per principal.
+
+    Returns:
+        The fixed base, the agents and the graph construction, plus the largest selection chunk
+        (principals select one after the other).
+    """
+    parts = memory_parts(scenario, counts)
+    selection = [v for k, v in parts.items() if k.startswith("principals.")]
+    fixed = sum(v for k, v in parts.items() if not k.startswith("principals."))
+    return BASE_BYTES + fixed + max(selection, default=0.0)
+
+
+def _check_memory(scenario: Scenario, counts: list[int]) -> None:
+    """Refuse a scenario whose run would need more memory than this machine has.
+
+    The key named is the size that dominates the estimate (agents, degree or selection n).
+    """
+    need = estimated_bytes(scenario, counts)
+    have = available_bytes()
+    if need <= have:
+        return
+    parts = memory_parts(scenario, counts)
+    key = max(parts, key=parts.__getitem__)
+    raise ScenarioError(
+        key,
+        f"the run would need about {need / 2**30:.3g} GiB of memory; this machine has "
+        f'{have / 2**30:.3g} GiB (docs/scenarios.md, "Bounds")',
+    )
 
 
 def _check_finite_risk(scenario: Scenario) -> None:

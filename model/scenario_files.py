@@ -13,15 +13,23 @@ checks) and knows nothing of files; this module knows nothing of what the keys m
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mesaopt.model.errors import ScenarioError, clean_message
 from mesaopt.model.scenario import Scenario
+
+#: Deepest nesting of tables and arrays accepted, in a file, a ``--set`` value or the data they
+#: make. The deepest a scenario needs is 8 (``[sweep.grid]`` with a dotted key into a pool's
+#: ``{values = [...]}``); TOML parsing and validation recurse once or more per level, and Python
+#: stops at ~1,000 frames, so a few hundred levels would end in a RecursionError.
+MAX_NESTING = 16
 
 # ----------------------------------------------------------------------------------- loading
 
@@ -58,6 +66,8 @@ def load_overridden(
         ScenarioError: If the file cannot be read or an override is malformed.
     """
     data, source = load_raw(path)
+    if path is not None:
+        check_file_paths(data, Path(path).parent, source)
     for assignment in overrides or []:
         key, value = parse_override(assignment)
         try:
@@ -89,10 +99,125 @@ def load_raw(path: str | Path | None) -> tuple[dict[str, Any], str]:
         raise ScenarioError("scenario", "file not found", source) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ScenarioError("scenario", f"cannot read: {err}", source) from None
+    check_text_nesting(text, "scenario", source)
     try:
-        return tomllib.loads(text), source
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError("scenario", f"not valid TOML: {err}", source) from None
+    check_data_nesting(data, source)
+    return data, source
+
+
+def check_text_nesting(text: str, key: str, source: str | None = None) -> None:
+    """Refuse TOML text whose arrays and inline tables nest deeper than :data:`MAX_NESTING`.
+
+    Scans brackets outside strings and comments, without recursion, before the (recursive) TOML
+    parser sees the text.
+
+    Args:
+        text: TOML text (a file, or ``v = <value>`` of an override).
+        key: The key to name in the error (``scenario`` or the override's key).
+        source: The file, if any.
+
+    Raises:
+        ScenarioError: If the nesting is deeper than :data:`MAX_NESTING`.
+    """
+    depth = 0
+    i, size = 0, len(text)
+    line = 1
+    while i < size:
+        char = text[i]
+        if char in "\"'":
+            quote = text[i : i + 3] if text[i : i + 3] in ('"""', "'''") else char
+            i += len(quote)
+            while i < size and text[i : i + len(quote)] != quote:
+                if text[i] == "\n":
+                    line += 1
+                    if len(quote) == 1:
+                        break  # an unterminated one-line string: the parser will say so
+                i += 2 if quote[0] == '"' and text[i] == "\\" else 1
+            i += len(quote)
+            continue
+        if char == "#":
+            while i < size and text[i] != "\n":
+                i += 1
+            continue
+        if char == "\n":
+            line += 1
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise ScenarioError(
+                    key, f"nested deeper than {MAX_NESTING} levels (line {line})", source
+                )
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        i += 1
+
+
+def check_data_nesting(data: Any, source: str | None = None) -> None:
+    """Refuse data (tables made by dotted keys included) nested deeper than :data:`MAX_NESTING`.
+
+    Args:
+        data: Parsed scenario data.
+        source: The file, if any.
+
+    Raises:
+        ScenarioError: Naming the first key path that is too deep.
+    """
+    stack: list[tuple[Any, list[str]]] = [(data, [])]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_NESTING:
+            shown = ".".join(path[:4])
+            raise ScenarioError(f"{shown}...", f"nested deeper than {MAX_NESTING} levels", source)
+        if isinstance(node, dict):
+            stack.extend((value, [*path, str(key)]) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, [*path, str(i)]) for i, value in enumerate(node))
+
+
+def check_file_paths(data: dict[str, Any], folder: Path, source: str) -> None:
+    """Refuse edge-list paths in a scenario file that lead outside the file's folder.
+
+    A scenario file may come from someone else; a path in it may only name a file in or below
+    its folder (relative paths resolve against it; ``..``, absolute paths and symlinks leading
+    out are refused). A path given on the command line (``--set network.path=...`` or
+    ``--grid``) is the user's own and is not checked here.
+
+    Args:
+        data: Raw data of the file (before overrides).
+        folder: The scenario file's folder.
+        source: The file, for errors.
+
+    Raises:
+        ScenarioError: (key ``network.path`` or ``sweep.grid.network.path``) naming the path.
+    """
+    network = data.get("network")
+    candidates: list[tuple[str, Any]] = []
+    if isinstance(network, dict) and "path" in network:
+        candidates.append(("network.path", network["path"]))
+    sweep = data.get("sweep")
+    grid = sweep.get("grid") if isinstance(sweep, dict) else None
+    if isinstance(grid, dict):
+        nested = grid.get("network")
+        spec = grid.get("network.path", nested.get("path") if isinstance(nested, dict) else None)
+        # A list of paths, or one string (which a grid may also split at commas: check both).
+        values = spec if isinstance(spec, list) else [spec, *spec.split(",")] if spec else []
+        candidates.extend(("sweep.grid.network.path", value) for value in values)
+    root = folder.resolve()
+    for key, value in candidates:
+        if not isinstance(value, str) or not value:
+            continue  # validation names a wrong type
+        target = (folder / Path(value).expanduser()).resolve()
+        if not target.is_relative_to(root):
+            raise ScenarioError(
+                key,
+                f"{value[:80]!r} leads outside the scenario's folder; a scenario file may only "
+                "name files in or below its folder (give other paths on the command line: "
+                "--set network.path=...)",
+                source,
+            )
 
 
 def default_text() -> str:
@@ -124,6 +249,9 @@ def parse_override(assignment: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ScenarioError(assignment or "--set", "overrides look like dotted.key=value")
     raw = raw.strip()
+    if key.count(".") >= MAX_NESTING:
+        raise ScenarioError(key[:40] + "...", f"nested deeper than {MAX_NESTING} levels")
+    check_text_nesting(raw, key)
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -152,12 +280,11 @@ def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
         last = depth == len(parts) - 1
         here = ".".join(parts[: depth + 1])
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ScenarioError(here, f"no item {part} (the list has {len(node)})")
+            index = _list_index(node, part, here, by_name=parts[:depth] == ["principals"])
             if last:
-                node[int(part)] = value
+                node[index] = value
             else:
-                node = node[int(part)]
+                node = node[index]
         elif isinstance(node, dict):
             if last:
                 node[part] = value
@@ -167,6 +294,44 @@ def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
                 node = node[part]
         else:
             raise ScenarioError(here, "cannot set a key inside a plain value")
+
+
+def _list_index(items: list[Any], part: str, here: str, *, by_name: bool) -> int:
+    """The index a dotted-key part addresses in a list: a number, or a principal's name.
+
+    Args:
+        items: The list (raw data).
+        part: The key part (``"0"``, or ``"acme"`` for ``principals.acme``).
+        here: The dotted key up to this part, for errors.
+        by_name: Whether items may be addressed by their ``name`` (principals).
+
+    Returns:
+        The index.
+
+    Raises:
+        ScenarioError: No such item, or a principal's name that is also a different item's index.
+    """
+    named = [
+        i
+        for i, item in enumerate(items)
+        if by_name and isinstance(item, dict) and item.get("name") == part
+    ]
+    if part.isdigit() and int(part) < len(items):
+        if named and named != [int(part)]:
+            raise ScenarioError(
+                here, f"ambiguous: item {part} and the principal named {part!r} differ"
+            )
+        return int(part)
+    if named:
+        return named[0]
+    if by_name:
+        names = [str(item.get("name")) for item in items if isinstance(item, dict)]
+        raise ScenarioError(
+            here,
+            f"no principal named {part[:40]!r} and no item {part[:40]} "
+            f"(principals: {', '.join(names)}; by index 0 to {len(items) - 1})",
+        )
+    raise ScenarioError(here, f"no item {part[:40]} (the list has {len(items)})")
 
 
 # -------------------------------------------------------------------------------- validation
@@ -185,6 +350,7 @@ def validate(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
     Raises:
         ScenarioError: Naming the first bad key and the file.
     """
+    check_data_nesting(data, source)
     try:
         return Scenario.model_validate(data)
     except ValidationError as err:
@@ -263,8 +429,47 @@ def _format_validation_error(err: ValidationError) -> ScenarioError:
         if len(expected) > 1:
             msg = "Input should be " + " or ".join(dict.fromkeys(expected))
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _did_you_mean(loc)
     value = first.get("input")
     if first["type"] not in ("extra_forbidden", "missing") and not isinstance(value, dict | list):
         msg = f"{msg} (got {value!r})"
     return ScenarioError(".".join(loc) or "scenario", msg)
+
+
+def _did_you_mean(loc: list[str]) -> str:
+    """``" (did you mean 'x'?)"`` for an unknown key at ``loc``, from the keys allowed there."""
+    if not loc:
+        return ""
+    allowed = _keys_at(loc[:-1])
+    close = difflib.get_close_matches(loc[-1], allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _keys_at(path: list[str]) -> list[str]:
+    """The keys the schema allows in the table at the dotted ``path`` (list indices skipped)."""
+    model: Any = Scenario
+    for part in path:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part) if _is_model(model) else None
+        if field is None:
+            return []
+        model = _section_of(field.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields) if _is_model(model) else []
+
+
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseModel)
+
+
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    """The section class inside an annotation (``X``, ``X | None``, ``list[X]``, ``int | X``)."""
+    if _is_model(annotation):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _section_of(arg)
+        if found is not None:
+            return found
+    return None

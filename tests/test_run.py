@@ -106,7 +106,8 @@ def test_bad_scenario_file_gives_one_line_exit_2_and_no_output(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert (
         lines[-1]
-        == f"mesaopt: error: {bad}: channels.0.cost: Input should be greater than 0 (got -1.0)"
+        == f"mesaopt: error: {bad}: channels.0.cost: Input should be greater than or equal to "
+        "0.000001 (got -1.0)"
     )
     assert not out.exists()
 
@@ -260,3 +261,79 @@ def test_a_non_finite_number_is_one_line_exit_1_and_a_failed_manifest(
     line = capsys.readouterr().err.strip()
     assert line.startswith("mesaopt: error: step 2: steps.pay (principal ") and "\n" not in line
     assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+
+
+# ------------------------------------------------------------ hostile input (issue 15)
+
+TINY = ["--set", "network.n_agents=60", "--steps", "2"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["network.k=60"], "network.k"),
+        (["network.k=7"], "network.k"),
+        (["network.topology='erdos_renyi'", "network.k=61"], "network.k"),
+        (["network.topology='grid'"], "network.n_agents"),
+        (["network.topology='grid'", "network.width=7"], "network.height"),
+        (["network.topology='barabasi_albert'", "network.m=60"], "network.m"),
+        (["channels.0.peer=5"], "channels.0.peer"),
+        (["network.topology='edgelist'", "network.path='missing.csv'"], "network.path"),
+    ],
+    ids=["ws-k>=n", "ws-odd-k", "er-k>=n", "grid-square", "grid-height", "ba-m", "peer", "edges"],
+)
+def test_errors_found_while_building_the_network_are_the_only_line(
+    tmp_path, capsys, overrides, key
+):
+    out = tmp_path / "out"
+    args = ["simulate", str(BASELINE), *TINY, *[f"--set={o}" for o in overrides]]
+    assert run.main([*args, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [captured.err.strip()]
+    assert captured.err.startswith(f"mesaopt: error: {BASELINE}: {key}: ")
+    assert not out.exists()
+
+
+def test_a_successful_run_prints_its_summary_after_the_run(tmp_path, capsys):
+    assert run.main(["simulate", str(BASELINE), *TINY, "--out", str(tmp_path / "o")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"mesaopt: {BASELINE}: 60 agents on watts_strogatz")
+    assert "wrote" in captured.out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["simulate", "baseline", "--steps", "99999999999999999999999"], "at most 10,000,000"),
+        (["simulate", "baseline", "--steps", "10000001"], "at most 10,000,000"),
+        (["viz", "--port", "70000"], "a port in 1..65535"),
+        (["viz", "--port", "0"], "a port in 1..65535"),
+        (["sweep", "baseline", "--scheduler", "notaurl", "--out", "SW"], "tcp://HOST:PORT"),
+        (["sweep", "baseline", "--scheduler", "http://h:1", "--out", "SW"], "unknown scheme"),
+        (["sweep", "baseline", "--scheduler", "tcp://h:99999", "--out", "SW"], "1..65535"),
+    ],
+)
+def test_bad_arguments_are_one_line_with_exit_2(tmp_path, capsys, args, message):
+    args = [str(tmp_path / "sw") if a == "SW" else a for a in args]
+    with pytest.raises(SystemExit) as info:
+        run.main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.strip()] and message in err
+    assert not (tmp_path / "sw").exists()
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line_and_nothing_is_written(
+    tmp_path, capsys, monkeypatch
+):
+    from mesaopt.analysis import executors
+
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1)
+    out = tmp_path / "sw"
+    args = ["sweep", str(BASELINE), *TINY, "--grid", "principals.0.selection.n=2,4"]
+    assert run.main([*args, "--scheduler", "tcp://127.0.0.1:1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.strip()]
+    assert "--scheduler: no Dask scheduler answered at tcp://127.0.0.1:1 within 1 s" in err
+    assert not out.exists()

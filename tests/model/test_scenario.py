@@ -6,11 +6,21 @@ import json
 import re
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mesaopt.model.errors import ScenarioError
-from mesaopt.model.scenario import Scenario
+from mesaopt.model.scenario import (
+    MAX_COEFFICIENT,
+    MIN_COST,
+    MIN_DF,
+    Scenario,
+    agent_counts,
+    estimated_bytes,
+)
 from mesaopt.model.scenario_files import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +102,106 @@ def test_risk_neutral_agents_or_zero_beta_may_face_heavy_tails():
 
     model = MesaOptModel(load_scenario(BASELINE, [*perceived, "network.n_agents=100"]))
     assert model.principals[0].beta == 0.0  # "optimal" sees the infinite variance: no incentive
+
+
+# ------------------------------------------------------------ bounds (issue 15)
+
+# Every input the fuzzing of issue 15 found to overflow, crash or write inf/NaN: each is now
+# refused by validation, naming its key.
+OUT_OF_BOUNDS = [
+    ("channels.3.noise={dist='student_t', df=2.0000001, scale=1e300}", "channels.3.noise.scale"),
+    ("channels.3.level=9223372036854775808", "channels.3.level"),
+    ("principals.0.capacity=9223372036854775808", "principals.0.capacity"),
+    ("channels.0.cost=5e-324", "channels.0.cost"),
+    ("channels.0.externality=1e308", "channels.0.externality"),
+    ("channels.0.value=-1e300", "channels.0.value"),
+    ("channels.3.noise.df=1e-300", "channels.3.noise.df"),
+    ("principals.0.contract.beta=1e200", "principals.0.contract.beta"),
+    ("principals.0.share=1e308", "principals.0.share"),
+    ("agents.goals.scale=1e300", "agents.goals.scale"),
+    ("run.steps=99999999999999999999999", "run.steps"),
+    ("run.seed=9223372036854775808", "run.seed"),
+    ("network.n_agents=1e12", "network.n_agents"),
+    ("agents.power=1e9", "agents.power"),
+]
+
+
+@pytest.mark.parametrize(("override", "key"), OUT_OF_BOUNDS, ids=[k for _, k in OUT_OF_BOUNDS])
+def test_values_out_of_bounds_are_refused_naming_the_key(override, key):
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(BASELINE, [override])
+    assert info.value.key == key and "\n" not in str(info.value)
+
+
+def test_the_bounds_hold_every_shipped_value_with_room():
+    """Shipped scenarios stay a factor >= 1e4 inside the coefficient and cost bounds."""
+    for path in sorted((ROOT / "scenarios").glob("*.toml")):
+        scenario = load_scenario(path)
+        for channel in scenario.channels:
+            assert abs(channel.value) * 1e4 <= MAX_COEFFICIENT
+            assert channel.cost >= 1e4 * MIN_COST
+            assert channel.noise.df >= MIN_DF
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["network.n_agents=2e9"], "network.n_agents"),  # ~1.5 KB per agent: 3 TB
+        (["network.n_agents=100000", "network.k=99998"], "network.k"),  # 1e10 entries
+        (["principals.0.selection.n=1e11"], "principals.0.selection.n"),
+        (["network.topology='sbm'", "network.n_agents=3000000", "network.p_in=1"], "network.p_in"),
+    ],
+    ids=["agents", "degree", "selection", "sbm"],
+)
+def test_runs_that_cannot_fit_in_memory_are_refused(overrides, key):
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(BASELINE, overrides)
+    assert info.value.key == key and "GiB of memory" in info.value.message
+
+
+def test_memory_estimate_of_the_largest_benchmarked_run_fits_its_measurement():
+    """1e6 agents (BENCHMARKS.md: peak RSS 1.37 GB) is estimated within a small factor of it."""
+    scenario = load_scenario(BASELINE, ["network.n_agents=1000000"])
+    estimate = estimated_bytes(scenario, agent_counts(scenario))
+    assert 1.37e9 <= estimate <= 4 * 1.37e9
+
+
+def test_a_principal_with_no_agents_is_refused():
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(BASELINE, ["principals.0.share=1e-9", "network.n_agents=60"])
+    assert info.value.key == "principals.0.share"
+    assert "'lab' would get 0 of the 60 agents" in info.value.message
+    counts = agent_counts(
+        load_scenario(BASELINE, ["principals.0.share=0.005", "network.n_agents=60"])
+    )
+    assert counts == [1, 59]  # 0.59 of an agent: the largest remainder gets it
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    shares=st.lists(st.floats(1e-3, 1e6), min_size=1, max_size=6),
+    n=st.integers(6, 10**7),
+)
+def test_agent_counts_is_the_models_split(shares, n):
+    """The schema's split (which may not import the model) equals the model's, bit for bit."""
+    from mesaopt.model.model import _counts_by_share
+
+    scenario = SimpleNamespace(
+        principals=[SimpleNamespace(share=s) for s in shares],
+        network=SimpleNamespace(n_agents=n),
+    )
+    assert agent_counts(scenario) == _counts_by_share(shares, n)
+
+
+def test_huge_equal_weights_are_a_fair_choice():
+    """Weights [1e308, 1e308] once overflowed their sum ("Probabilities do not sum to 1")."""
+    scenario = load_scenario(BASELINE, ["agents.capacity={values=[1, 2], weights=[1e308, 1e308]}"])
+    assert scenario.agents.capacity.probabilities() == [0.5, 0.5]
+    from mesaopt.model.model import MesaOptModel
+
+    MesaOptModel(
+        load_scenario(
+            BASELINE,
+            ["agents.capacity={values=[1, 2], weights=[1e308, 1e308]}", "network.n_agents=60"],
+        )
+    )

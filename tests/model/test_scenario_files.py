@@ -8,6 +8,7 @@ import pytest
 
 from mesaopt.model.errors import ScenarioError, clean_message
 from mesaopt.model.scenario_files import (
+    MAX_NESTING,
     apply_override,
     default_text,
     load_overridden,
@@ -109,9 +110,17 @@ EXACT = [
         'principals.0.contract.beta="best"',
         "principals.0.contract.beta: Input should be a valid number or 'optimal' (got 'best')",
     ),
-    ("regimes.0.set.cost=-2", "regimes.0.set.cost: Input should be greater than 0"),
+    (
+        "regimes.0.set.cost=-2",
+        "regimes.0.set.cost: Input should be greater than or equal to 0.000001",
+    ),
     ("run.bogus=1", "run.bogus: unknown key"),
-    ("principals.5.share=1", "principals.5: no item 5 (the list has 2)"),
+    ("run.sed=1", "run.sed: unknown key (did you mean 'seed'?)"),
+    (
+        "principals.5.share=1",
+        "principals.5: no principal named '5' and no item 5 (principals: lab, regulated; "
+        "by index 0 to 1)",
+    ),
     ("run.steps.deep=1", "run.steps.deep: cannot set a key inside a plain value"),
     (
         "run.steps=1.5",
@@ -175,3 +184,145 @@ def test_clean_message_strips_pydantic_prefixes():
 def test_principal_names_that_are_safe_file_names_load():
     scenario = load_scenario(BASELINE, ['principals.0.name="lab-2.v1"'])
     assert scenario.principals[0].name == "lab-2.v1"
+
+
+# ------------------------------------------------------------ hostile input (issue 15)
+
+DEEP_ARRAY = "[" * 500 + "]" * 500
+DEEP_TABLE = "{a = " * 500 + "1" + "}" * 500
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (f"x = {DEEP_ARRAY}\n", "scenario"),
+        (f"x = {DEEP_TABLE}\n", "scenario"),
+        (".".join(["a"] * 500) + " = 1\n", "a.a.a.a..."),
+        ("[" + ".".join(["t"] * 40) + "]\nx = 1\n", "t.t.t.t..."),
+    ],
+    ids=["array", "inline-table", "dotted-key", "table-header"],
+)
+def test_deep_nesting_in_a_file_is_one_error(tmp_path, text, key):
+    path = tmp_path / "deep.toml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert info.value.key == key and info.value.source == str(path)
+    assert f"nested deeper than {MAX_NESTING} levels" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [f"sweep.grid.x={DEEP_ARRAY}", f"agents.goals={DEEP_TABLE}", ".".join(["a"] * 500) + "=1"],
+    ids=["array", "inline-table", "dotted-key"],
+)
+def test_deep_nesting_in_an_override_is_one_error(assignment):
+    with pytest.raises(ScenarioError, match=f"nested deeper than {MAX_NESTING} levels"):
+        load_scenario(BASELINE, [assignment])
+
+
+def test_nesting_scan_ignores_brackets_in_strings_and_comments(tmp_path):
+    brackets = "[" * 40
+    text = BASELINE.read_text(encoding="utf-8").replace(
+        'name = "lab"', f"name = \"lab\" # {brackets}\nnote = '''{brackets}'''", 1
+    )
+    (tmp_path / "s.toml").write_text(text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(tmp_path / "s.toml")
+    assert info.value.key == "principals.0.note"  # parsed: the brackets were not counted
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("netwrk.k=4", "netwrk: unknown key (did you mean 'network'?)"),
+        ("network.kk=4", "network.kk: unknown key (did you mean 'k'?)"),
+        (
+            "principals.0.selection.nn=4",
+            "principals.0.selection.nn: unknown key (did you mean 'n'?)",
+        ),
+        (
+            "agents.capacity.valuse=[1]",
+            "agents.capacity.valuse: unknown key (did you mean 'values'?)",
+        ),
+        ("channels.0.noise.dff=3", "channels.0.noise.dff: unknown key (did you mean 'df'?)"),
+        ("zzzz=1", "zzzz: unknown key"),
+    ],
+)
+def test_unknown_keys_suggest_the_closest_known_key(override, line):
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(BASELINE, [override])
+    assert str(info.value) == f"{BASELINE}: {line}"
+
+
+def test_unknown_key_in_a_file_suggests_too(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(BASELINE.read_text(encoding="utf-8").replace("[network]", "[netwrok]", 1))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert str(info.value) == f"{path}: netwrok: unknown key (did you mean 'network'?)"
+
+
+def test_principals_are_addressed_by_name_or_index():
+    by_name = load_scenario(BASELINE, ["principals.regulated.capacity=2"])
+    by_index = load_scenario(BASELINE, ["principals.1.capacity=2"])
+    assert by_name == by_index and by_name.principals[1].capacity == 2
+    assert by_name.principals[0].capacity == load_scenario(BASELINE).principals[0].capacity
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["principals.acme.capacity=2"], "no principal named 'acme'"),
+        (['principals.1.name="0"', "principals.0.capacity=2"], "ambiguous"),
+        (["channels.output.cost=2"], "no item output (the list has 4)"),
+    ],
+    ids=["unknown-name", "name-is-another-index", "channels-by-index-only"],
+)
+def test_principal_addressing_errors_are_one_line(overrides, message):
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(BASELINE, overrides)
+    assert message in info.value.message and "\n" not in str(info.value)
+
+
+def test_a_principal_named_like_its_own_index_is_addressable():
+    scenario = load_scenario(BASELINE, ['principals.0.name="0"', "principals.0.capacity=3"])
+    assert scenario.principals[0].capacity == 3
+
+
+def _edgelist_scenario(folder: Path, path: str) -> Path:
+    text = (
+        BASELINE.read_text(encoding="utf-8")
+        .replace('topology = "watts_strogatz"', 'topology = "edgelist"', 1)
+        .replace('# path = "edges.csv"', f"path = {path!r}", 1)
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "s.toml").write_text(text)
+    return folder / "s.toml"
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.csv", "sub/../../outside.csv"])
+def test_a_scenario_file_cannot_name_files_outside_its_folder(tmp_path, path):
+    (tmp_path / "outside.csv").write_text("0,1\n")
+    scenario = _edgelist_scenario(tmp_path / "s", path)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario)
+    assert info.value.key == "network.path" and "outside the scenario's folder" in str(info.value)
+    assert "root:" not in str(info.value)
+
+
+def test_paths_below_the_folder_and_on_the_command_line_are_allowed(tmp_path):
+    (tmp_path / "s" / "data").mkdir(parents=True)
+    scenario = _edgelist_scenario(tmp_path / "s", "data/e.csv")
+    assert load_scenario(scenario).network.path == "data/e.csv"
+    outside = str(tmp_path / "outside.csv")
+    assert load_scenario(scenario, [f"network.path={outside!r}"]).network.path == outside
+
+
+def test_sweep_grid_paths_in_a_file_are_checked(tmp_path):
+    scenario = _edgelist_scenario(tmp_path / "s", "e.csv")
+    with scenario.open("a") as handle:
+        handle.write('\n[sweep.grid]\n"network.path" = ["e.csv", "/etc/passwd"]\n')
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario)
+    assert info.value.key == "sweep.grid.network.path"
