@@ -873,6 +873,15 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as err:
         print(f"mesaopt: error: {err.one_line()}", file=sys.stderr)
         return 2
+    except MemoryError:
+        # Past the loader's memory estimate (a tighter `ulimit -v`, other processes): one line;
+        # the run's hidden folder is removed on the way out, so nothing is left behind.
+        print(
+            "mesaopt: error: out of memory; lower network.n_agents, selection.n or "
+            "selection.eval_samples (or free memory) and run again",
+            file=sys.stderr,
+        )
+        return 1
     except BrokenPipeError:
         # The reader went away (`mesaopt scenarios --schema | head`): stop quietly, as Unix
         # tools do, and keep Python from complaining again when it flushes stdout at exit.

@@ -114,10 +114,26 @@ def is_sweep_folder(path: str | Path) -> bool:
     return (path / "sweep.json").is_file() and (path / "runs").is_dir()
 
 
+def _named_file(path: Path, manifest: dict[str, Any], name: str) -> list[Path]:
+    """The file(s) that may hold table ``name``: the manifest's entry, else either format.
+
+    A manifest names only ``NAME.parquet`` or ``NAME.csv`` in the run folder itself; anything
+    else (a hand-edited ``../../x``) is refused, so reading a run never leaves its folder.
+    """
+    named = manifest.get("files", {}).get(name)
+    if not named:
+        return [path / f"{name}.{ext}" for ext in ("parquet", "csv")]
+    if named not in (f"{name}.parquet", f"{name}.csv"):
+        raise NotARunError(
+            f"{path / 'manifest.json'}: files.{name}: {str(named)[:60]!r} is not a table file of "
+            f"this folder ({name}.parquet or {name}.csv)"
+        )
+    return [path / named]
+
+
 def _read_table(path: Path, name: str, manifest: dict[str, Any]) -> pd.DataFrame:
     """Read one table of a run, the file its manifest names (older runs: whichever exists)."""
-    named = manifest.get("files", {}).get(name)
-    candidates = [path / named] if named else [path / f"{name}.{ext}" for ext in ("parquet", "csv")]
+    candidates = _named_file(path, manifest, name)
     for file in candidates:
         if file.suffix == ".parquet" and file.is_file():
             return pd.read_parquet(file)
@@ -238,10 +254,7 @@ def read_network_table(path: str | Path, manifest: dict[str, Any]) -> pa.Table:
         MissingTableError: The folder has no network table, or the file lacks those columns.
     """
     path = Path(path)
-    named = manifest.get("files", {}).get("network")
-    candidates = (
-        [path / named] if named else [path / f"network.{ext}" for ext in ("parquet", "csv")]
-    )
+    candidates = _named_file(path, manifest, "network")
     file = next((f for f in candidates if f.is_file()), None)
     if file is None:
         raise MissingTableError(

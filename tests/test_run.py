@@ -337,3 +337,33 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_nothing_is_written(
     assert err.splitlines() == [err.strip()]
     assert "--scheduler: no Dask scheduler answered at tcp://127.0.0.1:1 within 1 s" in err
     assert not out.exists()
+
+
+def test_running_out_of_memory_past_the_estimate_is_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A MemoryError the loader's estimate did not foresee: one line, exit 1, no folder."""
+    from mesaopt.model import model as model_module
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(model_module.MesaOptModel, "step", exhausted)
+    out = tmp_path / "out"
+    status = run.main(
+        [
+            "simulate",
+            "baseline",
+            "--set",
+            "network.n_agents=60",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert len(err) == 1 and err[0].startswith("mesaopt: error: out of memory")
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -140,3 +140,23 @@ def test_a_failed_run_is_refused_unless_asked(tmp_path: Path, monkeypatch) -> No
     with pytest.raises(NotARunError, match="failed run"):  # run.py report: one line, exit 2
         build_report(tmp_path / "run", tmp_path / "report")
     # (build_report makes its folder before reading the run: an empty report/ stays behind)
+
+
+@pytest.mark.parametrize("table", ["steps", "network"])
+def test_a_manifest_naming_a_file_outside_the_folder_is_refused(
+    run_dir: Path, tmp_path: Path, table: str
+) -> None:
+    """A hand-edited ``files`` entry (``../secret.parquet``) must not make reading leave the run."""
+    edited = tmp_path / "run"
+    edited.mkdir()
+    for file in run_dir.iterdir():
+        if file.is_file():
+            (edited / file.name).write_bytes(file.read_bytes())
+    outside = tmp_path / "secret.parquet"
+    outside.write_bytes((run_dir / f"{table}.parquet").read_bytes())
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["files"][table] = "../secret.parquet"
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(NotARunError, match=f"files.{table}: '../secret.parquet' is not a table"):
+        run = read_run(edited)
+        _ = run.network
