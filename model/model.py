@@ -80,7 +80,7 @@ from mesaopt.model.measures_jit import METRIC_ROWS
 from mesaopt.model.network import Network, build_network, network_table
 from mesaopt.model.parallel import kernel_threads
 from mesaopt.model.regimes import RegimeSchedule, apply_regime_changes
-from mesaopt.model.scenario import Scenario
+from mesaopt.model.scenario import Scenario, agent_counts
 from mesaopt.model.scenario_files import apply_override, load_raw, validate
 from mesaopt.model.selection import initial_selection, scheduled_retraining
 from mesaopt.model.stability import check_peer_stability
@@ -154,7 +154,7 @@ class MesaOptModel(mesa.Model):
         n_agents = scenario.network.n_agents
         n_principals = len(scenario.principals)
 
-        counts = _counts_by_share([p.share for p in scenario.principals], n_agents)
+        counts = agent_counts(scenario)
         self.network: Network = build_network(
             scenario.network, self.rng, block_sizes=counts, base_dir=base_dir
         )
@@ -402,17 +402,6 @@ def run_scenario(config: Scenario, rng: int | np.random.Generator) -> MesaScenar
     copy = config.model_copy(deep=True)  # editing it must not edit the run's own scenario
     sections = {name: getattr(copy, name) for name in type(copy).model_fields}
     return MesaScenario(rng=rng, config=copy, **sections)
-
-
-def _counts_by_share(shares: list[float], total: int) -> list[int]:
-    """Split ``total`` agents by ``shares`` with the largest-remainder method (every share ≥ 1)."""
-    weights = np.asarray(shares, dtype=float) / sum(shares)
-    exact = weights * total
-    counts = np.floor(exact).astype(int)
-    remainder = total - counts.sum()
-    order = np.argsort(-(exact - counts), kind="stable")
-    counts[order[:remainder]] += 1
-    return [int(c) for c in counts]
 
 
 def make_principals(

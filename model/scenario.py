@@ -480,15 +480,14 @@ def agent_counts(scenario: Scenario) -> list[int]:
         scenario: The scenario (its principals' shares and ``network.n_agents``).
 
     Returns:
-        One count per principal, summing to ``n_agents``: the largest-remainder split of
-        ``model.model._counts_by_share`` (which this layer may not import; a test keeps the two
-        equal).
+        One count per principal, summing to ``n_agents``, by the largest-remainder method (ties
+        to the earlier principal). The model builds its principals with exactly these counts.
     """
     import numpy as np
 
     shares = [p.share for p in scenario.principals]
     total = scenario.network.n_agents
-    weights = np.asarray(shares, dtype=float) / sum(shares)  # as the model computes it
+    weights = np.asarray(shares, dtype=float) / sum(shares)
     exact = weights * total
     counts = np.floor(exact).astype(int)
     order = np.argsort(-(exact - counts), kind="stable")
