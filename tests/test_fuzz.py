@@ -359,29 +359,28 @@ def run_case(scenario: Path, overrides: list[str]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def run_document(data: dict[str, Any], assignments: list[str], name: str = "scenario") -> None:
+    """Write ``data`` as ``name.toml`` in a fresh folder and :func:`run_case` it; then clean up."""
+    folder = Path(tempfile.mkdtemp(prefix="fuzz-"))
+    try:
+        scenario = folder / f"{name}.toml"
+        scenario.write_text(toml_document(data), encoding="utf-8")
+        run_case(scenario, assignments)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @settings(PROFILE, max_examples=DOCUMENT_CASES)
 @given(data=mutated_document())
 def test_hostile_scenario_files_run_or_give_one_line(memory_cap, data):
-    folder = Path(tempfile.mkdtemp(prefix="fuzz-doc-"))
-    try:
-        scenario = folder / "scenario.toml"
-        scenario.write_text(toml_document(data), encoding="utf-8")
-        run_case(scenario, [])
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    run_document(data, [])
 
 
 @settings(PROFILE, max_examples=OVERRIDE_CASES)
 @given(case=hostile_overrides())
 def test_hostile_overrides_run_or_give_one_line(memory_cap, case):
     name, assignments = case
-    folder = Path(tempfile.mkdtemp(prefix="fuzz-set-"))
-    try:
-        scenario = folder / f"{name}.toml"
-        scenario.write_text(toml_document(BASES[name]), encoding="utf-8")
-        run_case(scenario, assignments)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    run_document(BASES[name], assignments, name)
 
 
 #: Numbers at the edges of the bounds of model/scenario.py, both signs.
@@ -409,10 +408,4 @@ def _last(data: Any, path: tuple[str, ...]) -> Any:
 @settings(PROFILE, max_examples=EDGE_CASES)
 @given(data=edge_document())
 def test_values_at_the_edges_of_their_bounds_run_finite_or_give_one_line(memory_cap, data):
-    folder = Path(tempfile.mkdtemp(prefix="fuzz-edge-"))
-    try:
-        scenario = folder / "scenario.toml"
-        scenario.write_text(toml_document(data), encoding="utf-8")
-        run_case(scenario, [])
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    run_document(data, [])
