@@ -128,7 +128,8 @@ def build_network(
             ``m``, ``width``, ``height``, ``torus``, ``neighborhood``, ``p_in``, ``p_out``,
             ``blocks``, ``path``, ``normalize`` (missing optional attributes take their defaults).
         rng: The generator every random draw comes from.
-        block_sizes: SBM block sizes (agents per principal); overrides ``cfg.blocks``.
+        block_sizes: The default SBM block sizes (the model passes agents per principal), used
+            where ``cfg.blocks`` is not set.
         base_dir: Folder that a relative edge-list ``path`` is resolved against (the scenario
             file's folder); the working directory if None.
 
@@ -432,7 +433,8 @@ def _even_k(cfg: Any, n: int, topology: str) -> int:
 
 
 def _block_sizes(cfg: Any, n: int, block_sizes: list[int] | None) -> list[int]:
-    sizes = block_sizes if block_sizes is not None else getattr(cfg, "blocks", None)
+    given = getattr(cfg, "blocks", None)  # the scenario's own blocks win over the default
+    sizes = given if given is not None else block_sizes
     if sizes is None:
         return [n]
     sizes = [_int_param("network.blocks", s, 0) for s in sizes]

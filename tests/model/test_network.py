@@ -160,9 +160,12 @@ def test_sbm_blocks_and_block_sizes_argument() -> None:
     assert net.blocks is not None and net.blocks.dtype == np.int64
     assert np.array_equal(net.blocks, np.repeat([0, 1], [10, 20]))
     assert net.n_edges == 45 + 190
-    # the model's block_sizes override cfg.blocks; None everywhere -> one block
+    # the scenario's blocks win over the model's default (agents per principal); the default
+    # applies where blocks is unset; None everywhere -> one block
     net = build(topology="sbm", n_agents=30, blocks=[10, 20], block_sizes=[5, 0, 25], p_in=1.0)
-    assert np.array_equal(np.bincount(net.blocks), [5, 0, 25])
+    assert np.array_equal(np.bincount(net.blocks), [10, 20])
+    net = build(topology="sbm", n_agents=30, blocks=None, block_sizes=[5, 0, 25], p_in=1.0)
+    assert np.array_equal(np.bincount(net.blocks, minlength=3), [5, 0, 25])
     assert build(topology="sbm", n_agents=30, p_in=1.0, p_out=0.0).n_edges == 435
 
 
@@ -396,3 +399,15 @@ def test_power_iteration_fallback() -> None:
     a = build(topology="barabasi_albert", n_agents=200, m=2).adjacency
     expected = np.max(np.abs(np.linalg.eigvalsh(a.toarray())))
     assert _power_iteration(a) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_scenarios_sbm_blocks_are_the_models_blocks() -> None:
+    """``network.blocks`` is honoured by the model, not replaced by the principals' groups."""
+    from mesaopt.model.model import MesaOptModel
+    from mesaopt.model.scenario_files import load_scenario
+
+    overrides = ["network.topology='sbm'", "network.n_agents=60", "run.steps=1"]
+    default = MesaOptModel(load_scenario(None, overrides))
+    assert np.array_equal(np.bincount(default.network.blocks), [30, 30])  # two equal shares
+    given = MesaOptModel(load_scenario(None, [*overrides, "network.blocks=[10, 20, 30]"]))
+    assert np.array_equal(np.bincount(given.network.blocks), [10, 20, 30])
