@@ -48,7 +48,6 @@ from mesaopt.analysis.sweep_design import (
     write_design,
 )
 from mesaopt.model.atomic_folder import check_sweep_folder
-from mesaopt.model.errors import ScenarioError
 from mesaopt.model.recording import atomic_path
 from mesaopt.model.scenario_files import load_overridden, validate
 
@@ -268,9 +267,7 @@ def run_design(
     """
     clock = time.perf_counter()
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ScenarioError("--out", f"{out_dir} exists and is not a folder")
-    check_sweep_folder(out_dir)  # an unwritable place, someone else's folder: refused
+    check_sweep_folder(out_dir)  # a file, an unwritable place, someone else's folder: refused
     runs = plan_runs(base.data, design, base.source)
     types = parameter_column_types(design)
     record = design_record(design, runs, base.source)
