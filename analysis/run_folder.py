@@ -282,8 +282,9 @@ def read_network(run: RunTables) -> Network:
     ``data``); the number of nodes is the manifest's ``n_agents`` (isolated nodes have no rows).
     The layout, which the table does not hold, is fixed by the recorded scenario without any random
     draw: a grid's shape and positions come from ``network.width``/``height`` as
-    :func:`~model.network.build_network` resolves them, and an SBM's blocks are the principals'
-    groups in node order (as the model builds them), counted from the initial ``selections``.
+    :func:`~model.network.build_network` resolves them, and an SBM's blocks are the scenario's
+    ``network.blocks`` or, where it sets none, the principals' groups in node order (as the model
+    builds them), counted from the initial ``selections``.
 
     Args:
         run: The run's tables.
@@ -301,6 +302,9 @@ def read_network(run: RunTables) -> Network:
     if scenario.network.topology == "grid":
         grid_shape = resolve_grid_shape(scenario.network, n)
         positions = grid_positions(*grid_shape)
+    elif scenario.network.topology == "sbm" and scenario.network.blocks is not None:
+        sizes = scenario.network.blocks
+        blocks = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
     elif scenario.network.topology == "sbm":
         blocks = _principal_blocks(run, scenario, n)
     return network_from_table(
