@@ -135,7 +135,14 @@ def _plan_body(
     beta: np.ndarray,
     plan: PlanArrays,
 ) -> None:
-    """:func:`plan_actions` for rows ``lo..hi`` with ``d`` channels (inlined into the kernels)."""
+    """:func:`plan_actions` for rows ``lo..hi`` with ``d`` channels (inlined into the kernels).
+
+    Rows are read and written element by element, through scratch vectors, never through row
+    views (``reward[i]``): every view Numba makes in the loop costs an atomic increment and
+    decrement of the array's reference count, and with two threads on the same arrays those
+    contend for one cache line (measured: the kernel ran 2.2× faster without them, bit for bit
+    the same; docs/performance.md).
+    """
     indptr, indices, weights = graph.indptr, graph.indices, graph.data
     metric, peer, cost = world.metric, world.peer, world.cost
     root, s = world.root, world.substitution
@@ -146,24 +153,28 @@ def _plan_body(
         plan.neighbour_effort, plan.reward, plan.action, plan.own_best
     )  # fmt: skip
     full = np.ones(d, dtype=np.bool_)
+    mask = np.empty(d, dtype=np.bool_)
+    r = np.empty(d)
     scaled = np.empty(d)
     ranked = np.empty(d)
     best = np.empty(d)
+    chosen = np.empty(d)
     for i in range(lo, hi):
-        around = neighbour_effort[i]
-        around[:] = 0.0
+        for k in range(d):
+            neighbour_effort[i, k] = 0.0
         for p in range(indptr[i], indptr[i + 1]):
-            other = previous[indices[p]]
+            other = indices[p]
             w = weights[p]
             for k in range(d):
-                around[k] += w * other[k]
+                neighbour_effort[i, k] += w * previous[other, k]
         b = beta[principal[i]]
         for k in range(d):
-            reward[i, k] = theta[i, k] + b * metric[k] + peer[k] * neighbour_effort[i, k]
-        water_fill(reward[i], root, s, full, scaled, ranked, best)
+            r[k] = theta[i, k] + b * metric[k] + peer[k] * neighbour_effort[i, k]
+            reward[i, k] = r[k]
+        water_fill(r, root, s, full, scaled, ranked, best)
         value = 0.0
         for k in range(d):
-            value += reward[i, k] * best[k]
+            value += r[k] * best[k]
         own_best[i] = 0.5 * value
         if is_control[i]:
             for k in range(d):
@@ -171,17 +182,21 @@ def _plan_body(
                 for m in range(d):
                     # Marginal cost felt at last step's realized output y = a + ε.
                     pushed += cost[k, m] * (previous[i, m] + last_noise[i, m])
-                felt = reward[i, k] - pushed
+                felt = r[k] - pushed
                 step = max(previous[i, k] + gain[i] * felt, 0.0)
                 action[i, k] = step if perceive[i, k] else 0.0
         else:
             everything = True
             for k in range(d):
-                everything &= perceive[i, k]
+                mask[k] = perceive[i, k]
+                everything &= mask[k]
             if everything:  # perceives every channel: its best response is the optimum
-                action[i] = best
+                for k in range(d):
+                    action[i, k] = best[k]
             else:
-                water_fill(reward[i], root, s, perceive[i], scaled, ranked, action[i])
+                water_fill(r, root, s, mask, scaled, ranked, chosen)
+                for k in range(d):
+                    action[i, k] = chosen[k]
 
 
 # One compiled kernel per small channel count, where d is a constant that the compiler unrolls

@@ -98,6 +98,7 @@ def _score_slots(
     mean_noise = np.empty(d)
     scaled = np.empty(d)
     ranked = np.empty(d)
+    mask = np.empty(d, dtype=np.bool_)  # a row copied out: no row views in the loop (see below)
     trues = np.empty(n)
     for i in range(lo, hi):
         best_score = -np.inf
@@ -113,7 +114,11 @@ def _score_slots(
                 reward[k] = theta[k] + pay_push[k]
                 mean_noise[k] = noise[k, column]
             if mode[column] == 0:  # exact planner
-                water_fill(reward, root, s, perceive[column], scaled, ranked, action)
+                # Copied, not viewed (perceive[column]): each view Numba makes costs an atomic
+                # reference-count increment and decrement, which threads contend for.
+                for k in range(d):
+                    mask[k] = perceive[column, k]
+                water_fill(reward, root, s, mask, scaled, ranked, action)
                 for k in range(d):
                     shown[k] = action[k]
             elif mode[column] == 1:  # control law from rest over the episodes

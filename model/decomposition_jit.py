@@ -161,34 +161,49 @@ def _surplus(values: np.ndarray, cost: np.ndarray, a: np.ndarray) -> float:
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _decompose_rows(lo: int, hi: int, x: _Rows) -> None:
-    """The parts of rows ``lo..hi`` (compiled; runs without the GIL)."""
+    """The parts of rows ``lo..hi`` (compiled; runs without the GIL).
+
+    Rows are copied into scratch vectors, not viewed (``x.reward[i]``): each view Numba makes in
+    the loop costs an atomic reference-count increment and decrement, which the threads contend
+    for (:func:`agents.response_jit._plan_body`).
+    """
     d = x.theta.shape[1]
     s = x.substitution
     every = np.ones(d, dtype=np.bool_)
     perceive = np.empty(d, dtype=np.bool_)
-    reward = np.empty(d)
+    v = np.empty(d)
+    action = np.empty(d)
+    current = np.empty(d)  # the row's marginal reward in the current world
+    reward = np.empty(d)  # ... and as its stale world model has it
+    root_now = np.empty(d)
+    root_then = np.empty(d)
     plan = np.empty(d)
     scaled = np.empty(d)
     ranked = np.empty(d)
     worth = np.empty(8)
+    for k in range(d):
+        root_now[k] = x.root[0, k]
     for r in range(lo, hi):
         i = x.rows[r]
         e = x.model[r]
-        v = x.values[x.principal[i]]
+        for k in range(d):
+            v[k] = x.values[x.principal[i], k]
+            action[k] = x.action[i, k]
+            current[k] = x.reward[i, k]
         worth[0] = x.benchmark_goals[0, r]
         worth[CAPACITY] = x.benchmark_goals[1, r]
         worth[WORLD_MODEL] = x.benchmark_goals[2, r]
         worth[CAPACITY | WORLD_MODEL] = x.benchmark_goals[3, r]
-        realized = _surplus(v, x.cost, x.action[i])
+        realized = _surplus(v, x.cost, action)
         # Goals, current world: every channel, then its own perception.
-        water_fill(x.reward[i], x.root[0], s, every, scaled, ranked, plan)
+        water_fill(current, root_now, s, every, scaled, ranked, plan)
         worth[GOALS] = _surplus(v, x.cost, plan)
         if x.has_plan[i] and e == 0:
             worth[GOALS | CAPACITY] = realized
         else:
             for k in range(d):
                 perceive[k] = x.capacity[i] >= x.level[0, k]
-            water_fill(x.reward[i], x.root[0], s, perceive, scaled, ranked, plan)
+            water_fill(current, root_now, s, perceive, scaled, ranked, plan)
             worth[GOALS | CAPACITY] = _surplus(v, x.cost, plan)
         if e == 0:  # no stale world model: the world-model player changes nothing
             worth[GOALS | WORLD_MODEL] = worth[GOALS]
@@ -201,12 +216,13 @@ def _decompose_rows(lo: int, hi: int, x: _Rows) -> None:
                     + x.peer[e, k] * x.neighbour_effort[i, k]
                 )
                 perceive[k] = x.capacity[i] >= x.level[e, k]
-            water_fill(reward, x.root[e], s, every, scaled, ranked, plan)
+                root_then[k] = x.root[e, k]
+            water_fill(reward, root_then, s, every, scaled, ranked, plan)
             worth[GOALS | WORLD_MODEL] = _surplus(v, x.cost, plan)
             if x.has_plan[i]:
                 worth[GOALS | CAPACITY | WORLD_MODEL] = realized
             else:
-                water_fill(reward, x.root[e], s, perceive, scaled, ranked, plan)
+                water_fill(reward, root_then, s, perceive, scaled, ranked, plan)
                 worth[GOALS | CAPACITY | WORLD_MODEL] = _surplus(v, x.cost, plan)
         # Shapley values of the loss game L(T) = f(∅) − f(T): weights 1/3, 1/6, 1/6, 1/3.
         for p in range(3):

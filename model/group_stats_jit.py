@@ -224,12 +224,13 @@ def _first_moments(
     for block in range(first_block, last_block):
         for i in range(block * block_rows, min(n, (block + 1) * block_rows)):
             for c in range(cuts.shape[0]):
-                sums = partial[block, c]
+                # Indexed, not viewed (partial[block, c]): a view per row costs an atomic
+                # reference-count pair, which the threads contend for.
                 for g in (np.int64(group[i]), np.int64(overall)):
                     if cuts[c, g] == -np.inf or x[i] >= cuts[c, g]:
-                        sums[g, 0] += 1
-                        sums[g, 1] += x[i]
-                        sums[g, 2] += y[i]
+                        partial[block, c, g, 0] += 1
+                        partial[block, c, g, 1] += x[i]
+                        partial[block, c, g, 2] += y[i]
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -250,14 +251,13 @@ def _second_moments(
     for block in range(first_block, last_block):
         for i in range(block * block_rows, min(n, (block + 1) * block_rows)):
             for c in range(cuts.shape[0]):
-                sums = partial[block, c]
                 for g in (np.int64(group[i]), np.int64(overall)):
                     if cuts[c, g] == -np.inf or x[i] >= cuts[c, g]:
                         dx = x[i] - means[c, g, 0]
                         dy = y[i] - means[c, g, 1]
-                        sums[g, 0] += dx * dx
-                        sums[g, 1] += dy * dy
-                        sums[g, 2] += dx * dy
+                        partial[block, c, g, 0] += dx * dx
+                        partial[block, c, g, 1] += dy * dy
+                        partial[block, c, g, 2] += dx * dy
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")

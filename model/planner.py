@@ -542,10 +542,10 @@ def _reward(i, indptr, indices, data, base, peer, active, ap, r):
 @nb.njit(inline="always", error_model="numpy")
 def _base(i, values, principal, in_weight, externality, goals, out):
     """Fill out with b_i = v_{j(i)} + (Σ_l G_li)·e (+ θ_i when ``goals`` is not empty)."""
-    v = values[principal[i]]
+    j = principal[i]  # indexed, not viewed (values[j]): a view costs an atomic refcount pair
     w = in_weight[i]
     for k in range(out.shape[0]):
-        out[k] = v[k] + w * externality[k]
+        out[k] = values[j, k] + w * externality[k]
     if goals.shape[0]:
         for k in range(out.shape[0]):
             out[k] += goals[i, k]
@@ -707,6 +707,7 @@ def _measure_blocks(b_lo, b_hi, edges, pb, mu, a, ap, out):
     x = np.empty(d)
     diff = np.empty(d)
     kd = np.empty(d)
+    row = np.empty(d)  # a_i copied out (a view a[i] costs an atomic refcount pair per row)
     root_mu = root * np.sqrt(mu)
     for b in range(b_lo, b_hi):
         lo, hi = edges[b], edges[b + 1]
@@ -715,7 +716,9 @@ def _measure_blocks(b_lo, b_hi, edges, pb, mu, a, ap, out):
         for i in range(lo, hi):
             _base(i, values, principal, in_weight, externality, pb.goals, base)
             _reward(i, indptr, indices, data, base, peer, active, ap, r)
-            _cost_times(a[i], root, s, ka)
+            for k in range(d):
+                row[k] = a[i, k]
+            _cost_times(row, root, s, ka)
             for k in range(d):
                 # b_iᵀa_i − ½a_iᵀKa_i + ½a_iᵀΔ(S a)_i, with Δ(S a)_i = r_i − b_i
                 welfare += a[i, k] * (0.5 * base[k] - 0.5 * ka[k] + 0.5 * r[k])
@@ -747,14 +750,14 @@ def _welfare_sums(
             for k in range(d):
                 around[k] += w * a[other, k]
                 received += w * externality[k] * a[other, k]
-        v = values[principal[i]]
+        j = principal[i]
         total = 0.0
         for k in range(d):
             total += root[k] * a[i, k]
         w_i = received
         for k in range(d):
             cost = (1.0 - s) * root[k] * root[k] * a[i, k] + s * root[k] * total  # (K a_i)_k
-            w_i += a[i, k] * (v[k] + peer[k] * around[k] - 0.5 * cost)
+            w_i += a[i, k] * (values[j, k] + peer[k] * around[k] - 0.5 * cost)
             if goals.shape[0]:
                 w_i += a[i, k] * goals[i, k]
         out[principal[i]] += w_i
