@@ -27,6 +27,8 @@ principal's side of the contract is in :mod:`agents.contract`.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import ndtri
@@ -67,11 +69,52 @@ def _check_problem(
         raise ValueError(f"cost must have shape ({d}, {d}), got {k.shape}")
     if p.shape != r.shape:
         raise ValueError(f"perceive must have shape {r.shape}, got {p.shape}")
+    _cost_structure(k)  # finite and symmetric (cached per matrix)
+    return r, k, p
+
+
+class _CostStructure(NamedTuple):
+    """What :func:`best_response` needs to know of a cost matrix K (see :func:`_cost_structure`)."""
+
+    eigenvalues: np.ndarray  # ascending
+    diagonal: bool
+    substitution: float | None  # s of a shared effort budget, else None
+
+
+def _cost_structure(k: np.ndarray) -> _CostStructure:
+    """Check K (finite, symmetric) and find its structure, once per distinct matrix.
+
+    A step calls :func:`best_response` a dozen times with the same one or two cost matrices (the
+    loss benchmark, the decomposition's coalitions, retraining); the eigenvalues and the
+    structure tests cost more than the water filling of a few rows, so they are kept per matrix
+    (keyed by its bytes; a run has as many as it has world epochs). Positive definiteness is
+    tested by the caller, which reports it only for d > 0.
+
+    Raises:
+        ValueError: If K is not finite or not symmetric.
+    """
+    key = (k.shape, k.tobytes())
+    known = _COST_STRUCTURES.get(key)
+    if known is not None:
+        return known
     if not np.all(np.isfinite(k)):
         raise ValueError("cost must be finite")
     if not np.allclose(k, k.T, rtol=1e-12, atol=0.0):
         raise ValueError("cost must be symmetric")
-    return r, k, p
+    eig = np.linalg.eigvalsh(k) if k.size else np.zeros(0)
+    eig.setflags(write=False)  # shared by every later call with this K
+    structure = _CostStructure(
+        eigenvalues=eig,
+        diagonal=_is_diagonal(k),
+        substitution=_shared_budget_substitution(k) if k.size and eig[0] > 0.0 else None,
+    )
+    if len(_COST_STRUCTURES) >= 256:  # a bound, never reached by a run's few world epochs
+        _COST_STRUCTURES.clear()
+    _COST_STRUCTURES[key] = structure
+    return structure
+
+
+_COST_STRUCTURES: dict[tuple[tuple[int, ...], bytes], _CostStructure] = {}
 
 
 def _is_diagonal(k: np.ndarray) -> bool:
@@ -120,17 +163,18 @@ def best_response(reward: np.ndarray, cost: np.ndarray, perceive: np.ndarray) ->
         raise ValueError("reward must be finite")
     if d == 0:
         return np.zeros((n, 0))
-    eig = np.linalg.eigvalsh(k)
+    structure = _cost_structure(k)
+    eig = structure.eigenvalues
     if eig[0] <= 0.0:
         raise ValueError("cost must be positive definite")
     if n == 0:
         return np.zeros((0, d))
-    if _is_diagonal(k):
+    if structure.diagonal:
         out = np.maximum(r, 0.0)
         out /= np.diag(k)
         out *= p  # multiplying by the mask is ~10x faster than np.where here
         return out
-    substitution = _shared_budget_substitution(k)
+    substitution = structure.substitution
     if substitution is not None:
         return _water_filling(r, np.diag(k), substitution, p)
 
