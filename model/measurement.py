@@ -33,7 +33,7 @@ from mesaopt.model.kernel_arrays import (
     WorldArrays,
 )
 from mesaopt.model.measures import CATEGORIES, FLAGS, PARTS, primary_category
-from mesaopt.model.measures_jit import METRIC_ROWS, outcomes_and_measures
+from mesaopt.model.measures_jit import BLOCK, METRIC_ROWS, outcomes_and_measures
 from mesaopt.model.metrics import aggregate_steps
 from mesaopt.model.noise import metric_noise_variance
 from mesaopt.model.planner import add_planner_columns
@@ -130,7 +130,7 @@ def measure_step(
     primary = np.empty(n, dtype=np.int64)
     outside = np.empty(n, dtype=bool)
     adjacency = model.adjacency
-    outcomes_and_measures(
+    sums = outcomes_and_measures(
         Graph.of(adjacency, model.in_weight),
         WorldArrays.of(world),
         PopulationArrays.of(pop, model.perceives(world), model.is_control),
@@ -177,6 +177,14 @@ def measure_step(
     world_part = parts[PARTS.index("world_model")]
     causal = metrics[METRIC_ROWS.index("goodhart_causal")]
     causal[decomposed] = np.where(stale[decomposed], world_part, 0.0)  # exactly 0 if fresh
+    # ... and into the kernel's group sums, each row into its block in row order (add.at is
+    # unbuffered and goes in index order; the other rows add 0): as group_sums would add it.
+    causal_row = METRIC_ROWS.index("goodhart_causal")
+    np.add.at(
+        sums.metrics[:, :, causal_row],
+        (decomposed // BLOCK, pop.principal[decomposed]),
+        causal[decomposed],
+    )
     principal_capacity = np.array([p.capacity for p in principals], dtype=np.int64)
     # Codes, names only on demand (an object array costs ~10 ms at 1e6). An agent keeps the
     # category of the last step it was decomposed at.
@@ -203,6 +211,7 @@ def measure_step(
         sample_rows=sample,
         sample_parts=parts[:, in_sample],
         sample_primary=model.primary_code[sample],
+        sums=sums,
     )
     add_planner_columns(model, rows)  # the first best and the price of anarchy
     model.last_steps = rows

@@ -3,10 +3,11 @@
 :func:`outcomes_and_measures` computes, in one parallel pass over the agents, every per-agent
 column of the ``agents`` table that the step produces (definitions in :mod:`model.measures` and
 ``docs/tables.md``) plus the category flags (the primary category needs the loss decomposition
-of :mod:`model.decomposition`, which the caller runs). :func:`group_sums` adds columns up per
-group (per principal, per principal × flags) in fixed blocks of rows whose partial sums are added
-in block order, so sums — and the ``steps`` table — are identical whatever the number of
-threads. The compiled loops run on ranges of rows without the GIL (:mod:`model.parallel`).
+of :mod:`model.decomposition`, which the caller runs), and adds them up per group as it goes
+(:class:`GroupSums`: per principal, per principal × flags). :func:`group_sums` adds columns up
+per group the same way, in fixed blocks of rows whose partial sums are added in block order, so
+sums — and the ``steps`` table — are identical whatever the number of threads. The compiled
+loops run on ranges of blocks without the GIL (:mod:`model.parallel`).
 
 The NumPy reference of every kernel here is the same-named function of :mod:`model.measures`
 (the readable definitions, with the equations); ``tests/model/test_measures_jit.py`` holds the
@@ -28,9 +29,18 @@ from mesaopt.model.kernel_arrays import (
     StepArrays,
     WorldArrays,
 )
-from mesaopt.model.parallel import block_ranges, parallel_map, row_ranges
+from mesaopt.model.measures import FLAGS
+from mesaopt.model.parallel import block_ranges, parallel_map
 
-__all__ = ["BLOCK", "METRIC_ROWS", "group_sums", "outcomes_and_measures"]
+__all__ = [
+    "BLOCK",
+    "COMBINATIONS",
+    "METRIC_ROWS",
+    "PAIR_LOSSES",
+    "GroupSums",
+    "group_sums",
+    "outcomes_and_measures",
+]
 
 #: Rows per block of :func:`group_sums` (partial sums are added in block order).
 BLOCK = 2048
@@ -74,6 +84,53 @@ METRIC_ROWS = (
 ) = range(len(METRIC_ROWS))
 
 
+#: Combinations of the category flags (:data:`model.measures.FLAGS`, which the kernel writes in
+#: that order): a combination's code is ``Σ_f flag_f·2^f``.
+COMBINATIONS = 1 << len(FLAGS)
+
+#: The losses summed per (principal, flag combination) pair (:class:`GroupSums`), in this order.
+PAIR_LOSSES = ("principal_loss", "mesa_loss")
+
+
+class GroupSums(NamedTuple):
+    """The per-group sums the outcome kernel adds up as it goes, one partial per block of rows.
+
+    Block b holds rows ``b·BLOCK .. (b + 1)·BLOCK − 1``, added in row order, exactly as
+    :func:`group_sums` adds them, so that ``partial.sum(axis=0)`` equals :func:`group_sums`' result
+    bit for bit and does not depend on the number of threads. Folding the sums into the pass
+    that computes the values saves three more passes over the (M, N) metrics
+    (:func:`model.metrics.aggregate_steps`).
+
+    Attributes:
+        metrics: Σ of every metric row per principal, (B, J, len(METRIC_ROWS)); the
+            ``goodhart_causal`` column is left at 0 (the caller adds the decomposed agents').
+        effort: Σ of effort per principal and channel, (B, J, d).
+        pair_losses: Σ of the :data:`PAIR_LOSSES` per (principal, flag combination) pair
+            ``j·COMBINATIONS + code``, (B, J·COMBINATIONS, 2).
+        pair_count: Agents per pair, (B, J·COMBINATIONS) int64.
+        outside: Agents acting outside the selection range per principal, (B, J) int64.
+    """
+
+    metrics: np.ndarray
+    effort: np.ndarray
+    pair_losses: np.ndarray
+    pair_count: np.ndarray
+    outside: np.ndarray
+
+    @classmethod
+    def zeros(cls, n: int, principals: int, d: int) -> GroupSums:
+        """Zeroed partials for ``n`` rows in blocks of :data:`BLOCK`."""
+        blocks = (n + BLOCK - 1) // BLOCK
+        pairs = principals * COMBINATIONS
+        return cls(
+            metrics=np.zeros((blocks, principals, len(METRIC_ROWS))),
+            effort=np.zeros((blocks, principals, d)),
+            pair_losses=np.zeros((blocks, pairs, 2)),
+            pair_count=np.zeros((blocks, pairs), dtype=np.int64),
+            outside=np.zeros((blocks, principals), dtype=np.int64),
+        )
+
+
 def outcomes_and_measures(
     graph: Graph,
     world: WorldArrays,
@@ -84,7 +141,7 @@ def outcomes_and_measures(
     *,
     deceptive: np.ndarray | None = None,
     welfare_counts_agent_goals: bool = False,
-) -> None:
+) -> GroupSums:
     """Steps 4–6 for every agent i of principal j (per-principal arrays are indexed by j).
 
     The NumPy reference, with the equations, is :func:`model.measures.outcomes_and_measures`:
@@ -115,10 +172,14 @@ def outcomes_and_measures(
             ``outside`` and ``harm`` (eᵀa).
         deceptive: Deceptive agents, (N,) bool (None: none).
         welfare_counts_agent_goals: Count θᵀa in welfare (``metrics.welfare_counts_agent_goals``).
+
+    Returns:
+        The per-group sums of the step (:class:`GroupSums`), added up in the same pass.
     """
     # All rows' harm first: a row reads its neighbours'.
     np.dot(step.plan.action, world.externality, out=out.harm)
-    n = len(step.plan.action)
+    n, d = step.plan.action.shape
+    sums = GroupSums.zeros(n, len(principals.alpha), d)
     rows = _OutcomeRows.of(
         graph,
         world,
@@ -128,9 +189,12 @@ def outcomes_and_measures(
         out,
         np.zeros(n, dtype=np.bool_) if deceptive is None else deceptive.astype(np.bool_),
         bool(welfare_counts_agent_goals),
+        sums,
     )
-    rows_kernel = _OUTCOME_ROWS.get(rows.action.shape[1], _outcome_rows)
-    parallel_map(lambda span: rows_kernel(*span, rows), row_ranges(len(rows.action)))
+    rows_kernel = _OUTCOME_ROWS.get(d, _outcome_rows)
+    blocks = sums.metrics.shape[0]
+    parallel_map(lambda span: rows_kernel(*span, rows), block_ranges(blocks))
+    return sums
 
 
 class _OutcomeRows(NamedTuple):
@@ -177,6 +241,12 @@ class _OutcomeRows(NamedTuple):
     metrics: np.ndarray
     flags: np.ndarray
     outside: np.ndarray
+    block_rows: int
+    sum_metrics: np.ndarray
+    sum_effort: np.ndarray
+    pair_losses: np.ndarray
+    pair_count: np.ndarray
+    sum_outside: np.ndarray
 
     @classmethod
     def of(
@@ -189,11 +259,12 @@ class _OutcomeRows(NamedTuple):
         out: MeasureArrays,
         deceptive: np.ndarray,
         counts_goals: bool,
+        sums: GroupSums,
     ) -> _OutcomeRows:
         """The arrays of the bundles that :func:`outcomes_and_measures` reads and writes.
 
         ``deceptive`` (N,) bool flags the deceptive agents; ``counts_goals`` says whether θᵀa
-        counts in welfare.
+        counts in welfare; ``sums`` receives the per-block group sums.
         """
         plan = step.plan
         return cls(
@@ -230,12 +301,24 @@ class _OutcomeRows(NamedTuple):
             metrics=out.metrics,
             flags=out.flags,
             outside=out.outside,
+            # The block size as a field, not the global: Numba freezes a global's value into
+            # the cached code (an edit of BLOCK would not invalidate the cache).
+            block_rows=BLOCK,
+            sum_metrics=sums.metrics,
+            sum_effort=sums.effort,
+            pair_losses=sums.pair_losses,
+            pair_count=sums.pair_count,
+            sum_outside=sums.outside,
         )
 
 
 @nb.njit(inline="always", error_model="numpy")
-def _outcome_body(lo: int, hi: int, d: int, rows: _OutcomeRows) -> None:
-    """:func:`outcomes_and_measures` for rows ``lo..hi`` with ``d`` channels (inlined)."""
+def _outcome_body(first_block: int, last_block: int, d: int, rows: _OutcomeRows) -> None:
+    """:func:`outcomes_and_measures` for blocks ``first_block..last_block``, ``d`` channels.
+
+    Inlined into the kernels below. Each row's values are added into its block's group sums as
+    soon as they are known (:class:`GroupSums`), in row order.
+    """
     indptr, indices, weights, in_weight = rows.indptr, rows.indices, rows.weights, rows.in_weight
     action, noise, caught = rows.action, rows.noise, rows.caught
     neighbour_effort, reward, own_best = rows.neighbour_effort, rows.reward, rows.own_best
@@ -247,104 +330,130 @@ def _outcome_body(lo: int, hi: int, d: int, rows: _OutcomeRows) -> None:
     principal_capacity, trans_cosine = rows.principal_capacity, rows.trans_cosine
     deceptive, counts_goals = rows.deceptive, rows.counts_goals
     harm, metrics, flags, outside = rows.harm, rows.metrics, rows.flags, rows.outside
-    for i in range(lo, hi):
-        j = principal[i]
-        proxy = 0.0
-        value = 0.0
-        intrinsic = 0.0
-        effort_cost = 0.0
-        peer_payoff = 0.0
-        planned_proxy = 0.0
-        own = 0.0
-        adversarial = 0.0
-        gone = False
-        dot = 0.0
-        theta_sq = 0.0
-        values_sq = 0.0
-        for k in range(d):
-            a = action[i, k]
-            y = a + noise[i, k]
-            proxy += y * metric[k]
-            value += y * values[j, k]
-            intrinsic += theta[i, k] * a
-            pushed = 0.0
-            for m in range(d):
-                pushed += cost[k, m] * action[i, m]
-            effort_cost += pushed * a
-            peer_payoff += a * peer[k] * neighbour_effort[i, k]
-            planned_proxy += a * metric[k]
-            own += reward[i, k] * a
-            if hostile[j, k]:
-                adversarial -= values[j, k] * a
-            if a < low[j, k] or a > high[j, k]:
-                gone = True
-            dot += theta[i, k] * values[j, k]
-            theta_sq += theta[i, k] * theta[i, k]
-            values_sq += values[j, k] * values[j, k]
-        effort_cost *= 0.5
-        received = 0.0
-        for p in range(indptr[i], indptr[i + 1]):
-            received += weights[p] * harm[indices[p]]
-        pay = alpha[j] + beta[j] * proxy
-        fine = penalty[j] if caught[i] else 0.0
-        private = intrinsic - effort_cost - risk_premium[j] + peer_payoff
-        welfare = value + received + peer_payoff - effort_cost - risk_premium[j]
-        metrics[_PROXY, i] = proxy
-        metrics[_VALUE, i] = value
-        metrics[_PAY, i] = pay
-        metrics[_PROFIT, i] = value - pay + fine
-        metrics[_UTILITY, i] = pay + private + received - fine
-        metrics[_PRIVATE, i] = private
-        metrics[_GOALS, i] = intrinsic
-        metrics[_GIVEN, i] = harm[i] * in_weight[i]
-        metrics[_RECEIVED, i] = received
-        metrics[_WELFARE, i] = welfare + intrinsic if counts_goals else welfare
-        metrics[_PENALTY, i] = fine
-        metrics[_PRINCIPAL_LOSS, i] = benchmark[j] - (value - effort_cost)
-        realized = own - effort_cost + beta[j] * (proxy - planned_proxy)
-        metrics[_MESA_LOSS, i] = own_best[i] - realized
-        metrics[_CAUSAL, i] = 0.0
-        metrics[_ADVERSARIAL, i] = adversarial
-        outside[i] = gone
-        norms = np.sqrt(theta_sq * values_sq)
-        cosine = dot / norms if norms > 0 else 0.0
-        is_super = capacity[i] > principal_capacity[j]
-        is_sub = capacity[i] < principal_capacity[j]
-        is_trans = cosine < trans_cosine
-        is_deceptive = deceptive[i]
-        flags[i, 0] = is_super
-        flags[i, 1] = is_sub
-        flags[i, 2] = is_trans
-        flags[i, 3] = is_deceptive
-        flags[i, 4] = not (is_super or is_sub or is_trans or is_deceptive)
+    sum_metrics, sum_effort, sum_outside = rows.sum_metrics, rows.sum_effort, rows.sum_outside
+    pair_losses, pair_count = rows.pair_losses, rows.pair_count
+    n_metrics = metrics.shape[0]
+    for block in range(first_block, last_block):
+        lo = block * rows.block_rows
+        for i in range(lo, min(action.shape[0], lo + rows.block_rows)):
+            j = principal[i]
+            proxy = 0.0
+            value = 0.0
+            intrinsic = 0.0
+            effort_cost = 0.0
+            peer_payoff = 0.0
+            planned_proxy = 0.0
+            own = 0.0
+            adversarial = 0.0
+            gone = False
+            dot = 0.0
+            theta_sq = 0.0
+            values_sq = 0.0
+            for k in range(d):
+                a = action[i, k]
+                y = a + noise[i, k]
+                proxy += y * metric[k]
+                value += y * values[j, k]
+                intrinsic += theta[i, k] * a
+                pushed = 0.0
+                for m in range(d):
+                    pushed += cost[k, m] * action[i, m]
+                effort_cost += pushed * a
+                peer_payoff += a * peer[k] * neighbour_effort[i, k]
+                planned_proxy += a * metric[k]
+                own += reward[i, k] * a
+                if hostile[j, k]:
+                    adversarial -= values[j, k] * a
+                if a < low[j, k] or a > high[j, k]:
+                    gone = True
+                dot += theta[i, k] * values[j, k]
+                theta_sq += theta[i, k] * theta[i, k]
+                values_sq += values[j, k] * values[j, k]
+            effort_cost *= 0.5
+            received = 0.0
+            for p in range(indptr[i], indptr[i + 1]):
+                received += weights[p] * harm[indices[p]]
+            pay = alpha[j] + beta[j] * proxy
+            fine = penalty[j] if caught[i] else 0.0
+            private = intrinsic - effort_cost - risk_premium[j] + peer_payoff
+            welfare = value + received + peer_payoff - effort_cost - risk_premium[j]
+            metrics[_PROXY, i] = proxy
+            metrics[_VALUE, i] = value
+            metrics[_PAY, i] = pay
+            metrics[_PROFIT, i] = value - pay + fine
+            metrics[_UTILITY, i] = pay + private + received - fine
+            metrics[_PRIVATE, i] = private
+            metrics[_GOALS, i] = intrinsic
+            metrics[_GIVEN, i] = harm[i] * in_weight[i]
+            metrics[_RECEIVED, i] = received
+            metrics[_WELFARE, i] = welfare + intrinsic if counts_goals else welfare
+            metrics[_PENALTY, i] = fine
+            metrics[_PRINCIPAL_LOSS, i] = benchmark[j] - (value - effort_cost)
+            realized = own - effort_cost + beta[j] * (proxy - planned_proxy)
+            metrics[_MESA_LOSS, i] = own_best[i] - realized
+            metrics[_CAUSAL, i] = 0.0
+            metrics[_ADVERSARIAL, i] = adversarial
+            outside[i] = gone
+            norms = np.sqrt(theta_sq * values_sq)
+            cosine = dot / norms if norms > 0 else 0.0
+            is_super = capacity[i] > principal_capacity[j]
+            is_sub = capacity[i] < principal_capacity[j]
+            is_trans = cosine < trans_cosine
+            is_deceptive = deceptive[i]
+            flags[i, 0] = is_super
+            flags[i, 1] = is_sub
+            flags[i, 2] = is_trans
+            flags[i, 3] = is_deceptive
+            is_aligned = not (is_super or is_sub or is_trans or is_deceptive)
+            flags[i, 4] = is_aligned
+            # The group sums (GroupSums), indexed element by element: a view such as
+            # sum_metrics[block, j] per row would cost an atomic reference-count pair.
+            for q in range(n_metrics):
+                if q != _CAUSAL:  # filled by the caller after the decomposition
+                    sum_metrics[block, j, q] += metrics[q, i]
+            for k in range(d):
+                sum_effort[block, j, k] += action[i, k]
+            code = (
+                np.int64(is_super)
+                + 2 * np.int64(is_sub)
+                + 4 * np.int64(is_trans)
+                + 8 * np.int64(is_deceptive)
+                + 16 * np.int64(is_aligned)
+            )
+            pair = j * COMBINATIONS + code
+            pair_losses[block, pair, 0] += metrics[_PRINCIPAL_LOSS, i]
+            pair_losses[block, pair, 1] += metrics[_MESA_LOSS, i]
+            pair_count[block, pair] += 1
+            if gone:
+                sum_outside[block, j] += 1
 
 
 # One compiled kernel per small channel count (d a constant the compiler unrolls the per-channel
 # loops over) and one for any d, written out as for :func:`agents.response_jit.plan_actions`.
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _outcome_rows(lo: int, hi: int, rows: _OutcomeRows) -> None:
-    """:func:`outcomes_and_measures` for rows ``lo..hi``, any d (compiled; runs without the GIL)."""
-    _outcome_body(lo, hi, rows.action.shape[1], rows)
+def _outcome_rows(first_block: int, last_block: int, rows: _OutcomeRows) -> None:
+    """:func:`outcomes_and_measures` for blocks ``first_block..last_block``, any d (no GIL)."""
+    _outcome_body(first_block, last_block, rows.action.shape[1], rows)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _outcome_rows_1(lo: int, hi: int, rows: _OutcomeRows) -> None:
-    _outcome_body(lo, hi, 1, rows)
+def _outcome_rows_1(first_block: int, last_block: int, rows: _OutcomeRows) -> None:
+    _outcome_body(first_block, last_block, 1, rows)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _outcome_rows_2(lo: int, hi: int, rows: _OutcomeRows) -> None:
-    _outcome_body(lo, hi, 2, rows)
+def _outcome_rows_2(first_block: int, last_block: int, rows: _OutcomeRows) -> None:
+    _outcome_body(first_block, last_block, 2, rows)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _outcome_rows_3(lo: int, hi: int, rows: _OutcomeRows) -> None:
-    _outcome_body(lo, hi, 3, rows)
+def _outcome_rows_3(first_block: int, last_block: int, rows: _OutcomeRows) -> None:
+    _outcome_body(first_block, last_block, 3, rows)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _outcome_rows_4(lo: int, hi: int, rows: _OutcomeRows) -> None:
-    _outcome_body(lo, hi, 4, rows)
+def _outcome_rows_4(first_block: int, last_block: int, rows: _OutcomeRows) -> None:
+    _outcome_body(first_block, last_block, 4, rows)
 
 
 _OUTCOME_ROWS = {1: _outcome_rows_1, 2: _outcome_rows_2, 3: _outcome_rows_3, 4: _outcome_rows_4}

@@ -15,13 +15,13 @@ import numpy as np
 
 from mesaopt.model.group_stats_jit import group_correlations, group_ginis, sort_by_group
 from mesaopt.model.measures import CATEGORIES, FLAGS, PARTS
-from mesaopt.model.measures_jit import METRIC_ROWS, group_sums
+from mesaopt.model.measures_jit import METRIC_ROWS, PAIR_LOSSES, GroupSums, group_sums
 from mesaopt.model.parallel import parallel_map
 
 __all__ = ["LOSSES", "aggregate_steps", "sample_estimates"]
 
-#: The losses reported per flag and per primary category.
-LOSSES = ("principal_loss", "mesa_loss")
+#: The losses reported per flag and per primary category (the outcome kernel sums these).
+LOSSES = PAIR_LOSSES
 
 
 def aggregate_steps(
@@ -41,6 +41,7 @@ def aggregate_steps(
     sample_rows: np.ndarray,
     sample_parts: np.ndarray,
     sample_primary: np.ndarray,
+    sums: GroupSums | None = None,
 ) -> list[dict[str, Any]]:
     """Build the ``steps`` rows of one step: one per principal, then ``all``.
 
@@ -70,6 +71,9 @@ def aggregate_steps(
         sample_parts: Their loss parts, (len(PARTS), S) in :data:`model.measures.PARTS` order.
         sample_primary: Their primary categories, (S,) indices into
             :data:`model.measures.CATEGORIES`.
+        sums: The group sums the outcome kernel added up (:class:`model.measures_jit.GroupSums`,
+            ``goodhart_causal`` included), the same numbers as summing ``metrics``, ``action``,
+            ``outside`` and the flags here; None: sum them here.
 
     Returns:
         The rows.
@@ -84,10 +88,29 @@ def aggregate_steps(
         """Append the overall total to per-group sums (groups on axis 0)."""
         return np.concatenate([sums, sums.sum(axis=0, keepdims=True)])
 
+    n_flags = len(FLAGS)
+    combos = 1 << n_flags  # ≤ 2^8: the code of a combination fits in a byte
+    loss_rows = [METRIC_ROWS.index(loss) for loss in LOSSES]
+    if sums is None:
+        metric_sums = group_sums(metrics, principal_of, n_groups)
+        effort_sums = group_sums(action.T, principal_of, n_groups)
+        n_outside = np.bincount(principal_of[outside], minlength=n_groups)
+        # Losses per flag. Flags are not exclusive: sum over (principal, combination of flags)
+        # pairs in one pass, then add up the combinations that hold each flag.
+        code = flags.view(np.uint8) @ (1 << np.arange(n_flags)).astype(np.uint8)
+        pair = principal_of * combos + code
+        by_combo = group_sums(metrics, pair, n_groups * combos, loss_rows)
+        per_combo = np.bincount(pair, minlength=n_groups * combos)
+    else:
+        metric_sums = sums.metrics.sum(axis=0)
+        effort_sums = sums.effort.sum(axis=0)
+        n_outside = sums.outside.sum(axis=0)
+        by_combo = sums.pair_losses.sum(axis=0)
+        per_combo = sums.pair_count.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):  # NaN for a principal with no agents
-        means = with_all(group_sums(metrics, principal_of, n_groups)) / counts[:, None]
-        efforts = with_all(group_sums(action.T, principal_of, n_groups)) / counts[:, None]
-        outside_share = with_all(np.bincount(principal_of[outside], minlength=n_groups)) / counts
+        means = with_all(metric_sums) / counts[:, None]
+        efforts = with_all(effort_sums) / counts[:, None]
+        outside_share = with_all(n_outside) / counts
         stale_share = with_all(np.bincount(principal_of[stale], minlength=n_groups)) / counts
     n_caught = with_all(np.bincount(principal_of[caught], minlength=n_groups))
     utility, proxy = per_agent["utility"], per_agent["proxy"]
@@ -97,18 +120,10 @@ def aggregate_steps(
         proxy, per_agent["value"], principal_of, n_groups, top_quantile, by_proxy
     )
 
-    # Losses per flag. Flags are not exclusive: sum over (principal, combination of flags)
-    # pairs in one pass, then add up the combinations that hold each flag.
-    n_flags = len(FLAGS)
-    combos = 1 << n_flags  # ≤ 2^8: the code of a combination fits in a byte
-    code = flags.view(np.uint8) @ (1 << np.arange(n_flags)).astype(np.uint8)
-    pair = principal_of * combos + code
-    loss_rows = [METRIC_ROWS.index(loss) for loss in LOSSES]
-    by_combo = group_sums(metrics, pair, n_groups * combos, loss_rows)
     by_combo = by_combo.reshape(n_groups, combos, len(LOSSES))
     holds = (np.arange(combos)[:, None] >> np.arange(n_flags)) & 1  # (combination, flag)
     flag_sums = with_all(np.einsum("gcq,cf->gfq", by_combo, holds))
-    per_combo = np.bincount(pair, minlength=n_groups * combos).reshape(n_groups, combos)
+    per_combo = per_combo.reshape(n_groups, combos)
     n_flagged = with_all(per_combo @ holds)  # (groups + 1, flags), exact integer counts
     flag_loss = flag_sums / np.maximum(n_flagged, 1)[:, :, None]  # 0 where nobody is flagged
 

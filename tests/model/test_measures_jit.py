@@ -18,7 +18,15 @@ from mesaopt.model.kernel_arrays import (
     WorldArrays,
 )
 from mesaopt.model.measures import FLAGS
-from mesaopt.model.measures_jit import BLOCK, METRIC_ROWS, group_sums, outcomes_and_measures
+from mesaopt.model.measures_jit import (
+    BLOCK,
+    COMBINATIONS,
+    METRIC_ROWS,
+    PAIR_LOSSES,
+    GroupSums,
+    group_sums,
+    outcomes_and_measures,
+)
 
 
 def _inputs(n: int, d: int, j: int, seed: int) -> dict:
@@ -147,6 +155,37 @@ def test_group_sums_equal_the_reference_and_are_thread_independent(same_on_one_a
     )
     flags = rng.random((n, 2)) < 0.3  # booleans count, exactly
     assert np.array_equal(group_sums(flags.T, group, 4), measures.group_sums(flags.T, group, 4))
+
+
+def test_the_kernels_group_sums_are_group_sums_of_its_outputs(same_on_one_and_three_threads):
+    """The sums the outcome kernel adds up as it goes are group_sums of what it writes, bit for bit
+    (same blocks, same order), whatever the number of threads."""
+    n, d, j = 3 * BLOCK + 17, 4, 3
+    x = _inputs(n, d, j, seed=5)
+    principal = x["population"].principal
+
+    def run() -> tuple:
+        out = _run(x)
+        sums = outcomes_and_measures(**x, out=out)
+        return (*sums, out.metrics, out.flags, out.outside)
+
+    *sums, metrics, flags, outside = same_on_one_and_three_threads(run)
+    sums = GroupSums(*sums)
+    causal = METRIC_ROWS.index("goodhart_causal")
+    assert (metrics[causal] == 0).all() and (sums.metrics[:, :, causal] == 0).all()
+    assert np.array_equal(sums.metrics.sum(axis=0), group_sums(metrics, principal, j))
+    assert np.array_equal(
+        sums.effort.sum(axis=0), group_sums(x["step"].plan.action.T, principal, j)
+    )
+    code = flags.astype(np.int64) @ (1 << np.arange(len(FLAGS)))
+    pair = principal * COMBINATIONS + code
+    losses = [METRIC_ROWS.index(name) for name in PAIR_LOSSES]
+    assert np.array_equal(
+        sums.pair_losses.sum(axis=0), group_sums(metrics, pair, j * COMBINATIONS, losses)
+    )
+    assert np.array_equal(sums.pair_count.sum(axis=0), np.bincount(pair, minlength=j * 32))
+    assert np.array_equal(sums.outside.sum(axis=0), np.bincount(principal[outside], minlength=j))
+    assert len(np.unique(pair)) > j and 0 < outside.sum() < n  # the sums are not trivial
 
 
 def test_compiled_modules_record_the_current_kernel_arrays_layout():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -371,10 +373,45 @@ def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
     metrics = captured["metrics"].copy()
     first_of_lab = int(np.flatnonzero(captured["principal_of"] == 0)[0])
     metrics[METRIC_ROWS.index("value"), first_of_lab] = np.inf
-    rows = {row["principal"]: row for row in aggregate_steps(**(captured | {"metrics": metrics}))}
+    # sums=None: the means are summed from these metrics, not taken from the kernel's sums
+    rows = aggregate_steps(**(captured | {"metrics": metrics, "sums": None}))
+    rows = {row["principal"]: row for row in rows}
     assert rows["lab"]["value"] == np.inf and rows["all"]["value"] == np.inf
     assert np.isfinite(rows["regulated"]["value"])
     assert np.isnan(gini(np.array([1.0, -1.0, 1e-17])))  # a mean that is rounding noise
+
+
+def test_the_kernels_group_sums_give_the_rows_summing_the_metrics_gives(monkeypatch):
+    """The outcome kernel adds the group sums as it goes; they must be the same numbers, bit for
+    bit, as adding the finished metrics up afterwards (several blocks of rows, and stale agents
+    after the regime change, whose causal Goodhart the caller adds into the sums)."""
+    import mesaopt.model.measurement as measurement_module
+    from mesaopt.model.measures_jit import BLOCK
+    from mesaopt.model.metrics import aggregate_steps
+
+    calls = []
+
+    def capture(**kwargs):
+        # copies: the model later writes into some of these arrays (a retrained slot's proxy)
+        calls.append(copy.deepcopy(kwargs))
+        return aggregate_steps(**kwargs)
+
+    monkeypatch.setattr(measurement_module, "aggregate_steps", capture)
+    n = 2 * BLOCK + 77
+    tables = Tables()
+    model = MesaOptModel(
+        load_scenario(None, [*SMALL, f"network.n_agents={n}", "run.agent_snapshots=off"]),
+        recorder=tables,
+    )
+    model.run_for(32)  # the regime changes at step 30
+    assert model.population.size == n
+    stale_steps = 0
+    for kwargs in calls:
+        kernel = pd.DataFrame(aggregate_steps(**kwargs))
+        summed = pd.DataFrame(aggregate_steps(**(kwargs | {"sums": None})))
+        pd.testing.assert_frame_equal(kernel, summed, check_exact=True)
+        stale_steps += bool(kernel["goodhart_causal"].abs().sum() > 0)
+    assert stale_steps >= 2
 
 
 def test_a_principal_with_no_agents_steps_quietly_with_nan_means():
