@@ -46,10 +46,25 @@ class Attribute:
         return cls(np.array([convert(spec)], dtype=dtype), None)
 
     def draw(self, rng: np.random.Generator, count: int) -> np.ndarray:
-        """``count`` independent draws (no random number is used for a single value)."""
+        """``count`` independent draws (no random number is used for a single value).
+
+        The same draws as ``rng.choice(values, count, p=probabilities)``, made the way NumPy
+        makes them (one uniform per draw, the index of the first cumulative probability above
+        it), with a comparison per value instead of a binary search per draw: about half the
+        time for the pools' few values (``tests/agents/test_candidates.py`` holds it to
+        ``rng.choice``).
+        """
         if self.probabilities is None:
             return np.full(count, self.values[0], dtype=self.values.dtype)
-        return rng.choice(self.values, size=count, p=self.probabilities)
+        cdf = self.probabilities.cumsum()
+        cdf /= cdf[-1]
+        uniform = rng.random(count)
+        if len(cdf) > 255:
+            return self.values[cdf.searchsorted(uniform, side="right")]
+        index = np.zeros(count, dtype=np.uint8)
+        for edge in cdf[:-1]:  # searchsorted(side="right"): how many edges are ≤ the uniform
+            index += (uniform >= edge).view(np.uint8)
+        return self.values[index]
 
 
 @dataclass(frozen=True)
