@@ -182,9 +182,10 @@ def select_best_of_n(
     """Fill ``slots`` agent slots by best-of-n selection of whole optimizers in ``sandbox``.
 
     Random numbers, per chunk of slots, in this order: the candidates' standard normal
-    objective draws; their traits (:func:`agents.candidates.draw_candidates`); their mean
-    sandbox noise; the per-episode noise of the control candidates; whatever a kind the
-    compiled kernel does not play draws in its ``sandbox_actions``. The rest is
+    objective draws; their traits (:func:`agents.candidates.draw_candidates`); the mean
+    sandbox noise of the candidates that are not control laws; the per-episode noise of the
+    control laws (one draw of ``eval_samples × controls`` rows, episode by episode); whatever a
+    kind the compiled kernel does not play draws in its ``sandbox_actions``. The rest is
     :func:`agents.sandbox_jit.score_candidates` (reference: :func:`score_candidates`).
 
     Args:
@@ -223,8 +224,7 @@ def select_best_of_n(
         draws = np.empty((d, count))
         draw_in_blocks(rng, draws, _standard_normal)
         drawn = draw_candidates(pool, count, rng)
-        noise = mean_episode_noise(world, rng, count, sandbox.eval_samples)
-        candidates = play_candidates(sandbox, arrays, drawn, draws, noise, n, rng)
+        candidates = play_candidates(sandbox, arrays, drawn, draws, n, rng)
         chunk_low, chunk_high = score_candidates_jit(
             candidates, arrays, ChosenArrays(*(out[start:stop] for out in chosen))
         )
@@ -262,22 +262,23 @@ def play_candidates(
     arrays: SandboxArrays,
     drawn: CandidateTraits,
     draws: np.ndarray,
-    noise: np.ndarray,
     n: int,
     rng: np.random.Generator,
 ) -> CandidateArrays:
-    """Prepare a chunk of candidates for the kernel: modes, episode noise, kinds' own plays.
+    """Prepare a chunk of candidates for the kernel: modes, sandbox noise, kinds' own plays.
 
     Direct planners of power ``exact`` (mode 0) and control laws (mode 1) are played by the
     compiled kernel; every other candidate (best-of-k planners, registered kinds) is played
-    here by its kind's :meth:`~agents.kinds.OptimizerKind.sandbox_actions` (mode 2).
+    here by its kind's :meth:`~agents.kinds.OptimizerKind.sandbox_actions` (mode 2). A control
+    law feels each episode's own noise, so only the other candidates get a mean episode noise
+    (:func:`mean_episode_noise`; the control laws' column stays 0, the kernel averages their
+    episodes instead).
 
     Args:
         sandbox: The sandbox.
         arrays: The sandbox's kernel arrays (prior, incentive, costs, scores).
         drawn: The candidates' traits, (C,) each.
         draws: Their standard normal objective draws, (d, C).
-        noise: Their mean episode noise, (d, C).
         n: Candidates per slot.
         rng: The run's generator.
 
@@ -286,19 +287,23 @@ def play_candidates(
     """
     world = sandbox.world
     d, count = draws.shape
+    episodes_per = sandbox.eval_samples
     perceive = sandbox.perceive(drawn.capacity)
     mode = np.full(count, GIVEN, dtype=np.int8)
     mode[(drawn.kind == Direct.code) & (drawn.power == 0)] = EXACT
     mode[drawn.kind == Control.code] = CONTROL
     control = np.flatnonzero(mode == CONTROL)
+    noise = np.zeros((d, count))
+    if len(control) < count:
+        noise[:, mode != CONTROL] = mean_episode_noise(
+            world, rng, count - len(control), episodes_per
+        )
     episode_row = np.full(count, -1, dtype=np.int64)
     episode_row[control] = np.arange(len(control))
-    if len(control):
-        episodes = np.stack(
-            [world.sample_noise(rng, len(control)) for _ in range(sandbox.eval_samples)]
-        )
-    else:
-        episodes = np.zeros((sandbox.eval_samples, 0, d))
+    # One draw for every episode of every control law (in blocks that can go to two threads),
+    # episode e taking rows e·controls .. (e + 1)·controls − 1.
+    episodes = world.sample_noise(rng, episodes_per * len(control))
+    episodes = episodes.reshape(episodes_per, len(control), d)
     other = np.flatnonzero(mode == GIVEN)
     shown = carried = np.zeros((1, d))
     if len(other):

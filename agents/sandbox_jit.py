@@ -100,6 +100,10 @@ def _score_slots(
     ranked = np.empty(d)
     mask = np.empty(d, dtype=np.bool_)  # a row copied out: no row views in the loop (see below)
     trues = np.empty(n)
+    # The action range in locals, written out once: low and high of the threads are rows of one
+    # small array, and writing them per candidate made the two cores fight over a cache line.
+    lowest = low.copy()
+    highest = high.copy()
     for i in range(lo, hi):
         best_score = -np.inf
         best = -1
@@ -155,8 +159,8 @@ def _score_slots(
                 score += (shown[k] + mean_noise[k]) * score_weights[k]
                 expected += shown[k] * score_weights[k]
                 true += shown[k] * true_values[k]
-                low[k] = min(low[k], shown[k])
-                high[k] = max(high[k], shown[k])
+                lowest[k] = min(lowest[k], shown[k])
+                highest[k] = max(highest[k], shown[k])
             trues[c] = true
             sum_true += true
             max_true = max(max_true, true)
@@ -185,3 +189,6 @@ def _score_slots(
         stats[i, 5] = max_true
         stats[i, 6] = sum_score / n
         stats[i, 7] = sum_expected / n
+    for k in range(d):
+        low[k] = lowest[k]
+        high[k] = highest[k]
