@@ -40,17 +40,23 @@ def audit(model: MesaOptModel, action: np.ndarray) -> np.ndarray:
         return np.zeros(pop.size, dtype=bool)
     audited = model.rng.random(pop.size) < rates[pop.principal]
     gaming = np.stack([p.gaming_channels() for p in principals]).astype(float)
-    gaming_effort = np.einsum("ij,ij->i", action, np.take(gaming, pop.principal, 0))
     tolerance = np.array([p.config.audit.tolerance for p in principals])
-    caught = audited & (gaming_effort > np.take(tolerance, pop.principal))
+    # Only the audited agents' effort is looked at (a few per cent of them).
+    looked = np.flatnonzero(audited)
+    of = pop.principal[looked]
+    gaming_effort = np.einsum("ij,ij->i", action[looked], gaming[of])
+    found = gaming_effort > tolerance[of]
+    caught = np.zeros(pop.size, dtype=bool)
+    caught[looked] = found
+    n_audited = np.bincount(of, minlength=len(principals))
+    n_caught = np.bincount(of[found], minlength=len(principals))
     for j, principal in enumerate(principals):
-        count = int(caught[model.members[j]].sum())
-        if count:
+        if n_caught[j]:
             model.record_event(
                 "audit",
                 principal=principal.name,
-                detail=f"{count} of {int(audited[model.members[j]].sum())} audited caught",
-                new=float(count),
+                detail=f"{int(n_caught[j])} of {int(n_audited[j])} audited caught",
+                new=float(n_caught[j]),
             )
     return caught
 
@@ -63,7 +69,8 @@ def replace_caught(model: MesaOptModel, caught: np.ndarray, step: int) -> None:
         caught: This step's catches, (N,) bool.
         step: The current step.
     """
+    everyone = np.flatnonzero(caught)  # sorted, as each principal's members are
+    of = model.population.principal[everyone]
     for j, principal in enumerate(model.principals):
         if principal.config.audit.replace:
-            slots = model.members[j][caught[model.members[j]]]
-            retrain(model, principal, slots, reason="audit", step=step)
+            retrain(model, principal, everyone[of == j], reason="audit", step=step)
