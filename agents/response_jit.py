@@ -144,6 +144,45 @@ def _plan_body(
     the same; docs/performance.md).
     """
     indptr, indices, weights = graph.indptr, graph.indices, graph.data
+    previous, neighbour_effort = population.last_action, plan.neighbour_effort
+    full = np.ones(d, dtype=np.bool_)
+    mask = np.empty(d, dtype=np.bool_)
+    r = np.empty(d)
+    scaled = np.empty(d)
+    ranked = np.empty(d)
+    best = np.empty(d)
+    chosen = np.empty(d)
+    for start in range(lo, hi, _GATHER_TILE):
+        stop = min(hi, start + _GATHER_TILE)
+        _gather_tile(start, stop, d, indptr, indices, weights, previous, neighbour_effort)
+        _plan_tile(start, stop, d, world, population, beta, plan, full, mask, r, scaled, ranked,
+                   best, chosen)  # fmt: skip
+
+
+#: Rows whose neighbours' efforts are gathered before they are planned. A tight loop of gathers
+#: keeps more of the loads that miss the cache in flight at once than gathers spread between
+#: water fillings (measured at 1e6 agents: the plan kernel 15 % faster; docs/performance.md).
+_GATHER_TILE = 2048
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _gather_tile(start, stop, d, indptr, indices, weights, previous, neighbour_effort):
+    """``G a`` of rows ``start..stop``: CSR rows in index order, as SciPy sums them."""
+    for i in range(start, stop):
+        for k in range(d):
+            neighbour_effort[i, k] = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            other = indices[p]
+            w = weights[p]
+            for k in range(d):
+                neighbour_effort[i, k] += w * previous[other, k]
+
+
+@nb.njit(inline="always", error_model="numpy")
+def _plan_tile(
+    start, stop, d, world, population, beta, plan, full, mask, r, scaled, ranked, best, chosen
+):
+    """Rewards, own optimum and effort of rows ``start..stop`` (their ``G a`` gathered)."""
     metric, peer, cost = world.metric, world.peer, world.cost
     root, s = world.root, world.substitution
     theta, principal, perceive = population.theta, population.principal, population.perceive
@@ -152,21 +191,7 @@ def _plan_body(
     neighbour_effort, reward, action, own_best = (
         plan.neighbour_effort, plan.reward, plan.action, plan.own_best
     )  # fmt: skip
-    full = np.ones(d, dtype=np.bool_)
-    mask = np.empty(d, dtype=np.bool_)
-    r = np.empty(d)
-    scaled = np.empty(d)
-    ranked = np.empty(d)
-    best = np.empty(d)
-    chosen = np.empty(d)
-    for i in range(lo, hi):
-        for k in range(d):
-            neighbour_effort[i, k] = 0.0
-        for p in range(indptr[i], indptr[i + 1]):
-            other = indices[p]
-            w = weights[p]
-            for k in range(d):
-                neighbour_effort[i, k] += w * previous[other, k]
+    for i in range(start, stop):
         b = beta[principal[i]]
         for k in range(d):
             r[k] = theta[i, k] + b * metric[k] + peer[k] * neighbour_effort[i, k]

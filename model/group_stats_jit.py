@@ -28,16 +28,18 @@ __all__ = [
     "sort_by_group",
 ]
 
-_DIGIT_BITS = 11
+# Byte digits: 256 counters and write positions stay in L1 (measured: twice as fast as 11-bit
+# digits at 1e6 keys and 1.5x at 1e5, docs/performance.md).
+_DIGIT_BITS = 8
 _BUCKETS = 1 << _DIGIT_BITS
 
 
 @nb.njit(cache=True, nogil=True)
 def _radix_sort(x: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stable ascending sort of float64 ``x`` carrying ``payload`` (LSD radix, 11-bit digits).
+    """Stable ascending sort of float64 ``x`` carrying ``payload`` (LSD radix, byte digits).
 
     Keys are the IEEE-754 bit patterns mapped so that unsigned order is float order (negatives
-    have every bit flipped, positives the sign bit); six linear passes, a pass skipped when every
+    have every bit flipped, positives the sign bit); eight linear passes, a pass skipped when every
     key shares its digit. NaNs sort last, as in NumPy; -0.0 before 0.0.
 
     Returns:
