@@ -28,49 +28,15 @@ to :func:`register_kind`. Codes are small integers in registration order (``dire
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
+from mesaopt.agents.planning import Planning
 from mesaopt.agents.response import best_of_k, best_response, control_episodes
+from mesaopt.agents.response_jit import OwnWorldRows, plans_in_own_worlds
 from mesaopt.model.channels import World
 from mesaopt.model.errors import ScenarioError
-
-
-@dataclass(frozen=True)
-class Planning:
-    """What a kind may use to re-plan its rows in step 3 (arrays are the whole population's).
-
-    Attributes:
-        world: The current world.
-        worlds: Every world epoch so far (an agent's world model is ``worlds[epoch[i]]``).
-        population: The population (its ``action`` is still the previous step's effort).
-        beta_of: Each agent's contract slope, (N,).
-        neighbour_effort: G a of the previous step, (N, d).
-        reward: Marginal reward θ + βm + δ⊙(G a) in the current world, (N, d).
-        action: The compiled kernel's efforts, (N, d): re-plan ``action[rows]`` in place.
-        agents: The scenario's ``[agents]`` section (power, model noise, gain).
-        rng: The run's generator (every draw must come from it).
-    """
-
-    world: World
-    worlds: list[World]
-    population: Any
-    beta_of: np.ndarray
-    neighbour_effort: np.ndarray
-    reward: np.ndarray
-    action: np.ndarray
-    agents: Any
-    rng: np.random.Generator
-
-    def reward_in(self, world: World, rows: np.ndarray) -> np.ndarray:
-        """Marginal rewards θ + βm + δ⊙(G a) of ``rows`` as ``world`` says they are."""
-        pop = self.population
-        return (
-            pop.theta[rows]
-            + self.beta_of[rows, None] * world.metric
-            + world.peer * self.neighbour_effort[rows]
-        )
 
 
 @dataclass(frozen=True)
@@ -263,6 +229,9 @@ class Direct(OptimizerKind):
     def exact_plans(cls, planning: Planning, rows: np.ndarray) -> np.ndarray:
         """Exact best responses of ``rows``, each in its own world model (its deployment epoch).
 
+        Compiled (:func:`agents.response_jit.plans_in_own_worlds`); the definition is
+        :meth:`exact_plans_numpy`.
+
         Args:
             planning: The step's planning inputs.
             rows: Agents, (R,) sorted.
@@ -270,6 +239,33 @@ class Direct(OptimizerKind):
         Returns:
             Their efforts, (R, d).
         """
+        pop = planning.population
+        rows = np.asarray(rows, dtype=np.int64)
+        epochs = pop.epoch[rows]
+        used = np.flatnonzero(np.bincount(epochs))  # the world models in use, ascending
+        worlds = [planning.worlds[int(e)] for e in used]
+        plans = np.empty((len(rows), planning.world.d))
+        plans_in_own_worlds(
+            OwnWorldRows(
+                rows=rows,
+                model=np.searchsorted(used, epochs).astype(np.int64),
+                theta=pop.theta,
+                beta_of=np.ascontiguousarray(planning.beta_of, dtype=float),
+                neighbour_effort=planning.neighbour_effort,
+                capacity=pop.capacity,
+                metric=np.stack([w.metric for w in worlds]).astype(float),
+                peer=np.stack([w.peer for w in worlds]).astype(float),
+                level=np.stack([w.level for w in worlds]).astype(np.int64),
+                root=np.stack([np.sqrt(w.costs) for w in worlds]).astype(float),
+                substitution=float(planning.world.substitution),
+                out=plans,
+            )
+        )
+        return plans
+
+    @classmethod
+    def exact_plans_numpy(cls, planning: Planning, rows: np.ndarray) -> np.ndarray:
+        """:meth:`exact_plans` in NumPy: the definition the compiled kernel is held to."""
         pop = planning.population
         plans = np.empty((len(rows), planning.world.d))
         epochs = pop.epoch[rows]

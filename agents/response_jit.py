@@ -16,6 +16,8 @@ as ``root = sqrt(diag K)`` and ``s``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -28,7 +30,7 @@ from mesaopt.model.kernel_arrays import (
 )
 from mesaopt.model.parallel import parallel_map, row_ranges
 
-__all__ = ["plan_actions", "water_fill"]
+__all__ = ["OwnWorldRows", "plan_actions", "plans_in_own_worlds", "water_fill"]
 
 
 #: The fields of :mod:`model.kernel_arrays` these kernels were written for (see
@@ -265,3 +267,74 @@ def _plan_rows_4(lo, hi, graph, world, population, beta, plan):
 
 
 _PLAN_ROWS = {1: _plan_rows_1, 2: _plan_rows_2, 3: _plan_rows_3, 4: _plan_rows_4}
+
+
+class OwnWorldRows(NamedTuple):
+    """Rows to plan exactly, each in its own world model (:func:`plans_in_own_worlds`).
+
+    Attributes:
+        rows: The agents, (R,) int64.
+        model: Each row's world model, an index into the stacks below, (R,) int64.
+        theta: Every agent's objective, (N, d).
+        beta_of: Every agent's contract slope, (N,).
+        neighbour_effort: Every agent's ``G a`` of the previous step, (N, d).
+        capacity: Every agent's capacity, (N,) int64.
+        metric: Proxy weights of each world model, (E, d).
+        peer: Peer-effect strengths of each world model, (E, d).
+        level: Channel levels of each world model, (E, d) int64.
+        root: ``sqrt(diag K)`` of each world model, (E, d).
+        substitution: The shared-budget s (the same in every world epoch).
+        out: Receives the efforts, (R, d).
+    """
+
+    rows: np.ndarray
+    model: np.ndarray
+    theta: np.ndarray
+    beta_of: np.ndarray
+    neighbour_effort: np.ndarray
+    capacity: np.ndarray
+    metric: np.ndarray
+    peer: np.ndarray
+    level: np.ndarray
+    root: np.ndarray
+    substitution: float
+    out: np.ndarray
+
+
+def plans_in_own_worlds(x: OwnWorldRows) -> None:
+    """Exact best responses of ``x.rows``, each in its own world model, into ``x.out``.
+
+    Row r (agent i, world model e) plays the water filling of
+    ``r = θ_i + β_i·m_e + δ_e ⊙ (G a)_i`` on the channels with ``level_e ≤ C_i``: what a direct
+    planner with a stale world model does after a regime change. The NumPy reference is
+    :meth:`agents.kinds.Direct.exact_plans_numpy` (the same rewards, :func:`agents.response.
+    best_response`); they agree to rounding (the reference recovers s and diag K from K).
+
+    Args:
+        x: The rows, the population's arrays and the world models' channels.
+    """
+    parallel_map(lambda span: _own_world_rows(span[0], span[1], x), row_ranges(len(x.rows)))
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _own_world_rows(lo: int, hi: int, x: OwnWorldRows) -> None:
+    """:func:`plans_in_own_worlds` for rows ``lo..hi`` (compiled; runs without the GIL)."""
+    d = x.theta.shape[1]
+    s = x.substitution
+    r = np.empty(d)
+    mask = np.empty(d, dtype=np.bool_)
+    root = np.empty(d)
+    scaled = np.empty(d)
+    ranked = np.empty(d)
+    plan = np.empty(d)
+    for q in range(lo, hi):
+        i = x.rows[q]
+        e = x.model[q]
+        b = x.beta_of[i]
+        for k in range(d):  # element by element: no row views (see _plan_body)
+            r[k] = x.theta[i, k] + b * x.metric[e, k] + x.peer[e, k] * x.neighbour_effort[i, k]
+            mask[k] = x.capacity[i] >= x.level[e, k]
+            root[k] = x.root[e, k]
+        water_fill(r, root, s, mask, scaled, ranked, plan)
+        for k in range(d):
+            x.out[q, k] = plan[k]

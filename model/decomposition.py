@@ -65,7 +65,7 @@ from math import factorial
 
 import numpy as np
 
-from mesaopt.agents.kinds import Planning
+from mesaopt.agents.planning import Planning
 from mesaopt.agents.response import best_response
 from mesaopt.model.measures import PARTS
 

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
-from mesaopt.agents.kinds import Planning
+from mesaopt.agents.planning import Planning
 from mesaopt.agents.response import best_response
 from mesaopt.agents.response_jit import water_fill
 from mesaopt.model.decomposition import CAPACITY, GOALS, WORLD_MODEL, surplus
@@ -92,7 +92,8 @@ def decompose_agents(
     rows = np.asarray(rows, dtype=np.int64)
     epoch = np.where(has_world_model[rows], pop.epoch[rows], world.epoch)
     # World models as indices: 0 the current world, then the older epochs in use.
-    epochs = [world.epoch, *(int(e) for e in np.unique(epoch) if e != world.epoch)]
+    in_use = np.flatnonzero(np.bincount(epoch))  # = np.unique(epoch): epochs are small ints
+    epochs = [world.epoch, *(int(e) for e in in_use if e != world.epoch)]
     model = np.zeros(len(rows), dtype=np.int64)
     for e in range(1, len(epochs)):
         model[epoch == epochs[e]] = e

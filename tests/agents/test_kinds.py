@@ -205,3 +205,40 @@ def test_a_kind_added_from_the_test_folder_is_selected_by_its_sandbox_score(half
     se = np.sqrt(0.25 / 400)
     assert abs(shares[1] - 0.5) < 4 * se
     assert shares[1] - shares[8] > 4 * np.hypot(se, np.sqrt(shares[8] * (1 - shares[8]) / 400))
+
+
+def test_stale_planners_compiled_plans_equal_the_numpy_definition(monkeypatch):
+    """Direct.exact_plans (compiled) against exact_plans_numpy: stale planners of two old world
+    models, after two regime changes (cost, then the metric and a channel's level), every row."""
+    captured = []
+    real = Direct.replan
+
+    def capture(planning, rows):
+        captured.append((planning, np.array(rows)))
+        real(planning, rows)
+
+    monkeypatch.setattr(Direct, "replan", capture)
+    scenario = load_scenario(
+        None,
+        [
+            "network.n_agents=3000",
+            "run.agent_snapshots=off",
+            'regimes=[{at=3, channel="gaming", set={cost=2.5}}, '
+            '{at=6, channel="quality", set={metric=0.6, level=2}}]',
+            # agents retrained in the true world between the changes plan in epoch 1
+            'principals.lab.selection.sandbox="world"',
+            "principals.lab.selection.every=2",
+            "principals.lab.selection.fraction=0.3",
+        ],
+    )
+    model = MesaOptModel(scenario)
+    model.run_for(8)
+    planning, rows = captured[-1]
+    pop = planning.population
+    stale = rows[(pop.power[rows] == 0) & (pop.epoch[rows] != planning.world.epoch)]
+    assert len(np.unique(pop.epoch[stale])) == 2 and len(stale) > 1000
+    got = Direct.exact_plans(planning, stale)
+    expected = Direct.exact_plans_numpy(planning, stale)
+    # To rounding: the reference recovers s and diag K from K (a few ulps of s).
+    assert np.allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert (got > 0).any() and (got == 0).any()
