@@ -31,6 +31,8 @@ class Planning:
         neighbour_effort: G a of the previous step, (N, d).
         reward: Marginal reward θ + βm + δ⊙(G a) in the current world, (N, d).
         action: The compiled kernel's efforts, (N, d): re-plan ``action[rows]`` in place.
+        optimum: Each agent's best response a* to its reward on every channel of the current
+            world, (N, d) (the compiled kernel's; read by the loss decomposition).
         agents: The scenario's ``[agents]`` section (power, model noise, gain).
         rng: The run's generator (every draw must come from it).
     """
@@ -42,6 +44,7 @@ class Planning:
     neighbour_effort: np.ndarray
     reward: np.ndarray
     action: np.ndarray
+    optimum: np.ndarray
     agents: Any
     rng: np.random.Generator
 

@@ -549,7 +549,7 @@ def plan_actions(
         beta: Contract slope per principal, (J,).
 
     Returns:
-        ``n``, ``r``, the new efforts and ``½ rᵀa*``.
+        ``n``, ``r``, the new efforts, ``½ rᵀa*`` and a*.
     """
     n = len(population.theta)
     adjacency = sp.csr_array((graph.data, graph.indices, graph.indptr), shape=(n, n))
@@ -566,4 +566,4 @@ def plan_actions(
     felt = reward_gradient(reward, world.cost, previous + population.last_noise)
     steered = control_update(previous, felt, population.gain[:, None], population.perceive)
     action = np.where(population.is_control[:, None], steered, direct)
-    return PlanArrays(neighbour_effort, reward, action, own_best)
+    return PlanArrays(neighbour_effort, reward, action, own_best, optimum)

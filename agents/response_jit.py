@@ -35,7 +35,7 @@ __all__ = ["OwnWorldRows", "plan_actions", "plans_in_own_worlds", "water_fill"]
 
 #: The fields of :mod:`model.kernel_arrays` these kernels were written for (see
 #: :func:`model.kernel_arrays.check_layout`: Numba's cache cannot tell reordered fields apart).
-KERNEL_ARRAYS_LAYOUT = "a25e94624037"
+KERNEL_ARRAYS_LAYOUT = "5b91d7af76b8"
 check_layout(KERNEL_ARRAYS_LAYOUT, __name__)
 
 
@@ -117,7 +117,7 @@ def plan_actions(
         world: The current world's channels (``externality`` is not read).
         population: The agents at the start of the step (``capacity`` is not read).
         beta: Contract slope per principal, (J,).
-        plan: Receives G a, r, the new efforts and ½ rᵀa*.
+        plan: Receives G a, r, the new efforts, ½ rᵀa* and a*.
     """
     rows_kernel = _PLAN_ROWS.get(population.theta.shape[1], _plan_rows)
     parallel_map(
@@ -190,8 +190,8 @@ def _plan_tile(
     theta, principal, perceive = population.theta, population.principal, population.perceive
     is_control, gain = population.is_control, population.gain
     previous, last_noise = population.last_action, population.last_noise
-    neighbour_effort, reward, action, own_best = (
-        plan.neighbour_effort, plan.reward, plan.action, plan.own_best
+    neighbour_effort, reward, action, own_best, optimum = (
+        plan.neighbour_effort, plan.reward, plan.action, plan.own_best, plan.optimum
     )  # fmt: skip
     for i in range(start, stop):
         b = beta[principal[i]]
@@ -202,6 +202,7 @@ def _plan_tile(
         value = 0.0
         for k in range(d):
             value += r[k] * best[k]
+            optimum[i, k] = best[k]
         own_best[i] = 0.5 * value
         if is_control[i]:
             for k in range(d):

@@ -58,6 +58,7 @@ class _Rows(NamedTuple):
     substitution: float  # s, the same in every epoch
     cost: np.ndarray  # (d, d) the current world's K (surpluses)
     values: np.ndarray  # (J, d)
+    optimum: np.ndarray  # (N, d) every agent's best response on every channel, current world
     benchmark_goals: np.ndarray  # (4, R): f(∅), f(C), f(W), f(CW) of each row
     parts: np.ndarray  # (5, R) out
 
@@ -140,6 +141,7 @@ def decompose_agents(
         substitution=float(world.substitution),
         cost=np.ascontiguousarray(k_now, dtype=float),
         values=np.ascontiguousarray(values, dtype=float),
+        optimum=planning.optimum,
         benchmark_goals=np.ascontiguousarray(table[:, code]),
         parts=parts,
     )
@@ -196,8 +198,10 @@ def _decompose_rows(lo: int, hi: int, x: _Rows) -> None:
         worth[WORLD_MODEL] = x.benchmark_goals[2, r]
         worth[CAPACITY | WORLD_MODEL] = x.benchmark_goals[3, r]
         realized = _surplus(v, x.cost, action)
-        # Goals, current world: every channel, then its own perception.
-        water_fill(current, root_now, s, every, scaled, ranked, plan)
+        # Goals, current world: every channel (the plan kernel's optimum a*, the same water
+        # filling of the same reward), then its own perception.
+        for k in range(d):
+            plan[k] = x.optimum[i, k]
         worth[GOALS] = _surplus(v, x.cost, plan)
         if x.has_plan[i] and e == 0:
             worth[GOALS | CAPACITY] = realized

@@ -166,17 +166,22 @@ class PlanArrays(NamedTuple):
         reward: Marginal rewards ``r = θ + β_j m + δ ⊙ (G a)``, (N, d).
         action: The new efforts a, (N, d).
         own_best: ``½ rᵀa*``, the payoff at the agent's optimum over every channel, (N,).
+        optimum: That optimum a*, the best response to r on every channel, (N, d) (the loss
+            decomposition's plan of an agent with every channel, :mod:`model.decomposition`).
     """
 
     neighbour_effort: np.ndarray
     reward: np.ndarray
     action: np.ndarray
     own_best: np.ndarray
+    optimum: np.ndarray
 
     @classmethod
     def empty(cls, n: int, d: int) -> PlanArrays:
         """Uninitialised arrays for ``n`` agents and ``d`` channels (the kernel fills them)."""
-        return cls(np.empty((n, d)), np.empty((n, d)), np.empty((n, d)), np.empty(n))
+        return cls(
+            np.empty((n, d)), np.empty((n, d)), np.empty((n, d)), np.empty(n), np.empty((n, d))
+        )
 
 
 class StepArrays(NamedTuple):

@@ -147,7 +147,9 @@ def measure_step(
             high=high + slack,
             trans_cosine=float(model.config.metrics.trans_cosine),
         ),
-        StepArrays(PlanArrays(neighbour_effort, reward, action, own_best), noise, caught),
+        StepArrays(
+            PlanArrays(neighbour_effort, reward, action, own_best, planning.optimum), noise, caught
+        ),
         MeasureArrays(metrics, flags, primary, outside, harm=np.empty(n)),
         deceptive=pop.deceptive,
         welfare_counts_agent_goals=model.config.metrics.welfare_counts_agent_goals,

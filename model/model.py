@@ -343,6 +343,7 @@ class MesaOptModel(mesa.Model):
             neighbour_effort=plan.neighbour_effort,
             reward=plan.reward,
             action=plan.action,
+            optimum=plan.optimum,
             agents=self.config.agents,
             rng=self.rng,
         )

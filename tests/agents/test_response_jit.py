@@ -72,6 +72,7 @@ def test_plan_actions_equals_the_numpy_reference(d, s):
     # computes K a and rᵀa* with BLAS and einsum; measured differences are a few ulps (≤ 6e-14).
     assert np.allclose(got.action, expected.action, rtol=1e-12, atol=1e-12)
     assert np.allclose(got.own_best, expected.own_best, rtol=1e-12, atol=1e-12)
+    assert np.allclose(got.optimum, expected.optimum, rtol=1e-12, atol=1e-12)
     control = p["population"].is_control
     assert 0 < control.sum() < len(control)
 

@@ -76,6 +76,7 @@ def _inputs(n: int, d: int, j: int, seed: int) -> dict:
         reward=rng.normal(size=(n, d)),
         action=np.abs(rng.normal(size=(n, d))),
         own_best=rng.uniform(0, 2, n),
+        optimum=np.abs(rng.normal(size=(n, d))),  # not read by the outcome kernel
     )
     step = StepArrays(plan=plan, noise=rng.standard_t(3, size=(n, d)), caught=rng.random(n) < 0.1)
     return {
