@@ -33,7 +33,7 @@ from typing import ClassVar
 import numpy as np
 
 from mesaopt.agents.planning import Planning
-from mesaopt.agents.response import best_of_k, best_response, control_episodes
+from mesaopt.agents.response import best_of_k, best_response, control_episodes, cost_structure
 from mesaopt.agents.response_jit import OwnWorldRows, plans_in_own_worlds
 from mesaopt.model.channels import World
 from mesaopt.model.errors import ScenarioError
@@ -241,10 +241,16 @@ class Direct(OptimizerKind):
         """
         pop = planning.population
         rows = np.asarray(rows, dtype=np.int64)
+        plans = np.empty((len(rows), planning.world.d))
+        if len(rows) == 0:
+            return plans
         epochs = pop.epoch[rows]
         used = np.flatnonzero(np.bincount(epochs))  # the world models in use, ascending
         worlds = [planning.worlds[int(e)] for e in used]
-        plans = np.empty((len(rows), planning.world.d))
+        # K as best_response sees it: diagonal, or a shared budget with the s it reads off K.
+        structures = [cost_structure(w.cost_matrix) for w in worlds]
+        if any(not c.diagonal and c.substitution is None for c in structures):
+            return cls.exact_plans_numpy(planning, rows)  # another K: the enumeration
         plans_in_own_worlds(
             OwnWorldRows(
                 rows=rows,
@@ -256,8 +262,10 @@ class Direct(OptimizerKind):
                 metric=np.stack([w.metric for w in worlds]).astype(float),
                 peer=np.stack([w.peer for w in worlds]).astype(float),
                 level=np.stack([w.level for w in worlds]).astype(np.int64),
-                root=np.stack([np.sqrt(w.costs) for w in worlds]).astype(float),
-                substitution=float(planning.world.substitution),
+                cost=np.stack([np.diag(w.cost_matrix) for w in worlds]).astype(float),
+                root=np.stack([np.sqrt(np.diag(w.cost_matrix)) for w in worlds]).astype(float),
+                substitution=np.array([c.substitution or 0.0 for c in structures]),
+                diagonal=np.array([c.diagonal for c in structures], dtype=np.bool_),
                 out=plans,
             )
         )

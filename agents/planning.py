@@ -32,7 +32,8 @@ class Planning:
         reward: Marginal reward θ + βm + δ⊙(G a) in the current world, (N, d).
         action: The compiled kernel's efforts, (N, d): re-plan ``action[rows]`` in place.
         optimum: Each agent's best response a* to its reward on every channel of the current
-            world, (N, d) (the compiled kernel's; read by the loss decomposition).
+            world, (N, d): the compiled kernel's, read by the loss decomposition (None: the
+            decomposition plans it itself).
         agents: The scenario's ``[agents]`` section (power, model noise, gain).
         rng: The run's generator (every draw must come from it).
     """
@@ -44,9 +45,9 @@ class Planning:
     neighbour_effort: np.ndarray
     reward: np.ndarray
     action: np.ndarray
-    optimum: np.ndarray
     agents: Any
     rng: np.random.Generator
+    optimum: np.ndarray | None = None
 
     def reward_in(self, world: World, rows: np.ndarray) -> np.ndarray:
         """Marginal rewards θ + βm + δ⊙(G a) of ``rows`` as ``world`` says they are."""

@@ -37,10 +37,12 @@ from mesaopt.model.kernel_arrays import Graph, PlanArrays, PopulationArrays, Wor
 
 __all__ = [
     "MAX_CHANNELS",
+    "CostStructure",
     "best_of_k",
     "best_response",
     "control_episodes",
     "control_update",
+    "cost_structure",
     "plan_actions",
     "quadratic_payoff",
     "reward_gradient",
@@ -69,19 +71,19 @@ def _check_problem(
         raise ValueError(f"cost must have shape ({d}, {d}), got {k.shape}")
     if p.shape != r.shape:
         raise ValueError(f"perceive must have shape {r.shape}, got {p.shape}")
-    _cost_structure(k)  # finite and symmetric (cached per matrix)
+    cost_structure(k)  # finite and symmetric (cached per matrix)
     return r, k, p
 
 
-class _CostStructure(NamedTuple):
-    """What :func:`best_response` needs to know of a cost matrix K (see :func:`_cost_structure`)."""
+class CostStructure(NamedTuple):
+    """What :func:`best_response` needs to know of a cost matrix K (see :func:`cost_structure`)."""
 
     eigenvalues: np.ndarray  # ascending
     diagonal: bool
     substitution: float | None  # s of a shared effort budget, else None
 
 
-def _cost_structure(k: np.ndarray) -> _CostStructure:
+def cost_structure(k: np.ndarray) -> CostStructure:
     """Check K (finite, symmetric) and find its structure, once per distinct matrix.
 
     A step calls :func:`best_response` a dozen times with the same one or two cost matrices (the
@@ -103,7 +105,7 @@ def _cost_structure(k: np.ndarray) -> _CostStructure:
         raise ValueError("cost must be symmetric")
     eig = np.linalg.eigvalsh(k) if k.size else np.zeros(0)
     eig.setflags(write=False)  # shared by every later call with this K
-    structure = _CostStructure(
+    structure = CostStructure(
         eigenvalues=eig,
         diagonal=_is_diagonal(k),
         substitution=_shared_budget_substitution(k) if k.size and eig[0] > 0.0 else None,
@@ -114,7 +116,7 @@ def _cost_structure(k: np.ndarray) -> _CostStructure:
     return structure
 
 
-_COST_STRUCTURES: dict[tuple[tuple[int, ...], bytes], _CostStructure] = {}
+_COST_STRUCTURES: dict[tuple[tuple[int, ...], bytes], CostStructure] = {}
 
 
 def _is_diagonal(k: np.ndarray) -> bool:
@@ -163,7 +165,7 @@ def best_response(reward: np.ndarray, cost: np.ndarray, perceive: np.ndarray) ->
         raise ValueError("reward must be finite")
     if d == 0:
         return np.zeros((n, 0))
-    structure = _cost_structure(k)
+    structure = cost_structure(k)
     eig = structure.eigenvalues
     if eig[0] <= 0.0:
         raise ValueError("cost must be positive definite")

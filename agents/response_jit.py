@@ -59,8 +59,9 @@ def water_fill(
 
     For finite rewards only (the model's rewards always are); with a NaN the sort differs from
     the NumPy version's. Editing this function: Numba's on-disk cache of a kernel in another file
-    that inlines it (:mod:`agents.sandbox_jit`) is not invalidated by the edit — delete the
-    ``*.nbi``/``*.nbc`` files in ``agents/__pycache__`` after changing it.
+    that inlines it (:mod:`agents.sandbox_jit`, :mod:`model.decomposition_jit`,
+    :mod:`model.planner`) is not invalidated by the edit — delete the ``*.nbi``/``*.nbc`` files
+    in ``agents/__pycache__`` and ``model/__pycache__`` after changing it.
 
     Args:
         r: Marginal rewards of the row, (d,).
@@ -283,8 +284,11 @@ class OwnWorldRows(NamedTuple):
         metric: Proxy weights of each world model, (E, d).
         peer: Peer-effect strengths of each world model, (E, d).
         level: Channel levels of each world model, (E, d) int64.
+        cost: ``diag K`` of each world model, (E, d).
         root: ``sqrt(diag K)`` of each world model, (E, d).
-        substitution: The shared-budget s (the same in every world epoch).
+        substitution: Each world model's s as :func:`agents.response.best_response` reads it
+            off K, (E,).
+        diagonal: Whether each world model's K is diagonal (best_response's ``r⁺/c`` path), (E,).
         out: Receives the efforts, (R, d).
     """
 
@@ -297,19 +301,22 @@ class OwnWorldRows(NamedTuple):
     metric: np.ndarray
     peer: np.ndarray
     level: np.ndarray
+    cost: np.ndarray
     root: np.ndarray
-    substitution: float
+    substitution: np.ndarray
+    diagonal: np.ndarray
     out: np.ndarray
 
 
 def plans_in_own_worlds(x: OwnWorldRows) -> None:
     """Exact best responses of ``x.rows``, each in its own world model, into ``x.out``.
 
-    Row r (agent i, world model e) plays the water filling of
+    Row r (agent i, world model e) plays the exact best response to
     ``r = θ_i + β_i·m_e + δ_e ⊙ (G a)_i`` on the channels with ``level_e ≤ C_i``: what a direct
     planner with a stale world model does after a regime change. The NumPy reference is
     :meth:`agents.kinds.Direct.exact_plans_numpy` (the same rewards, :func:`agents.response.
-    best_response`); they agree to rounding (the reference recovers s and diag K from K).
+    best_response`). Given the s that best_response reads off each K, and its ``max(r, 0)/c`` path
+    for a diagonal K, the arithmetic is the same, so the plans are equal bit for bit.
 
     Args:
         x: The rows, the population's arrays and the world models' channels.
@@ -321,7 +328,6 @@ def plans_in_own_worlds(x: OwnWorldRows) -> None:
 def _own_world_rows(lo: int, hi: int, x: OwnWorldRows) -> None:
     """:func:`plans_in_own_worlds` for rows ``lo..hi`` (compiled; runs without the GIL)."""
     d = x.theta.shape[1]
-    s = x.substitution
     r = np.empty(d)
     mask = np.empty(d, dtype=np.bool_)
     root = np.empty(d)
@@ -336,6 +342,10 @@ def _own_world_rows(lo: int, hi: int, x: OwnWorldRows) -> None:
             r[k] = x.theta[i, k] + b * x.metric[e, k] + x.peer[e, k] * x.neighbour_effort[i, k]
             mask[k] = x.capacity[i] >= x.level[e, k]
             root[k] = x.root[e, k]
-        water_fill(r, root, s, mask, scaled, ranked, plan)
-        for k in range(d):
-            x.out[q, k] = plan[k]
+        if x.diagonal[e]:  # as best_response: max(r, 0) / c, times the mask
+            for k in range(d):
+                x.out[q, k] = max(r[k], 0.0) / x.cost[e, k] * (1.0 if mask[k] else 0.0)
+        else:
+            water_fill(r, root, x.substitution[e], mask, scaled, ranked, plan)
+            for k in range(d):
+                x.out[q, k] = plan[k]

@@ -141,7 +141,11 @@ def decompose_agents(
         substitution=float(world.substitution),
         cost=np.ascontiguousarray(k_now, dtype=float),
         values=np.ascontiguousarray(values, dtype=float),
-        optimum=planning.optimum,
+        optimum=(
+            planning.optimum
+            if planning.optimum is not None
+            else best_response(planning.reward, world.cost_matrix, np.ones(pop.theta.shape, bool))
+        ),
         benchmark_goals=np.ascontiguousarray(table[:, code]),
         parts=parts,
     )

@@ -87,6 +87,11 @@ METRIC_ROWS = (
 #: Combinations of the category flags (:data:`model.measures.FLAGS`, which the kernel writes in
 #: that order): a combination's code is ``Σ_f flag_f·2^f``.
 COMBINATIONS = 1 << len(FLAGS)
+if FLAGS != ("super", "sub", "trans", "deceptive", "aligned"):
+    raise RuntimeError(
+        "model.measures.FLAGS changed: the outcome kernel (model/measures_jit.py) writes the flags "
+        "and their combination codes in the order super, sub, trans, deceptive, aligned; update it"
+    )
 
 #: The losses summed per (principal, flag combination) pair (:class:`GroupSums`), in this order.
 PAIR_LOSSES = ("principal_loss", "mesa_loss")
@@ -242,6 +247,7 @@ class _OutcomeRows(NamedTuple):
     flags: np.ndarray
     outside: np.ndarray
     block_rows: int
+    combinations: int
     sum_metrics: np.ndarray
     sum_effort: np.ndarray
     pair_losses: np.ndarray
@@ -301,9 +307,11 @@ class _OutcomeRows(NamedTuple):
             metrics=out.metrics,
             flags=out.flags,
             outside=out.outside,
-            # The block size as a field, not the global: Numba freezes a global's value into
-            # the cached code (an edit of BLOCK would not invalidate the cache).
+            # Constants as fields, not globals read by the kernel: Numba freezes a global into
+            # the cached code, and COMBINATIONS comes from another file (model.measures.FLAGS),
+            # whose edit would not discard that cache.
             block_rows=BLOCK,
+            combinations=COMBINATIONS,
             sum_metrics=sums.metrics,
             sum_effort=sums.effort,
             pair_losses=sums.pair_losses,
@@ -427,7 +435,7 @@ def _outcome_body(first_block: int, last_block: int, d: int, rows: _OutcomeRows)
                 + 8 * np.int64(is_deceptive)
                 + 16 * np.int64(is_aligned)
             )
-            pair = j * COMBINATIONS + code
+            pair = j * rows.combinations + code
             pair_losses[block, pair, 0] += metrics[_PRINCIPAL_LOSS, i]
             pair_losses[block, pair, 1] += metrics[_MESA_LOSS, i]
             pair_count[block, pair] += 1

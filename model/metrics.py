@@ -71,9 +71,11 @@ def aggregate_steps(
         sample_parts: Their loss parts, (len(PARTS), S) in :data:`model.measures.PARTS` order.
         sample_primary: Their primary categories, (S,) indices into
             :data:`model.measures.CATEGORIES`.
-        sums: The group sums the outcome kernel added up (:class:`model.measures_jit.GroupSums`,
-            ``goodhart_causal`` included), the same numbers as summing ``metrics``, ``action``,
-            ``outside`` and the flags here; None: sum them here.
+        sums: The group sums the outcome kernel added up (:class:`model.measures_jit.GroupSums`),
+            the same numbers as summing ``metrics``, ``action``, ``outside`` and the flags here,
+            provided the caller has added the decomposed agents' ``goodhart_causal`` into
+            ``sums.metrics`` (the kernel leaves it 0; :func:`model.measurement.measure_step`
+            adds it); None: sum them here.
 
     Returns:
         The rows.

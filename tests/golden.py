@@ -55,6 +55,22 @@ VARIANTS = {
         ["network.n_agents=300", "run.steps=60", "agents.optimizer='mixed'", "agents.power=4"],
     ),
     "baseline+threads_9000": ("baseline", ["network.n_agents=9000", "run.steps=12"]),
+    # Stale direct planners of four channels past a cost change, with a shared effort budget
+    # and with a diagonal K (recorded with 43f380c, before they were planned by a compiled kernel).
+    "baseline+direct+cost_change": (
+        "baseline",
+        ["network.n_agents=300", "run.steps=60", "agents.optimizer='direct'", "regimes.0.at=30"],
+    ),
+    "baseline+direct+cost_change+no_substitution": (
+        "baseline",
+        [
+            "network.n_agents=300",
+            "run.steps=60",
+            "agents.optimizer='direct'",
+            "regimes.0.at=30",
+            "agents.effort_substitution=0.0",
+        ],
+    ),
 }
 RUN_TABLES = ("steps", "agents", "selections", "events")
 SWEEP_TABLES = ("steps", "run_metrics", "summary")

@@ -207,9 +207,10 @@ def test_a_kind_added_from_the_test_folder_is_selected_by_its_sandbox_score(half
     assert shares[1] - shares[8] > 4 * np.hypot(se, np.sqrt(shares[8] * (1 - shares[8]) / 400))
 
 
-def test_stale_planners_compiled_plans_equal_the_numpy_definition(monkeypatch):
-    """Direct.exact_plans (compiled) against exact_plans_numpy: stale planners of two old world
-    models, after two regime changes (cost, then the metric and a channel's level), every row."""
+@pytest.mark.parametrize("substitution", [0.2, 0.0])  # a shared effort budget; a diagonal K
+def test_stale_planners_compiled_plans_equal_the_numpy_definition(monkeypatch, substitution):
+    """Direct.exact_plans (compiled) against exact_plans_numpy, bit for bit: stale planners of two
+    old world models, after two regime changes (cost, then the metric and a channel's level)."""
     captured = []
     real = Direct.replan
 
@@ -229,6 +230,7 @@ def test_stale_planners_compiled_plans_equal_the_numpy_definition(monkeypatch):
             'principals.lab.selection.sandbox="world"',
             "principals.lab.selection.every=2",
             "principals.lab.selection.fraction=0.3",
+            f"agents.effort_substitution={substitution}",
         ],
     )
     model = MesaOptModel(scenario)
@@ -239,6 +241,6 @@ def test_stale_planners_compiled_plans_equal_the_numpy_definition(monkeypatch):
     assert len(np.unique(pop.epoch[stale])) == 2 and len(stale) > 1000
     got = Direct.exact_plans(planning, stale)
     expected = Direct.exact_plans_numpy(planning, stale)
-    # To rounding: the reference recovers s and diag K from K (a few ulps of s).
-    assert np.allclose(got, expected, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(got, expected)  # the s best_response reads off K; r⁺/c if diagonal
     assert (got > 0).any() and (got == 0).any()
+    assert Direct.exact_plans(planning, stale[:0]).shape == (0, planning.world.d)

@@ -359,7 +359,7 @@ def test_catches_count_even_without_a_penalty():
 def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
     import mesaopt.model.measurement as measurement_module
     from mesaopt.model.group_stats import gini
-    from mesaopt.model.measures_jit import METRIC_ROWS
+    from mesaopt.model.measures_jit import BLOCK, METRIC_ROWS
     from mesaopt.model.metrics import aggregate_steps
 
     captured = {}
@@ -378,6 +378,14 @@ def test_group_means_keep_a_non_finite_value_in_its_own_group(monkeypatch):
     rows = {row["principal"]: row for row in rows}
     assert rows["lab"]["value"] == np.inf and rows["all"]["value"] == np.inf
     assert np.isfinite(rows["regulated"]["value"])
+    # ... and through the path the model takes: the same inf in the kernel's sums of lab
+    sums = captured["sums"]
+    metrics_sums = sums.metrics.copy()
+    metrics_sums[first_of_lab // BLOCK, 0, METRIC_ROWS.index("value")] = np.inf
+    kernel_rows = aggregate_steps(**(captured | {"sums": sums._replace(metrics=metrics_sums)}))
+    kernel_rows = {row["principal"]: row for row in kernel_rows}
+    assert kernel_rows["lab"]["value"] == np.inf and kernel_rows["all"]["value"] == np.inf
+    assert np.isfinite(kernel_rows["regulated"]["value"])
     assert np.isnan(gini(np.array([1.0, -1.0, 1e-17])))  # a mean that is rounding noise
 
 
