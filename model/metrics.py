@@ -15,7 +15,13 @@ import numpy as np
 
 from mesaopt.model.group_stats_jit import group_correlations, group_ginis, sort_by_group
 from mesaopt.model.measures import CATEGORIES, FLAGS, PARTS
-from mesaopt.model.measures_jit import METRIC_ROWS, PAIR_LOSSES, GroupSums, group_sums
+from mesaopt.model.measures_jit import (
+    COMBINATIONS,
+    METRIC_ROWS,
+    PAIR_LOSSES,
+    GroupSums,
+    group_sums,
+)
 from mesaopt.model.parallel import parallel_map
 
 __all__ = ["LOSSES", "aggregate_steps", "sample_estimates"]
@@ -91,7 +97,7 @@ def aggregate_steps(
         return np.concatenate([sums, sums.sum(axis=0, keepdims=True)])
 
     n_flags = len(FLAGS)
-    combos = 1 << n_flags  # ≤ 2^8: the code of a combination fits in a byte
+    combos = COMBINATIONS  # 2^len(FLAGS) ≤ 2^8: the code of a combination fits in a byte
     loss_rows = [METRIC_ROWS.index(loss) for loss in LOSSES]
     if sums is None:
         metric_sums = group_sums(metrics, principal_of, n_groups)
