@@ -321,13 +321,21 @@ def plans_in_own_worlds(x: OwnWorldRows) -> None:
     Args:
         x: The rows, the population's arrays and the world models' channels.
     """
-    parallel_map(lambda span: _own_world_rows(span[0], span[1], x), row_ranges(len(x.rows)))
+    kernel = _OWN_WORLD_ROWS.get(x.theta.shape[1], _own_world_rows)
+    parallel_map(lambda span: kernel(span[0], span[1], x), row_ranges(len(x.rows)))
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def _own_world_rows(lo: int, hi: int, x: OwnWorldRows) -> None:
-    """:func:`plans_in_own_worlds` for rows ``lo..hi`` (compiled; runs without the GIL)."""
-    d = x.theta.shape[1]
+@nb.njit(inline="always", error_model="numpy")
+def _own_world_body(lo: int, hi: int, d: int, x: OwnWorldRows) -> None:
+    """:func:`plans_in_own_worlds` for rows ``lo..hi`` with ``d`` channels (inlined below).
+
+    Every field is read into a local before the loop and rows element by element (no row
+    views): see :func:`_plan_body`.
+    """
+    rows, model, theta, beta_of = x.rows, x.model, x.theta, x.beta_of
+    neighbour_effort, capacity, metric, peer = x.neighbour_effort, x.capacity, x.metric, x.peer
+    level, cost, roots, substitution = x.level, x.cost, x.root, x.substitution
+    diagonal, out = x.diagonal, x.out
     r = np.empty(d)
     mask = np.empty(d, dtype=np.bool_)
     root = np.empty(d)
@@ -335,17 +343,53 @@ def _own_world_rows(lo: int, hi: int, x: OwnWorldRows) -> None:
     ranked = np.empty(d)
     plan = np.empty(d)
     for q in range(lo, hi):
-        i = x.rows[q]
-        e = x.model[q]
-        b = x.beta_of[i]
-        for k in range(d):  # element by element: no row views (see _plan_body)
-            r[k] = x.theta[i, k] + b * x.metric[e, k] + x.peer[e, k] * x.neighbour_effort[i, k]
-            mask[k] = x.capacity[i] >= x.level[e, k]
-            root[k] = x.root[e, k]
-        if x.diagonal[e]:  # as best_response: max(r, 0) / c, times the mask
+        i = rows[q]
+        e = model[q]
+        b = beta_of[i]
+        for k in range(d):
+            r[k] = theta[i, k] + b * metric[e, k] + peer[e, k] * neighbour_effort[i, k]
+            mask[k] = capacity[i] >= level[e, k]
+            root[k] = roots[e, k]
+        if diagonal[e]:  # as best_response: max(r, 0) / c, times the mask
             for k in range(d):
-                x.out[q, k] = max(r[k], 0.0) / x.cost[e, k] * (1.0 if mask[k] else 0.0)
+                out[q, k] = max(r[k], 0.0) / cost[e, k] * (1.0 if mask[k] else 0.0)
         else:
-            water_fill(r, root, x.substitution[e], mask, scaled, ranked, plan)
+            water_fill(r, root, substitution[e], mask, scaled, ranked, plan)
             for k in range(d):
-                x.out[q, k] = plan[k]
+                out[q, k] = plan[k]
+
+
+# Per channel count, as _PLAN_ROWS (with d a constant the unrolled water filling also lets the
+# compiler drop the reference counts of its scratch vectors; docs/performance.md).
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _own_world_rows(lo: int, hi: int, x: OwnWorldRows) -> None:
+    """:func:`plans_in_own_worlds` for rows ``lo..hi`` (compiled; runs without the GIL)."""
+    _own_world_body(lo, hi, x.theta.shape[1], x)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _own_world_rows_1(lo: int, hi: int, x: OwnWorldRows) -> None:
+    _own_world_body(lo, hi, 1, x)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _own_world_rows_2(lo: int, hi: int, x: OwnWorldRows) -> None:
+    _own_world_body(lo, hi, 2, x)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _own_world_rows_3(lo: int, hi: int, x: OwnWorldRows) -> None:
+    _own_world_body(lo, hi, 3, x)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _own_world_rows_4(lo: int, hi: int, x: OwnWorldRows) -> None:
+    _own_world_body(lo, hi, 4, x)
+
+
+_OWN_WORLD_ROWS = {
+    1: _own_world_rows_1,
+    2: _own_world_rows_2,
+    3: _own_world_rows_3,
+    4: _own_world_rows_4,
+}

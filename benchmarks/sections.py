@@ -11,6 +11,7 @@ Usage::
 
     python -m benchmarks.sections 100000        # 60 steps
     python -m benchmarks.sections 1000000 24    # 24 steps
+    python -m benchmarks.sections 100000 140 --after 100   # past the regime change
 """
 
 from __future__ import annotations
@@ -57,12 +58,14 @@ def _timed(function: Callable[..., Any], label: str, clock: dict[str, float]) ->
     return timed
 
 
-def measure(n: int, steps: int) -> tuple[float, dict[str, float]]:
+def measure(n: int, steps: int, after: int = 3) -> tuple[float, dict[str, float]]:
     """Median wall time of an ordinary step and of each part, in ms (the timers are removed after).
 
     Args:
         n: Agents.
-        steps: Steps to run (ordinary steps after the third count).
+        steps: Steps to run.
+        after: Only the ordinary steps after this one count (the baseline's regime change is at
+            step 100: ``after=100`` times the steps of stale agents).
 
     Returns:
         The median ordinary step and the median of each part, in ms.
@@ -91,7 +94,7 @@ def measure(n: int, steps: int) -> tuple[float, dict[str, float]]:
             start = time.perf_counter()
             model.step()
             elapsed = time.perf_counter() - start
-            if t in selection or t <= 3:
+            if t in selection or t <= after:
                 continue
             totals.append(elapsed)
             for label in ("output noise", *(label for _, _, label in PARTS)):
@@ -107,8 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("agents", type=int, nargs="?", default=100_000)
     parser.add_argument("steps", type=int, nargs="?", default=60)
+    parser.add_argument(
+        "--after", type=int, default=3, help="count only the ordinary steps after this one"
+    )
     args = parser.parse_args(argv)
-    total, parts = measure(args.agents, args.steps)
+    if not 0 <= args.after < args.steps:
+        parser.error("--after must be at least 0 and below the number of steps")
+    total, parts = measure(args.agents, args.steps, args.after)
     print(f"{args.agents:,} agents, median ordinary step {total:.2f} ms; parts (median ms):")
     for label, ms in parts.items():
         print(f"  {label:42s} {ms:8.2f}")

@@ -149,7 +149,8 @@ def decompose_agents(
         benchmark_goals=np.ascontiguousarray(table[:, code]),
         parts=parts,
     )
-    parallel_map(lambda span: _decompose_rows(span[0], span[1], data), row_ranges(len(rows)))
+    kernel = _DECOMPOSE_ROWS.get(pop.theta.shape[1], _decompose_rows)
+    parallel_map(lambda span: kernel(span[0], span[1], data), row_ranges(len(rows)))
     return parts
 
 
@@ -166,15 +167,22 @@ def _surplus(values: np.ndarray, cost: np.ndarray, a: np.ndarray) -> float:
     return total
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def _decompose_rows(lo: int, hi: int, x: _Rows) -> None:
-    """The parts of rows ``lo..hi`` (compiled; runs without the GIL).
+@nb.njit(inline="always", error_model="numpy")
+def _decompose_body(lo: int, hi: int, d: int, x: _Rows) -> None:
+    """The parts of rows ``lo..hi`` with ``d`` channels (inlined into the kernels below).
 
-    Rows are copied into scratch vectors, not viewed (``x.reward[i]``): each view Numba makes in
-    the loop costs an atomic reference-count increment and decrement, which the threads contend
-    for (:func:`agents.response_jit._plan_body`).
+    Rows are copied into scratch vectors, not viewed (``x.reward[i]``), and every field is read
+    into a local once, before the loop: each view or field read that Numba makes in the loop is a
+    new reference to an array, an atomic increment and decrement of its count, and the threads
+    contend for that count's cache line (:func:`agents.response_jit._plan_body`).
     """
-    d = x.theta.shape[1]
+    rows, model, principal, capacity = x.rows, x.model, x.principal, x.capacity
+    theta, beta_of, neighbour_effort = x.theta, x.beta_of, x.neighbour_effort
+    current_reward, chosen, realized_noise = x.reward, x.action, x.noise
+    has_plan, metric, peer, level = x.has_plan, x.metric, x.peer, x.level
+    cost, values, optimum = x.cost, x.values, x.optimum
+    benchmark_goals, parts = x.benchmark_goals, x.parts
+    root = x.root
     s = x.substitution
     every = np.ones(d, dtype=np.bool_)
     perceive = np.empty(d, dtype=np.bool_)
@@ -189,50 +197,48 @@ def _decompose_rows(lo: int, hi: int, x: _Rows) -> None:
     ranked = np.empty(d)
     worth = np.empty(8)
     for k in range(d):
-        root_now[k] = x.root[0, k]
+        root_now[k] = root[0, k]
     for r in range(lo, hi):
-        i = x.rows[r]
-        e = x.model[r]
+        i = rows[r]
+        e = model[r]
         for k in range(d):
-            v[k] = x.values[x.principal[i], k]
-            action[k] = x.action[i, k]
-            current[k] = x.reward[i, k]
-        worth[0] = x.benchmark_goals[0, r]
-        worth[CAPACITY] = x.benchmark_goals[1, r]
-        worth[WORLD_MODEL] = x.benchmark_goals[2, r]
-        worth[CAPACITY | WORLD_MODEL] = x.benchmark_goals[3, r]
-        realized = _surplus(v, x.cost, action)
+            v[k] = values[principal[i], k]
+            action[k] = chosen[i, k]
+            current[k] = current_reward[i, k]
+        worth[0] = benchmark_goals[0, r]
+        worth[CAPACITY] = benchmark_goals[1, r]
+        worth[WORLD_MODEL] = benchmark_goals[2, r]
+        worth[CAPACITY | WORLD_MODEL] = benchmark_goals[3, r]
+        realized = _surplus(v, cost, action)
         # Goals, current world: every channel (the plan kernel's optimum a*, the same water
         # filling of the same reward), then its own perception.
         for k in range(d):
-            plan[k] = x.optimum[i, k]
-        worth[GOALS] = _surplus(v, x.cost, plan)
-        if x.has_plan[i] and e == 0:
+            plan[k] = optimum[i, k]
+        worth[GOALS] = _surplus(v, cost, plan)
+        if has_plan[i] and e == 0:
             worth[GOALS | CAPACITY] = realized
         else:
             for k in range(d):
-                perceive[k] = x.capacity[i] >= x.level[0, k]
+                perceive[k] = capacity[i] >= level[0, k]
             water_fill(current, root_now, s, perceive, scaled, ranked, plan)
-            worth[GOALS | CAPACITY] = _surplus(v, x.cost, plan)
+            worth[GOALS | CAPACITY] = _surplus(v, cost, plan)
         if e == 0:  # no stale world model: the world-model player changes nothing
             worth[GOALS | WORLD_MODEL] = worth[GOALS]
             worth[GOALS | CAPACITY | WORLD_MODEL] = worth[GOALS | CAPACITY]
         else:
             for k in range(d):
                 reward[k] = (
-                    x.theta[i, k]
-                    + x.beta_of[i] * x.metric[e, k]
-                    + x.peer[e, k] * x.neighbour_effort[i, k]
+                    theta[i, k] + beta_of[i] * metric[e, k] + peer[e, k] * neighbour_effort[i, k]
                 )
-                perceive[k] = x.capacity[i] >= x.level[e, k]
-                root_then[k] = x.root[e, k]
+                perceive[k] = capacity[i] >= level[e, k]
+                root_then[k] = root[e, k]
             water_fill(reward, root_then, s, every, scaled, ranked, plan)
-            worth[GOALS | WORLD_MODEL] = _surplus(v, x.cost, plan)
-            if x.has_plan[i]:
+            worth[GOALS | WORLD_MODEL] = _surplus(v, cost, plan)
+            if has_plan[i]:
                 worth[GOALS | CAPACITY | WORLD_MODEL] = realized
             else:
                 water_fill(reward, root_then, s, perceive, scaled, ranked, plan)
-                worth[GOALS | CAPACITY | WORLD_MODEL] = _surplus(v, x.cost, plan)
+                worth[GOALS | CAPACITY | WORLD_MODEL] = _surplus(v, cost, plan)
         # Shapley values of the loss game L(T) = f(∅) − f(T): weights 1/3, 1/6, 1/6, 1/3.
         for p in range(3):
             bit = 1 << p
@@ -242,9 +248,49 @@ def _decompose_rows(lo: int, hi: int, x: _Rows) -> None:
                     members = (coalition & 1) + ((coalition >> 1) & 1) + ((coalition >> 2) & 1)
                     weight = 1.0 / 3.0 if members != 1 else 1.0 / 6.0
                     total += weight * (worth[coalition] - worth[coalition | bit])
-            x.parts[p, r] = total
-        x.parts[3, r] = worth[GOALS | CAPACITY | WORLD_MODEL] - realized
+            parts[p, r] = total
+        parts[3, r] = worth[GOALS | CAPACITY | WORLD_MODEL] - realized
         luck = 0.0
         for k in range(d):
-            luck -= v[k] * x.noise[i, k]
-        x.parts[4, r] = luck
+            luck -= v[k] * realized_noise[i, k]
+        parts[4, r] = luck
+
+
+# One compiled kernel per small channel count, as for the plan kernel: with d a constant the
+# compiler unrolls the per-channel loops, and with no loops left inside the water fillings it
+# can drop the reference counts of the scratch vectors that each inlined call takes (measured at
+# 1e5 agents past a regime change: with d a run-time value those counts were half the kernel's
+# time; docs/performance.md). Written out, not made by a factory: Numba's on-disk cache keys a
+# function by its name and place in the source.
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _decompose_rows(lo: int, hi: int, x: _Rows) -> None:
+    """The parts of rows ``lo..hi``, any number of channels (compiled; runs without the GIL)."""
+    _decompose_body(lo, hi, x.theta.shape[1], x)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _decompose_rows_1(lo: int, hi: int, x: _Rows) -> None:
+    _decompose_body(lo, hi, 1, x)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _decompose_rows_2(lo: int, hi: int, x: _Rows) -> None:
+    _decompose_body(lo, hi, 2, x)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _decompose_rows_3(lo: int, hi: int, x: _Rows) -> None:
+    _decompose_body(lo, hi, 3, x)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _decompose_rows_4(lo: int, hi: int, x: _Rows) -> None:
+    _decompose_body(lo, hi, 4, x)
+
+
+_DECOMPOSE_ROWS = {
+    1: _decompose_rows_1,
+    2: _decompose_rows_2,
+    3: _decompose_rows_3,
+    4: _decompose_rows_4,
+}

@@ -11,6 +11,27 @@ import pytest
 from mesaopt.model import parallel
 from mesaopt.model.parallel import kernel_threads
 
+#: The default scenario's four channels and a fifth: with d = 5 a run takes the compiled kernels
+#: written for any number of channels (d ≤ 4 each have a kernel of their own, d a constant).
+FIVE_CHANNELS = (
+    "channels=["
+    '{name="output", value=1.0, metric=1.0, cost=1.0, peer=0.05, '
+    'noise={dist="normal", scale=1.0}}, '
+    '{name="quality", value=1.0, metric=0.2, level=1, noise={dist="normal", scale=0.5}}, '
+    '{name="gaming", value=-0.5, metric=1.0, cost=0.5, level=2, '
+    'noise={dist="laplace", scale=0.5}}, '
+    '{name="extraction", value=0.5, metric=0.3, level=1, externality=-0.3, '
+    'noise={dist="student_t", scale=0.5, df=4}}, '
+    '{name="spare", value=0.3, metric=0.5, cost=2.0, level=1, noise={dist="normal", scale=0.5}}'
+    "]"
+)
+
+
+@pytest.fixture
+def five_channels() -> str:
+    """The ``--set`` override of :data:`FIVE_CHANNELS`."""
+    return FIVE_CHANNELS
+
 
 @pytest.fixture
 def same_on_one_and_three_threads(monkeypatch) -> Callable[[Callable[[], Any]], Any]:

@@ -207,8 +207,17 @@ def test_a_kind_added_from_the_test_folder_is_selected_by_its_sandbox_score(half
     assert shares[1] - shares[8] > 4 * np.hypot(se, np.sqrt(shares[8] * (1 - shares[8]) / 400))
 
 
-@pytest.mark.parametrize("substitution", [0.2, 0.0])  # a shared effort budget; a diagonal K
-def test_stale_planners_compiled_plans_equal_the_numpy_definition(monkeypatch, substitution):
+@pytest.mark.parametrize(
+    ("substitution", "channels"),
+    [
+        (0.2, None),  # a shared effort budget, d = 4
+        (0.0, None),  # a diagonal K
+        (0.2, "five"),  # the kernel for any number of channels
+    ],
+)
+def test_stale_planners_compiled_plans_equal_the_numpy_definition(
+    monkeypatch, substitution, channels, five_channels
+):
     """Direct.exact_plans (compiled) against exact_plans_numpy, bit for bit: stale planners of two
     old world models, after two regime changes (cost, then the metric and a channel's level)."""
     captured = []
@@ -231,6 +240,7 @@ def test_stale_planners_compiled_plans_equal_the_numpy_definition(monkeypatch, s
             "principals.lab.selection.every=2",
             "principals.lab.selection.fraction=0.3",
             f"agents.effort_substitution={substitution}",
+            *([five_channels] if channels == "five" else []),
         ],
     )
     model = MesaOptModel(scenario)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks import sections
 
 
@@ -21,3 +23,12 @@ def test_the_parts_of_a_step_are_timed_and_fit_inside_it(capsys):
     # the timers are gone: the model's functions are its own again
     assert measurement.aggregate_steps.__module__ == metrics.__name__
     assert metrics.parallel_map.__module__ == "mesaopt.model.parallel"
+
+
+def test_after_counts_only_the_later_steps(capsys):
+    """``--after`` leaves out the first steps (the baseline changes regime at step 100)."""
+    sections.main(["300", "8", "--after", "5"])
+    assert "median ordinary step" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stopped:
+        sections.main(["300", "8", "--after", "8"])  # no step would be left to time
+    assert stopped.value.code == 2

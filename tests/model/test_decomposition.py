@@ -10,6 +10,7 @@ sampled ``steps`` means against the full ``agents`` snapshot.
 from __future__ import annotations
 
 from itertools import permutations
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -220,13 +221,17 @@ def test_spawning_the_sample_generator_leaves_the_run_stream_alone():
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("scenario", "overrides", "d"),
     [
-        ["agents.power={values=['exact', 4], weights=[2, 1]}"],
-        ["agents.effort_substitution=0", "agents.optimizer='direct'"],
+        (None, ["agents.power={values=['exact', 4], weights=[2, 1]}"], 4),
+        (None, ["agents.effort_substitution=0", "agents.optimizer='direct'"], 4),
+        ("regime_change", [], 2),  # the kernel compiled for two channels
+        (None, ["five channels"], 5),  # the kernel for any number of channels
     ],
 )
-def test_the_compiled_decomposition_equals_its_numpy_definition(monkeypatch, overrides):
+def test_the_compiled_decomposition_equals_its_numpy_definition(
+    monkeypatch, scenario, overrides, d, five_channels
+):
     """decomposition_jit.decompose_agents against decompose(agent_attributes(...)), in a run."""
     import mesaopt.model.measurement as measurement
     from mesaopt.model.decomposition import agent_attributes
@@ -249,8 +254,17 @@ def test_the_compiled_decomposition_equals_its_numpy_definition(monkeypatch, ove
         return got
 
     monkeypatch.setattr(measurement, "decompose_agents", both)
-    run(["network.n_agents=300", "regimes.0.at=3", "run.agent_every=2", *overrides], steps=5)
+    overrides = [five_channels if o == "five channels" else o for o in overrides]
+    model, _ = run(
+        ["network.n_agents=300", "regimes.0.at=3", "run.agent_every=2", *overrides],
+        steps=5,
+        path=scenario and SCENARIOS / f"{scenario}.toml",
+    )
+    assert model.d == d
     assert len(compared) == 5 and max(compared) > 50  # stale rows were compared
+
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 
 class Tables:
@@ -264,9 +278,9 @@ class Tables:
         return pd.concat(self.parts[table], ignore_index=True)
 
 
-def run(overrides, steps):
+def run(overrides, steps, path=None):
     tables = Tables()
-    model = MesaOptModel(load_scenario(None, list(overrides)), recorder=tables)
+    model = MesaOptModel(load_scenario(path, list(overrides)), recorder=tables)
     model.run_for(steps)
     return model, tables
 
