@@ -226,7 +226,9 @@ class Direct(OptimizerKind):
     compiled = True
 
     @classmethod
-    def exact_plans(cls, planning: Planning, rows: np.ndarray) -> np.ndarray:
+    def exact_plans(
+        cls, planning: Planning, rows: np.ndarray, into: np.ndarray | None = None
+    ) -> np.ndarray:
         """Exact best responses of ``rows``, each in its own world model (its deployment epoch).
 
         Compiled (:func:`agents.response_jit.plans_in_own_worlds`); the definition is
@@ -235,13 +237,15 @@ class Direct(OptimizerKind):
         Args:
             planning: The step's planning inputs.
             rows: Agents, (R,) sorted.
+            into: Every agent's efforts, (N, d): if given, the plans are written into its rows
+                ``rows`` (no (R, d) copy to scatter) and it is returned.
 
         Returns:
-            Their efforts, (R, d).
+            Their efforts, (R, d), or ``into``.
         """
         pop = planning.population
         rows = np.asarray(rows, dtype=np.int64)
-        plans = np.empty((len(rows), planning.world.d))
+        plans = np.empty((len(rows), planning.world.d)) if into is None else into
         if len(rows) == 0:
             return plans
         epochs = pop.epoch[rows]
@@ -250,11 +254,17 @@ class Direct(OptimizerKind):
         # K as best_response sees it: diagonal, or a shared budget with the s it reads off K.
         structures = [cost_structure(w.cost_matrix) for w in worlds]
         if any(not c.diagonal and c.substitution is None for c in structures):
-            return cls.exact_plans_numpy(planning, rows)  # another K: the enumeration
+            found = cls.exact_plans_numpy(planning, rows)  # another K: the enumeration
+            if into is None:
+                return found
+            into[rows] = found
+            return into
+        index = np.zeros(int(used[-1]) + 1, dtype=np.int64)  # epoch -> its world model's row
+        index[used] = np.arange(len(used))
         plans_in_own_worlds(
             OwnWorldRows(
                 rows=rows,
-                model=np.searchsorted(used, epochs).astype(np.int64),
+                model=index[epochs],
                 theta=pop.theta,
                 beta_of=np.ascontiguousarray(planning.beta_of, dtype=float),
                 neighbour_effort=planning.neighbour_effort,
@@ -267,6 +277,7 @@ class Direct(OptimizerKind):
                 substitution=np.array([c.substitution or 0.0 for c in structures]),
                 diagonal=np.array([c.diagonal for c in structures], dtype=np.bool_),
                 out=plans,
+                out_row=rows if into is not None else np.arange(len(rows), dtype=np.int64),
             )
         )
         return plans
@@ -295,7 +306,7 @@ class Direct(OptimizerKind):
         exact = rows[power == 0]
         stale = exact[pop.epoch[exact] != planning.world.epoch]  # exact: only the stale ones
         if len(stale):
-            planning.action[stale] = cls.exact_plans(planning, stale)
+            cls.exact_plans(planning, stale, into=planning.action)
         sampled = rows[power > 0]
         if len(sampled) == 0:
             return

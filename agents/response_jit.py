@@ -289,7 +289,9 @@ class OwnWorldRows(NamedTuple):
         substitution: Each world model's s as :func:`agents.response.best_response` reads it
             off K, (E,).
         diagonal: Whether each world model's K is diagonal (best_response's ``r⁺/c`` path), (E,).
-        out: Receives the efforts, (R, d).
+        out: Receives the efforts: row ``out_row[q]`` gets row q's, (·, d).
+        out_row: The row of ``out`` each row's effort goes to, (R,) int64 (``arange(R)`` for an
+            (R, d) ``out``; ``rows`` to write straight into the population's (N, d) efforts).
     """
 
     rows: np.ndarray
@@ -306,6 +308,7 @@ class OwnWorldRows(NamedTuple):
     substitution: np.ndarray
     diagonal: np.ndarray
     out: np.ndarray
+    out_row: np.ndarray
 
 
 def plans_in_own_worlds(x: OwnWorldRows) -> None:
@@ -335,7 +338,7 @@ def _own_world_body(lo: int, hi: int, d: int, x: OwnWorldRows) -> None:
     rows, model, theta, beta_of = x.rows, x.model, x.theta, x.beta_of
     neighbour_effort, capacity, metric, peer = x.neighbour_effort, x.capacity, x.metric, x.peer
     level, cost, roots, substitution = x.level, x.cost, x.root, x.substitution
-    diagonal, out = x.diagonal, x.out
+    diagonal, out, out_row = x.diagonal, x.out, x.out_row
     r = np.empty(d)
     mask = np.empty(d, dtype=np.bool_)
     root = np.empty(d)
@@ -350,13 +353,14 @@ def _own_world_body(lo: int, hi: int, d: int, x: OwnWorldRows) -> None:
             r[k] = theta[i, k] + b * metric[e, k] + peer[e, k] * neighbour_effort[i, k]
             mask[k] = capacity[i] >= level[e, k]
             root[k] = roots[e, k]
+        o = out_row[q]
         if diagonal[e]:  # as best_response: max(r, 0) / c, times the mask
             for k in range(d):
-                out[q, k] = max(r[k], 0.0) / cost[e, k] * (1.0 if mask[k] else 0.0)
+                out[o, k] = max(r[k], 0.0) / cost[e, k] * (1.0 if mask[k] else 0.0)
         else:
             water_fill(r, root, substitution[e], mask, scaled, ranked, plan)
             for k in range(d):
-                out[q, k] = plan[k]
+                out[o, k] = plan[k]
 
 
 # Per channel count, as _PLAN_ROWS (with d a constant the unrolled water filling also lets the

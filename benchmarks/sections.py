@@ -35,7 +35,7 @@ PARTS = (
     ("mesaopt.model.model", "measure_step", "measure_step"),
     ("mesaopt.model.measurement", "outcomes_and_measures", "  outcomes_and_measures (compiled)"),
     ("mesaopt.model.measurement", "decompose_agents", "  decompose_agents (compiled)"),
-    ("mesaopt.model.measurement", "primary_category", "  primary_category"),
+    ("mesaopt.model.measurement", "record_decomposition", "  record_decomposition (compiled)"),
     ("mesaopt.model.measurement", "aggregate_steps", "  aggregate_steps"),
     ("mesaopt.model.metrics", "parallel_map", "    the two radix sorts (two threads)"),
     ("mesaopt.model.metrics", "group_ginis", "    group_ginis"),

@@ -32,8 +32,13 @@ from mesaopt.model.kernel_arrays import (
     StepArrays,
     WorldArrays,
 )
-from mesaopt.model.measures import CATEGORIES, FLAGS, PARTS, primary_category
-from mesaopt.model.measures_jit import BLOCK, METRIC_ROWS, outcomes_and_measures
+from mesaopt.model.measures import CATEGORIES, FLAGS, PARTS
+from mesaopt.model.measures_jit import (
+    METRIC_ROWS,
+    DecomposedRows,
+    outcomes_and_measures,
+    record_decomposition,
+)
 from mesaopt.model.metrics import aggregate_steps
 from mesaopt.model.noise import metric_noise_variance
 from mesaopt.model.planner import add_planner_columns
@@ -167,7 +172,6 @@ def measure_step(
         chosen = stale.copy()
         chosen[sample] = True
         decomposed = np.flatnonzero(chosen)
-    of = pop.principal[decomposed]
     parts = decompose_agents(  # the compiled model.decomposition.decompose
         planning,
         decomposed,
@@ -176,22 +180,25 @@ def measure_step(
         has_world_model=model.can_go_stale,
         plans_exactly=(pop.kind == Direct.code) & (pop.power == 0),
     )
-    world_part = parts[PARTS.index("world_model")]
-    causal = metrics[METRIC_ROWS.index("goodhart_causal")]
-    causal[decomposed] = np.where(stale[decomposed], world_part, 0.0)  # exactly 0 if fresh
-    # ... and into the kernel's group sums, each row into its block in row order (add.at is
-    # unbuffered and goes in index order; the other rows add 0): as group_sums would add it.
+    # Causal Goodhart (the world-model part if stale, exactly 0 if fresh), added into the
+    # kernel's group sums in row order, and the primary categories: codes, names only on demand
+    # (an object array costs ~10 ms at 1e6). An agent keeps the category of the last step it
+    # was decomposed at.
     causal_row = METRIC_ROWS.index("goodhart_causal")
-    np.add.at(
-        sums.metrics[:, :, causal_row],
-        (decomposed // BLOCK, pop.principal[decomposed]),
-        causal[decomposed],
-    )
-    principal_capacity = np.array([p.capacity for p in principals], dtype=np.int64)
-    # Codes, names only on demand (an object array costs ~10 ms at 1e6). An agent keeps the
-    # category of the last step it was decomposed at.
-    model.primary_code[decomposed] = primary_category(
-        parts, pop.capacity[decomposed], principal_capacity[of], benchmark[of]
+    record_decomposition(
+        DecomposedRows(
+            rows=decomposed,
+            parts=parts,
+            stale=stale,
+            principal=pop.principal,
+            capacity=pop.capacity,
+            principal_capacity=np.array([p.capacity for p in principals], dtype=np.int64),
+            benchmark=benchmark,
+            causal=metrics[causal_row],
+            sums=sums.metrics,
+            causal_column=causal_row,
+            primary=model.primary_code,
+        )
     )
     in_sample = np.searchsorted(decomposed, sample)
 

@@ -254,3 +254,7 @@ def test_stale_planners_compiled_plans_equal_the_numpy_definition(
     assert np.array_equal(got, expected)  # the s best_response reads off K; r⁺/c if diagonal
     assert (got > 0).any() and (got == 0).any()
     assert Direct.exact_plans(planning, stale[:0]).shape == (0, planning.world.d)
+    into = np.full_like(planning.action, -1.0)  # written straight into the agents' rows
+    assert Direct.exact_plans(planning, stale, into=into) is into
+    assert np.array_equal(into[stale], expected)
+    assert (np.delete(into, stale, axis=0) == -1.0).all()

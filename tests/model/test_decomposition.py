@@ -463,3 +463,22 @@ def test_losses_per_flag_and_per_primary_category_match_the_snapshot():
         .any()
         .any()
     )
+
+
+def test_the_benchmark_table_is_remembered_only_for_the_same_inputs(monkeypatch):
+    """decompose_agents' table of benchmark plans, served from memory, equals a fresh one; a
+    regime change (another K, another level) is a new entry, not a stale one."""
+    from mesaopt.model import decomposition_jit
+
+    model, _ = run(["network.n_agents=300", "regimes.0.at=3"], steps=4)
+    worlds = [model.world, model.worlds[0]]
+    values = np.stack([p.true_values for p in model.principals])
+    present = np.arange(2 * 3 * 2)  # every (principal, capacity < 3, world model) code
+    monkeypatch.setattr(decomposition_jit, "_TABLES", {})
+    first = decomposition_jit._benchmark_table(values, present, 3, worlds)
+    again = decomposition_jit._benchmark_table(values, present, 3, worlds)
+    assert again is first
+    monkeypatch.setattr(decomposition_jit, "_TABLES", {})
+    assert np.array_equal(decomposition_jit._benchmark_table(values, present, 3, worlds), first)
+    before = decomposition_jit._benchmark_table(values, present, 3, worlds[::-1])
+    assert len(decomposition_jit._TABLES) == 2 and not np.array_equal(before, first)

@@ -23,9 +23,11 @@ from mesaopt.model.measures_jit import (
     COMBINATIONS,
     METRIC_ROWS,
     PAIR_LOSSES,
+    DecomposedRows,
     GroupSums,
     group_sums,
     outcomes_and_measures,
+    record_decomposition,
 )
 
 
@@ -208,3 +210,52 @@ def test_the_layout_tells_reordered_fields_apart(monkeypatch):
     swapped = ("peer", "metric", *WorldArrays._fields[2:])
     monkeypatch.setattr(WorldArrays, "_fields", swapped)
     assert kernel_arrays.layout() != before
+
+
+def test_record_decomposition_equals_its_numpy_definition():
+    """Causal Goodhart, its block sums and the primary categories, against the NumPy steps."""
+    rng = np.random.default_rng(11)
+    n, j = 3 * BLOCK + 5, 3
+    rows = np.sort(rng.choice(n, 4000, replace=False))
+    parts = rng.normal(size=(len(measures.PARTS), len(rows)))
+    parts[:, rng.random(len(rows)) < 0.1] = 0.0  # aligned: no positive cause
+    tied = rng.random(len(rows)) < 0.1
+    parts[1, tied] = parts[0, tied] = np.abs(parts[0, tied])  # ties: the first part names it
+    parts[:4, rng.random(len(rows)) < 0.05] = 1e-12  # within the aligned tolerance
+    stale = rng.random(n) < 0.5
+    principal = rng.integers(0, j, n)
+    capacity = rng.integers(0, 3, n)
+    principal_capacity = np.array([1, 2, 0])
+    benchmark = rng.normal(0, 3, j)
+    metrics = rng.normal(size=(len(METRIC_ROWS), n))  # the caller's per-agent rows
+    sums = rng.normal(size=((n + BLOCK - 1) // BLOCK, j, len(METRIC_ROWS)))
+    primary = np.full(n, -1, dtype=np.int64)
+    column = METRIC_ROWS.index("goodhart_causal")
+    expected_causal, expected_sums = metrics[column].copy(), sums.copy()
+    expected_primary = primary.copy()
+
+    expected_causal[rows] = np.where(stale[rows], parts[measures.PARTS.index("world_model")], 0.0)
+    np.add.at(expected_sums[:, :, column], (rows // BLOCK, principal[rows]), expected_causal[rows])
+    of = principal[rows]
+    expected_primary[rows] = measures.primary_category(
+        parts, capacity[rows], principal_capacity[of], benchmark[of]
+    )
+    record_decomposition(
+        DecomposedRows(
+            rows=rows,
+            parts=parts,
+            stale=stale,
+            principal=principal,
+            capacity=capacity,
+            principal_capacity=principal_capacity,
+            benchmark=benchmark,
+            causal=metrics[column],
+            sums=sums,
+            causal_column=column,
+            primary=primary,
+        )
+    )
+    assert np.array_equal(metrics[column], expected_causal)
+    assert np.array_equal(sums, expected_sums)  # the same adds in the same order
+    assert np.array_equal(primary, expected_primary)
+    assert len(set(primary[rows].tolist())) == len(measures.CATEGORIES)  # every category seen
