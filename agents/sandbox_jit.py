@@ -58,26 +58,29 @@ def score_candidates(
     ranges = row_ranges(slots, minimum=64)
     low = np.full((len(ranges), d), np.inf)
     high = np.full((len(ranges), d), -np.inf)
+    kernel = _SCORE_SLOTS.get(d, _score_slots)
     parallel_map(
-        lambda part: _score_slots(
-            *ranges[part], candidates, sandbox, chosen, low[part], high[part]
-        ),
+        lambda part: kernel(*ranges[part], candidates, sandbox, chosen, low[part], high[part]),
         range(len(ranges)),
     )
     return low.min(axis=0), high.max(axis=0)
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def _score_slots(
+@nb.njit(inline="always", error_model="numpy")
+def _score_body(
     lo: int,
     hi: int,
+    d: int,
     candidates: CandidateArrays,
     sandbox: SandboxArrays,
     chosen: ChosenArrays,
     low: np.ndarray,
     high: np.ndarray,
 ) -> None:
-    """:func:`score_candidates` for slots ``lo..hi``; low/high receive their action range."""
+    """:func:`score_candidates` for slots ``lo..hi`` with ``d`` channels (inlined below).
+
+    low/high receive their action range.
+    """
     draws, noise, perceive = candidates.draws, candidates.noise, candidates.perceive
     mode, gain, episode_row = candidates.mode, candidates.gain, candidates.episode_row
     episodes, given_shown, given_carried = (
@@ -89,7 +92,6 @@ def _score_slots(
     score_weights, true_values = sandbox.score_weights, sandbox.true_values
     theta_out, action_out, stats = chosen.theta, chosen.action, chosen.stats
     index_out, shown_out = chosen.index, chosen.shown
-    d = perceive.shape[1]
     n_episodes = episodes.shape[0]
     theta = np.empty(d)
     reward = np.empty(d)
@@ -192,3 +194,36 @@ def _score_slots(
     for k in range(d):
         low[k] = lowest[k]
         high[k] = highest[k]
+
+
+# One kernel per small channel count, as agents.response_jit._PLAN_ROWS: with d a constant the
+# inlined water filling is unrolled, and the compiler drops the reference counts of the scratch
+# vectors it is handed (with d at run time they cost an atomic pair per call;
+# docs/performance.md). Written out: Numba's on-disk cache keys a function by its name.
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _score_slots(lo, hi, candidates, sandbox, chosen, low, high):
+    """:func:`score_candidates` for slots ``lo..hi``, any d (compiled; runs without the GIL)."""
+    _score_body(lo, hi, candidates.perceive.shape[1], candidates, sandbox, chosen, low, high)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _score_slots_1(lo, hi, candidates, sandbox, chosen, low, high):
+    _score_body(lo, hi, 1, candidates, sandbox, chosen, low, high)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _score_slots_2(lo, hi, candidates, sandbox, chosen, low, high):
+    _score_body(lo, hi, 2, candidates, sandbox, chosen, low, high)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _score_slots_3(lo, hi, candidates, sandbox, chosen, low, high):
+    _score_body(lo, hi, 3, candidates, sandbox, chosen, low, high)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _score_slots_4(lo, hi, candidates, sandbox, chosen, low, high):
+    _score_body(lo, hi, 4, candidates, sandbox, chosen, low, high)
+
+
+_SCORE_SLOTS = {1: _score_slots_1, 2: _score_slots_2, 3: _score_slots_3, 4: _score_slots_4}

@@ -37,36 +37,45 @@ if TYPE_CHECKING:
     from mesaopt.model.model import MesaOptModel
 
 
-def federated_updates(model: MesaOptModel, step: int, outputs: np.ndarray) -> None:
+def federated_updates(
+    model: MesaOptModel, step: int, action: np.ndarray, noise: np.ndarray
+) -> None:
     """Step 8: update every principal whose ``federated.every`` divides ``step``.
 
     Args:
         model: The model.
         step: The current step.
-        outputs: This step's realized outputs y = a + ε, (N, d).
+        action: This step's efforts a, (N, d).
+        noise: This step's output noise ε, (N, d): the realized outputs are y = a + ε (added
+            only for the members of an updating principal, not every step for everyone).
     """
     for principal in model.principals:
         every = principal.config.federated.every
         if every and step % every == 0:
-            federated_update(model, principal, outputs, step)
+            federated_update(model, principal, action, noise, step)
 
 
 def federated_update(
-    model: MesaOptModel, principal: Principal, outputs: np.ndarray, step: int
+    model: MesaOptModel,
+    principal: Principal,
+    action: np.ndarray,
+    noise: np.ndarray,
+    step: int,
 ) -> None:
     """Refit one principal's value belief from its agents' (possibly spoofed) reports.
 
     Args:
         model: The model.
         principal: The updating principal.
-        outputs: This step's realized outputs, (N, d).
+        action: This step's efforts, (N, d).
+        noise: This step's output noise, (N, d).
         step: The current step.
     """
     config = principal.config.federated
     members = model.members[principal.index]
     if len(members) == 0:
         return
-    y = outputs[members]
+    y = action[members] + noise[members]  # realized outputs
     reports = y * principal.true_values + config.report_noise * model.rng.standard_normal(y.shape)
     spoofers = model.rng.random(len(members)) < config.misreport
     reports[spoofers] = (y * model.population.theta[members])[spoofers]
@@ -84,7 +93,7 @@ def federated_update(
         )
     redesign_contract(model, principal)
     if config.screen:
-        screen_agents(model, principal, outputs, step)
+        screen_agents(model, principal, y, step)
     if principal.config.train_on == "value":
         # Post-hoc updating: the refit belief is the new training signal; retrain with it.
         retrain_worst(model, principal, reason="federated", step=step)
@@ -98,7 +107,8 @@ def screen_agents(
     Args:
         model: The model.
         principal: The screening principal.
-        outputs: This step's realized outputs, (N, d).
+        outputs: This step's realized outputs of the principal's agents, in the order of
+            ``model.members[principal.index]``, (M, d).
         step: The current step.
 
     Returns:
@@ -109,7 +119,7 @@ def screen_agents(
     perceived = principal.perceived & (world.noise_var > 0)
     if len(members) == 0 or not perceived.any():
         return members[:0]
-    gap = (outputs[members] - model.population.sandbox_action[members])[:, perceived]
+    gap = (outputs - model.population.sandbox_action[members])[:, perceived]
     statistic = np.einsum("ij,ij->i", gap, gap / world.noise_var[perceived])
     threshold = chi2.isf(principal.config.federated.screen_level, int(perceived.sum()))
     flagged = members[statistic > threshold]

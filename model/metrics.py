@@ -136,7 +136,12 @@ def aggregate_steps(
     flag_loss = flag_sums / np.maximum(n_flagged, 1)[:, :, None]  # 0 where nobody is flagged
 
     sample = sample_estimates(
-        principal_of, n_groups, sample_rows, sample_parts, sample_primary, metrics[loss_rows]
+        principal_of,
+        n_groups,
+        sample_rows,
+        sample_parts,
+        sample_primary,
+        metrics[np.ix_(loss_rows, sample_rows)],  # the sampled rows only: no (2, N) copy
     )
 
     rows = []
@@ -207,7 +212,7 @@ def sample_estimates(
         rows: The decomposed agents, (S,).
         parts: Their loss parts, (len(PARTS), S).
         primary: Their primary categories, (S,).
-        losses: Every agent's principal and mesa loss, (len(LOSSES), N).
+        losses: The decomposed agents' principal and mesa loss, (len(LOSSES), S).
 
     Returns:
         ``n_decomposed`` (J + 1,), ``mean`` and ``se`` (J + 1, len(PARTS)), ``n_primary``
@@ -240,7 +245,7 @@ def sample_estimates(
     weight_sums = np.bincount(pair, weights=expansion, minlength=n_groups * n_cat)
     loss_sums = np.stack(
         [
-            np.bincount(pair, weights=expansion * loss[rows], minlength=n_groups * n_cat)
+            np.bincount(pair, weights=expansion * loss, minlength=n_groups * n_cat)
             for loss in losses
         ],
         axis=-1,

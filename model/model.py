@@ -360,7 +360,7 @@ class MesaOptModel(mesa.Model):
         pop.last_proxy = self.last_agent_metrics["proxy"]
 
         replace_caught(self, caught, t)  # 7. replacement
-        federated_updates(self, t, plan.action + noise)  # 8. federated updates
+        federated_updates(self, t, plan.action, noise)  # 8. federated updates
         self.datacollector.collect(self)
 
     def _declare_tables(self) -> None:

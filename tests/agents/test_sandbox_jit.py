@@ -54,7 +54,10 @@ def _compiled(candidates: CandidateArrays, sandbox: SandboxArrays) -> tuple[np.n
     return (*chosen, low, high)
 
 
-@pytest.mark.parametrize(("slots", "n", "d"), [(1, 1, 1), (3, 16, 4), (2 * BLOCK + 9, 5, 3)])
+@pytest.mark.parametrize(
+    ("slots", "n", "d"),
+    [(1, 1, 1), (3, 16, 4), (2 * BLOCK + 9, 5, 3), (17, 4, 6)],  # d = 6: the any-d kernel
+)
 def test_score_candidates_equals_the_numpy_reference(slots, n, d):
     candidates, sandbox = _inputs(slots, n, d, seed=slots + n)
     theta, action, stats, index, shown, low, high = _compiled(candidates, sandbox)
