@@ -6,12 +6,13 @@ graph construction alone, peak RSS, selection-step cost, the 1e6 × 100-step run
 (exports written), the idiomatic-Mesa reference (:mod:`benchmarks.reference`) at 1e3, 1e4, 1e5
 for speed ratios measured in the same run, and a fit of step cost against agents × degree.
 
-Every configuration runs in its own subprocess (:mod:`benchmarks.worker`) with BLAS limited to
-one thread: the model's matrix products are tiny (N × d by d × d), and multi-threaded OpenBLAS
-made them several times slower whenever the two cores were shared with anything else (measured:
-1e5 agents, 81 ms vs 325 ms per step under load 5). Repeats are reported as median and best; the
-machine's load average is recorded before and after each configuration, because the wall-clock
-figures of a shared machine are only as good as its load.
+Every configuration runs in its own subprocess (:mod:`benchmarks.worker`) with BLAS limited to one
+thread: the model's matrix products are tiny (N × d by d × d), and multi-threaded OpenBLAS made them
+several times slower whenever the two cores were shared with anything else (measured: 1e5 agents, 81
+ms vs 325 ms per step under load 5); and the worker keeps freed memory for the next step as
+:func:`model.runner.run_simulation` does (:mod:`model.heap`). Repeats are reported as median and
+best; the machine's load average is recorded before and after each configuration, because the
+wall-clock figures of a shared machine are only as good as its load.
 
 The suite rewrites only its own part of ``BENCHMARKS.md``, between ``<!-- single-run:start -->``
 and ``<!-- single-run:end -->``; other sections (e.g. sweeps) are left as they are.
@@ -242,7 +243,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         "Scenario: `scenarios/baseline.toml` (4 channels, full K, 2 principals, selection every "
         "10 steps, audits, federated updates, regime change at step 100), agent snapshots off, "
-        "BLAS on one thread.",
+        "BLAS on one thread, freed memory kept for the next step as `run_simulation` keeps it "
+        "(`model.heap.retain_freed_memory`).",
         "",
         "### Throughput, build time and memory",
         "",

@@ -103,8 +103,15 @@ def _timed_builder(module: Any, clock: dict[str, float]) -> None:
 
 
 def measure_mesaopt(spec: dict[str, Any]) -> dict[str, Any]:
-    """Build the model, step it ``steps`` times, time every step."""
+    """Build the model, step it ``steps`` times, time every step.
+
+    The heap keeps freed memory as in :func:`model.runner.run_simulation` (:mod:`model.heap`), so
+    the steps cost what they cost in a run.
+    """
     import mesaopt.model.model as model_module
+    from mesaopt.model.heap import retain_freed_memory
+
+    retain_freed_memory()
 
     scenario = _scenario(spec)
     clock: dict[str, float] = {}

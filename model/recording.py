@@ -45,6 +45,19 @@ MIN_GROUP_ROWS = 1024
 SETTLE_ROWS = 1024
 
 
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns a Parquet file dictionary-encodes: all but the floating-point ones.
+
+    Strings and integers repeat (labels, steps, sizes, ids) and shrink in a dictionary (Parquet
+    bit-packs flags whatever is asked); measured floats almost never repeat, so Arrow would build a
+    dictionary for each column chunk only to fall back to plain encoding. Measured on the
+    ``selections`` table of a run of 10**6 agents × 100 steps (2.2 million rows, 25 columns): 2.7 s
+    and 242 MB with every column dictionary-encoded (Arrow's default), 1.0 s and 194 MB like this,
+    the same values read back (docs/performance.md).
+    """
+    return [field.name for field in schema if not pa.types.is_floating(field.type)]
+
+
 def _column(values: Any) -> pa.Array:
     array = np.asarray(values)
     # Object columns hold strings; an empty one would otherwise get Arrow's null type.
@@ -218,7 +231,9 @@ class Recorder:
             path = self.out_dir / f"{table}.{self.fmt}"
             schema = self._schemas.get(table, pa.schema([]))
             if self.fmt == "parquet":
-                writer = pq.ParquetWriter(path, schema, compression="zstd")
+                writer = pq.ParquetWriter(
+                    path, schema, compression="zstd", use_dictionary=dictionary_columns(schema)
+                )
             else:
                 writer = pacsv.CSVWriter(path, schema)
             self._writers[table] = writer

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from mesaopt.model.atomic_folder import prepare_target, swap_in
 from mesaopt.model.finite import NonFiniteError
+from mesaopt.model.heap import retain_freed_memory
 from mesaopt.model.model import MesaOptModel
 from mesaopt.model.recording import Recorder
 from mesaopt.model.scenario import Scenario
@@ -77,6 +78,26 @@ def package_versions() -> dict[str, str | None]:
 @functools.cache  # finding the loaded libraries costs ~3 ms: once per process, not once per run
 def _threadpools() -> ThreadpoolController:
     return ThreadpoolController()
+
+
+@functools.cache  # the loaded BLAS and its kernels do not change within a process
+def blas_kernels() -> list[dict[str, str | None]]:
+    """The BLAS libraries NumPy and SciPy loaded: library, version and CPU kernels in use.
+
+    Recorded in the manifest because matrix products are rounded differently by different CPU
+    kernels of the same library (OpenBLAS's SkylakeX and Haswell dot products differ in the last
+    bit for 23–83 % of vectors of 2–1,000 entries), so tables are byte-identical across machines
+    only when these match (docs/performance.md, "Across machines").
+    """
+    return [
+        {
+            "library": pool.get("internal_api"),
+            "version": pool.get("version"),
+            "architecture": pool.get("architecture"),
+        }
+        for pool in _threadpools().info()
+        if pool.get("user_api") == "blas"
+    ]
 
 
 @functools.cache  # once per process (a sweep worker runs many runs)
@@ -166,6 +187,7 @@ def _run_into(
     # The kernels multiply (N, d) by (d, d) matrices: BLAS threads buy nothing there, and when
     # runs share the cores (sweep workers) they oversubscribe them badly (docs/performance.md).
     blas = _threadpools().limit(limits=1, user_api="blas")
+    retain_freed_memory()  # large steps reuse freed pages (model.heap)
     try:
         model = MesaOptModel(scenario, base_dir=base_dir, recorder=recorder)
     except BaseException:
@@ -207,6 +229,7 @@ def _run_into(
         "n_edges": model.network.n_edges,
         "agent_snapshots": model.snapshots_on,
         "versions": package_versions(),
+        "blas": blas_kernels(),
         "git_revision": git_revision(),
         "command": sys.argv,
         "started_utc": started.isoformat(timespec="seconds"),

@@ -10,7 +10,12 @@ variants were hashed by running that commit's code); ``tests/test_golden_tables.
 against them. When a model change alters results on purpose, re-record in the same commit and say
 why::
 
-    python -m tests.golden --write
+    OPENBLAS_CORETYPE=Haswell python -m tests.golden --write
+
+The hashes hold for one set of BLAS kernels: OpenBLAS picks its kernels by CPU and they round
+matrix products differently (docs/performance.md, "Across machines"). They were recorded with
+OpenBLAS's Haswell kernels (what AMD Zen machines run by default); ``--write`` refuses any other,
+and the test runs this module in a subprocess with :data:`BLAS_CORETYPE` set.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from mesaopt import load_scenario, run_simulation, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 HASHES = Path(__file__).with_name("golden_hashes.json")
+#: The OpenBLAS kernels the hashes were recorded with (``OPENBLAS_CORETYPE``).
+BLAS_CORETYPE = "Haswell"
 SCENARIOS = (
     "baseline",
     "federated",
@@ -91,6 +98,14 @@ def frame_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
+def blas_architectures() -> set[str | None]:
+    """The CPU kernels of the BLAS libraries loaded in this process (threadpoolctl)."""
+    import scipy.linalg  # noqa: F401  (SciPy's own OpenBLAS, loaded as a run loads it)
+    from threadpoolctl import threadpool_info
+
+    return {pool.get("architecture") for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
 def _overrides(name: str) -> list[str]:
     n = 289 if name == "peer_grid" else 300
     return [f"network.n_agents={n}", "run.steps=60"]
@@ -139,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="record the hashes")
     args = parser.parse_args(argv)
+    kernels = blas_architectures()
+    if args.write and kernels != {BLAS_CORETYPE}:
+        print(f"refusing to record with BLAS kernels {sorted(kernels)}: set OPENBLAS_CORETYPE=")
+        return 2
     hashes = compute_hashes()
     if args.write:
         HASHES.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")

@@ -172,3 +172,34 @@ def test_the_model_records_its_network_once_before_anything_else():
     for name, column in expected.items():
         assert np.array_equal(recorded[name], column)
     assert len(recorded["source"]) == model.network.adjacency.nnz
+
+
+def test_parquet_dictionary_encodes_every_column_but_the_floats(tmp_path):
+    """Labels and integers go into dictionaries; measured floats are written plain."""
+    n = 5000
+    recorder = Recorder(tmp_path / "run")
+    recorder(
+        "selections",
+        {
+            "step": np.repeat(np.arange(5), n // 5),
+            "principal": np.array(["lab", "firm"] * (n // 2), dtype=object),
+            "deceptive": np.arange(n) % 7 == 0,
+            "chosen_true": np.random.default_rng(1).standard_normal(n),
+        },
+    )
+    recorder.close({})
+    path = tmp_path / "run" / "selections.parquet"
+    chunks = pq.ParquetFile(path).metadata.row_group(0)
+    encodings = {
+        chunks.column(i).path_in_schema: set(chunks.column(i).encodings)
+        for i in range(chunks.num_columns)
+    }
+    for name in ("step", "principal"):
+        assert "RLE_DICTIONARY" in encodings[name], name
+    assert not encodings["chosen_true"] & {"RLE_DICTIONARY", "PLAIN_DICTIONARY"}
+    back = pd.read_parquet(path)
+    assert back["chosen_true"].to_numpy().tobytes() == (
+        np.random.default_rng(1).standard_normal(n).tobytes()
+    )
+    assert list(back["principal"][:2]) == ["lab", "firm"]
+    assert back["deceptive"].sum() == len(range(0, n, 7))
