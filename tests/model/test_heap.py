@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes.util
+import os
 import subprocess
 import sys
 
@@ -33,7 +34,7 @@ def test_the_users_own_malloc_settings_and_the_opt_out_win(monkeypatch):
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc's mallopt")
-def test_freed_arrays_are_reused_instead_of_faulted_in_again():
+def test_freed_arrays_are_reused_instead_of_faulted_in_again(tmp_path):
     """Twenty 64 MB arrays, one after the other: with the setting, only the first faults in pages.
 
     A subprocess, so that the count starts from glibc's defaults. 64 MB is above the largest
@@ -49,10 +50,19 @@ def test_freed_arrays_are_reused_instead_of_faulted_in_again():
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
     )
 
+    env = {
+        k: v for k, v in os.environ.items() if k not in (*heap.GLIBC_VARIABLES, "MESAOPT_MALLOC")
+    }
+
     def faults(mode: str) -> int:
         run = subprocess.run(
-            [sys.executable, "-c", probe, mode], capture_output=True, text=True, check=True
+            [sys.executable, "-c", probe, mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
         )
+        assert run.returncode == 0, run.stderr
         return int(run.stdout)
 
     # A fresh mapping faults at least once (once per 2 MB with transparent huge pages, once per
