@@ -191,7 +191,10 @@ def perron_bracket(
     for _ in range(max_iter):
         y = factor * (matrix @ x)
         y += x
-        low = max(low, float(x @ y) / float(x @ x) - 1.0)
+        # Sums of products by NumPy's pairwise add, not BLAS's dot: OpenBLAS's SkylakeX and Haswell
+        # kernels round this dot differently, and the bound steers the planner's sweeps, so its
+        # welfare differed in the last bit between CPUs (docs/performance.md, "Across machines").
+        low = max(low, float(np.add.reduce(x * y)) / float(np.add.reduce(x * x)) - 1.0)
         high = min(high, float(np.max(y / x)) - 1.0)
         if low * gain >= 1.0 or (high * gain < 1.0 and 1.0 - high * gain >= 0.5 * (1 - low * gain)):
             break

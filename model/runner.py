@@ -84,10 +84,10 @@ def _threadpools() -> ThreadpoolController:
 def blas_kernels() -> list[dict[str, str | None]]:
     """The BLAS libraries NumPy and SciPy loaded: library, version and CPU kernels in use.
 
-    Recorded in the manifest because matrix products are rounded differently by different CPU
-    kernels of the same library (OpenBLAS's SkylakeX and Haswell dot products differ in the last
-    bit for 23–83 % of vectors of 2–1,000 entries), so tables are byte-identical across machines
-    only when these match (docs/performance.md, "Across machines").
+    Recorded in the manifest because different CPU kernels of the same library round matrix
+    products differently (OpenBLAS's Sandybridge kernels change 5 of the 59 golden tables against
+    its Haswell, Zen and SkylakeX kernels), so tables are byte-identical across machines only when
+    these match (docs/performance.md, "Across machines").
     """
     return [
         {

@@ -12,10 +12,12 @@ why::
 
     OPENBLAS_CORETYPE=Haswell python -m tests.golden --write
 
-The hashes hold for one set of BLAS kernels: OpenBLAS picks its kernels by CPU and they round
-matrix products differently (docs/performance.md, "Across machines"). They were recorded with
-OpenBLAS's Haswell kernels (what AMD Zen machines run by default); ``--write`` refuses any other,
-and the test runs this module in a subprocess with :data:`BLAS_CORETYPE` set.
+The hashes hold for BLAS kernels that round alike: OpenBLAS picks its kernels by CPU, and its
+Haswell, Zen and SkylakeX kernels give these hashes while its older Sandybridge ones change five
+(docs/performance.md, "Across machines"). They are recorded with the Haswell kernels (``--write``
+refuses any other), and the test runs this module in a subprocess with :data:`BLAS_CORETYPE` set.
+Re-recorded on 2026-12-03 (7 tables) when the planner's spectral bracket stopped using BLAS's dot
+product: ``welfare_planner``, ``welfare_gap`` and ``price_of_anarchy`` moved by ≤ 1e-15 relative.
 """
 
 from __future__ import annotations
