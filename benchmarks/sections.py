@@ -73,8 +73,10 @@ def measure(n: int, steps: int, after: int = 3) -> tuple[float, dict[str, float]
     import importlib
 
     from mesaopt.model.channels import World
+    from mesaopt.model.heap import retain_freed_memory
     from mesaopt.model.model import MesaOptModel
 
+    retain_freed_memory()  # as run_simulation does
     clock: dict[str, float] = collections.defaultdict(float)
     originals = [(World, "sample_noise", World.sample_noise)]
     for module_name, name, _ in PARTS:
