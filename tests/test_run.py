@@ -46,6 +46,10 @@ def test_simulate_writes_its_tables_and_a_manifest(simulated):
     assert manifest["seed"] == 5 and manifest["steps"] == 40
     assert manifest["scenario"]["network"]["n_agents"] == 400
     assert manifest["versions"]["mesa"].startswith("3.")
+    # The BLAS kernels the tables were computed with (docs/performance.md, "Across machines").
+    assert manifest["blas"] and all(
+        set(b) == {"library", "version", "architecture"} for b in manifest["blas"]
+    )
     for table in ("steps", "agents", "selections", "events", "network"):
         frame = pd.read_parquet(out / f"{table}.parquet")
         assert len(frame) == manifest["row_counts"][table]
