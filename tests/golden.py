@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from mesaopt import load_scenario, run_simulation, run_sweep
+from mesaopt.model.runner import blas_kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 HASHES = Path(__file__).with_name("golden_hashes.json")
@@ -101,11 +102,8 @@ def frame_hash(frame: pd.DataFrame) -> str:
 
 
 def blas_architectures() -> set[str | None]:
-    """The CPU kernels of the BLAS libraries loaded in this process (threadpoolctl)."""
-    import scipy.linalg  # noqa: F401  (SciPy's own OpenBLAS, loaded as a run loads it)
-    from threadpoolctl import threadpool_info
-
-    return {pool.get("architecture") for pool in threadpool_info() if pool["user_api"] == "blas"}
+    """The CPU kernels of the BLAS libraries a run uses (what its manifest records as ``blas``)."""
+    return {kernel["architecture"] for kernel in blas_kernels()}
 
 
 def _overrides(name: str) -> list[str]:
