@@ -852,6 +852,23 @@ def _check_environment(command: str | None) -> None:
         worker_start_method()
 
 
+def _disk_full_message(command: str | None, err: OSError) -> str:
+    """One line for a write that ran out of space: what is kept and what to do next.
+
+    A run folder is written in a hidden staging folder and appears complete or not at all
+    (:mod:`model.atomic_folder`), so a failed ``simulate`` leaves nothing; a sweep keeps every
+    run that finished and resumes from them.
+    """
+    where = f" ({err.filename})" if err.filename else ""
+    if command in ("sweep", "sensitivity", "experiments"):
+        kept = "every finished run is kept: free space and run the same command again to resume"
+    elif command == "simulate":
+        kept = "nothing was kept: free space (or choose another --out) and run again"
+    else:
+        kept = "free space (or choose another --out) and run again"
+    return f"no space left on the device{where}; {kept}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mesaopt`` command; returns the exit status."""
     parser = build_parser()
@@ -887,6 +904,13 @@ def main(argv: list[str] | None = None) -> int:
         # tools do, and keep Python from complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
+    except OSError as err:  # after BrokenPipeError, one of its kind
+        from mesaopt.model.atomic_folder import is_disk_full
+
+        if not is_disk_full(err):
+            raise
+        print(f"mesaopt: error: {_disk_full_message(args.command, err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

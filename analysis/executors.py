@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from mesaopt.analysis.stats import reduce_run
 from mesaopt.analysis.sweep_design import RunSpec, column_value
-from mesaopt.model.atomic_folder import run_is_complete, swap_in
+from mesaopt.model.atomic_folder import is_disk_full, run_is_complete, swap_in
 from mesaopt.model.finite import NonFiniteError
 
 ENGINES = ("local", "serial")
@@ -172,6 +172,8 @@ def _attempt(task: RunTask, final: Path) -> tuple[str | None, pa.Table | None]:
         error = f"{type(err).__name__}: {err}".splitlines()[0]
     except Exception as err:  # a failing run is recorded, the sweep goes on
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(err):  # the machine's failure, not the run's: stop; a re-run resumes
+            raise
         tmp.mkdir(parents=True)
         (tmp / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         error = f"{type(err).__name__}: {err}".splitlines()[0]
@@ -293,6 +295,8 @@ def _dask_map(client: Any) -> MapFn:
             try:
                 results = future.result()
             except Exception as err:  # the worker died (KilledWorker) or could not import
+                if is_disk_full(err):  # raised on purpose by _attempt: stop the sweep
+                    raise
                 results = [_lost(item, err) for item in index[future.key]]
             finally:
                 future.release()
@@ -502,7 +506,9 @@ def open_engine(
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            silence_logs=logging.ERROR,
+            # A task that raises (a full disk) reaches the driver, which reports it in one
+            # line; the worker would also log it with its traceback.
+            silence_logs=logging.CRITICAL,
         )
         try:
             with Client(local) as client:

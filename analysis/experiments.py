@@ -8,6 +8,8 @@ runs are skipped) into ``OUT/<experiment>/<arm>/``. Every arm uses the same repl
 claim's effect is paired by seed (:func:`analysis.verdicts.paired_verdict`). The verdict table goes
 to ``OUT/verdicts.csv`` and ``OUT/verdicts.parquet``, and a report page with one figure per
 experiment to ``OUT/report/index.html`` (:mod:`analysis.experiment_report`).
+``OUT/experiments.json`` marks the folder as ours: a folder that is not empty and holds no such
+mark is refused (:func:`model.atomic_folder.check_experiments_folder`).
 
 Sizes: the file's ``quick`` size by default, ``full`` with ``full=True``. The environment
 variable ``MESAOPT_EXPERIMENT_SIZE`` (e.g. ``replicates=2,n_agents=20``) or the ``size`` keyword
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mesaopt import __version__
 from mesaopt.analysis.experiment_files import (
     Claim,
     Experiment,
@@ -36,6 +39,7 @@ from mesaopt.analysis.experiment_files import (
 )
 from mesaopt.analysis.sweep_runner import run_design
 from mesaopt.analysis.verdicts import paired_verdict
+from mesaopt.model.atomic_folder import EXPERIMENTS_MARK, check_experiments_folder
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.recording import atomic_path, write_json_atomic
 
@@ -312,11 +316,15 @@ def run_experiments(
     if size is None and os.environ.get(SIZE_ENV, "").strip():
         size = parse_size(os.environ[SIZE_ENV])
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ScenarioError("--out", f"{out} exists and is not a folder")
+    check_experiments_folder(out)  # a file, an unwritable place, someone else's folder: refused
     for experiment in experiments:
         used = _size_of(experiment, full, size)
         check_experiment(experiment, {"used": used})
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        out / EXPERIMENTS_MARK,
+        {"mesaopt": __version__, "experiments": [e.name for e in experiments]},
+    )
     rows: list[dict[str, Any]] = []
     failed = 0
     clock = time.perf_counter()

@@ -55,6 +55,20 @@ _RENAME_EXCHANGE = 2  # from <linux/fs.h>
 _AT_FDCWD = -100
 
 
+#: ``errno`` of a write that failed for want of space: a full device or an exhausted quota.
+#: pyarrow's and pandas' writers set it on their ``OSError`` too.
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True when ``err`` is an ``OSError`` of a full disk (:data:`DISK_FULL`).
+
+    Such a failure is the machine's, not the run's: a sweep stops (and resumes later) instead
+    of recording the run as failed, and the command line reports it in one line.
+    """
+    return isinstance(err, OSError) and err.errno in DISK_FULL
+
+
 def kill_hook(point: str) -> None:
     """Kill this process at ``point`` when ``MESAOPT_TEST_KILL_AT`` names it (tests only)."""
     if os.environ.get(KILL_ENV) == point:
@@ -196,6 +210,32 @@ def check_sweep_folder(target: Path, key: str = "--out") -> None:
             key,
             f"{target} is a folder that is not a mesaopt sweep (no sweep.json); "
             "nothing was written: choose a new or empty folder",
+        )
+
+
+#: The mark of an experiments folder (:func:`analysis.experiments.run_experiments` writes it).
+EXPERIMENTS_MARK = "experiments.json"
+
+
+def check_experiments_folder(target: Path, key: str = "--out") -> None:
+    """Refuse an experiments folder that cannot be written, or a folder that is someone else's.
+
+    An experiments folder is reused (it resumes), never swapped: it may be absent, empty, or
+    ours: it holds :data:`EXPERIMENTS_MARK`, or (folders written before the mark existed)
+    ``verdicts.csv`` or an ``<experiment>/size.json``.
+
+    Raises:
+        ScenarioError: As :func:`check_sweep_folder`, with the marks above as ours.
+    """
+    _check_writable(target, key)
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    ours = (target / EXPERIMENTS_MARK).is_file() or (target / "verdicts.csv").is_file()
+    if not ours and not any(target.glob("*/size.json")):
+        raise ScenarioError(
+            key,
+            f"{target} is a folder that is not a mesaopt experiments folder (no "
+            f"{EXPERIMENTS_MARK}); nothing was written: choose a new or empty folder",
         )
 
 

@@ -371,3 +371,91 @@ def test_running_out_of_memory_past_the_estimate_is_one_line_and_leaves_nothing(
     assert status == 1
     assert len(err) == 1 and err[0].startswith("mesaopt: error: out of memory")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def _disk_full_when(monkeypatch, full) -> None:
+    """Make every Parquet table write fail as on a full disk once ``full()`` is true."""
+    import errno
+
+    import pyarrow.parquet as pq
+
+    original = pq.ParquetWriter.write_table
+
+    def write_table(self, *args, **kwargs):
+        if full():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", write_table)
+
+
+def test_a_full_disk_during_simulate_is_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """ENOSPC while the tables are written: one line saying so, exit 1, no folder, no staging."""
+    _disk_full_when(monkeypatch, lambda: True)
+    out = tmp_path / "out"
+    status = run.main(["simulate", "baseline", *FAST, "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert err == [
+        "mesaopt: error: no space left on the device; nothing was kept: free space (or choose "
+        "another --out) and run again"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_stops_a_sweep_which_then_resumes(tmp_path: Path, monkeypatch, capsys) -> None:
+    """ENOSPC in a sweep is the machine's failure, not the run's: the sweep stops at once with
+    one line, records no run as failed, keeps the finished runs, and a second call finishes."""
+    out = tmp_path / "sweep"
+    argv = ["sweep", "baseline", *FAST, "--out", str(out), "--engine", "serial", "--quiet"]
+    argv += ["--grid", "network.n_agents=300,400", "--replicates", "2"]
+    runs = out / "runs"
+    with monkeypatch.context() as patch:  # the disk fills up once the first run is in place
+        _disk_full_when(patch, lambda: runs.is_dir() and any(runs.iterdir()))
+        status = run.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1
+    assert err == [
+        "mesaopt: error: no space left on the device; every finished run is kept: free space "
+        "and run the same command again to resume"
+    ]
+    finished = [p.name for p in runs.iterdir()]
+    assert len(finished) == 1
+    assert not (out / "runs.parquet").exists()  # the sweep's index is written at its end
+    assert run.main(argv) == 0
+    index = pd.read_parquet(out / "runs.parquet")
+    assert sorted(index["status"]) == ["ok", "ok", "ok", "skipped"]
+    assert index.set_index("run_id").loc[finished[0], "status"] == "skipped"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 1 MiB tmpfs (needs root and a kernel that lets this process mount one; else skip)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_really_full_disk_stops_a_dask_sweep_in_one_line(small_disk: Path) -> None:
+    """The same on a real full filesystem, through the Dask engine's worker processes."""
+    out = small_disk / "sweep"
+    result = cli(
+        "sweep", "baseline", *FAST, "--out", str(out), "--workers", "1", "--quiet",
+        "--grid", "network.n_agents=2000,3000", "--replicates", "2",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "mesaopt: error: no space left on the device; every finished run is kept: free space "
+        "and run the same command again to resume"
+    ]
+    assert not any(p.name == "runs.parquet" for p in out.iterdir())

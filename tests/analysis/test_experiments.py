@@ -8,6 +8,7 @@ The end-to-end test runs every shipped experiment at a tiny size through ``run.p
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -162,6 +163,33 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
         assert not out.exists()
     result = cli("experiments", str(bad), f"--out={out}")
     assert "experiment.colour" in result.stderr and str(bad) in result.stderr
+
+
+def test_a_folder_that_is_not_ours_is_refused_and_ours_is_resumed(tmp_path):
+    """--out holding someone else's files: one line, exit 2, nothing written into it. An empty
+    folder, a folder with the mark, and one written before the mark existed are used."""
+    env = {SIZE_ENV: "replicates=2,n_agents=24"}
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "verdicts.txt").write_text("my notes", encoding="utf-8")
+    result = cli("experiments", "overoptimization", f"--out={theirs}", "--engine=serial", env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"mesaopt: error: --out: {theirs} is a folder that is not a mesaopt experiments folder "
+        "(no experiments.json); nothing was written: choose a new or empty folder"
+    ]
+    assert [p.name for p in theirs.iterdir()] == ["verdicts.txt"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = cli("experiments", "overoptimization", f"--out={empty}", "--engine=serial", env=env)
+    assert result.returncode == 0, result.stderr
+    mark = json.loads((empty / "experiments.json").read_text(encoding="utf-8"))
+    assert mark["experiments"] == ["overoptimization"]
+    (empty / "experiments.json").unlink()  # as written before the mark existed: verdicts.csv
+    result = cli("experiments", "overoptimization", f"--out={empty}", "--engine=serial", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (empty / "experiments.json").is_file()
 
 
 def test_all_experiments_end_to_end_then_resume(tmp_path):
