@@ -20,6 +20,7 @@ the key and the file and exits with status 2, before anything is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -277,6 +278,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     csv_path = Path(args.csv) if args.csv else None
     if csv_path is not None and (csv_path.is_dir() or not csv_path.parent.is_dir()):
         raise ScenarioError("--csv", f"cannot write {csv_path} (a folder, or no such folder)")
+    if csv_path is not None and csv_path.is_symlink():  # never write through a link
+        raise ScenarioError("--csv", f"{csv_path} is a symbolic link: name the file itself")
     start = time.perf_counter()
     rows = validation.run_checks(names, seed=args.seed)
     seconds = time.perf_counter() - start
@@ -303,7 +306,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         import csv
         from dataclasses import asdict
 
-        with csv_path.open("w", newline="", encoding="utf-8") as out:
+        from mesaopt.model.recording import atomic_path
+
+        with atomic_path(csv_path) as tmp, tmp.open("w", newline="", encoding="utf-8") as out:
             writer = csv.DictWriter(out, fieldnames=list(asdict(rows[0])))
             writer.writeheader()
             # Deterministic rows have no SE: an empty cell, not a NaN.
@@ -564,24 +569,16 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from mesaopt.analysis.executors import worker_start_method
     from mesaopt.analysis.experiments import format_verdicts, run_experiments
 
-    try:
-        table = run_experiments(
-            args.names,
-            _out_dir(args.out),
-            full=args.full,
-            scheduler=args.scheduler,
-            workers=args.workers,
-            progress=not args.quiet,
-            engine=args.engine,
-            start_method=worker_start_method(command_line=True),
-        )
-    except KeyboardInterrupt:
-        print(
-            f"mesaopt: interrupted; run the same command again to resume ({args.out}/ keeps "
-            "every finished run)",
-            file=sys.stderr,
-        )
-        return 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+    table = run_experiments(
+        args.names,
+        _out_dir(args.out),
+        full=args.full,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        progress=not args.quiet,
+        engine=args.engine,
+        start_method=worker_start_method(command_line=True),
+    )
     print(format_verdicts(table))
     out = _out_dir(args.out)
     if not args.quiet:
@@ -602,9 +599,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write a sweep folder's tables as CSV (or single Parquet files)."""
     from mesaopt.analysis.export import export_sweep
 
-    for path in export_sweep(args.sweep_dir, args.format, _out_dir(args.out)):
+    with _tables_of(args.sweep_dir):
+        written = export_sweep(args.sweep_dir, args.format, _out_dir(args.out))
+    for path in written:
         print(f"mesaopt: wrote {path}")
     return 0
+
+
+@contextlib.contextmanager
+def _tables_of(folder: str):
+    """Turn a table Arrow cannot read (corrupt, truncated) into one line naming the folder."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except pa.ArrowException as err:
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ScenarioError(
+            folder, f"a table cannot be read (corrupt or truncated?): {message}"
+        ) from None
 
 
 def _check_output(scenario: Scenario, metric: str, principal: str, source: str) -> None:
@@ -713,7 +726,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from mesaopt.analysis.report import NotARunError, build_report
 
     try:
-        report = build_report(args.dir, _out_dir(args.out), animate=args.animate)
+        with _tables_of(args.dir):
+            report = build_report(args.dir, _out_dir(args.out), animate=args.animate)
     except NotARunError as err:
         print(f"mesaopt: error: {err}", file=sys.stderr)
         return 2
@@ -869,6 +883,15 @@ def _disk_full_message(command: str | None, err: OSError) -> str:
     return f"no space left on the device{where}; {kept}"
 
 
+def _interrupted_message(command: str | None, out: str | None) -> str:
+    """What Ctrl-C left: a run keeps nothing, a sweep or experiments every finished run."""
+    if command in ("sweep", "sensitivity", "experiments"):
+        return f"run the same command again to resume ({out}/ keeps every finished run)"
+    if command == "simulate":
+        return "nothing was kept (a run folder appears complete or not at all)"
+    return "nothing more was done"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mesaopt`` command; returns the exit status."""
     parser = build_parser()
@@ -890,6 +913,10 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as err:
         print(f"mesaopt: error: {err.one_line()}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        message = _interrupted_message(args.command, getattr(args, "out", None))
+        print(f"mesaopt: interrupted; {message}", file=sys.stderr)
+        return 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
     except MemoryError:
         # Past the loader's memory estimate (a tighter `ulimit -v`, other processes): one line;
         # the run's hidden folder is removed on the way out, so nothing is left behind.
@@ -907,9 +934,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # after BrokenPipeError, one of its kind
         from mesaopt.model.atomic_folder import is_disk_full
 
-        if not is_disk_full(err):
-            raise
-        print(f"mesaopt: error: {_disk_full_message(args.command, err)}", file=sys.stderr)
+        if is_disk_full(err):
+            message = _disk_full_message(args.command, err)
+        else:  # the system refused (permissions, a vanished file): one line, not a traceback
+            where = f"{err.filename}: " if err.filename else ""
+            message = f"{where}{err.strerror or err}"
+        print(f"mesaopt: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -499,7 +499,12 @@ def open_engine(
         raise ValueError(f"unknown start method {method!r} (one of {', '.join(START_METHODS)})")
     if method == "fork":
         _preload_runs()
-    options = {"distributed.worker.multiprocessing-method": method, **LOCAL_CLUSTER_CONFIG}
+    options = {
+        "distributed.worker.multiprocessing-method": method,
+        # Ctrl-C reaches the workers too; the driver stops them (analysis/worker_setup.py)
+        "distributed.worker.preload": ["mesaopt.analysis.worker_setup"],
+        **LOCAL_CLUSTER_CONFIG,
+    }
     with dask.config.set(options):  # for the cluster's life: a restarted worker starts alike
         local = LocalCluster(
             n_workers=n,

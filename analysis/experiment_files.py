@@ -12,6 +12,7 @@ key (``experiment.claims.1.metric``) and the file, before anything runs.
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +20,30 @@ from typing import Any
 
 from mesaopt.analysis.sweep_design import Design, grid_design, plan_runs
 from mesaopt.analysis.sweep_runner import BaseScenario
+from mesaopt.model.atomic_folder import EXPERIMENTS_MARK
 from mesaopt.model.errors import ScenarioError
-from mesaopt.model.scenario_files import apply_override, parse_override, validate
+from mesaopt.model.scenario_files import (
+    apply_override,
+    check_data_nesting,
+    check_text_nesting,
+    parse_override,
+    validate,
+)
+from mesaopt.model.user_files import MAX_SCENARIO_BYTES, read_user_text
 
 #: The arm the experiment file itself describes (no overrides).
 TREATMENT = "treatment"
+#: What an experiment's name (its file's stem) and an arm's name may be: each becomes a folder
+#: name under ``--out``, so one path component of letters, digits, ``_``, ``-`` and ``.`` that
+#: does not start with a dot (never ``..``, ``/`` or an absolute path).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+#: Names the experiments folder and an experiment's folder use for their own files.
+RESERVED_EXPERIMENT_NAMES = frozenset(
+    {"report", "verdicts.csv", "verdicts.parquet", EXPERIMENTS_MARK}
+)
+RESERVED_ARM_NAMES = frozenset({"size.json"})
+#: Most replicates a size may ask for (each is one run per arm and swept value).
+MAX_REPLICATES = 100_000
 SIZES = ("quick", "full")
 _EXPERIMENT_KEYS = {"title", "seed", "sweep", "quick", "full", "arms", "claims"}
 _SIZE_KEYS = {"replicates", "n_agents", "steps"}
@@ -224,6 +244,10 @@ def _size(value: Any, key: str, source: str) -> Size:
     if "replicates" not in value:
         raise _bad(f"{key}.replicates", "missing", source)
     replicates = _int(value["replicates"], f"{key}.replicates", source, 2)
+    if replicates > MAX_REPLICATES:
+        raise _bad(
+            f"{key}.replicates", f"expected at most {MAX_REPLICATES:,}, got {replicates:,}", source
+        )
     n_agents = value.get("n_agents")
     steps = value.get("steps")
     return Size(
@@ -303,6 +327,12 @@ def _claim(
     )
 
 
+def _shown_name(name: str) -> str:
+    """A name as shown in a message: printable, at most 40 characters."""
+    shown = name.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= 40 else shown[:40] + "..."
+
+
 def parse_experiment(data: dict[str, Any], path: Path) -> Experiment:
     """Check the ``[experiment]`` table of raw file data (the scenario itself is not validated).
 
@@ -317,6 +347,15 @@ def parse_experiment(data: dict[str, Any], path: Path) -> Experiment:
         ScenarioError: On a missing, unknown or malformed ``experiment`` key.
     """
     source = str(path)
+    if not NAME_PATTERN.match(path.stem):
+        raise _bad(
+            "experiment",
+            f"the file's name {_shown_name(path.stem)!r} becomes the experiment's folder name: "
+            "use up to 64 letters, digits, _, - and . (not starting with a dot) before .toml",
+            source,
+        )
+    if path.stem in RESERVED_EXPERIMENT_NAMES:
+        raise _bad("experiment", f"{path.stem!r} is a name the experiments folder uses", source)
     data = copy.deepcopy(data)
     table = data.pop("experiment", None)
     if not isinstance(table, dict):
@@ -360,6 +399,15 @@ def parse_experiment(data: dict[str, Any], path: Path) -> Experiment:
     for name, overrides in arms_raw.items():
         if name == TREATMENT:
             raise _bad(f"experiment.arms.{name}", "the treatment arm is the file itself", source)
+        if name in RESERVED_ARM_NAMES:
+            raise _bad(f"experiment.arms.{name}", "a name the experiment folder uses", source)
+        if not NAME_PATTERN.match(name):
+            raise _bad(
+                f"experiment.arms.{_shown_name(name)}",
+                "an arm's name becomes a folder name: use up to 64 letters, digits, _, - and . "
+                "(not starting with a dot)",
+                source,
+            )
         if not (
             isinstance(overrides, list) and overrides and all(isinstance(o, str) for o in overrides)
         ):
@@ -401,15 +449,21 @@ def read_experiment(path: str | Path) -> Experiment:
         The experiment.
 
     Raises:
-        ScenarioError: If the file is missing, not TOML, or its ``[experiment]`` table is bad.
+        ScenarioError: If the file is missing, not a regular UTF-8 text file of at most
+            :data:`~model.user_files.MAX_SCENARIO_BYTES`, not TOML, or its ``[experiment]``
+            table or name is bad.
     """
     path = Path(path)
+    source = str(path)
+    text = read_user_text(
+        path, key="experiment", what="an experiment file", limit=MAX_SCENARIO_BYTES, source=source
+    )
+    check_text_nesting(text, "experiment", source)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScenarioError(str(path), "no such experiment file") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ScenarioError(str(path), f"not valid TOML: {err}") from None
+        raise ScenarioError("experiment", f"not valid TOML: {err}", source) from None
+    check_data_nesting(data, source)
     return parse_experiment(data, path)
 
 
@@ -450,13 +504,18 @@ def check_experiment(experiment: Experiment, sizes: dict[str, Size] | None = Non
             source=source,
         )
         for arm in experiment.arms_used():
-            base = experiment.arm_base(arm, size)
-            runs = plan_runs(base.data, design, source)
-            scenario = runs[0].scenario
+            try:
+                base = experiment.arm_base(arm, size)
+                runs = plan_runs(base.data, design, source, base.base_dir)
+                scenario = runs[0].scenario
+                if arm not in columns:
+                    columns[arm] = steps_columns(scenario, source)
+            except ScenarioError as err:  # which arm, at which size, and always the file
+                where = f"arm {arm}, {size_name} size"
+                message = f"{err.message} ({where})"
+                raise ScenarioError(err.key, message, err.source or source) from None
             names = [p["name"] for p in scenario["principals"]] + ["all"]
             steps = int(scenario["run"]["steps"])
-            if arm not in columns:
-                columns[arm] = steps_columns(scenario, source)
             for i, claim in enumerate(experiment.claims):
                 key = f"experiment.claims.{i}"
                 if arm in (claim.arm, claim.control) and claim.metric not in columns[arm]:

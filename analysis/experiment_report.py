@@ -55,6 +55,9 @@ def _arms(claim: Claim) -> list[str]:
 def _draw_time(ax: plt.Axes, claim: Claim, steps: dict[str, pd.DataFrame]) -> None:
     for colour, arm in zip(OKABE_ITO, _arms(claim), strict=False):
         band = _band(_per_step(steps[arm], claim), "step", "y")
+        if band.empty:
+            ax.plot([], [], color=colour, lw=1.5, label=f"{arm} (no finished run)")
+            continue
         ax.plot(band.index, band["mean"], color=colour, lw=1.5, label=arm)
         ax.fill_between(band.index, band["low"], band["high"], color=colour, alpha=0.25, lw=0)
     for window, shade in ((claim.steps, 0.10), (claim.versus_steps, 0.05)):

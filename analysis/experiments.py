@@ -149,8 +149,9 @@ def arm_steps(folder: Path, columns: list[str]) -> pd.DataFrame:
     """The tidy ``steps`` dataset of an arm's sweep folder (only the given metric columns)."""
     wanted = ["design_id", "seed", "step", "principal", *dict.fromkeys(columns)]
     parts = sorted((folder / "steps").glob("*.parquet"))
-    if not parts:
-        return pd.DataFrame(columns=wanted)
+    if not parts:  # every run of the arm failed: no rows, but numeric columns
+        types = {"design_id": "int64", "seed": "int64", "step": "int64", "principal": "object"}
+        return pd.DataFrame({c: pd.Series(dtype=types.get(c, "float64")) for c in wanted})
     return pd.concat([pd.read_parquet(p, columns=wanted) for p in parts], ignore_index=True)
 
 

@@ -5,24 +5,32 @@ The tidy dataset ``DIR/steps/`` (one Parquet file per run) is streamed file by f
 are the runs' ``network`` tables (``DIR/runs/<run_id>/network.*``, read by
 :func:`analysis.run_folder.read_network_table`) into one ``network.csv`` with a ``run_id`` column
 first. ``runs``, ``run_metrics``, ``summary`` and, after a sensitivity analysis, ``sensitivity``
-are converted as they are. Files are written through a temporary name and renamed.
+are converted as they are. Files are written through a temporary name and renamed. A folder
+other than the sweep folder is written only if it is new, empty, or an earlier export (it holds
+:data:`EXPORT_MARK`, written last) or a sweep folder: never into someone else's files.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from mesaopt import __version__
 from mesaopt.analysis.run_folder import MissingTableError, read_network_table
+from mesaopt.model.atomic_folder import check_reused_folder
 from mesaopt.model.errors import ScenarioError
+from mesaopt.model.recording import write_json_atomic
 
 FORMATS = ("csv", "parquet")
 TABLES = ("runs", "run_metrics", "summary", "sensitivity")
+#: The mark of an export folder other than the sweep folder (the sweep, the format, the version).
+EXPORT_MARK = "export.json"
 
 
 class _Sink:
@@ -55,11 +63,17 @@ def export_sweep(
         fmt: ``"csv"`` or ``"parquet"``.
         out: Destination folder (default: the sweep folder).
 
+    Every table is written into a hidden staging folder first and moved in only once all of
+    them were read and written: a table that cannot be read (or Ctrl-C) leaves the destination
+    as it was (a folder this call made is removed).
+
     Returns:
         The files written (``network`` only if some run recorded one: older runs did not).
 
     Raises:
-        ScenarioError: If ``sweep_dir`` is not a sweep folder or the format is unknown.
+        ScenarioError: If ``sweep_dir`` is not a sweep folder, the format is unknown, or ``out``
+            is a file, a link, unwritable, or a folder that is not empty and not an export or
+            sweep folder (nothing is written then).
     """
     sweep_dir = Path(sweep_dir)
     if fmt not in FORMATS:
@@ -67,28 +81,54 @@ def export_sweep(
     if not (sweep_dir / "sweep.json").is_file():
         raise ScenarioError(str(sweep_dir), "not a sweep folder (no sweep.json)")
     out_dir = Path(out) if out is not None else sweep_dir
+    into_sweep = out_dir.resolve() == sweep_dir.resolve()
+    if not into_sweep:  # never into someone else's folder
+        check_reused_folder(out_dir, (EXPORT_MARK, "sweep.json"), "a mesaopt export folder")
+    made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    staging = out_dir / f".export.tmp-{os.getpid()}"
+    staging.mkdir(exist_ok=True)
+    try:
+        names = _write_tables(sweep_dir, staging, fmt, into_sweep)
+        for name in names:  # every table read and written: only now do they replace the old
+            os.replace(staging / name, out_dir / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    staging.rmdir()
+    if not into_sweep:
+        mark = {"mesaopt": __version__, "sweep": str(sweep_dir.resolve()), "format": fmt}
+        write_json_atomic(out_dir / EXPORT_MARK, mark)
+    return [out_dir / name for name in names]
+
+
+def _write_tables(sweep_dir: Path, staging: Path, fmt: str, into_sweep: bool) -> list[str]:
+    """Write every table of the sweep into ``staging``; return the file names written.
+
+    Into the sweep folder itself, a Parquet table already is its own export: it is skipped.
+    """
+    written: list[str] = []
     parts = sorted((sweep_dir / "steps").glob("*.parquet"))
     if parts:
-        sink = _Sink(out_dir / f"steps.{fmt}", fmt, pq.read_schema(parts[0]))
+        sink = _Sink(staging / f"steps.{fmt}", fmt, pq.read_schema(parts[0]))
         for part in parts:
             sink.write(pq.read_table(part))
         sink.close()
-        written.append(sink.path)
-    network = _export_networks(sweep_dir, out_dir / f"network.{fmt}", fmt)
+        written.append(sink.path.name)
+    network = _export_networks(sweep_dir, staging / f"network.{fmt}", fmt)
     if network is not None:
-        written.append(network)
+        written.append(network.name)
     for name in TABLES:
         source = sweep_dir / f"{name}.parquet"
-        target = out_dir / f"{name}.{fmt}"
-        if not source.is_file() or source.resolve() == target.resolve():
-            continue
+        if not source.is_file() or (fmt == "parquet" and into_sweep):
+            continue  # no such table, or it would replace itself
         table = pq.read_table(source)
-        sink = _Sink(target, fmt, table.schema)
+        sink = _Sink(staging / f"{name}.{fmt}", fmt, table.schema)
         sink.write(table)
         sink.close()
-        written.append(target)
+        written.append(sink.path.name)
     return written
 
 

@@ -51,6 +51,7 @@ from mesaopt.analysis.sweep_figures import (
     read_sweep,
     selection_parameters,
 )
+from mesaopt.model.atomic_folder import check_reused_folder
 from mesaopt.model.network import Network
 
 #: Characters a file name made from a user-supplied string keeps; everything else becomes "_".
@@ -464,6 +465,8 @@ def build_report(
             f"{path} is not a run folder (manifest.json + steps) "
             "or a sweep folder (sweep.json + runs/)"
         )
+    # written into, never swapped: absent, empty or an earlier report (never someone's folder)
+    check_reused_folder(out, ("report.html",), "a mesaopt report folder")
     report = Report(out_dir=out, html=out / "report.html")
     if is_run_folder(path):
         _check_manifest(path)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from mesaopt.analysis.sweep_design import Design, replicate_seeds
+from mesaopt.analysis.sweep_design import MAX_RUNS, Design, replicate_seeds
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.scenario import ChannelConfig, NoiseConfig, RegimeConfig, Scenario
 
@@ -180,14 +180,26 @@ def sample(method: str, bounds: list[Bound], samples: int, seed: int) -> np.ndar
         The sample matrix, unrounded.
 
     Raises:
-        ScenarioError: On an unknown method or fewer than two samples.
+        ScenarioError: On an unknown method, fewer than two samples, a Sobol N that is not a
+            power of two, or more than :data:`~analysis.sweep_design.MAX_RUNS` runs.
     """
     if method not in METHODS:
         raise ScenarioError("--method", f"one of {', '.join(METHODS)}, got {method!r}")
     if samples < 2:
         raise ScenarioError("--samples", "needs at least 2")
+    if method == "sobol" and samples & (samples - 1):
+        # Saltelli's estimators converge only on 2^k points of the Sobol' sequence (SALib warns)
+        below = 1 << (samples.bit_length() - 1)
+        raise ScenarioError(
+            "--samples", f"Sobol needs a power of 2, got {samples} (try {below} or {2 * below})"
+        )
     if len({b.key for b in bounds}) != len(bounds) or not bounds:
         raise ScenarioError("--param", "give each parameter once, at least one")
+    rows = samples * (len(bounds) + (2 if method == "sobol" else 1))
+    if rows > MAX_RUNS:
+        raise ScenarioError(
+            "--samples", f"{samples:,} samples make {rows:,} runs, more than {MAX_RUNS:,}"
+        )
     spec = problem(bounds)
     if method == "sobol":
         from SALib.sample import sobol

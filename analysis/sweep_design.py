@@ -20,20 +20,26 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from mesaopt.agents.kinds import check_optimizer
 from mesaopt.model.errors import ScenarioError
+from mesaopt.model.network import check_network
 from mesaopt.model.ranges import expand_values, parse_cli_values
 from mesaopt.model.scenario import Scenario
 from mesaopt.model.scenario_files import apply_override, to_toml_dict, validate
 
 #: Length of a run id (hex digits of the SHA-256 of the resolved scenario).
 RUN_ID_LENGTH = 16
+#: Most runs one design may plan: each is a folder and a row of ``sweep.json`` (~300 bytes), and
+#: planning resolves every one in memory first. Far above any sweep this machine finishes.
+MAX_RUNS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,8 @@ def grid_design(
         The design; an empty grid gives one design point with no parameters.
 
     Raises:
-        ScenarioError: On a malformed value list or fewer than one replicate.
+        ScenarioError: On a malformed value list, fewer than one replicate, or more than
+            :data:`MAX_RUNS` runs.
     """
     if replicates < 1:
         raise ScenarioError("--replicates", "needs at least one replicate", source)
@@ -144,6 +151,13 @@ def grid_design(
         except ValueError as err:
             raise ScenarioError(f"sweep.grid.{key}", str(err), source) from None
     keys = list(values)
+    runs = math.prod(len(v) for v in values.values()) * replicates
+    if runs > MAX_RUNS:
+        raise ScenarioError(
+            "--grid" if values else "--replicates",
+            f"the design has {runs:,} runs, more than {MAX_RUNS:,}",
+            source,
+        )
     points = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values.values())]
     return Design(keys, points, replicate_seeds(sweep_seed, replicates), sweep_seed, "grid")
 
@@ -198,26 +212,41 @@ def resolve_point(
     return resolved
 
 
-def plan_runs(base: dict[str, Any], design: Design, source: str) -> list[RunSpec]:
+def plan_runs(
+    base: dict[str, Any], design: Design, source: str, base_dir: Path | None = None
+) -> list[RunSpec]:
     """Resolve every run of a design (design-point major, replicate minor).
+
+    Each distinct ``[network]`` is also checked as the run will build it
+    (:func:`model.network.check_network`), so that a value no run can build is one error here
+    rather than a failure of every run.
 
     Args:
         base: Raw scenario data with command-line overrides applied.
         design: The design.
         source: The scenario's file name, for error messages.
+        base_dir: Folder a relative edge-list path resolves against (the scenario's).
 
     Returns:
         One :class:`RunSpec` per design point and replicate.
 
     Raises:
-        ScenarioError: If a design point is invalid, or two design points resolve to the same
-            scenario (e.g. ``1`` and ``1.0`` for a float key).
+        ScenarioError: If a design point is invalid (its network included), or two design
+            points resolve to the same scenario (e.g. ``1`` and ``1.0`` for a float key).
     """
     runs: list[RunSpec] = []
     seen: dict[str, int] = {}
+    networks: set[str] = set()
     for design_id, point in enumerate(design.points):
         for replicate, seed in enumerate(design.seeds):
             resolved = resolve_point(base, point, seed, source)
+            network = canonical_json(resolved["network"])
+            if network not in networks:
+                networks.add(network)
+                try:
+                    check_network(SimpleNamespace(**resolved["network"]), base_dir=base_dir)
+                except ScenarioError as err:
+                    raise err.with_source(source) from None
             rid = run_id(resolved)
             if rid in seen and seen[rid] != design_id:
                 raise ScenarioError(

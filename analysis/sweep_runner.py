@@ -268,7 +268,7 @@ def run_design(
     clock = time.perf_counter()
     out_dir = Path(out_dir)
     check_sweep_folder(out_dir)  # a file, an unwritable place, someone else's folder: refused
-    runs = plan_runs(base.data, design, base.source)
+    runs = plan_runs(base.data, design, base.source, base.base_dir)
     types = parameter_column_types(design)
     record = design_record(design, runs, base.source)
     record.update(extra_record or {})

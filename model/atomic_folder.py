@@ -195,6 +195,39 @@ def _check_writable(target: Path, key: str) -> None:
         raise ScenarioError(key, f"{target} exists and is not a folder")
 
 
+def check_reused_folder(
+    target: Path, marks: tuple[str, ...], what: str, key: str = "--out"
+) -> None:
+    """Refuse a folder that is reused (written into, never swapped) if it is someone else's.
+
+    The folder may be absent, empty, or ours: it holds a file matching one of ``marks``.
+
+    Args:
+        target: The folder.
+        marks: Glob patterns (relative to ``target``) of the files that mark it as ours; the first
+            is the one named in the error.
+        what: What the folder should be, for the error (``"a mesaopt sweep"``).
+        key: What to name in the error (the CLI option).
+
+    Raises:
+        ScenarioError: As :func:`check_target`'s writability checks, or the folder is not empty
+            and holds no mark (nothing is written then).
+    """
+    _check_writable(target, key)
+    if not target.is_dir():
+        return
+    try:
+        if not any(target.iterdir()) or any(p.is_file() for m in marks for p in target.glob(m)):
+            return
+    except OSError as err:
+        raise ScenarioError(key, f"{target}: cannot read it ({err.strerror})") from None
+    raise ScenarioError(
+        key,
+        f"{target} is a folder that is not {what} (no {marks[0]}); "
+        "nothing was written: choose a new or empty folder",
+    )
+
+
 def check_sweep_folder(target: Path, key: str = "--out") -> None:
     """Refuse a sweep folder that cannot be written, or an existing folder that is not a sweep.
 
@@ -202,15 +235,9 @@ def check_sweep_folder(target: Path, key: str = "--out") -> None:
     ``sweep.json``.
 
     Raises:
-        ScenarioError: As :func:`check_target`, with ``sweep.json`` as the mark of ours.
+        ScenarioError: As :func:`check_reused_folder`, with ``sweep.json`` as the mark of ours.
     """
-    _check_writable(target, key)
-    if target.is_dir() and not (target / "sweep.json").is_file() and any(target.iterdir()):
-        raise ScenarioError(
-            key,
-            f"{target} is a folder that is not a mesaopt sweep (no sweep.json); "
-            "nothing was written: choose a new or empty folder",
-        )
+    check_reused_folder(target, ("sweep.json",), "a mesaopt sweep", key)
 
 
 #: The mark of an experiments folder (:func:`analysis.experiments.run_experiments` writes it).
@@ -225,18 +252,10 @@ def check_experiments_folder(target: Path, key: str = "--out") -> None:
     ``verdicts.csv`` or an ``<experiment>/size.json``.
 
     Raises:
-        ScenarioError: As :func:`check_sweep_folder`, with the marks above as ours.
+        ScenarioError: As :func:`check_reused_folder`, with the marks above as ours.
     """
-    _check_writable(target, key)
-    if not target.is_dir() or not any(target.iterdir()):
-        return
-    ours = (target / EXPERIMENTS_MARK).is_file() or (target / "verdicts.csv").is_file()
-    if not ours and not any(target.glob("*/size.json")):
-        raise ScenarioError(
-            key,
-            f"{target} is a folder that is not a mesaopt experiments folder (no "
-            f"{EXPERIMENTS_MARK}); nothing was written: choose a new or empty folder",
-        )
+    marks = (EXPERIMENTS_MARK, "verdicts.csv", "*/size.json")
+    check_reused_folder(target, marks, "a mesaopt experiments folder", key)
 
 
 def check_target(target: Path, key: str = "--out") -> None:

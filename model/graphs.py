@@ -36,6 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mesaopt.model.errors import ScenarioError
+from mesaopt.model.user_files import read_user_text
 
 #: Lattice offsets ``(dx, dy)`` of each grid neighbourhood (each undirected pair once).
 NEIGHBORHOODS = {
@@ -194,9 +195,11 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
     """Read an undirected edge list: one pair of integer node ids per line.
 
     Columns are separated by commas and/or whitespace; ``#`` starts a comment; blank lines are
-    skipped; the first data line may be a header (if it is not two integers). Ids must lie in
-    ``[0, n)``; self-loops are dropped, duplicate and reversed pairs merged. Errors quote a bad
-    line only if it looks like data, and at most :data:`EXCERPT_CHARS` characters of it.
+    skipped; the first data line may be a header (if it holds more than digits, signs, points
+    and separators: ``source,target``, not ``0.5,1``). A UTF-8 byte-order mark is dropped. Ids
+    must lie in ``[0, n)``; self-loops are dropped, duplicate and reversed pairs merged. Errors
+    quote a bad line only if it looks like data, and at most :data:`EXCERPT_CHARS` characters of
+    it.
 
     Args:
         path: File path; relative paths are resolved against ``base_dir``.
@@ -207,17 +210,15 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
         The symmetric 0/1 adjacency matrix.
 
     Raises:
-        ScenarioError: (key ``network.path``) no path, file missing or unreadable, binary, not
-            UTF-8 or too large to parse in memory, a line that is not two integers, or a node id
-            outside ``[0, n)``.
+        ScenarioError: (key ``network.path``) no path, file missing, a folder, pipe or device,
+            unreadable, binary, not UTF-8 or too large to parse in memory, a line that is not two
+            integers, or a node id outside ``[0, n)``.
     """
     if not path:
         raise ScenarioError("network.path", "topology 'edgelist' needs a path")
     file = pathlib.Path(path).expanduser()
     if not file.is_absolute() and base_dir is not None:
         file = pathlib.Path(base_dir) / file
-    if not file.is_file():
-        raise ScenarioError("network.path", f"file not found: {path}")
     text = _edgelist_text(file, path)
     us: list[int] = []
     vs: list[int] = []
@@ -231,8 +232,8 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
         try:
             a, b = (int(f) for f in fields)
         except ValueError:
-            if not seen_data and not all(_is_int(f) for f in fields):
-                seen_data = True  # a header line
+            if not seen_data and not _DATA_LIKE.match(line):
+                seen_data = True  # a header line: words, not numbers ("source,target")
                 continue
             raise ScenarioError(
                 "network.path",
@@ -260,24 +261,14 @@ def _edgelist_text(file: pathlib.Path, path: str) -> str:
     """The text of an edge list, refusing one too large to parse in memory or not text."""
     from mesaopt.model.memory import available_bytes
 
-    limit = available_bytes() // EDGELIST_BYTES_PER_BYTE
-    try:
-        with file.open("rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise ScenarioError("network.path", f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > limit:
-        raise ScenarioError(
-            "network.path",
-            f"{path} is larger than {limit / 2**20:,.0f} MiB, more than this machine's memory "
-            "can parse",
-        )
-    if b"\0" in data:
-        raise ScenarioError("network.path", f"{path} is a binary file, not a text edge list")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ScenarioError("network.path", f"{path} is not UTF-8 text") from None
+    return read_user_text(
+        file,
+        key="network.path",
+        what="a text edge list",
+        limit=available_bytes() // EDGELIST_BYTES_PER_BYTE,
+        shown=path,
+        too_large=", more than this machine's memory can parse",
+    )
 
 
 def _excerpt(line: str) -> str:
@@ -566,11 +557,3 @@ def _rows_with_repeats(values: np.ndarray) -> np.ndarray:
         return _EMPTY
     s = np.sort(values, axis=1)
     return np.flatnonzero((s[:, 1:] == s[:, :-1]).any(axis=1))
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-    except ValueError:
-        return False
-    return True

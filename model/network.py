@@ -140,25 +140,73 @@ def build_network(
         ScenarioError: A parameter is out of range for the topology, or the edge list is missing
             or malformed. The error names the key (``network.k``, ``network.path``, ...).
     """
-    topology = getattr(cfg, "topology", None)
-    n = _int_param("network.n_agents", getattr(cfg, "n_agents", None), 1)
+    topology, n, params = _checked_parameters(cfg, block_sizes)
     positions = blocks = grid_shape = None
     if topology == "grid":
-        grid_shape = resolve_grid_shape(cfg, n)
+        grid_shape = params["shape"]
+        adjacency, positions = grid(
+            *grid_shape, torus=params["torus"], neighborhood=params["neighborhood"]
+        )
+    elif topology in ("watts_strogatz", "ring"):
+        adjacency = watts_strogatz(n, params["k"], params["p"], rng)
+    elif topology == "barabasi_albert":
+        adjacency = barabasi_albert(n, params["m"], rng)
+    elif topology == "erdos_renyi":
+        adjacency = erdos_renyi(n, params["p"], rng)
+    elif topology == "complete":
+        adjacency = complete(n)
+    elif topology == "star":
+        adjacency = star(n)
+    elif topology == "sbm":
+        sizes = params["sizes"]
+        adjacency = stochastic_block_model(sizes, params["p_in"], params["p_out"], rng)
+        blocks = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+    else:  # edgelist
+        adjacency = read_edgelist(params["path"], n, base_dir)
+    if getattr(cfg, "normalize", False):
+        adjacency = row_normalize(adjacency)
+    return Network(adjacency, positions=positions, blocks=blocks, grid_shape=grid_shape)
+
+
+def check_network(cfg: Any, *, base_dir: pathlib.Path | None = None) -> None:
+    """Make every check :func:`build_network` makes, without drawing or building the graph.
+
+    A sweep runs this on every distinct ``[network]`` of its design before any run starts, so
+    that a value no run can build (``k >= n_agents``, a grid that is not square, a bad edge list)
+    is one error naming the key instead of every run failing. An edge list is read and checked
+    in full.
+
+    Args:
+        cfg: The network config, as for :func:`build_network`.
+        base_dir: Folder a relative edge-list ``path`` is resolved against.
+
+    Raises:
+        ScenarioError: As :func:`build_network`.
+    """
+    topology, n, params = _checked_parameters(cfg, None)
+    if topology == "edgelist":
+        read_edgelist(params["path"], n, base_dir)
+
+
+def _checked_parameters(cfg: Any, block_sizes: list[int] | None) -> tuple[str, int, dict[str, Any]]:
+    """The topology, ``n_agents`` and the checked parameters its generator takes."""
+    topology = getattr(cfg, "topology", None)
+    n = _int_param("network.n_agents", getattr(cfg, "n_agents", None), 1)
+    if topology == "grid":
         neighborhood = getattr(cfg, "neighborhood", "von_neumann")
+        shape = resolve_grid_shape(cfg, n)
         if neighborhood not in NEIGHBORHOODS:
             raise ScenarioError(
                 "network.neighborhood", f"expected 'von_neumann' or 'moore', got {neighborhood!r}"
             )
         torus = bool(getattr(cfg, "torus", False))
-        adjacency, positions = grid(*grid_shape, torus=torus, neighborhood=neighborhood)
-    elif topology == "watts_strogatz":
+        return topology, n, {"shape": shape, "neighborhood": neighborhood, "torus": torus}
+    if topology == "watts_strogatz":
         k = _even_k(cfg, n, "watts_strogatz")
-        p = _prob_param("network.p", getattr(cfg, "p", 0.0))
-        adjacency = watts_strogatz(n, k, p, rng)
-    elif topology == "ring":
-        adjacency = watts_strogatz(n, _even_k(cfg, n, "ring"), 0.0, rng)
-    elif topology == "barabasi_albert":
+        return topology, n, {"k": k, "p": _prob_param("network.p", getattr(cfg, "p", 0.0))}
+    if topology == "ring":
+        return topology, n, {"k": _even_k(cfg, n, "ring"), "p": 0.0}
+    if topology == "barabasi_albert":
         m_raw = getattr(cfg, "m", None)
         if m_raw is None:
             k = _int_param("network.k", getattr(cfg, "k", None), 0)
@@ -167,35 +215,30 @@ def build_network(
             key, m = "network.m", _int_param("network.m", m_raw, 1)
         if m >= n:
             raise ScenarioError(key, f"barabasi_albert needs m = {m} < n_agents ({n})")
-        adjacency = barabasi_albert(n, m, rng)
-    elif topology == "erdos_renyi":
+        return topology, n, {"m": m}
+    if topology == "erdos_renyi":
         k = _float_param("network.k", getattr(cfg, "k", None))
         if k < 0 or (k >= n and k > 0):
             raise ScenarioError("network.k", f"erdos_renyi needs 0 <= k < n_agents ({n}), got {k}")
-        adjacency = erdos_renyi(n, k / (n - 1) if n > 1 else 0.0, rng)
-    elif topology == "complete":
+        return topology, n, {"p": k / (n - 1) if n > 1 else 0.0}
+    if topology == "complete":
         if n > MAX_COMPLETE:
             raise ScenarioError(
                 "network.n_agents", f"complete graph limited to {MAX_COMPLETE} nodes (got {n})"
             )
-        adjacency = complete(n)
-    elif topology == "star":
-        adjacency = star(n)
-    elif topology == "sbm":
+        return topology, n, {}
+    if topology == "star":
+        return topology, n, {}
+    if topology == "sbm":
         sizes = _block_sizes(cfg, n, block_sizes)
         p_in = _prob_param("network.p_in", getattr(cfg, "p_in", None))
         p_out = _prob_param("network.p_out", getattr(cfg, "p_out", None))
-        adjacency = stochastic_block_model(sizes, p_in, p_out, rng)
-        blocks = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
-    elif topology == "edgelist":
-        adjacency = read_edgelist(getattr(cfg, "path", None), n, base_dir)
-    else:
-        raise ScenarioError(
-            "network.topology", f"unknown topology {topology!r} (one of {', '.join(TOPOLOGIES)})"
-        )
-    if getattr(cfg, "normalize", False):
-        adjacency = row_normalize(adjacency)
-    return Network(adjacency, positions=positions, blocks=blocks, grid_shape=grid_shape)
+        return topology, n, {"sizes": sizes, "p_in": p_in, "p_out": p_out}
+    if topology == "edgelist":
+        return topology, n, {"path": getattr(cfg, "path", None)}
+    raise ScenarioError(
+        "network.topology", f"unknown topology {topology!r} (one of {', '.join(TOPOLOGIES)})"
+    )
 
 
 def resolve_grid_shape(cfg: Any, n: int) -> tuple[int, int]:

@@ -16,13 +16,16 @@ sweep range strings from :mod:`model.ranges`. The embedded default scenario live
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -72,10 +75,78 @@ CHANNEL_FIELDS = ("value", "metric", "cost", "noise", "externality", "peer", "le
 Capacity = Annotated[int, Field(ge=0, le=1_000)]
 
 
+def _wanted(annotation: Any) -> str:
+    """What a value of ``annotation`` is, in the words of an error message."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _wanted(get_args(annotation)[0])
+    if origin is Literal:
+        words = [repr(word) for word in get_args(annotation)]
+        return " or ".join(words) if len(words) <= 2 else f"one of {', '.join(words)}"
+    if origin in (Union, types.UnionType):
+        arms = [_wanted(arm) for arm in get_args(annotation) if arm is not type(None)]
+        return " or ".join(dict.fromkeys(arms))
+    if origin is list:
+        return "a list"
+    if origin is dict or (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        return "a table"
+    words = {int: "a whole number", float: "a number", bool: "a boolean (true or false)"}
+    return words.get(annotation, "a text" if annotation is str else "a value")
+
+
+def _coerced(value: Any, annotation: Any) -> str | None:
+    """Why ``value`` would pass as ``annotation`` only by pydantic's lax coercion, or None.
+
+    Lax mode turns ``true`` into the integer 1, the text ``"10"`` into 10 and ``1`` or ``"yes"``
+    into true: a typo in a scenario would run as something else. A number may still be given as
+    ``2e9`` for an integer (it is exact) or ``1`` for a float.
+    """
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _coerced(value, get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        if any(_coerced(value, arm) is None for arm in get_args(annotation)):
+            return None
+        return f"expected {_wanted(annotation)}"
+    if origin is list and isinstance(value, list):
+        (item,) = get_args(annotation) or (Any,)
+        return next((r for v in value if (r := _coerced(v, item))), None)
+    if origin is dict and isinstance(value, dict):
+        item = get_args(annotation)[1] if get_args(annotation) else Any
+        return next((r for v in value.values() if (r := _coerced(v, item))), None)
+    if origin is Literal:
+        exact = any(type(value) is type(a) and value == a for a in get_args(annotation))
+        return None if exact else f"expected {_wanted(annotation)}"
+    if annotation is bool:
+        fits = isinstance(value, bool | np.bool_)
+    elif annotation in (int, float):
+        fits = not isinstance(value, bool | np.bool_ | str)
+    elif annotation is str:
+        fits = isinstance(value, str)
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fits = isinstance(value, dict | BaseModel)
+    else:
+        fits = True  # lists and tables given as something else: pydantic says so
+    return None if fits else f"expected {_wanted(annotation)}"
+
+
 class _Section(BaseModel):
-    """Base of every section: unknown keys are errors, NaN/inf are errors, values re-validated."""
+    """Base of every section: unknown keys are errors, NaN/inf are errors, values re-validated.
+
+    Numbers, booleans and texts are taken as they are written (see :func:`_coerced`): pydantic's
+    lax mode would run ``steps = true`` as one step.
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _as_written(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        reason = None if field is None else _coerced(value, field.annotation)
+        if reason:
+            raise ValueError(reason)
+        return value
 
 
 class RunConfig(_Section):

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from mesaopt.model.errors import ScenarioError, clean_message
 from mesaopt.model.scenario import Scenario
+from mesaopt.model.user_files import MAX_SCENARIO_BYTES, read_user_text
 
 #: Deepest nesting of tables and arrays accepted, in a file, a ``--set`` value or the data they
 #: make. The deepest a scenario needs is 8 (``[sweep.grid]`` with a dotted key into a pool's
@@ -93,12 +94,9 @@ def load_raw(path: str | Path | None) -> tuple[dict[str, Any], str]:
         return tomllib.loads(default_text()), "<default scenario>"
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError("scenario", "file not found", source) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ScenarioError("scenario", f"cannot read: {err}", source) from None
+    text = read_user_text(
+        path, key="scenario", what="a scenario file", limit=MAX_SCENARIO_BYTES, source=source
+    )
     check_text_nesting(text, "scenario", source)
     try:
         data = tomllib.loads(text)

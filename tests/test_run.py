@@ -459,3 +459,88 @@ def test_a_really_full_disk_stops_a_dask_sweep_in_one_line(small_disk: Path) -> 
         "and run the same command again to resume"
     ]
     assert not any(p.name == "runs.parquet" for p in out.iterdir())
+
+
+def test_ctrl_c_is_one_line_exit_130_and_a_sweep_resumes(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """KeyboardInterrupt: simulate keeps nothing, a sweep keeps its finished runs and says so."""
+    from mesaopt.model import model as model_module
+
+    original = model_module.MesaOptModel.step
+    calls = {"n": 0, "stop_at": 1}
+
+    def step(self):
+        calls["n"] += 1
+        if calls["n"] == calls["stop_at"]:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(model_module.MesaOptModel, "step", step)
+    out = tmp_path / "run"
+    assert run.main(["simulate", "baseline", *TINY, "--out", str(out), "--quiet"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mesaopt: interrupted; nothing was kept (a run folder appears complete or not at all)"
+    ]
+    assert list(tmp_path.iterdir()) == []
+    sweep = tmp_path / "sweep"
+    args = ["sweep", "baseline", *TINY, "--grid", "network.k=2,4", "--replicates", "1"]
+    args += ["--engine", "serial", "--out", str(sweep), "--quiet"]
+    calls.update(n=0, stop_at=4)  # in the second run (a run is two steps)
+    assert run.main(args) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"mesaopt: interrupted; run the same command again to resume ({sweep}/ keeps every "
+        "finished run)"
+    ]
+    finished = [p.name for p in (sweep / "runs").iterdir()]
+    assert len(finished) == 1
+    calls.update(n=0, stop_at=-1)
+    assert run.main(args) == 0
+    index = pd.read_parquet(sweep / "runs.parquet").set_index("run_id")
+    assert sorted(index["status"]) == ["ok", "skipped"]
+    assert index.loc[finished[0], "status"] == "skipped"
+
+
+def test_ctrl_c_in_a_terminal_stops_a_dask_sweep_with_one_line(tmp_path: Path) -> None:
+    """Ctrl-C goes to the whole foreground process group, Dask's worker processes included: the
+    driver says one line and exits 130; the workers print no traceback of their own."""
+    import signal
+    import time
+
+    out = tmp_path / "sweep"
+    command = [sys.executable, str(ROOT / "run.py"), "sweep", "baseline", "--out", str(out)]
+    command += ["--set", "network.n_agents=20000", "--steps", "150", "--workers", "2"]
+    command += ["--grid", "principals.0.selection.n=2,4,8,16", "--replicates", "3", "--quiet"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        start_new_session=True,  # its own group, as a terminal's foreground job
+        # a job started by a non-interactive shell may inherit SIGINT ignored: restore it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 240
+    while not ((out / "runs").is_dir() and any((out / "runs").iterdir())):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines() == [
+        f"mesaopt: interrupted; run the same command again to resume ({out}/ keeps every "
+        "finished run)"
+    ]
+    assert not (out / "runs.parquet").exists()
+
+
+def test_validate_never_writes_its_csv_through_a_link(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me", encoding="utf-8")
+    (tmp_path / "table.csv").symlink_to(target)
+    assert run.main(["validate", "--csv", str(tmp_path / "table.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    link = tmp_path / "table.csv"
+    assert err == f"mesaopt: error: --csv: {link} is a symbolic link: name the file itself"
+    assert target.read_text(encoding="utf-8") == "keep me"

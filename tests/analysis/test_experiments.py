@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mesaopt.analysis.experiment_files import check_experiment, read_experiment
+from mesaopt.analysis.experiment_files import Size, check_experiment, read_experiment
 from mesaopt.analysis.experiments import (
     EXPERIMENT_DIR,
     EXPERIMENTS,
@@ -26,6 +26,7 @@ from mesaopt.analysis.experiments import (
     SIZE_ENV,
     VERDICT_COLUMNS,
     parse_size,
+    run_experiments,
 )
 from mesaopt.analysis.verdicts import decide, paired_verdict
 from mesaopt.model.errors import ScenarioError
@@ -138,6 +139,72 @@ def test_a_bad_experiment_key_is_named(tmp_path, edit, key):
     assert err.value.source == str(path)
 
 
+@pytest.mark.parametrize(
+    "arm",
+    [
+        "../../../escaped",
+        "/tmp/escaped",
+        "a/b",
+        "..",
+        ".hidden",
+        "",
+        "ctl\nx",
+        "a" * 65,
+        "size.json",
+    ],
+)
+def test_an_arm_name_that_is_not_one_safe_folder_name_is_refused(tmp_path, arm):
+    """Arm names become folders under --out: a path, a dot name or a reserved name is refused."""
+    text = (EXPERIMENT_DIR / "superoptimizer.toml").read_text(encoding="utf-8")
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        text.replace(
+            "[experiment.arms]\n", f'[experiment.arms]\n{json.dumps(arm)} = ["run.steps=5"]\n', 1
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(ScenarioError, match="arms") as err:
+        read_experiment(path)
+    assert err.value.source == str(path)
+
+
+@pytest.mark.parametrize("stem", ["..", ".", ".hidden", "report", "verdicts.csv", "a b"])
+def test_an_experiment_file_whose_name_is_not_a_safe_folder_name_is_refused(tmp_path, stem):
+    path = tmp_path / f"{stem}.toml"
+    path.write_bytes((EXPERIMENT_DIR / "superoptimizer.toml").read_bytes())
+    with pytest.raises(ScenarioError) as err:
+        read_experiment(path)
+    assert err.value.key == "experiment" and "name" in err.value.message
+
+
+def test_an_arm_whose_network_cannot_be_built_is_refused_before_any_run(tmp_path):
+    """The arm's overrides are valid alone; only building its network finds k odd on a ring."""
+    text = (EXPERIMENT_DIR / "superoptimizer.toml").read_text(encoding="utf-8")
+    path = tmp_path / "ring.toml"
+    arm = 'equal = ["agents.capacity=1", "network.topology=ring", "network.k=39"]'
+    path.write_text(text.replace('equal = ["agents.capacity=1"]', arm, 1), encoding="utf-8")
+    with pytest.raises(ScenarioError) as err:
+        check_experiment(read_experiment(path))
+    assert err.value.key == "network.k" and "even k" in err.value.message
+    assert err.value.source == str(path)
+
+
+def test_too_many_replicates_are_refused_before_anything_is_planned(tmp_path):
+    text = (EXPERIMENT_DIR / "superoptimizer.toml").read_text(encoding="utf-8")
+    path = tmp_path / "big.toml"
+    path.write_text(
+        text.replace(
+            "quick = { replicates = 20,",
+            "quick = { replicates = 10**8,".replace("10**8", "100_000_000"),
+            1,
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(ScenarioError, match="at most 100,000") as err:
+        read_experiment(path)
+    assert err.value.key == "experiment.quick.replicates"
+
+
 def test_parse_size():
     size = parse_size("replicates=3, n_agents=40")
     assert (size.replicates, size.n_agents, size.steps) == (3, 40, None)
@@ -154,13 +221,27 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
     text = (EXPERIMENT_DIR / "federated.toml").read_text(encoding="utf-8")
     bad = tmp_path / "bad.toml"
     bad.write_text(text.replace("[experiment]\n", "[experiment]\ncolour = 1\n"), encoding="utf-8")
+    escape = tmp_path / "escape.toml"
+    arms = '[experiment.arms]\n"../../escaped" = ["run.steps=5"]\n'
+    escape.write_text(text.replace("[experiment.arms]\n", arms, 1), encoding="utf-8")
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\x7fELF\x02\x01\x00\x00")
+    inputs = sorted(tmp_path.iterdir())
     out = tmp_path / "out"
-    for args in ([str(bad)], ["no_such_experiment"], ["trans", "--workers=0"]):
+    for args in (
+        [str(bad)],
+        [str(escape)],
+        [str(binary)],
+        [str(tmp_path)],  # a folder
+        ["no_such_experiment"],
+        ["trans", "--workers=0"],
+    ):
         result = cli("experiments", *args, f"--out={out}", "--engine=serial")
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-        assert not out.exists()
+        assert sorted(tmp_path.iterdir()) == inputs
+        assert not (tmp_path.parent / "escaped").exists()
     result = cli("experiments", str(bad), f"--out={out}")
     assert "experiment.colour" in result.stderr and str(bad) in result.stderr
 
@@ -225,3 +306,27 @@ def test_all_experiments_end_to_end_then_resume(tmp_path):
         assert (resumed["status"] == "skipped").all()  # the engine's own record: nothing reran
     rerun = pd.read_csv(out / "verdicts.csv")
     pd.testing.assert_frame_equal(rerun, table[table["experiment"] == "overoptimization"])
+
+
+def test_an_arm_whose_every_run_fails_is_inconclusive_and_still_drawn(tmp_path, monkeypatch):
+    """Every run of the control arm stops on a non-finite number: its claims are inconclusive
+    with n = 0, the failures are counted, and the report and its figure are still written."""
+    from mesaopt.model import model as model_module
+    from mesaopt.model.finite import NonFiniteError
+
+    original = model_module.MesaOptModel.step
+
+    def step(self):
+        if self.scenario.agents.capacity == 1 and self.scenario.run.steps > 1:  # the control arm
+            raise NonFiniteError("steps", "profit", float("inf"), 1)
+        return original(self)
+
+    monkeypatch.setattr(model_module.MesaOptModel, "step", step)
+    out = tmp_path / "out"
+    table = run_experiments(
+        ["superoptimizer"], out, engine="serial", size=Size(2, 30, 5), progress=False
+    )
+    assert set(table["verdict"]) == {"inconclusive"} and set(table["n"]) == {0}
+    assert table.attrs["failed_runs"] == 2
+    assert (out / "report" / "index.html").is_file()
+    assert (out / "report" / "superoptimizer.png").stat().st_size > 0

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from mesaopt import read_run, run_sweep
 from mesaopt.analysis.export import export_sweep
+from mesaopt.model.errors import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,3 +73,56 @@ def test_runs_without_a_network_table_are_left_out(sweep: Path, tmp_path: Path) 
     (old / "manifest.json").write_text((sweep / "runs" / first / "manifest.json").read_text())
     (copy / "runs" / "failed").mkdir()  # a failed run: no manifest
     assert export_sweep(copy, "csv", tmp_path / "out") == []
+
+
+def test_export_refuses_a_folder_that_is_not_its_own_and_reuses_its_own(
+    sweep: Path, tmp_path: Path
+) -> None:
+    """--out holding someone's summary.csv is refused, untouched; an earlier export is reused."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "summary.csv").write_text("my numbers\n", encoding="utf-8")
+    with pytest.raises(ScenarioError, match="not a mesaopt export folder"):
+        export_sweep(sweep, "csv", theirs)
+    assert [p.name for p in theirs.iterdir()] == ["summary.csv"]
+    assert (theirs / "summary.csv").read_text(encoding="utf-8") == "my numbers\n"
+    ours = tmp_path / "ours"
+    first = export_sweep(sweep, "csv", ours)
+    mark = json.loads((ours / "export.json").read_text(encoding="utf-8"))
+    assert mark["sweep"] == str(sweep.resolve()) and mark["format"] == "csv"
+    assert export_sweep(sweep, "csv", ours) == first
+    assert sorted(p.name for p in ours.iterdir()) == sorted(
+        [*(p.name for p in first), "export.json"]
+    )
+
+
+def test_a_table_that_cannot_be_read_leaves_the_destination_as_it_was(
+    sweep: Path, tmp_path: Path
+) -> None:
+    """A corrupt summary.parquet, found after steps and networks were written: no new folder, no
+    file replaced, no staging left; the command says it in one line, exit 2."""
+    import shutil
+    import subprocess
+    import sys
+
+    broken = tmp_path / "broken"
+    shutil.copytree(sweep, broken)
+    (broken / "summary.parquet").write_bytes(b"PAR1 not really")
+    before = {p.name: p.stat().st_mtime_ns for p in broken.iterdir()}
+    with pytest.raises(pa.ArrowInvalid):
+        export_sweep(broken, "csv", tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(pa.ArrowInvalid):
+        export_sweep(broken, "csv")
+    assert {p.name: p.stat().st_mtime_ns for p in broken.iterdir()} == before
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "export", str(broken), "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"mesaopt: error: {broken}: a table cannot be read")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

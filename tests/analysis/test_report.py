@@ -294,3 +294,35 @@ def test_an_empty_or_truncated_sweep_json_is_one_line(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sweep.json" in err
     assert not (sweep / "report").exists()
+
+
+def test_report_out_on_someone_elses_folder_is_refused(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """`--out /` or a folder of one's own files: one line, exit 2, nothing written into it; an
+    earlier report folder is written again."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine", encoding="utf-8")
+    for out in (theirs, Path("/")):
+        assert main(["report", str(run_dir), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("mesaopt: error: --out: "), err
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
+    ours = tmp_path / "ours"
+    assert main(["report", str(run_dir), "--out", str(ours)]) == 0
+    assert main(["report", str(run_dir), "--out", str(ours)]) == 0
+    assert (ours / "report.html").is_file()
+
+
+def test_a_corrupt_table_is_one_line(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "steps.parquet").write_bytes(b"not parquet")
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"mesaopt: error: {run}: a table cannot be read"), err
+    assert not (run / "report").exists()

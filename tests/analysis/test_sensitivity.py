@@ -161,3 +161,15 @@ def test_sensitivity_command_refuses_a_parameter_without_a_range(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "network.torus" in result.stderr
     assert not out.exists()
+
+
+def test_a_sobol_n_that_is_not_a_power_of_two_or_too_many_runs_are_refused():
+    """SALib only warns that Saltelli's estimators need N = 2^k; a sensitivity run refuses it
+    (naming the powers either side), and a sample too large to plan."""
+    bounds = [parse_param("agents.risk_aversion=0:2")]
+    with pytest.raises(ScenarioError, match=r"power of 2, got 3 \(try 2 or 4\)") as err:
+        sample("sobol", bounds, 3, seed=0)
+    assert err.value.key == "--samples"
+    assert len(sample("morris", bounds, 3, seed=0)) == 6  # Morris: any number of trajectories
+    with pytest.raises(ScenarioError, match="more than 1,000,000"):
+        sample("sobol", bounds, 2**20, seed=0)

@@ -110,11 +110,24 @@ def test_design_seeds_and_run_ids_are_deterministic():
     assert "sweep" not in runs[0].scenario
 
 
-def test_bad_design_point_is_an_error_before_anything_is_written(tmp_path):
+@pytest.mark.parametrize(
+    ("grid", "key"),
+    [
+        ({"network.k": [4, -1]}, "network.k"),
+        ({"network.k": [4, 60]}, "network.k"),  # valid alone, no watts_strogatz can build it
+        ({"network.topology": ["ring", "grid"]}, "network.n_agents"),  # 60 is not a square
+        ({"network.n_agents": [60, 64], "network.topology": ["grid"]}, "network.n_agents"),
+        ({"network.topology": ["edgelist"], "network.path": ["no.csv"]}, "network.path"),
+    ],
+)
+def test_bad_design_point_is_an_error_before_anything_is_written(tmp_path, grid, key):
+    """Also a point that only building its network would find wrong: one error naming the key
+    and the file, not a sweep of failed runs."""
     base = load_base(None, TINY)
-    design = grid_design({"network.k": [4, -1]}, 1, 1)
-    with pytest.raises(ScenarioError, match=r"network\.k"):
+    design = grid_design(grid, 1, 1)
+    with pytest.raises(ScenarioError) as err:
         run_design(base, design, tmp_path / "out", engine="serial", progress=False)
+    assert err.value.key == key and err.value.source == base.source
     assert not (tmp_path / "out").exists()
     with pytest.raises(ScenarioError, match="same scenario"):
         plan_runs(base.data, grid_design({"network.p": [0.1, 0.1]}, 1, 1), "x")
@@ -256,25 +269,21 @@ def test_bad_worker_start_method_is_a_one_line_error(tmp_path):
     assert not out.exists()
 
 
-def test_failing_run_is_recorded_and_the_sweep_exits_nonzero(tmp_path):
+def test_failing_run_is_recorded_and_the_sweep_exits_nonzero(tmp_path, monkeypatch, capsys):
+    """A run that fails as it builds (here a missing edge list, with the sweep's up-front
+    network check switched off to stand for a failure no check foresees) is recorded as failed,
+    with its error; the other runs finish, and the command exits 1."""
+    from mesaopt import run
+
+    monkeypatch.setattr("mesaopt.analysis.sweep_design.check_network", lambda *a, **k: None)
     edges = tmp_path / "edges.csv"
     edges.write_text("\n".join(f"{i},{(i + 1) % 60}" for i in range(60)))
     out = tmp_path / "out"
-    result = sweep_cli(
-        "scenarios/baseline.toml",
-        *[f"--set={o}" for o in TINY],
-        "--set=network.topology=edgelist",
-        "--grid",
-        f"network.path={edges},{tmp_path / 'missing.csv'}",
-        "--replicates",
-        "2",
-        "--engine",
-        "serial",
-        "--out",
-        str(out),
-    )
-    assert result.returncode == 1, result.stderr
-    assert result.stderr.count("mesaopt: failed: run") == 2
+    argv = ["sweep", str(ROOT / "scenarios" / "baseline.toml"), *[f"--set={o}" for o in TINY]]
+    argv += ["--set=network.topology=edgelist", "--grid"]
+    argv += [f"network.path={edges},{tmp_path / 'missing.csv'}", "--replicates", "2"]
+    assert run.main([*argv, "--engine", "serial", "--out", str(out), "--quiet"]) == 1
+    assert capsys.readouterr().err.count("mesaopt: failed: run") == 2
     runs = pd.read_parquet(out / "runs.parquet")
     failed = runs[runs.status == "failed"]
     assert list(failed["design_id"]) == [1, 1]
@@ -450,3 +459,16 @@ def test_sweep_without_a_grid_says_why_nothing_is_drawn(tmp_path):
         f"--out={tmp_path / 'two'}",
     )
     assert with_grid.returncode == 0 and "no [sweep] grid" not in with_grid.stderr
+
+
+def test_a_design_with_more_runs_than_can_be_planned_is_refused_at_once():
+    """Three ranges of 1,000 values (1e9 runs) or 1e8 replicates: one error, not hours of
+    planning or an exhausted memory."""
+    from mesaopt.analysis.sweep_design import MAX_RUNS
+
+    grid = {f"principals.0.selection.{k}": "1:1000:1" for k in ("n", "every", "eval_samples")}
+    with pytest.raises(ScenarioError, match=f"1,000,000,000 runs, more than {MAX_RUNS:,}"):
+        grid_design(grid, 1, 0)
+    with pytest.raises(ScenarioError) as err:
+        grid_design({}, 10**8, 0)
+    assert err.value.key == "--replicates"

@@ -464,3 +464,31 @@ def test_edgelist_larger_than_memory_can_parse_is_refused(
         "mesaopt.model.memory.available_bytes", lambda: 4000 * EDGELIST_BYTES_PER_BYTE
     )
     assert read_edgelist(str(tmp_path / "e.csv"), 10).nnz == 2
+
+
+def test_edgelist_byte_order_mark_keeps_the_first_edge(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "e.csv").write_bytes(b"\xef\xbb\xbf0,1\n1,2\n")
+    adjacency = read_edgelist(str(tmp_path / "e.csv"), 3)
+    assert adjacency[0, 1] == 1 and adjacency.nnz == 4
+
+
+@pytest.mark.parametrize(
+    ("first", "header"),
+    [("source,target", True), ("# nodes\nfrom to", True), ("0.5,1", False), ("1e3 2", False)],
+)
+def test_edgelist_only_a_line_of_words_is_taken_as_a_header(
+    tmp_path: pathlib.Path, first: str, header: bool
+) -> None:
+    """A first line of numbers that are not two ids is a bad edge, not a header to skip."""
+    (tmp_path / "e.csv").write_text(f"{first}\n1,2\n")
+    if header:
+        assert read_edgelist(str(tmp_path / "e.csv"), 3).nnz == 2
+    else:
+        with pytest.raises(ScenarioError, match="expected two integer node ids"):
+            read_edgelist(str(tmp_path / "e.csv"), 3)
+
+
+def test_edgelist_that_is_a_folder_is_named_as_one(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "edges").mkdir()
+    with pytest.raises(ScenarioError, match="edges is a folder, not a text edge list"):
+        read_edgelist("edges", 3, tmp_path)

@@ -108,7 +108,7 @@ def test_list_items_are_overridden_by_index():
 EXACT = [
     (
         'principals.0.contract.beta="best"',
-        "principals.0.contract.beta: Input should be a valid number or 'optimal' (got 'best')",
+        "principals.0.contract.beta: expected a number or 'optimal' (got 'best')",
     ),
     (
         "regimes.0.set.cost=-2",
@@ -125,6 +125,18 @@ EXACT = [
     (
         "run.steps=1.5",
         "run.steps: Input should be a valid integer, got a number with a fractional part (got 1.5)",
+    ),
+    # a value taken as written: lax coercion would run `steps = true` as one step
+    ("run.steps=true", "run.steps: expected a whole number (got True)"),
+    ('run.steps="10"', "run.steps: expected a whole number (got '10')"),
+    ("network.torus=1", "network.torus: expected a boolean (true or false) (got 1)"),
+    (
+        "principals.0.contract.beta=false",
+        "principals.0.contract.beta: expected a number or 'optimal' (got False)",
+    ),
+    (
+        'agents.capacity={values=[0,"1"],weights=[1,1]}',
+        "agents.capacity.values: expected a whole number",
     ),
     ('network.topology="edgelist"', "network.path: topology 'edgelist' needs a path"),
     (
