@@ -320,7 +320,8 @@ def run_experiments(
     check_experiments_folder(out)  # a file, an unwritable place, someone else's folder: refused
     for experiment in experiments:
         used = _size_of(experiment, full, size)
-        check_experiment(experiment, {"used": used})
+        size_name = "given" if size is not None else "full" if full else "quick"
+        check_experiment(experiment, {size_name: used})
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(
         out / EXPERIMENTS_MARK,
