@@ -280,6 +280,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         raise ScenarioError("--csv", f"cannot write {csv_path} (a folder, or no such folder)")
     if csv_path is not None and csv_path.is_symlink():  # never write through a link
         raise ScenarioError("--csv", f"{csv_path} is a symbolic link: name the file itself")
+    if csv_path is not None and csv_path.exists() and not csv_path.is_file():
+        # written through a temporary name and renamed: it would replace a device or a pipe
+        raise ScenarioError("--csv", f"{csv_path} is not a regular file: name a new or CSV file")
     start = time.perf_counter()
     rows = validation.run_checks(names, seed=args.seed)
     seconds = time.perf_counter() - start
@@ -611,13 +614,12 @@ def _tables_of(folder: str):
     """Turn a table Arrow cannot read (corrupt, truncated) into one line naming the folder."""
     import pyarrow as pa
 
+    from mesaopt.analysis.run_folder import unreadable_table
+
     try:
         yield
     except pa.ArrowException as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ScenarioError(
-            folder, f"a table cannot be read (corrupt or truncated?): {message}"
-        ) from None
+        raise unreadable_table(folder, err) from None
 
 
 def _check_output(scenario: Scenario, metric: str, principal: str, source: str) -> None:

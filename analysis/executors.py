@@ -319,7 +319,7 @@ def _lost(task: Any, err: Exception) -> Any:
 #: stays on the workers) only cost CPU, and the event-loop tick (a blocked-loop warning) and the
 #: memory monitors need not wake every 20 and 100 ms. Measured on an idle 2-worker cluster over
 #: 10 s: 0.78 s of CPU across driver and workers with only the profiler off, 0.11 s with all of
-#: these (the cores the runs use; docs/sweeps.md).
+#: these (the cores the runs use; docs/sweeps.md). The workers also ignore Ctrl-C (the preload).
 LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.host-cpu": False,
@@ -328,6 +328,8 @@ LOCAL_CLUSTER_CONFIG = {
     "distributed.scheduler.active-memory-manager.start": False,
     "distributed.admin.tick.interval": "1s",
     "distributed.worker.memory.monitor-interval": "1s",
+    # Ctrl-C reaches the workers too; the driver stops them (analysis/worker_setup.py)
+    "distributed.worker.preload": ["mesaopt.analysis.worker_setup"],
 }
 
 #: Environment variable that overrides how local workers start (fork, spawn or forkserver).
@@ -501,8 +503,6 @@ def open_engine(
         _preload_runs()
     options = {
         "distributed.worker.multiprocessing-method": method,
-        # Ctrl-C reaches the workers too; the driver stops them (analysis/worker_setup.py)
-        "distributed.worker.preload": ["mesaopt.analysis.worker_setup"],
         **LOCAL_CLUSTER_CONFIG,
     }
     with dask.config.set(options):  # for the cluster's life: a restarted worker starts alike

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mesaopt.analysis.sweep_design import Design, grid_design, plan_runs
+from mesaopt.analysis.sweep_design import MAX_RUNS, Design, grid_design, plan_runs
 from mesaopt.analysis.sweep_runner import BaseScenario
 from mesaopt.model.atomic_folder import EXPERIMENTS_MARK
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.scenario_files import (
     apply_override,
     check_data_nesting,
+    check_file_paths,
     check_text_nesting,
     parse_override,
     validate,
@@ -36,7 +37,7 @@ TREATMENT = "treatment"
 #: What an experiment's name (its file's stem) and an arm's name may be: each becomes a folder
 #: name under ``--out``, so one path component of letters, digits, ``_``, ``-`` and ``.`` that
 #: does not start with a dot (never ``..``, ``/`` or an absolute path).
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # used with fullmatch
 #: Names the experiments folder and an experiment's folder use for their own files.
 RESERVED_EXPERIMENT_NAMES = frozenset(
     {"report", "verdicts.csv", "verdicts.parquet", EXPERIMENTS_MARK}
@@ -347,14 +348,14 @@ def parse_experiment(data: dict[str, Any], path: Path) -> Experiment:
         ScenarioError: On a missing, unknown or malformed ``experiment`` key.
     """
     source = str(path)
-    if not NAME_PATTERN.match(path.stem):
+    if not NAME_PATTERN.fullmatch(path.stem):
         raise _bad(
             "experiment",
             f"the file's name {_shown_name(path.stem)!r} becomes the experiment's folder name: "
             "use up to 64 letters, digits, _, - and . (not starting with a dot) before .toml",
             source,
         )
-    if path.stem in RESERVED_EXPERIMENT_NAMES:
+    if path.stem.lower() in RESERVED_EXPERIMENT_NAMES:  # some file systems ignore case
         raise _bad("experiment", f"{path.stem!r} is a name the experiments folder uses", source)
     data = copy.deepcopy(data)
     table = data.pop("experiment", None)
@@ -397,11 +398,14 @@ def parse_experiment(data: dict[str, Any], path: Path) -> Experiment:
         raise _bad("experiment.arms", 'expected a table of arm = ["key=value", ...]', source)
     arms: dict[str, list[str]] = {TREATMENT: []}
     for name, overrides in arms_raw.items():
-        if name == TREATMENT:
+        if name.lower() == TREATMENT:
             raise _bad(f"experiment.arms.{name}", "the treatment arm is the file itself", source)
-        if name in RESERVED_ARM_NAMES:
+        if name.lower() in RESERVED_ARM_NAMES:
             raise _bad(f"experiment.arms.{name}", "a name the experiment folder uses", source)
-        if not NAME_PATTERN.match(name):
+        same = next((arm for arm in arms if arm.lower() == name.lower()), None)
+        if same is not None:  # one folder on a file system that ignores case (macOS, Windows)
+            raise _bad(f"experiment.arms.{name}", f"differs from arm {same!r} only by case", source)
+        if not NAME_PATTERN.fullmatch(name):
             raise _bad(
                 f"experiment.arms.{_shown_name(name)}",
                 "an arm's name becomes a folder name: use up to 64 letters, digits, _, - and . "
@@ -464,7 +468,30 @@ def read_experiment(path: str | Path) -> Experiment:
     except tomllib.TOMLDecodeError as err:
         raise ScenarioError("experiment", f"not valid TOML: {err}", source) from None
     check_data_nesting(data, source)
-    return parse_experiment(data, path)
+    experiment = parse_experiment(data, path)
+    check_experiment_paths(experiment)
+    return experiment
+
+
+def check_experiment_paths(experiment: Experiment) -> None:
+    """Refuse edge-list paths written in an experiment file that lead outside its folder.
+
+    The file is someone's scenario with arms and a sweep: its own ``[network]``, every arm's
+    overrides and the swept values are held to the rule of a scenario file
+    (:func:`model.scenario_files.check_file_paths`).
+
+    Raises:
+        ScenarioError: Naming the key (and the arm) and the file.
+    """
+    for arm in experiment.arms:
+        data = experiment.arm_base(arm, Size(2)).data
+        if experiment.sweep_key:
+            data["sweep"] = {"grid": {experiment.sweep_key: list(experiment.sweep_values)}}
+        try:
+            check_file_paths(data, experiment.path.parent, experiment.source)
+        except ScenarioError as err:
+            where = "" if arm == TREATMENT else f" (arm {arm})"
+            raise ScenarioError(err.key, err.message + where, experiment.source) from None
 
 
 def steps_columns(scenario_data: dict[str, Any], source: str) -> list[str]:
@@ -497,6 +524,15 @@ def check_experiment(experiment: Experiment, sizes: dict[str, Size] | None = Non
     source = experiment.source
     columns: dict[str, list[str]] = {}  # per arm: an arm may add or drop channels
     for size_name, size in (sizes or experiment.sizes).items():
+        runs = len(experiment.sweep_values or [None]) * size.replicates
+        if runs > MAX_RUNS:  # checked here: the arms are planned with one replicate below
+            key = f"experiment.{size_name}.replicates" if size_name in SIZES else "replicates"
+            raise _bad(
+                key,
+                f"{size.replicates:,} replicates make {runs:,} runs per arm ({size_name} size), "
+                f"more than {MAX_RUNS:,}",
+                source,
+            )
         design = grid_design(
             {experiment.sweep_key: list(experiment.sweep_values)} if experiment.sweep_key else {},
             1,

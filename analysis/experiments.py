@@ -31,6 +31,7 @@ import pandas as pd
 
 from mesaopt import __version__
 from mesaopt.analysis.experiment_files import (
+    MAX_REPLICATES,
     Claim,
     Experiment,
     Size,
@@ -93,7 +94,8 @@ def parse_size(text: str, source: str = SIZE_ENV) -> Size:
         The size.
 
     Raises:
-        ScenarioError: On an unknown key or a value that is not a whole number.
+        ScenarioError: On an unknown key, a value that is not a whole number, fewer than 2 or
+            more than :data:`~analysis.experiment_files.MAX_REPLICATES` replicates.
     """
     values: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -109,6 +111,11 @@ def parse_size(text: str, source: str = SIZE_ENV) -> Size:
             ) from None
     if values.get("replicates", 0) < 2:
         raise ScenarioError(f"{source} replicates", "needs at least 2 replicates (a paired CI)")
+    if values["replicates"] > MAX_REPLICATES:
+        raise ScenarioError(
+            f"{source} replicates",
+            f"expected at most {MAX_REPLICATES:,}, got {values['replicates']:,}",
+        )
     for key in ("n_agents", "steps"):
         if key in values and values[key] < 1:
             raise ScenarioError(f"{source} {key}", f"expected a number >= 1, got {values[key]}")
@@ -431,7 +438,7 @@ def _engine(
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,  # as open_engine: the driver reports a failed task
         ) as cluster,
     ):
         yield cluster.scheduler_address

@@ -7,7 +7,8 @@ are the runs' ``network`` tables (``DIR/runs/<run_id>/network.*``, read by
 first. ``runs``, ``run_metrics``, ``summary`` and, after a sensitivity analysis, ``sensitivity``
 are converted as they are. Files are written through a temporary name and renamed. A folder
 other than the sweep folder is written only if it is new, empty, or an earlier export (it holds
-:data:`EXPORT_MARK`, written last) or a sweep folder: never into someone else's files.
+:data:`EXPORT_MARK`, written before the first table): never into someone else's files, nor into
+another sweep's folder.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from mesaopt import __version__
-from mesaopt.analysis.run_folder import MissingTableError, read_network_table
+from mesaopt.analysis.run_folder import MissingTableError, read_network_table, unreadable_table
 from mesaopt.model.atomic_folder import check_reused_folder
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.recording import write_json_atomic
@@ -72,8 +75,8 @@ def export_sweep(
 
     Raises:
         ScenarioError: If ``sweep_dir`` is not a sweep folder, the format is unknown, or ``out``
-            is a file, a link, unwritable, or a folder that is not empty and not an export or
-            sweep folder (nothing is written then).
+            is a file, a link, unwritable, or a folder that is not empty and not an export
+            folder (nothing is written then).
     """
     sweep_dir = Path(sweep_dir)
     if fmt not in FORMATS:
@@ -82,26 +85,60 @@ def export_sweep(
         raise ScenarioError(str(sweep_dir), "not a sweep folder (no sweep.json)")
     out_dir = Path(out) if out is not None else sweep_dir
     into_sweep = out_dir.resolve() == sweep_dir.resolve()
-    if not into_sweep:  # never into someone else's folder
-        check_reused_folder(out_dir, (EXPORT_MARK, "sweep.json"), "a mesaopt export folder")
+    if not into_sweep:  # never into someone else's folder, another sweep's included
+        check_reused_folder(out_dir, (EXPORT_MARK,), "a mesaopt export folder")
     made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
+    mark = out_dir / EXPORT_MARK
+    earlier_mark = mark.read_bytes() if not into_sweep and mark.is_file() else None
+    contents = {"mesaopt": __version__, "sweep": str(sweep_dir.resolve()), "format": fmt}
+    if not into_sweep and earlier_mark is None:
+        # marked ours before anything else is written: an export that is killed half-way
+        # leaves a folder the next export recognises and writes again
+        write_json_atomic(mark, contents)
+    _remove_stale_staging(out_dir)
     staging = out_dir / f".export.tmp-{os.getpid()}"
     staging.mkdir(exist_ok=True)
     try:
         names = _write_tables(sweep_dir, staging, fmt, into_sweep)
+        for name in names:  # checked before any replace: no table is replaced unless all can be
+            target = out_dir / name
+            if target.is_dir() and not target.is_symlink():  # os.replace cannot replace it
+                raise ScenarioError("--out", f"{target} is a folder, not a table: nothing written")
         for name in names:  # every table read and written: only now do they replace the old
             os.replace(staging / name, out_dir / name)
+        if not into_sweep:
+            write_json_atomic(mark, contents)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if made:
             shutil.rmtree(out_dir, ignore_errors=True)
+        elif earlier_mark is not None:
+            mark.write_bytes(earlier_mark)
+        elif not into_sweep:
+            mark.unlink(missing_ok=True)
         raise
     staging.rmdir()
-    if not into_sweep:
-        mark = {"mesaopt": __version__, "sweep": str(sweep_dir.resolve()), "format": fmt}
-        write_json_atomic(out_dir / EXPORT_MARK, mark)
     return [out_dir / name for name in names]
+
+
+def _remove_stale_staging(out_dir: Path) -> None:
+    """Remove the staging folders of exports into ``out_dir`` whose process is gone (kill -9)."""
+    for folder in out_dir.glob(".export.tmp-*"):
+        pid = folder.name.rpartition("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (one that belongs to another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _write_tables(sweep_dir: Path, staging: Path, fmt: str, into_sweep: bool) -> list[str]:
@@ -112,9 +149,11 @@ def _write_tables(sweep_dir: Path, staging: Path, fmt: str, into_sweep: bool) ->
     written: list[str] = []
     parts = sorted((sweep_dir / "steps").glob("*.parquet"))
     if parts:
-        sink = _Sink(staging / f"steps.{fmt}", fmt, pq.read_schema(parts[0]))
+        with _naming(parts[0]):
+            sink = _Sink(staging / f"steps.{fmt}", fmt, pq.read_schema(parts[0]))
         for part in parts:
-            sink.write(pq.read_table(part))
+            with _naming(part):
+                sink.write(pq.read_table(part))
         sink.close()
         written.append(sink.path.name)
     network = _export_networks(sweep_dir, staging / f"network.{fmt}", fmt)
@@ -124,12 +163,22 @@ def _write_tables(sweep_dir: Path, staging: Path, fmt: str, into_sweep: bool) ->
         source = sweep_dir / f"{name}.parquet"
         if not source.is_file() or (fmt == "parquet" and into_sweep):
             continue  # no such table, or it would replace itself
-        table = pq.read_table(source)
+        with _naming(source):
+            table = pq.read_table(source)
         sink = _Sink(staging / f"{name}.{fmt}", fmt, table.schema)
         sink.write(table)
         sink.close()
         written.append(sink.path.name)
     return written
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Name the file in the error when Arrow cannot read a table (a sweep holds hundreds)."""
+    try:
+        yield
+    except pa.ArrowException as err:
+        raise unreadable_table(path, err) from None
 
 
 def _export_networks(sweep_dir: Path, target: Path, fmt: str) -> Path | None:
@@ -144,7 +193,8 @@ def _export_networks(sweep_dir: Path, target: Path, fmt: str) -> Path | None:
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
             if manifest.get("status") == "failed":  # stopped by a non-finite number
                 continue
-            table = read_network_table(folder, manifest)
+            with _naming(folder / "network.*"):
+                table = read_network_table(folder, manifest)
         except (OSError, json.JSONDecodeError, MissingTableError):
             continue
         table = table.add_column(0, "run_id", pa.array([folder.name] * table.num_rows, pa.string()))

@@ -381,7 +381,7 @@ def _sweep_report(path: Path, out: Path, report: Report) -> list[str]:
         sweep = read_sweep(path)
     except (OSError, ValueError, KeyError, TypeError) as err:  # json errors are ValueErrors
         raise NotARunError(f"{path}/sweep.json: cannot read the sweep: {err}") from None
-    out.mkdir(parents=True, exist_ok=True)
+    _start_report_folder(out)
     used: set[str] = set()
     for key, principal in selection_parameters(sweep).items():
         stem = safe_file_stem(f"overoptimization_{principal}", used)
@@ -441,6 +441,17 @@ def _check_manifest(path: Path) -> None:
         raise NotARunError(f"{file}: not a complete run manifest (no 'scenario' object)")
 
 
+#: Written into a report folder before its first figure, so that a report stopped half-way
+#: (Ctrl-C, a full disk) leaves a folder the next ``report`` recognises as its own and redraws.
+REPORT_MARK = ".mesaopt-report"
+
+
+def _start_report_folder(out: Path) -> None:
+    """Make the report folder (if needed) and mark it as a report's before anything is drawn."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / REPORT_MARK).touch()
+
+
 def build_report(
     path: str | Path, out_dir: str | Path | None = None, *, animate: bool = False
 ) -> Report:
@@ -466,12 +477,12 @@ def build_report(
             "or a sweep folder (sweep.json + runs/)"
         )
     # written into, never swapped: absent, empty or an earlier report (never someone's folder)
-    check_reused_folder(out, ("report.html",), "a mesaopt report folder")
+    check_reused_folder(out, ("report.html", REPORT_MARK), "a mesaopt report folder")
     report = Report(out_dir=out, html=out / "report.html")
     if is_run_folder(path):
         _check_manifest(path)
         run = read_run(path)
-        out.mkdir(parents=True, exist_ok=True)
+        _start_report_folder(out)
         sections = _run_report(run, out, animate, report)
     else:
         sections = _sweep_report(path, out, report)

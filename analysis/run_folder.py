@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from mesaopt.model.errors import ScenarioError
 from mesaopt.model.graphs import grid_positions
 from mesaopt.model.network import (
     NETWORK_COLUMNS,
@@ -46,6 +47,12 @@ class FailedRunError(NotARunError):
 
 class MissingTableError(ValueError):
     """Raised when a run folder lacks a table, e.g. a run recorded before the table existed."""
+
+
+def unreadable_table(where: str | Path, err: Exception) -> ScenarioError:
+    """The one-line error for a table Arrow cannot read (corrupt, truncated), naming ``where``."""
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return ScenarioError(str(where), f"a table cannot be read (corrupt or truncated?): {message}")
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,10 @@ def sensitivity_design(
 
     Returns:
         The design and, per sample row, the index of its design point.
+
+    Raises:
+        ScenarioError: If the design has more than :data:`~analysis.sweep_design.MAX_RUNS`
+            runs (its distinct points times the replicates).
     """
     points: list[dict[str, Any]] = []
     where: dict[tuple[Any, ...], int] = {}
@@ -238,6 +242,12 @@ def sensitivity_design(
             where[key] = len(points)
             points.append(point)
         point_of[row] = where[key]
+    if len(points) * replicates > MAX_RUNS:
+        raise ScenarioError(
+            "--replicates",
+            f"{len(points):,} design points × {replicates:,} replicates make "
+            f"{len(points) * replicates:,} runs, more than {MAX_RUNS:,}",
+        )
     keys = [b.key for b in bounds]
     return Design(keys, points, replicate_seeds(seed, replicates), seed, method), point_of
 

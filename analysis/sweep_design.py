@@ -125,7 +125,12 @@ def parse_grid_arguments(assignments: list[str]) -> dict[str, list[Any]]:
 
 
 def grid_design(
-    grid: dict[str, Any], replicates: int, sweep_seed: int, *, source: str = "--grid"
+    grid: dict[str, Any],
+    replicates: int,
+    sweep_seed: int,
+    *,
+    source: str = "--grid",
+    too_many_key: str | None = None,
 ) -> Design:
     """The full-factorial design of a grid (last key varies fastest).
 
@@ -134,6 +139,8 @@ def grid_design(
         replicates: Replicates per design point (≥ 1).
         sweep_seed: Seed the replicate seeds are spawned from.
         source: Where the grid came from, for error messages.
+        too_many_key: The key to name if the design has too many runs (default ``--grid``, or
+            ``--replicates`` for an empty grid).
 
     Returns:
         The design; an empty grid gives one design point with no parameters.
@@ -154,7 +161,7 @@ def grid_design(
     runs = math.prod(len(v) for v in values.values()) * replicates
     if runs > MAX_RUNS:
         raise ScenarioError(
-            "--grid" if values else "--replicates",
+            too_many_key or ("--grid" if values else "--replicates"),
             f"the design has {runs:,} runs, more than {MAX_RUNS:,}",
             source,
         )

@@ -150,7 +150,9 @@ def sweep_design(
         replicates = section.replicates if section else 1
     if seed is None:
         seed = section.seed if section and section.seed is not None else scenario.run.seed
-    return grid_design(merged, replicates, seed, source=base.source)
+    # name what the user wrote: the command line's --grid, else the file's [sweep] grid
+    too_many = "--grid" if grid else "sweep.grid" if merged else None
+    return grid_design(merged, replicates, seed, source=base.source, too_many_key=too_many)
 
 
 def _progress_bar(total: int, enabled: bool, desc: str) -> tqdm:

@@ -4,8 +4,9 @@ A terminal sends Ctrl-C (SIGINT) to every process of the foreground group: the d
 LocalCluster's worker processes alike. Each worker would raise KeyboardInterrupt in its event
 loop and print a traceback of Dask's internals under the driver's one-line "interrupted"
 message. The driver closes the cluster (and so its workers) itself, so the workers ignore SIGINT.
-Named in ``distributed.worker.preload`` by :func:`analysis.executors.open_engine`; Dask imports
-it in each worker process and calls :func:`dask_setup` in the process's main thread.
+Named in ``distributed.worker.preload`` by :data:`analysis.executors.LOCAL_CLUSTER_CONFIG` (every
+local cluster: a sweep's and the experiments'); Dask imports it in each worker process and calls
+:func:`dask_setup` in the process's main thread.
 """
 
 from __future__ import annotations

@@ -105,8 +105,12 @@ def _coerced(value: Any, annotation: Any) -> str | None:
     if origin is Annotated:
         return _coerced(value, get_args(annotation)[0])
     if origin in (Union, types.UnionType):
-        if any(_coerced(value, arm) is None for arm in get_args(annotation)):
+        arms = get_args(annotation)
+        if any(_coerced(value, arm) is None for arm in arms):
             return None
+        given = [arm for arm in arms if arm is not type(None)]
+        if len(given) == 1:  # an optional key: the reason of its one type (a list's item)
+            return _coerced(value, given[0])
         return f"expected {_wanted(annotation)}"
     if origin is list and isinstance(value, list):
         (item,) = get_args(annotation) or (Any,)
@@ -125,6 +129,8 @@ def _coerced(value: Any, annotation: Any) -> str | None:
         fits = isinstance(value, str)
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
         fits = isinstance(value, dict | BaseModel)
+    elif annotation is type(None):
+        fits = value is None  # an optional key's None arm fits None only
     else:
         fits = True  # lists and tables given as something else: pydantic says so
     return None if fits else f"expected {_wanted(annotation)}"
@@ -471,6 +477,8 @@ class SweepConfig(_Section):
                 dotted = f"{prefix}.{key}" if prefix else str(key)
                 if isinstance(item, dict):
                     walk(dotted, item)
+                elif dotted in flat:  # "a.b" and a = { b = ... }: one would silently win
+                    raise ValueError(f"the grid gives {dotted!r} twice")
                 else:
                     flat[dotted] = item
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 import typing
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -197,12 +198,19 @@ def check_file_paths(data: dict[str, Any], folder: Path, source: str) -> None:
         candidates.append(("network.path", network["path"]))
     sweep = data.get("sweep")
     grid = sweep.get("grid") if isinstance(sweep, dict) else None
-    if isinstance(grid, dict):
-        nested = grid.get("network")
-        spec = grid.get("network.path", nested.get("path") if isinstance(nested, dict) else None)
-        # A list of paths, or one string (which a grid may also split at commas: check both).
-        values = spec if isinstance(spec, list) else [spec, *spec.split(",")] if spec else []
-        candidates.extend(("sweep.grid.network.path", value) for value in values)
+    # every entry of the grid as the sweep flattens it, a key written twice included
+    for dotted, spec in _grid_entries(grid) if isinstance(grid, dict) else ():
+        values = spec if isinstance(spec, list) else [spec]
+        if dotted == "network.path":
+            # a list of paths, or one string (which a grid may also split at commas: check both)
+            split = spec.split(",") if isinstance(spec, str) else []
+            candidates.extend(("sweep.grid.network.path", value) for value in [*values, *split])
+        elif dotted == "network":  # whole [network] tables swept
+            candidates.extend(
+                ("sweep.grid.network", value.get("path"))
+                for value in values
+                if isinstance(value, dict)
+            )
     root = folder.resolve()
     for key, value in candidates:
         if not isinstance(value, str) or not value:
@@ -216,6 +224,16 @@ def check_file_paths(data: dict[str, Any], folder: Path, source: str) -> None:
                 "--set network.path=...)",
                 source,
             )
+
+
+def _grid_entries(node: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (dotted key, value) of a ``[sweep.grid]`` table, nested tables flattened."""
+    for key, item in node.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(item, dict):
+            yield from _grid_entries(item, dotted)
+        else:
+            yield dotted, item
 
 
 def default_text() -> str:

@@ -49,21 +49,32 @@ def read_user_text(
     """
     name = shown or "the file"
     try:
-        mode = os.stat(file).st_mode
+        # opened without blocking and checked on the open file (not the path, which could be
+        # swapped between a check and the open): a named pipe with no writer never hangs here
+        descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ScenarioError(key, f"file not found{': ' + shown if shown else ''}", source) from None
+    except IsADirectoryError:
+        raise ScenarioError(key, f"{name} is a folder, not {what}", source) from None
     except OSError as err:
         raise ScenarioError(key, f"cannot read {name}: {err.strerror}", source) from None
-    if stat.S_ISDIR(mode):
-        raise ScenarioError(key, f"{name} is a folder, not {what}", source)
-    if not stat.S_ISREG(mode):
-        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise ScenarioError(key, f"{name} is {kind}, not {what}", source)
     try:
-        with open(file, "rb") as handle:
-            data = handle.read(limit + 1)
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise ScenarioError(key, f"{name} is a folder, not {what}", source)
+        if not stat.S_ISREG(mode):
+            kind = "a named pipe" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise ScenarioError(key, f"{name} is {kind}, not {what}", source)
+        chunks: list[bytes] = []
+        wanted = limit + 1
+        while wanted > 0 and (chunk := os.read(descriptor, wanted)):  # a read may be short
+            chunks.append(chunk)
+            wanted -= len(chunk)
+        data = b"".join(chunks)
     except OSError as err:
         raise ScenarioError(key, f"cannot read {name}: {err.strerror}", source) from None
+    finally:
+        os.close(descriptor)
     if len(data) > limit:
         size = f"{limit / 2**20:,.0f} MiB" if limit >= 2**20 else f"{limit:,} bytes"
         raise ScenarioError(key, f"{name} is larger than {size}{too_large}", source)

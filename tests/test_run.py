@@ -544,3 +544,18 @@ def test_validate_never_writes_its_csv_through_a_link(tmp_path: Path, capsys) ->
     link = tmp_path / "table.csv"
     assert err == f"mesaopt: error: --csv: {link} is a symbolic link: name the file itself"
     assert target.read_text(encoding="utf-8") == "keep me"
+
+
+def test_validate_never_replaces_a_pipe_or_a_device_with_its_csv(tmp_path: Path, capsys) -> None:
+    """The CSV is renamed into place: a FIFO (or a device node such as /dev/null) named as
+    --csv would be replaced by a regular file. Refused in one line, left as it was."""
+    import stat
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    assert run.main(["validate", "--only", "stability", "--csv", str(pipe)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mesaopt: error: --csv: {pipe} is not a regular file: name a new or CSV file"
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert run.main(["validate", "--only", "stability", "--csv", "/dev/null"]) == 2
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

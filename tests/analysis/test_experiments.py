@@ -149,8 +149,12 @@ def test_a_bad_experiment_key_is_named(tmp_path, edit, key):
         ".hidden",
         "",
         "ctl\nx",
+        "equal\n",
         "a" * 65,
         "size.json",
+        "Size.JSON",
+        "Treatment",
+        "EQUAL",
     ],
 )
 def test_an_arm_name_that_is_not_one_safe_folder_name_is_refused(tmp_path, arm):
@@ -168,7 +172,9 @@ def test_an_arm_name_that_is_not_one_safe_folder_name_is_refused(tmp_path, arm):
     assert err.value.source == str(path)
 
 
-@pytest.mark.parametrize("stem", ["..", ".", ".hidden", "report", "verdicts.csv", "a b"])
+@pytest.mark.parametrize(
+    "stem", ["..", ".", ".hidden", "report", "Report", "verdicts.csv", "a b", "x\n"]
+)
 def test_an_experiment_file_whose_name_is_not_a_safe_folder_name_is_refused(tmp_path, stem):
     path = tmp_path / f"{stem}.toml"
     path.write_bytes((EXPERIMENT_DIR / "superoptimizer.toml").read_bytes())
@@ -209,9 +215,25 @@ def test_parse_size():
     size = parse_size("replicates=3, n_agents=40")
     assert (size.replicates, size.n_agents, size.steps) == (3, 40, None)
     assert size.overrides() == ["network.n_agents=40"]
-    for text in ("replicates=1", "n_agents=40", "replicates=two", "colour=3,replicates=2"):
+    for text in (
+        "replicates=1",
+        "n_agents=40",
+        "replicates=two",
+        "colour=3,replicates=2",
+        "replicates=100001",
+    ):
         with pytest.raises(ScenarioError):
             parse_size(text)
+
+
+def test_a_size_of_more_than_a_million_runs_is_refused_before_anything_is_written(tmp_path):
+    """The arms are checked with one replicate; the size's run count is checked on its own, and
+    named as the given size (not the file's), before the experiments folder is made."""
+    out = tmp_path / "out"
+    with pytest.raises(ScenarioError, match=r"more than 1,000,000") as err:
+        run_experiments(["trans"], out, engine="serial", size=Size(2_000_000, 24, 5))
+    assert err.value.key == "replicates" and "given size" in err.value.message
+    assert not out.exists()
 
 
 # ------------------------------------------------------------------------- the command
@@ -330,3 +352,52 @@ def test_an_arm_whose_every_run_fails_is_inconclusive_and_still_drawn(tmp_path, 
     assert table.attrs["failed_runs"] == 2
     assert (out / "report" / "index.html").is_file()
     assert (out / "report" / "superoptimizer.png").stat().st_size > 0
+
+
+def test_the_experiments_cluster_workers_leave_ctrl_c_to_the_driver() -> None:
+    """The experiments' one LocalCluster is configured as a sweep's: its workers ignore SIGINT
+    (a terminal's Ctrl-C reaches them too; the driver says one line and stops them)."""
+    import signal
+
+    from distributed import Client
+
+    from mesaopt.analysis.experiments import _engine
+
+    with _engine("local", None, 1, "fork") as address, Client(address) as client:
+        handlers = client.run(lambda: signal.getsignal(signal.SIGINT))
+    assert list(handlers.values()) == [signal.SIG_IGN]
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        # the file's own [network]
+        (
+            lambda t: t.replace(
+                'topology = "barabasi_albert"', 'topology = "edgelist"\npath = "../secret/e.csv"'
+            ),
+            "network.path",
+        ),
+        # an arm's override written in the file
+        (
+            lambda t: t.replace(
+                "[experiment.arms]\n",
+                "[experiment.arms]\nout = [\"network.topology='edgelist'\", "
+                "\"network.path='/etc/passwd'\"]\n",
+                1,
+            ),
+            "network.path",
+        ),
+    ],
+    ids=["own-network", "arm-override"],
+)
+def test_an_experiment_file_cannot_name_files_outside_its_folder(tmp_path, edit, key):
+    """An experiment file is a scenario file with arms: its paths obey the same rule."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    text = (EXPERIMENT_DIR / "superoptimizer.toml").read_text(encoding="utf-8")
+    path = folder / "paths.toml"
+    path.write_text(edit(text), encoding="utf-8")
+    with pytest.raises(ScenarioError, match="outside the scenario's folder") as err:
+        read_experiment(path)
+    assert err.value.key == key and err.value.source == str(path)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pytest
 
 from mesaopt import read_run, run_sweep
@@ -109,10 +108,11 @@ def test_a_table_that_cannot_be_read_leaves_the_destination_as_it_was(
     shutil.copytree(sweep, broken)
     (broken / "summary.parquet").write_bytes(b"PAR1 not really")
     before = {p.name: p.stat().st_mtime_ns for p in broken.iterdir()}
-    with pytest.raises(pa.ArrowInvalid):
+    with pytest.raises(ScenarioError, match="a table cannot be read") as err:
         export_sweep(broken, "csv", tmp_path / "new")
+    assert err.value.key == str(broken / "summary.parquet")  # the file, among hundreds
     assert not (tmp_path / "new").exists()
-    with pytest.raises(pa.ArrowInvalid):
+    with pytest.raises(ScenarioError):
         export_sweep(broken, "csv")
     assert {p.name: p.stat().st_mtime_ns for p in broken.iterdir()} == before
     result = subprocess.run(
@@ -123,6 +123,58 @@ def test_a_table_that_cannot_be_read_leaves_the_destination_as_it_was(
         timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith(f"mesaopt: error: {broken}: a table cannot be read")
+    assert result.stderr.startswith(
+        f"mesaopt: error: {broken / 'summary.parquet'}: a table cannot be read"
+    )
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_export_never_writes_into_another_sweeps_folder(sweep: Path, tmp_path: Path) -> None:
+    """Another sweep's folder holds its own runs.parquet and summary.parquet: refused, untouched."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(sweep, other)
+    before = {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()}
+    with pytest.raises(ScenarioError, match="not a mesaopt export folder"):
+        export_sweep(sweep, "parquet", other)
+    assert {p.name: p.read_bytes() for p in other.iterdir() if p.is_file()} == before
+
+
+def test_an_export_killed_half_way_is_written_again(sweep: Path, tmp_path: Path) -> None:
+    """kill -9 leaves the mark (written first) and a staging folder of a dead process: the next
+    export takes the folder as its own, removes that staging and writes every table."""
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    out = tmp_path / "half"
+    out.mkdir()
+    (out / "export.json").write_text("{}", encoding="utf-8")
+    stale = out / f".export.tmp-{gone.stdout.strip()}"
+    stale.mkdir()
+    (stale / "steps.csv").write_text("half a table", encoding="utf-8")
+    written = export_sweep(sweep, "csv", out)
+    assert not stale.exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*(p.name for p in written), "export.json"]
+    )
+    assert json.loads((out / "export.json").read_text(encoding="utf-8"))["format"] == "csv"
+
+
+def test_a_folder_in_a_tables_place_replaces_nothing(sweep: Path, tmp_path: Path) -> None:
+    """A folder named runs.csv cannot be replaced by a file: no table is replaced, one line."""
+    out = tmp_path / "ours"
+    export_sweep(sweep, "csv", out)
+    (out / "runs.csv").unlink()
+    (out / "runs.csv").mkdir()
+    tables = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "export.json"}
+    mark = (out / "export.json").read_bytes()
+    with pytest.raises(ScenarioError, match=r"runs\.csv is a folder"):
+        export_sweep(sweep, "csv", out)
+    assert {
+        p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "export.json"
+    } == tables
+    assert (out / "export.json").read_bytes() == mark  # put back as it was

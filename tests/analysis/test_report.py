@@ -315,6 +315,28 @@ def test_report_out_on_someone_elses_folder_is_refused(
     assert (ours / "report.html").is_file()
 
 
+def test_a_report_stopped_half_way_is_drawn_again(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Ctrl-C while the figures are drawn leaves figures and no report.html: the folder is still
+    the report's own (its hidden mark is written first), and the next report draws it whole."""
+    from mesaopt.analysis import report
+
+    out = tmp_path / "report"
+    draw = report._figure_html
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "_figure_html", interrupted)
+    assert main(["report", str(run_dir), "--out", str(out)]) == 130
+    assert any(out.glob("*.png")) and not (out / "report.html").exists()
+    monkeypatch.setattr(report, "_figure_html", draw)
+    capsys.readouterr()
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0, capsys.readouterr().err
+    assert (out / "report.html").is_file()
+
+
 def test_a_corrupt_table_is_one_line(
     run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -173,3 +173,14 @@ def test_a_sobol_n_that_is_not_a_power_of_two_or_too_many_runs_are_refused():
     assert len(sample("morris", bounds, 3, seed=0)) == 6  # Morris: any number of trajectories
     with pytest.raises(ScenarioError, match="more than 1,000,000"):
         sample("sobol", bounds, 2**20, seed=0)
+
+
+def test_replicates_count_towards_the_million_runs():
+    """A small sample with many replicates is as many runs: refused on --replicates."""
+    bounds = [parse_param("agents.risk_aversion=0:2")]
+    matrix = sample("sobol", bounds, 1024, seed=0)  # 3,072 rows, 2,048 distinct (one parameter)
+    design, _ = sensitivity_design("sobol", bounds, matrix, 400, seed=0)
+    assert len(design.points) * len(design.seeds) == 2048 * 400
+    with pytest.raises(ScenarioError, match=r"2,048 design points × 1,000 replicates") as err:
+        sensitivity_design("sobol", bounds, matrix, 1000, seed=0)
+    assert err.value.key == "--replicates"

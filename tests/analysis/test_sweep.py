@@ -472,3 +472,20 @@ def test_a_design_with_more_runs_than_can_be_planned_is_refused_at_once():
     with pytest.raises(ScenarioError) as err:
         grid_design({}, 10**8, 0)
     assert err.value.key == "--replicates"
+
+
+def test_too_many_runs_names_the_grid_the_user_wrote(tmp_path: Path) -> None:
+    """A [sweep] grid in the file is named as sweep.grid, a command line's as --grid."""
+    text = (ROOT / "scenarios" / "baseline.toml").read_text(encoding="utf-8")
+    path = tmp_path / "big.toml"
+    path.write_text(
+        text + '\n[sweep]\nreplicates = 1000\n[sweep.grid]\n"agents.risk_aversion" = "0:2000:1"\n',
+        encoding="utf-8",
+    )
+    base = load_base(path, [])
+    with pytest.raises(ScenarioError) as err:
+        sweep_design(base, {})
+    assert err.value.key == "sweep.grid" and err.value.source == str(path)
+    with pytest.raises(ScenarioError) as err:
+        sweep_design(base, {"principals.0.selection.n": [1, 2]})
+    assert err.value.key == "--grid"

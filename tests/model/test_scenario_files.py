@@ -138,6 +138,14 @@ EXACT = [
         'agents.capacity={values=[0,"1"],weights=[1,1]}',
         "agents.capacity.values: expected a whole number",
     ),
+    # an optional key (`X | None`) is taken as written too: its None arm fits None only
+    ("network.m=true", "network.m: expected a whole number (got True)"),
+    ('network.height="10"', "network.height: expected a whole number (got '10')"),
+    ("network.blocks=[true,999]", "network.blocks: expected a whole number"),
+    (
+        "principals.0.selection.pool.control_share=true",
+        "principals.0.selection.pool.control_share: expected a number (got True)",
+    ),
     ('network.topology="edgelist"', "network.path: topology 'edgelist' needs a path"),
     (
         'sweep.grid.x="1:0:1"',
@@ -338,3 +346,36 @@ def test_sweep_grid_paths_in_a_file_are_checked(tmp_path):
     with pytest.raises(ScenarioError) as info:
         load_scenario(scenario)
     assert info.value.key == "sweep.grid.network.path"
+
+
+@pytest.mark.parametrize(
+    ("grid", "key"),
+    [
+        # whole [network] tables swept, one of them an edge list from outside
+        (
+            'network = [{topology = "edgelist", n_agents = 30, path = "/etc/passwd"}, '
+            '{topology = "ring", n_agents = 30, k = 2}]',
+            "sweep.grid.network",
+        ),
+        # the same key written twice: the nested one would win when the grid is flattened
+        (
+            '"network.path" = ["e.csv"]\nnetwork = { path = ["../outside.csv"] }',
+            "sweep.grid.network.path",
+        ),
+    ],
+    ids=["whole-network", "key-twice"],
+)
+def test_every_grid_entry_that_names_a_path_is_checked(tmp_path, grid, key):
+    scenario = _edgelist_scenario(tmp_path / "s", "e.csv")
+    with scenario.open("a") as handle:
+        handle.write(f"\n[sweep.grid]\n{grid}\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario)
+    assert info.value.key == key and "outside the scenario's folder" in str(info.value)
+
+
+def test_a_grid_key_given_twice_is_refused():
+    data, _ = load_raw(BASELINE)
+    data["sweep"] = {"grid": {"run.seed": [1, 2], "run": {"seed": [3]}}}
+    with pytest.raises(ScenarioError, match=r"the grid gives 'run\.seed' twice"):
+        validate(data)
