@@ -406,7 +406,12 @@ def check_scheduler_address(text: str) -> str:
             "expected tcp://HOST:PORT",
         )
     host, colon, port = rest.rpartition(":")
-    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if (
+        not colon
+        or not host
+        or not (port.isascii() and port.isdigit())
+        or not 1 <= int(port) <= 65535
+    ):
         raise ScenarioError(
             "--scheduler", f"expected tcp://HOST:PORT with a port in 1..65535, got {text[:60]!r}"
         )

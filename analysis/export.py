@@ -126,7 +126,7 @@ def _remove_stale_staging(out_dir: Path) -> None:
     """Remove the staging folders of exports into ``out_dir`` whose process is gone (kill -9)."""
     for folder in out_dir.glob(".export.tmp-*"):
         pid = folder.name.rpartition("-")[2]
-        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+        if not (pid.isascii() and pid.isdigit()) or int(pid) == os.getpid() or not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -77,7 +77,7 @@ def _child(annotation: Any, part: str, owner: Any) -> Any:
         origin = typing.get_origin(member)
         if _is_model(member) and part in member.model_fields:
             return member.model_fields[part].annotation
-        if origin is list and part.isdigit():
+        if origin is list and part.isascii() and part.isdigit():
             return typing.get_args(member)[0]
         if origin is dict:
             if owner is RegimeConfig:  # regimes.<i>.set.<field>: a channel field

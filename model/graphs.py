@@ -195,8 +195,9 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
     """Read an undirected edge list: one pair of integer node ids per line.
 
     Columns are separated by commas and/or whitespace; ``#`` starts a comment; blank lines are
-    skipped; the first data line may be a header (if it holds more than digits, signs, points
-    and separators: ``source,target``, not ``0.5,1``). A UTF-8 byte-order mark is dropped. Ids
+    skipped; the first data line may be a header if every column is a name starting with a
+    letter (``source,target``, perhaps quoted; not ``0.5,1``, ``1,2x`` or ``"0","1"``, which
+    are errors). Ids are ASCII digits. A UTF-8 byte-order mark is dropped. Ids
     must lie in ``[0, n)``; self-loops are dropped, duplicate and reversed pairs merged. Errors
     quote a bad line only if it looks like data, and at most :data:`EXCERPT_CHARS` characters of
     it.
@@ -230,10 +231,10 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
             continue
         fields = split(line)
         try:
-            a, b = (int(f) for f in fields)
+            a, b = (_node_id(f) for f in fields)
         except ValueError:
-            if not seen_data and not _DATA_LIKE.match(line):
-                seen_data = True  # a header line: words, not numbers ("source,target")
+            if not seen_data and all(_HEADER_FIELD.fullmatch(f) for f in fields):
+                seen_data = True  # a header line: names, not numbers ("source,target")
                 continue
             raise ScenarioError(
                 "network.path",
@@ -255,6 +256,15 @@ EDGELIST_BYTES_PER_BYTE = 24
 #: Longest excerpt of a bad line an error quotes, and only of a line that looks like data.
 EXCERPT_CHARS = 40
 _DATA_LIKE = re.compile(r"^[0-9eE+\-.,;:\s]*$")
+#: A column name of a header line: a word starting with a letter, perhaps quoted.
+_HEADER_FIELD = re.compile(r"[\"']?[A-Za-z_][A-Za-z0-9_.\-]*[\"']?")
+
+
+def _node_id(field: str) -> int:
+    """A node id as written: ASCII digits with an optional sign (not ``1_0``, not ``١``)."""
+    if not re.fullmatch(r"[+-]?[0-9]+", field):
+        raise ValueError(field)
+    return int(field)
 
 
 def _edgelist_text(file: pathlib.Path, path: str) -> str:

@@ -33,7 +33,7 @@ __all__ = ["block_ranges", "kernel_threads", "parallel_map", "row_ranges", "thre
 def _default_threads() -> int:
     configured = os.environ.get("MESAOPT_THREADS", "").strip()
     if configured:
-        if not configured.isdigit() or int(configured) < 1:
+        if not (configured.isascii() and configured.isdigit()) or int(configured) < 1:
             raise ValueError(f"MESAOPT_THREADS must be a positive integer, got {configured!r}")
         return int(configured)
     try:

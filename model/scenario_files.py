@@ -332,7 +332,7 @@ def _list_index(items: list[Any], part: str, here: str, *, by_name: bool) -> int
         for i, item in enumerate(items)
         if by_name and isinstance(item, dict) and item.get("name") == part
     ]
-    if part.isdigit() and int(part) < len(items):
+    if part.isascii() and part.isdigit() and int(part) < len(items):
         if named and named != [int(part)]:
             raise ScenarioError(
                 here, f"ambiguous: item {part} and the principal named {part!r} differ"
@@ -465,7 +465,7 @@ def _keys_at(path: list[str]) -> list[str]:
     """The keys the schema allows in the table at the dotted ``path`` (list indices skipped)."""
     model: Any = Scenario
     for part in path:
-        if part.isdigit():
+        if part.isascii() and part.isdigit():
             continue
         field = model.model_fields.get(part) if _is_model(model) else None
         if field is None:

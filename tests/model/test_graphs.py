@@ -405,11 +405,12 @@ def test_edgelist_missing_file(tmp_path: pathlib.Path) -> None:
 
 
 def test_edgelist_errors_never_quote_a_line_that_is_not_data(tmp_path: pathlib.Path) -> None:
+    """A file that is not an edge list fails on its first line (not a header of words), unquoted."""
     (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:SECRET\n")
     with pytest.raises(ScenarioError) as err:
         read_edgelist(str(tmp_path / "passwd"), 10)
-    assert err.value.message == "line 2: expected two integer node ids"
-    assert "SECRET" not in str(err.value) and "daemon" not in str(err.value)
+    assert err.value.message == "line 1: expected two integer node ids"
+    assert "root" not in str(err.value) and "SECRET" not in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -474,7 +475,19 @@ def test_edgelist_byte_order_mark_keeps_the_first_edge(tmp_path: pathlib.Path) -
 
 @pytest.mark.parametrize(
     ("first", "header"),
-    [("source,target", True), ("# nodes\nfrom to", True), ("0.5,1", False), ("1e3 2", False)],
+    [
+        ("source,target", True),
+        ("# nodes\nfrom to", True),
+        ('"source","target"', True),
+        ("0.5,1", False),
+        ("1e3 2", False),
+        ("1,2x", False),  # a typo in an edge, not a header: the edge would be lost
+        ("0x1,2", False),
+        ('"0","1"', False),
+        ("\ufeff\ufeff0,1", False),  # a second byte-order mark (the first is dropped)
+        ("1_0,2", False),  # Python's int() reads 10
+        ("\u0661,2", False),  # an Arabic-Indic digit one
+    ],
 )
 def test_edgelist_only_a_line_of_words_is_taken_as_a_header(
     tmp_path: pathlib.Path, first: str, header: bool

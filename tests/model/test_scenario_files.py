@@ -183,6 +183,14 @@ def test_load_overridden_applies_overrides_to_raw_data_without_validating():
     assert load_raw(None)[1] == "<default scenario>"
 
 
+@pytest.mark.parametrize("index", ["\u00b2", "\u0661", "\uff11"])
+def test_an_index_of_non_ascii_digits_is_a_named_key_error(index: str) -> None:
+    """str.isdigit() accepts '²' (int() does not): a fuzzed index is one ScenarioError, not a crash."""
+    with pytest.raises(ScenarioError) as info:
+        load_overridden(BASELINE, [f"channels.{index}.cost=1"])
+    assert info.value.key == f"channels.{index}"
+
+
 def test_apply_override_creates_missing_tables_and_lists():
     data: dict = {}
     apply_override(data, "sweep.grid.x", [1, 2])
