@@ -112,13 +112,15 @@ def measure_step(
     best = best_response(values, cost, np.ones_like(values, dtype=bool))
     benchmark = np.einsum("jk,jk->j", values, best) - 0.5 * np.einsum("jk,jk->j", best @ cost, best)
     # Var(mᵀε); an unmeasured channel adds nothing even when its own variance is infinite.
-    # β = 0 carries no risk even when σ_M² is infinite (Student-t, df ≤ 2; scenario checks).
+    # β = 0 carries no risk even when σ_M² is infinite (Student-t, df ≤ 2; scenario checks), and
+    # neither does any β for risk-neutral agents (ρ = 0; 0·∞ would be NaN).
     sigma_m2 = metric_noise_variance(world.metric, world.noise_var, np.ones(model.d, bool))
+    rho = model.config.agents.risk_aversion
     with np.errstate(invalid="ignore"):
         risk = np.where(
-            contracts.beta == 0,
+            (contracts.beta == 0) | (rho == 0),
             0.0,
-            0.5 * model.config.agents.risk_aversion * contracts.beta**2 * sigma_m2,
+            0.5 * rho * contracts.beta**2 * sigma_m2,
         )
     # Adversarial Goodhart: value destroyed on channels the metric rewards and the principal
     # punishes, and on harmful channels beyond the principal's capacity.

@@ -31,8 +31,10 @@ def _number(text: str, what: str) -> int | float:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        raise ValueError(f"range {what} must fit a 64-bit integer, got {text[:40]!r}")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"range {what} must be a finite number, got {text!r}")
+        raise ValueError(f"range {what} must be a finite number, got {text[:40]!r}")
     return value
 
 
@@ -43,6 +45,14 @@ def _whole(value: float) -> bool:
 def _check_count(count: int, text: str) -> None:
     if count > MAX_VALUES:
         raise ValueError(f"range {text!r} has {count} values (at most {MAX_VALUES})")
+
+
+def _count(ratio: Any, text: str) -> int:
+    """``floor(ratio + tolerance) + 1``, refusing a count too large to be a float (``0:1e308:1e-300``)."""
+    try:
+        return math.floor(ratio() + _TOL) + 1
+    except OverflowError:
+        raise ValueError(f"range {text!r} has too many values (at most {MAX_VALUES})") from None
 
 
 def is_range(value: Any) -> bool:
@@ -74,7 +84,7 @@ def expand_range(text: str) -> list[int | float]:
             raise ValueError(f"log base must be > 1, got {how!r}")
         if start <= 0 or stop < start:
             raise ValueError(f"a log range needs 0 < start <= stop, got {text!r}")
-        count = math.floor(math.log(stop / start, base) + _TOL) + 1
+        count = _count(lambda: math.log(stop / start, base), text)
         integral = isinstance(start, int) and _whole(base)
         factor = int(base) if integral else base
         _check_count(count, text)
@@ -83,7 +93,7 @@ def expand_range(text: str) -> list[int | float]:
         step = _number(how, "step")
         if step <= 0 or stop < start:
             raise ValueError(f"a linear range needs step > 0 and start <= stop, got {text!r}")
-        count = math.floor((stop - start) / step * (1 + _TOL) + _TOL) + 1
+        count = _count(lambda: (stop - start) / step * (1 + _TOL), text)
         integral = isinstance(start, int) and isinstance(step, int)
         _check_count(count, text)
         values = [start + i * step for i in range(count)]

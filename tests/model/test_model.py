@@ -341,6 +341,21 @@ def test_an_unmeasured_channel_with_infinite_variance_costs_no_risk():
         assert np.isfinite([row[name] for row in model.last_steps]).all(), name
 
 
+def test_risk_neutral_agents_bear_no_risk_even_on_infinite_variance():
+    """ρ = 0 with a measured df ≤ 2 channel and β ≠ 0: the premium is 0, not 0·∞ = NaN."""
+    model, _ = run(
+        [
+            'channels.0.noise={dist="student_t", df=1.5}',
+            "agents.risk_aversion=0",
+            "principals.0.contract.beta=0.5",
+        ],
+        steps=3,
+    )
+    assert model.config.channels[0].metric != 0
+    for name in ("utility", "welfare", "private_payoff"):
+        assert np.isfinite([row[name] for row in model.last_steps]).all(), name
+
+
 def test_catches_count_even_without_a_penalty():
     _, tables = run(
         [

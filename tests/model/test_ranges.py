@@ -58,6 +58,11 @@ def test_end_points_survive_rounding_and_values_are_clean():
         ("0:8:log2", "0 < start"),
         ("1:8:log1", "log base must be > 1"),
         (f"0:{MAX_VALUES}:1", "values (at most"),
+        # counts too large for a float overflow rather than exceed the cap (fuzzing, issue 15)
+        ("0:1e308:1e-300", "too many values"),
+        ("-1e308:1e308:1e305", "too many values"),
+        ("5e-324:1e308:log2", "too many values"),
+        (f"0:{10**400}:1", "stop must fit a 64-bit integer"),
     ],
 )
 def test_malformed_or_huge_ranges_are_refused(text, message):
