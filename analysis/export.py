@@ -185,18 +185,32 @@ def _export_networks(sweep_dir: Path, target: Path, fmt: str) -> Path | None:
     """Stream every finished run's ``network`` table into ``target``, ``run_id`` first.
 
     Runs are taken in run-id order; failed runs (no manifest) and runs recorded before the
-    network table existed are skipped. Returns None when no run has a network table.
+    network table existed (their manifest names no ``network`` file) are skipped. Returns None
+    when no run has a network table.
+
+    Raises:
+        ScenarioError: A run's manifest names a network table that is missing or unreadable.
     """
     sink = None
     for folder in sorted(p for p in (sweep_dir / "runs").glob("*") if p.is_dir()):
         try:
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-            if manifest.get("status") == "failed":  # stopped by a non-finite number
-                continue
-            with _naming(folder / "network.*"):
-                table = read_network_table(folder, manifest)
-        except (OSError, json.JSONDecodeError, MissingTableError):
+        except (OSError, json.JSONDecodeError):
             continue
+        if manifest.get("status") == "failed":  # stopped by a non-finite number
+            continue
+        try:
+            table = read_network_table(folder, manifest)
+        except MissingTableError as err:
+            named = manifest.get("files", {}).get("network")
+            if not named:
+                continue  # recorded by a mesaopt before the network table
+            file = folder / str(named)  # a file of this folder (read_network_table checked)
+            if not file.is_file():
+                raise ScenarioError(
+                    str(file), "missing, though the run's manifest names it"
+                ) from None
+            raise ScenarioError(str(file), str(err).removeprefix(f"{file}: ")) from None
         table = table.add_column(0, "run_id", pa.array([folder.name] * table.num_rows, pa.string()))
         if sink is None:
             sink = _Sink(target, fmt, table.schema)

@@ -259,6 +259,7 @@ def read_network_table(path: str | Path, manifest: dict[str, Any]) -> pa.Table:
 
     Raises:
         MissingTableError: The folder has no network table, or the file lacks those columns.
+        ScenarioError: The file cannot be read at all (corrupt or truncated), naming it.
     """
     path = Path(path)
     candidates = _named_file(path, manifest, "network")
@@ -275,11 +276,16 @@ def read_network_table(path: str | Path, manifest: dict[str, Any]) -> pa.Table:
             options = pacsv.ConvertOptions(column_types=types, include_columns=names)
             table = pacsv.read_csv(file, convert_options=options)
         else:
-            table = pq.read_table(file, columns=names)
-    except (pa.ArrowException, KeyError) as err:
+            table = pq.read_table(file)
+    except KeyError as err:  # pyarrow.ArrowKeyError: a CSV without one of the columns
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise MissingTableError(f"{file}: not a network table ({message})") from None
-    return table.cast(pa.schema([(name, types[name]) for name in names]))
+    except pa.ArrowException as err:
+        raise unreadable_table(file, err) from None
+    lacking = [name for name in names if name not in table.column_names]
+    if lacking:
+        raise MissingTableError(f"{file}: not a network table (no column {lacking[0]!r})")
+    return table.select(names).cast(pa.schema([(name, types[name]) for name in names]))
 
 
 def read_network(run: RunTables) -> Network:

@@ -48,7 +48,7 @@ def _check_count(count: int, text: str) -> None:
 
 
 def _count(ratio: Any, text: str) -> int:
-    """``floor(ratio + tolerance) + 1``, refusing a count too large to be a float (``0:1e308:1e-300``)."""
+    """Return ``floor(ratio() + tol) + 1``; a count too large for a float is refused."""
     try:
         return math.floor(ratio() + _TOL) + 1
     except OverflowError:

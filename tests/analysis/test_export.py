@@ -69,9 +69,42 @@ def test_runs_without_a_network_table_are_left_out(sweep: Path, tmp_path: Path) 
     first, *_ = sorted(run_ids(sweep))
     old = copy / "runs" / first  # a run recorded before the network table existed
     old.mkdir()
-    (old / "manifest.json").write_text((sweep / "runs" / first / "manifest.json").read_text())
+    manifest = json.loads((sweep / "runs" / first / "manifest.json").read_text())
+    for key in ("files", "row_counts"):  # as an older mesaopt wrote them: no network entry
+        manifest[key] = {t: v for t, v in manifest[key].items() if t != "network"}
+    (old / "manifest.json").write_text(json.dumps(manifest))
     (copy / "runs" / "failed").mkdir()  # a failed run: no manifest
     assert export_sweep(copy, "csv", tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("corrupt", "a table cannot be read"),
+        ("missing", "missing, though the run's manifest names it"),
+        ("other", "not a network table (no column 'target')"),
+    ],
+)
+def test_a_network_table_the_manifest_names_is_never_skipped_silently(
+    sweep: Path, tmp_path: Path, damage: str, message: str
+) -> None:
+    """A corrupt, deleted or foreign network.parquet is an error naming it, not a run left out."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(sweep, broken)
+    table = broken / "runs" / sorted(run_ids(sweep))[-1] / "network.parquet"
+    if damage == "corrupt":
+        table.write_bytes(b"PAR1 not really")
+    elif damage == "missing":
+        table.unlink()
+    else:
+        pd.DataFrame({"source": [0], "weight": [1.0]}).to_parquet(table)
+    with pytest.raises(ScenarioError) as err:
+        export_sweep(broken, "csv", tmp_path / "new")
+    assert err.value.key == str(table) and err.value.message.startswith(message)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "new").exists()
 
 
 def test_export_refuses_a_folder_that_is_not_its_own_and_reuses_its_own(

@@ -185,7 +185,7 @@ def test_load_overridden_applies_overrides_to_raw_data_without_validating():
 
 @pytest.mark.parametrize("index", ["\u00b2", "\u0661", "\uff11"])
 def test_an_index_of_non_ascii_digits_is_a_named_key_error(index: str) -> None:
-    """str.isdigit() accepts '²' (int() does not): a fuzzed index is one ScenarioError, not a crash."""
+    """str.isdigit() accepts '²' (int() does not): a fuzzed index is a named error, not a crash."""
     with pytest.raises(ScenarioError) as info:
         load_overridden(BASELINE, [f"channels.{index}.cost=1"])
     assert info.value.key == f"channels.{index}"
