@@ -195,6 +195,21 @@ def _check_writable(target: Path, key: str) -> None:
         raise ScenarioError(key, f"{target} exists and is not a folder")
 
 
+def _check_not_around_cwd(target: Path, key: str) -> None:
+    """Refuse a folder to replace whole that is, or holds, the current folder (``""``, ``.``)."""
+    try:
+        here = Path.cwd().resolve()
+        folder = target.resolve()
+    except OSError:  # the current folder was removed: nothing of it left to protect
+        return
+    if folder == here or folder in here.parents:
+        raise ScenarioError(
+            key,
+            f"{target} is the current folder or holds it, and a run replaces its folder whole; "
+            "name a folder inside it instead",
+        )
+
+
 def check_reused_folder(
     target: Path, marks: tuple[str, ...], what: str, key: str = "--out"
 ) -> None:
@@ -267,10 +282,12 @@ def check_target(target: Path, key: str = "--out") -> None:
 
     Raises:
         ScenarioError: The nearest existing ancestor (the parent, or the folder missing parents
-            will be made in) is not a folder or not writable; the target is a file or a link; or
-            it is a folder that is not empty and not a run folder.
+            will be made in) is not a folder or not writable; the target is a file or a link; it
+            is the current folder or one holding it; or it is a folder that is not empty and not
+            a run folder.
     """
     _check_writable(target, key)
+    _check_not_around_cwd(target, key)
     if target.is_dir():
         try:
             replaceable = is_replaceable(target)

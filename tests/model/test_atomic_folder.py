@@ -49,6 +49,24 @@ def test_a_user_folder_is_refused_and_left_as_it_was(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no staging folder
 
 
+@pytest.mark.parametrize("out", ["", ".", "..", "ABS"])
+def test_the_current_folder_or_one_holding_it_is_never_replaced(tmp_path, monkeypatch, out):
+    """run_simulation(scenario, "") once replaced the caller's working folder, an empty run
+    folder or not: a folder that is, or holds, the current one is refused and left alone."""
+    from mesaopt import load_scenario, run_simulation
+
+    here = tmp_path / "work" / "here"
+    write_run(here, "mine")  # even a run folder: the process works inside it
+    monkeypatch.chdir(here)
+    target = str(here) if out == "ABS" else out
+    scenario = load_scenario(None, ["network.n_agents=20", "run.steps=1"])
+    with pytest.raises(ScenarioError, match=r"current folder|not a folder name"):
+        run_simulation(scenario, target, progress=False)
+    assert (here / "steps.parquet").read_text() == "mine"
+    assert sorted(p.name for p in here.iterdir()) == ["manifest.json", "steps.parquet"]
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["here"]  # no staging
+
+
 @pytest.mark.parametrize("name", ["afile/sub", "afile/sub/deeper"])
 def test_a_file_on_the_way_is_refused(tmp_path, name):
     (tmp_path / "afile").write_text("x")
