@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -374,7 +375,15 @@ def run_sweep(
 
     Raises:
         ScenarioError: On a bad file, override or design point (nothing is written then).
+        TypeError: If an argument has the wrong type (``replicates="2"``, ``overrides="k=v"``).
     """
+    for name, value in (("replicates", replicates), ("seed", seed), ("workers", workers)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r:.40}")
+    if grid is not None and not isinstance(grid, dict):
+        raise TypeError(f"grid must be a dict of key: values, got {type(grid).__name__}")
+    if isinstance(overrides, str | bytes):
+        raise TypeError(f"overrides must be a list of 'key=value' strings, got {overrides!r:.80}")
     base = load_base(scenario, list(overrides or []))
     design = sweep_design(base, dict(grid or {}), replicates, seed)
     return run_design(

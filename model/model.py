@@ -43,7 +43,8 @@ best-of-n selection and redesigns the contracts on the agents actually selected
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,9 @@ class MesaOptModel(mesa.Model):
     """Principals, their mesa-optimizers and the network they share.
 
     Args:
-        scenario: A validated scenario, or a Mesa scenario made by :func:`run_scenario` (as
-            SolaraViz passes back); None loads the embedded default.
+        scenario: A validated scenario, a dict of a scenario file's tables (validated as the
+            file would be), or a Mesa scenario made by :func:`run_scenario` (as SolaraViz passes
+            back); None loads the embedded default.
         rng: Seed or generator; None uses ``scenario.run.seed``.
         base_dir: Folder that relative paths in the scenario (edge lists) resolve against.
         recorder: Called with ``(table, rows)`` for every row batch the model produces
@@ -135,6 +137,13 @@ class MesaOptModel(mesa.Model):
             if rng is None and scenario.rng is not None:
                 rng = scenario.rng
             scenario = getattr(scenario, "config", None)
+        if isinstance(scenario, Mapping):  # a scenario file's tables, as Python data
+            scenario = validate(copy.deepcopy(dict(scenario)), "<scenario dict>")
+        elif scenario is not None and not isinstance(scenario, Scenario):
+            raise TypeError(
+                "scenario must be a Scenario (mesaopt.load_scenario), a dict of its tables or "
+                f"None, got {type(scenario).__name__}"
+            )
         if scenario is None or overrides:
             data = scenario.model_dump(mode="json") if scenario is not None else load_raw(None)[0]
             for key, value in overrides.items():

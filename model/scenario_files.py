@@ -66,7 +66,12 @@ def load_overridden(
 
     Raises:
         ScenarioError: If the file cannot be read or an override is malformed.
+        TypeError: If ``overrides`` is a string, not a list of them (Python callers).
     """
+    if isinstance(overrides, str | bytes) or not all(
+        isinstance(item, str) for item in overrides or []
+    ):
+        raise TypeError(f"overrides must be a list of 'key=value' strings, got {overrides!r:.80}")
     data, source = load_raw(path)
     if path is not None:
         check_file_paths(data, Path(path).parent, source)

@@ -59,3 +59,48 @@ def test_reading_a_folder_that_is_no_sweep_is_a_clear_error(tmp_path):
 
     with pytest.raises(NotARunError, match="not a sweep folder"):
         mesaopt.read_sweep(tmp_path)
+
+
+def test_the_model_takes_a_scenario_files_tables_as_a_dict():
+    """MesaOptModel({...}) validates the dict as a file: same scenario, same first step."""
+    from mesaopt.model.scenario_files import load_raw
+
+    data, _ = load_raw(None)
+    data["network"]["n_agents"] = 60
+    from_dict = mesaopt.MesaOptModel(data)
+    from_file = mesaopt.MesaOptModel(mesaopt.load_scenario(None, ["network.n_agents=60"]))
+    assert from_dict.config == from_file.config
+    from_dict.step()
+    from_file.step()
+    assert from_dict.last_steps == from_file.last_steps
+    data["network"]["n_agents"] = -1
+    with pytest.raises(mesaopt.ScenarioError, match=r"<scenario dict>: network\.n_agents"):
+        mesaopt.MesaOptModel(data)
+    with pytest.raises(TypeError, match="a dict of its tables or None, got str"):
+        mesaopt.MesaOptModel("scenarios/baseline.toml")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"replicates": "2"}, "replicates must be an int, got str"),
+        ({"replicates": True}, "replicates must be an int, got bool"),
+        ({"seed": 1.5}, "seed must be an int, got float"),
+        ({"workers": "2"}, "workers must be an int"),
+        ({"grid": [("network.k", [2])]}, "grid must be a dict"),
+        ({"overrides": "run.steps=2"}, "overrides must be a list of 'key=value' strings"),
+    ],
+)
+def test_api_arguments_of_the_wrong_type_are_refused_before_anything_is_written(
+    tmp_path, arguments, message
+):
+    with pytest.raises(TypeError, match=message):
+        mesaopt.run_sweep(None, tmp_path / "sweep", engine="serial", **arguments)
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_overrides_as_one_string_are_refused_not_read_letter_by_letter():
+    with pytest.raises(TypeError, match="overrides must be a list"):
+        mesaopt.load_scenario(None, "run.steps=3")
+    with pytest.raises(TypeError, match="overrides must be a list"):
+        mesaopt.load_scenario(None, ["run.steps=3", 4])
