@@ -30,8 +30,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mesaopt.model.errors import ScenarioError
-from mesaopt.model.scenario import Scenario
-from mesaopt.model.scenario_files import load_scenario, validate
+
+if typing.TYPE_CHECKING:
+    from mesaopt.model.scenario import Scenario
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 SCENARIO_DIR = PROJECT_ROOT / "scenarios"
@@ -160,6 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_view_commands(commands)
     _add_experiments_command(commands)
     return parser
+
+
+# The scenario modules load pydantic, NumPy and SciPy (about a second): imported on first use,
+# inside main()'s handlers, so that Ctrl-C during start-up is one line too.
+def load_scenario(path: str | Path | None, overrides: list[str] | None = None) -> Scenario:
+    """:func:`model.scenario_files.load_scenario`, imported on first use."""
+    from mesaopt.model.scenario_files import load_scenario as load
+
+    return load(path, overrides)
+
+
+def validate(data: dict[str, typing.Any], source: str) -> Scenario:
+    """:func:`model.scenario_files.validate`, imported on first use."""
+    from mesaopt.model.scenario_files import validate as check
+
+    return check(data, source)
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Scenario, Path | None, str]:
@@ -358,6 +375,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     """List shipped scenarios or print the schema."""
     if args.schema:
         from mesaopt.agents.kinds import KINDS
+        from mesaopt.model.scenario import Scenario
 
         schema = Scenario.model_json_schema()
         # The kinds are a registry (agents/kinds.py), not a fixed list: name the registered ones.
@@ -895,9 +913,39 @@ def _interrupted_message(command: str | None, out: str | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mesaopt`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Entry point of the ``mesaopt`` command; returns the exit status.
+
+    Ctrl-C is one line wherever it lands, start-up (parsing, the first imports) included.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("mesaopt: interrupted; nothing was done", file=sys.stderr)
+        return 130
+    return _main(args)
+
+
+def cli() -> None:
+    """The ``mesaopt`` console script and ``python run.py``: run :func:`main`, exit with its status.
+
+    Once the command is over and its one line printed, what is left is the interpreter's
+    shutdown (joining threads, flushing), where a Ctrl-C would print a traceback or turn a
+    success into 130: from then on it ends the process at once with the command's status.
+    """
+    import signal
+
+    status = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(status))
+    sys.exit(status)
+
+
+def _main(args: argparse.Namespace) -> int:
+    """Run the parsed command; every failure a user can cause is one line and an exit status."""
     handlers = {"simulate": cmd_simulate, "validate": cmd_validate, "scenarios": cmd_scenarios}
     handlers.update(check=cmd_check)
     handlers.update(sweep=cmd_sweep, export=cmd_export, sensitivity=cmd_sensitivity)
@@ -946,4 +994,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

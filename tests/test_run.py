@@ -501,6 +501,54 @@ def test_ctrl_c_is_one_line_exit_130_and_a_sweep_resumes(
     assert index.loc[finished[0], "status"] == "skipped"
 
 
+def test_the_command_module_loads_nothing_heavy_before_main_catches_ctrl_c() -> None:
+    """Importing run.py took a second (pydantic, NumPy, SciPy) outside main()'s try: a Ctrl-C
+    then was a traceback. Now they load inside a handler, where Ctrl-C is one line."""
+    code = (
+        "import sys, mesaopt.run; heavy = ('pydantic', 'numpy', 'scipy', 'pandas', 'mesa')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_ctrl_c_while_a_scenario_loads_is_one_line(monkeypatch, capsys) -> None:
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mesaopt.model.scenario_files.load_scenario", interrupted)
+    assert run.main(["check", "baseline"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "mesaopt: interrupted; nothing more was done"
+    ]
+
+
+def test_ctrl_c_after_the_command_keeps_its_exit_status_and_prints_nothing() -> None:
+    """A Ctrl-C during the interpreter's shutdown (here: an atexit hook) once gave a traceback
+    and status 130 for a command that had succeeded."""
+    code = (
+        "import atexit, os, signal, time\n"
+        "from mesaopt import run\n"
+        "run.main = lambda: 0\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))\n"
+        "run.cli()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert (out.returncode, out.stderr) == (0, "")
+
+
 def test_ctrl_c_in_a_terminal_stops_a_dask_sweep_with_one_line(tmp_path: Path) -> None:
     """Ctrl-C goes to the whole foreground process group, Dask's worker processes included: the
     driver says one line and exits 130; the workers print no traceback of their own."""
