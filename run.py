@@ -180,7 +180,7 @@ def validate(data: dict[str, typing.Any], source: str) -> Scenario:
 
 
 def _resolve(args: argparse.Namespace) -> tuple[Scenario, Path | None, str]:
-    path = scenario_path(args.scenario) if args.scenario else None
+    path = scenario_path(args.scenario) if args.scenario is not None else None
     scenario = load_scenario(path, _overrides(args))
     return scenario, (path.parent if path else None), str(path) if path else "<default scenario>"
 
@@ -209,7 +209,29 @@ def _out_dir(text: str | None) -> Path | None:
         return None
     if not text.strip():
         raise ScenarioError("--out", "empty folder name (it would write into the current folder)")
+    _check_name_length(text, "--out")
     return Path(text)
+
+
+def _clipped(text: str, keep: int = 60) -> str:
+    """``text`` shortened to its first and last ``keep`` characters, for an error line."""
+    return text if len(text) <= 2 * keep + 1 else f"{text[:keep]}…{text[-keep:]}"
+
+
+def _check_name_length(text: str, key: str) -> None:
+    """Refuse a path the system cannot name (a part over NAME_MAX, the whole over PATH_MAX)."""
+    try:
+        name_max = os.pathconf("/", "PC_NAME_MAX")
+        path_max = os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError):  # no pathconf: Linux's limits
+        name_max, path_max = 255, 4096
+    encoded = os.fsencode(text)
+    if len(encoded) >= path_max or any(len(part) > name_max for part in encoded.split(b"/")):
+        raise ScenarioError(
+            key,
+            f"{_clipped(text)}: name too long (at most {name_max} bytes a part, "
+            f"{path_max - 1} in all)",
+        )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -283,7 +305,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     if args.files:
         raise ScenarioError(
-            args.files[0], "validate takes no scenario file; check files with `run.py check FILE`"
+            repr(args.files[0]) if not args.files[0].strip() else args.files[0],
+            "validate takes no scenario file; check files with `run.py check FILE`",
         )
     names = args.only
     if names:
@@ -342,6 +365,9 @@ def scenario_path(text: str) -> Path:
     A shipped scenario's name (``baseline``, as ``run.py scenarios`` lists it) stands for its file
     wherever mesaopt is installed, unless a file of that name exists in the current folder.
     """
+    if not text.strip():  # Path("") is the current folder; the default is named by leaving it out
+        raise ScenarioError("scenario", "empty file name")
+    _check_name_length(text, "scenario")
     path = Path(text)
     if not path.exists() and path.name == text and path.suffix == "":
         shipped = SCENARIO_DIR / f"{text}.toml"
@@ -767,7 +793,7 @@ def cmd_viz(args: argparse.Namespace) -> int:
     group, which :func:`_serve_until_signalled` signals (and kills if it has not stopped within
     :data:`VIZ_STOP_SECONDS`); on Linux it also gets SIGTERM should this process die outright.
     """
-    if args.scenario:
+    if args.scenario is not None:
         args.scenario = str(scenario_path(args.scenario))
         load_scenario(args.scenario)  # a bad file fails here, with one line
     env = dict(os.environ, SOLARA_TELEMETRY_MIXPANEL_ENABLE="False")
@@ -987,7 +1013,7 @@ def _main(args: argparse.Namespace) -> int:
         if is_disk_full(err):
             message = _disk_full_message(args.command, err)
         else:  # the system refused (permissions, a vanished file): one line, not a traceback
-            where = f"{err.filename}: " if err.filename else ""
+            where = f"{_clipped(os.fsdecode(err.filename))}: " if err.filename else ""
             message = f"{where}{err.strerror or err}"
         print(f"mesaopt: error: {message}", file=sys.stderr)
         return 1

@@ -230,6 +230,30 @@ def test_version_and_an_empty_out_folder(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # nothing written into the current folder
 
 
+@pytest.mark.parametrize("command", ["check", "simulate", "sweep"])
+def test_an_empty_scenario_name_is_refused_not_read_as_the_default(
+    tmp_path, capsys, monkeypatch, command
+):
+    monkeypatch.chdir(tmp_path)
+    args = [command, ""] + ([] if command == "check" else ["--out", "x"])
+    assert run.main(args) == 2
+    assert capsys.readouterr().err.strip() == "mesaopt: error: scenario: empty file name"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "/".join(["b" * 200] * 30)])
+def test_a_name_too_long_for_the_system_is_one_short_line(tmp_path, capsys, name):
+    """Names past NAME_MAX or PATH_MAX were a 6,000-character line with exit status 1."""
+    out = f"{tmp_path}/{name}"
+    assert run.main(["simulate", "regressional", "--steps", "1", "--out", out, "--quiet"]) == 2
+    assert run.main(["check", f"{out}.toml"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("mesaopt: error: --out: ")
+    assert lines[1].startswith("mesaopt: error: scenario: ")
+    assert all("name too long" in line and len(line) < 300 for line in lines)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_out_on_a_folder_that_is_not_a_run_is_refused_and_its_files_survive(tmp_path, capsys):
     mine = tmp_path / "results"
     mine.mkdir()
