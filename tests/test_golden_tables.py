@@ -9,6 +9,7 @@ the test computes them in a subprocess that runs those kernels, whatever this ma
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -74,6 +75,8 @@ def test_the_planner_columns_do_not_depend_on_the_blas_kernel(coretype):
             env=env,
             cwd=ROOT,
         )
+        if done.returncode == -signal.SIGILL:  # OpenBLAS forced onto kernels this CPU lacks
+            pytest.skip(f"this CPU cannot run OpenBLAS's {kernel} kernels (SIGILL)")
         assert done.returncode == 0, done.stderr
         kernels, digest = json.loads(done.stdout)
         return kernels, digest
