@@ -22,6 +22,7 @@ from mesaopt.analysis.sweep_design import MAX_RUNS, Design, grid_design, plan_ru
 from mesaopt.analysis.sweep_runner import BaseScenario
 from mesaopt.model.atomic_folder import EXPERIMENTS_MARK
 from mesaopt.model.errors import ScenarioError
+from mesaopt.model.scenario import MAX_INT
 from mesaopt.model.scenario_files import (
     apply_override,
     check_data_nesting,
@@ -218,8 +219,9 @@ def _bad(key: str, message: str, source: str) -> ScenarioError:
 
 
 def _int(value: Any, key: str, source: str, low: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise _bad(key, f"expected a whole number >= {low}, got {value!r}", source)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_INT:
+        message = f"expected a whole number >= {low} (at most 2**63 - 1), got {value!r:.40}"
+        raise _bad(key, message, source)
     return value
 
 
@@ -259,9 +261,11 @@ def _size(value: Any, key: str, source: str) -> Size:
 
 
 def _sweep_value(value: Any, values: list[Any], key: str, source: str) -> Any:
-    if value not in values:
-        raise _bad(key, f"{value!r} is not a swept value (one of {values})", source)
-    return value
+    """The swept value ``value`` names; ``true`` never stands for ``1`` (nor ``1`` for ``true``)."""
+    for swept in values:
+        if swept == value and isinstance(swept, bool) == isinstance(value, bool):
+            return swept
+    raise _bad(key, f"{value!r} is not a swept value (one of {values})", source)
 
 
 def _claim(
@@ -281,7 +285,7 @@ def _claim(
         if name in raw and not (isinstance(raw[name], str) and raw[name].strip()):
             raise _bad(f"{key}.{name}", f"expected a non-empty text, got {raw[name]!r}", source)
     sign = raw["expected_sign"]
-    if isinstance(sign, bool) or sign not in (1, -1):
+    if type(sign) is not int or sign not in (1, -1):  # neither true nor 1.0
         raise _bad(f"{key}.expected_sign", f"expected 1 or -1, got {sign!r}", source)
     arm = raw.get("arm", TREATMENT)
     control = raw.get("control")

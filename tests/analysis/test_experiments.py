@@ -119,6 +119,10 @@ def test_every_shipped_experiment_validates_at_both_sizes():
     [
         (("[experiment]\n", "[experiment]\ncolour = 1\n"), "experiment.colour"),
         (("expected_sign = 1\n", "expected_sign = 2\n"), "experiment.claims.0.expected_sign"),
+        # taken as written: 1.0 and true are not the integer 1 (fuzzing, issue 15)
+        (("expected_sign = 1\n", "expected_sign = 1.0\n"), "experiment.claims.0.expected_sign"),
+        (("expected_sign = 1\n", "expected_sign = true\n"), "experiment.claims.0.expected_sign"),
+        (("seed = 103\n", f"seed = {2**63}\n"), "experiment.seed"),
         (('control = "equal"\n', 'control = "nope"\n'), "experiment.claims.0.control"),
         (('metric = "principal_loss"\n', 'metric = "nope"\n'), "experiment.claims.0.metric"),
         (('principal = "lab"\n', 'principal = "nobody"\n'), "experiment.claims.0.principal"),
@@ -137,6 +141,21 @@ def test_a_bad_experiment_key_is_named(tmp_path, edit, key):
         check_experiment(read_experiment(path))
     assert err.value.key == key
     assert err.value.source == str(path)
+
+
+def test_true_is_not_the_swept_value_1(tmp_path):
+    """`at = true` once matched a swept 1 (True == 1 in Python); it is refused, naming the key."""
+    text = (EXPERIMENT_DIR / "network.toml").read_text(encoding="utf-8")
+    for old, new in (("values = [2, 8]", "values = [1, 8]"), ("along = [2, 8]", "along = [1, 8]")):
+        assert old in text
+        text = text.replace(old, new, 1)
+    path = tmp_path / "one.toml"
+    path.write_text(text.replace("at = 8\n", "at = 1\n", 1), encoding="utf-8")
+    assert read_experiment(path).claims[1].at == 1  # the integer 1 is a swept value
+    path.write_text(text.replace("at = 8\n", "at = true\n", 1), encoding="utf-8")
+    with pytest.raises(ScenarioError, match="True is not a swept value") as err:
+        read_experiment(path)
+    assert err.value.key == "experiment.claims.1.at"
 
 
 @pytest.mark.parametrize(
