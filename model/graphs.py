@@ -212,8 +212,9 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
 
     Raises:
         ScenarioError: (key ``network.path``) no path, file missing, a folder, pipe or device,
-            unreadable, binary, not UTF-8 or too large to parse in memory, a line that is not two
-            integers, or a node id outside ``[0, n)``.
+            unreadable, binary, not UTF-8 or too large to parse in memory, no edge line at all
+            (empty, or only a header and comments), a line that is not two integers, or a node
+            id outside ``[0, n)``.
     """
     if not path:
         raise ScenarioError("network.path", "topology 'edgelist' needs a path")
@@ -247,6 +248,8 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
                 raise ScenarioError("network.path", f"line {lineno}: node {shown} outside [0, {n})")
         us.append(a)
         vs.append(b)
+    if not us:  # an empty file, or a header and comments: almost surely the wrong file
+        raise ScenarioError("network.path", "no edges (expected lines 'source,target')")
     return _symmetric_csr(n, np.asarray(us, dtype=np.int64), np.asarray(vs, dtype=np.int64))
 
 

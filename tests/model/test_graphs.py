@@ -505,3 +505,17 @@ def test_edgelist_that_is_a_folder_is_named_as_one(tmp_path: pathlib.Path) -> No
     (tmp_path / "edges").mkdir()
     with pytest.raises(ScenarioError, match="edges is a folder, not a text edge list"):
         read_edgelist("edges", 3, tmp_path)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "source,target\n", "# only a comment\n", "\ufeff"])
+def test_an_edge_list_without_a_single_edge_is_refused(tmp_path: pathlib.Path, text: str) -> None:
+    """An empty file (or a header alone) would silently give a network with no edges at all."""
+    (tmp_path / "e.csv").write_text(text, encoding="utf-8")
+    with pytest.raises(ScenarioError, match="no edges") as err:
+        read_edgelist(str(tmp_path / "e.csv"), 3)
+    assert err.value.key == "network.path"
+
+
+def test_an_edge_list_of_self_loops_only_is_data_and_gives_no_edges(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "e.csv").write_text("0,0\n1 1\n")
+    assert read_edgelist(str(tmp_path / "e.csv"), 3).nnz == 0
