@@ -733,7 +733,12 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     per_point = output_per_point(
         result.run_metrics, len(design.points), args.metric, args.statistic, args.principal
     )
-    table = indices(args.method, bounds, matrix, per_point[point_of], seed)
+    try:
+        table = indices(args.method, bounds, matrix, per_point[point_of], seed)
+    except ValueError as err:  # the runs are kept; only the indices are undefined
+        shown = f"{args.metric} ({args.statistic}, {args.principal})"
+        print(f"mesaopt: no indices of {shown}: {err}", file=sys.stderr)
+        return 1
     table.insert(0, "method", args.method)
     table.insert(1, "metric", args.metric)
     table.insert(2, "statistic", args.statistic)

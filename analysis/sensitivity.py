@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import types
 import typing
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -304,24 +305,40 @@ def indices(
         NaN for Morris' ``mu`` and ``sigma``, which SALib gives no interval for).
 
     Raises:
-        ValueError: If ``y`` has non-finite values.
+        ValueError: If ``y`` has non-finite values, is constant (Sobol: the indices are 0/0), or
+            SALib meets a 0/0 or an overflow.
     """
     if not np.all(np.isfinite(y)):
         raise ValueError(f"{int(np.sum(~np.isfinite(y)))} outputs are missing or not finite")
+    if method == "sobol" and np.ptp(y) == 0:
+        # Sobol indices are shares of Var(y): 0/0 here (SALib would warn and write zeros).
+        raise ValueError(
+            f"the output is {float(y[0])!r} at every sample point, so its variance has no "
+            "shares: choose another --metric or wider --param ranges"
+        )
     spec = problem(bounds)
     rows: list[dict[str, Any]] = []
-    if method == "sobol":
-        from SALib.analyze import sobol
+    # A RuntimeWarning inside SALib means a 0/0 or an overflow behind some index: an error,
+    # never a NaN or a silently zeroed number in the table.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        try:
+            if method == "sobol":
+                from SALib.analyze import sobol
 
-        result = sobol.analyze(spec, y, calc_second_order=False, conf_level=level, seed=seed)
-        pairs = (("S1", "S1_conf"), ("ST", "ST_conf"))
-    else:
-        from SALib.analyze import morris
+                result = sobol.analyze(
+                    spec, y, calc_second_order=False, conf_level=level, seed=seed
+                )
+                pairs = (("S1", "S1_conf"), ("ST", "ST_conf"))
+            else:
+                from SALib.analyze import morris
 
-        result = morris.analyze(
-            spec, matrix, y, conf_level=level, num_levels=MORRIS_LEVELS, seed=seed
-        )
-        pairs = (("mu_star", "mu_star_conf"), ("mu", None), ("sigma", None))
+                result = morris.analyze(
+                    spec, matrix, y, conf_level=level, num_levels=MORRIS_LEVELS, seed=seed
+                )
+                pairs = (("mu_star", "mu_star_conf"), ("mu", None), ("sigma", None))
+        except RuntimeWarning as warning:
+            raise ValueError(f"SALib could not compute the indices ({warning})") from None
     for i, bound in enumerate(bounds):
         for name, conf_name in pairs:
             value = float(np.asarray(result[name])[i])

@@ -92,6 +92,22 @@ def test_sobol_recovers_a_known_function():
     assert table.loc[("c", "ST"), "conf"] < 0.01  # an inert input: (nearly) no spread at all
 
 
+def test_a_constant_output_has_no_sobol_indices_and_zero_morris_effects():
+    """Sobol indices are shares of Var(y): for a constant y they are 0/0, which SALib reported as
+    zeros after a RuntimeWarning. They are refused; Morris' elementary effects are truly 0."""
+    import warnings
+
+    bounds = [Bound("a", 0, 1, False), Bound("b", 0, 1, False)]
+    matrix = sample("sobol", bounds, 16, seed=1)
+    with pytest.raises(ValueError, match=r"the output is 0\.5 at every sample point"):
+        indices("sobol", bounds, matrix, np.full(len(matrix), 0.5), seed=1)
+    matrix = sample("morris", bounds, 8, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = indices("morris", bounds, matrix, np.full(len(matrix), 0.5), seed=1)
+    assert (table["value"] == 0).all()
+
+
 def test_integer_parameters_are_rounded_and_repeats_run_once():
     bounds = [Bound("principals.0.selection.n", 1, 3, True)]
     matrix = sample("morris", bounds, 4, seed=2)
