@@ -238,11 +238,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one scenario and write its tables."""
     from mesaopt.model.atomic_folder import check_target
     from mesaopt.model.finite import NonFiniteError
-    from mesaopt.model.runner import run_simulation
+    from mesaopt.model.runner import check_inputs_outside, run_simulation
 
     scenario, base_dir, source = _resolve(args)
     out = _out_dir(args.out)
     check_target(out)  # before the run: a folder it may not replace or cannot write is refused
+    check_inputs_outside(Path(os.path.abspath(out)), scenario, base_dir, source)
     try:
         with _attributed_to(source):
             result = run_simulation(

@@ -28,6 +28,7 @@ from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
 from mesaopt.model.atomic_folder import prepare_target, swap_in
+from mesaopt.model.errors import ScenarioError
 from mesaopt.model.finite import NonFiniteError
 from mesaopt.model.heap import retain_freed_memory
 from mesaopt.model.model import MesaOptModel
@@ -163,12 +164,47 @@ def run_simulation(
             marked ``"status": "failed"``.
     """
     target = Path(os.path.abspath(out_dir))
+    check_inputs_outside(target, scenario, base_dir, source)
     staging = prepare_target(target)
     try:
         return _run_into(scenario, Path(out_dir), staging, fmt, base_dir, source, progress)
     finally:
         if staging.exists():  # not swapped in: bad input, an interrupt or a bug
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_inputs_outside(
+    target: Path, scenario: Scenario, base_dir: Path | None, source: str | None
+) -> None:
+    """Refuse a run folder that holds the run's own scenario file or edge list.
+
+    The run replaces its folder whole, so they would be deleted by the run they feed.
+
+    Args:
+        target: The run folder (absolute).
+        scenario: The scenario (its edge list, if any, is an input).
+        base_dir: Folder a relative edge-list path resolves against.
+        source: The scenario file's name (``<...>`` names no file).
+
+    Raises:
+        ScenarioError: (key ``--out``) an input lies inside ``target``.
+    """
+    inputs = [Path(source)] if source and not source.startswith("<") else []
+    if scenario.network.topology == "edgelist" and scenario.network.path:
+        edges = Path(scenario.network.path).expanduser()
+        inputs.append(edges if edges.is_absolute() or base_dir is None else base_dir / edges)
+    folder = target.resolve()
+    for file in inputs:
+        try:
+            inside = folder in file.resolve().parents
+        except OSError:
+            continue
+        if inside:
+            raise ScenarioError(
+                "--out",
+                f"{target} holds {file.name}, an input of this run, and a run replaces its "
+                "folder whole: name another folder",
+            )
 
 
 def _run_into(

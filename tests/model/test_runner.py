@@ -62,6 +62,28 @@ def test_re_simulating_replaces_the_whole_folder(tmp_path):
     assert json.loads((out / "manifest.json").read_text())["seed"] == 7
 
 
+@pytest.mark.parametrize("kept", ["scenario", "edges"])
+def test_a_run_folder_holding_its_own_scenario_or_edge_list_is_not_replaced(tmp_path, kept):
+    """Re-simulating into the folder that holds the run's scenario file or edge list would
+    delete them with the old run: refused, both kept."""
+    out = tmp_path / "run"
+    run_simulation(load_scenario(None, SMALL), out, progress=False)
+    (out / "edges.csv").write_text("0,1\n1,2\n")
+    (out / "mine.toml").write_text(
+        '[run]\nsteps = 2\n[[channels]]\nname = "a"\n[[principals]]\nname = "p"\n'
+    )
+    if kept == "scenario":
+        scenario, source, base = load_scenario(out / "mine.toml"), str(out / "mine.toml"), None
+    else:
+        overrides = [*SMALL, "network.topology=edgelist", "network.path=edges.csv"]
+        scenario, source, base = load_scenario(None, overrides), None, out
+    with pytest.raises(ScenarioError, match="an input of this run") as err:
+        run_simulation(scenario, out, base_dir=base, source=source, progress=False)
+    assert err.value.key == "--out"
+    assert (out / "edges.csv").is_file() and (out / "mine.toml").is_file()
+    assert (out / "manifest.json").is_file()
+
+
 def test_bad_input_found_while_building_writes_nothing(tmp_path):
     edges = tmp_path / "edges.csv"
     edges.write_text("source,target\n0,1\n1,999\n")  # node 999 of 60
