@@ -244,6 +244,7 @@ def plan_runs(
     runs: list[RunSpec] = []
     seen: dict[str, int] = {}
     networks: set[str] = set()
+    edge_lists: set[tuple[str, int, str]] = set()  # each read once, whatever else varies
     for design_id, point in enumerate(design.points):
         for replicate, seed in enumerate(design.seeds):
             resolved = resolve_point(base, point, seed, source)
@@ -251,7 +252,11 @@ def plan_runs(
             if network not in networks:
                 networks.add(network)
                 try:
-                    check_network(SimpleNamespace(**resolved["network"]), base_dir=base_dir)
+                    check_network(
+                        SimpleNamespace(**resolved["network"]),
+                        base_dir=base_dir,
+                        edge_lists_read=edge_lists,
+                    )
                 except ScenarioError as err:
                     raise err.with_source(source) from None
             rid = run_id(resolved)

@@ -168,7 +168,12 @@ def build_network(
     return Network(adjacency, positions=positions, blocks=blocks, grid_shape=grid_shape)
 
 
-def check_network(cfg: Any, *, base_dir: pathlib.Path | None = None) -> None:
+def check_network(
+    cfg: Any,
+    *,
+    base_dir: pathlib.Path | None = None,
+    edge_lists_read: set[tuple[str, int, str]] | None = None,
+) -> None:
     """Make every check :func:`build_network` makes, without drawing or building the graph.
 
     A sweep runs this on every distinct ``[network]`` of its design before any run starts, so
@@ -179,13 +184,20 @@ def check_network(cfg: Any, *, base_dir: pathlib.Path | None = None) -> None:
     Args:
         cfg: The network config, as for :func:`build_network`.
         base_dir: Folder a relative edge-list ``path`` is resolved against.
+        edge_lists_read: ``(path, n_agents, base_dir)`` of the edge lists already read and found
+            good; one in it is not read again (a sweep over other network keys), a new one is
+            added once it passes.
 
     Raises:
         ScenarioError: As :func:`build_network`.
     """
     topology, n, params = _checked_parameters(cfg, None)
     if topology == "edgelist":
-        read_edgelist(params["path"], n, base_dir)
+        key = (str(params["path"]), n, str(base_dir))
+        if edge_lists_read is None or key not in edge_lists_read:
+            read_edgelist(params["path"], n, base_dir)
+            if edge_lists_read is not None:
+                edge_lists_read.add(key)
 
 
 def _checked_parameters(cfg: Any, block_sizes: list[int] | None) -> tuple[str, int, dict[str, Any]]:

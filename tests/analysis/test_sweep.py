@@ -110,6 +110,25 @@ def test_design_seeds_and_run_ids_are_deterministic():
     assert "sweep" not in runs[0].scenario
 
 
+def test_an_edge_list_is_read_once_per_size_whatever_else_the_grid_varies(tmp_path, monkeypatch):
+    """plan_runs checks each distinct [network]; an edge list is read once per (path, n)."""
+    from mesaopt.model import network as network_module
+
+    (tmp_path / "edges.csv").write_text("\n".join(f"{i},{i + 1}" for i in range(59)) + "\n")
+    calls: list[int] = []
+    real = network_module.read_edgelist
+
+    def counting(path, n, base_dir=None):
+        calls.append(n)
+        return real(path, n, base_dir)
+
+    monkeypatch.setattr(network_module, "read_edgelist", counting)
+    base = load_base(None, [*TINY, "network.topology=edgelist", "network.path=edges.csv"])
+    grid = {"network.normalize": [False, True], "network.n_agents": [60, 70]}
+    runs = plan_runs(base.data, grid_design(grid, 2, 1), base.source, base_dir=tmp_path)
+    assert len(runs) == 8 and sorted(calls) == [60, 70]
+
+
 @pytest.mark.parametrize(
     ("grid", "key"),
     [
