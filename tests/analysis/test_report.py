@@ -304,10 +304,11 @@ def test_report_out_on_someone_elses_folder_is_refused(
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "notes.txt").write_text("mine", encoding="utf-8")
-    for out in (theirs, Path("/")):
+    for out, reason in ((theirs, "not a mesaopt report folder"), (Path("/"), "not a folder name")):
         assert main(["report", str(run_dir), "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith("mesaopt: error: --out: "), err
+        assert reason in err, err
     assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
     ours = tmp_path / "ours"
     assert main(["report", str(run_dir), "--out", str(ours)]) == 0
