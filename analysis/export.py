@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -105,10 +107,13 @@ def export_sweep(
             target = out_dir / name
             if target.is_dir() and not target.is_symlink():  # os.replace cannot replace it
                 raise ScenarioError("--out", f"{target} is a folder, not a table: nothing written")
-        for name in names:  # every table read and written: only now do they replace the old
-            os.replace(staging / name, out_dir / name)
-        if not into_sweep:
-            write_json_atomic(mark, contents)
+        # every table read and written: only now do they replace the old, all of them (a Ctrl-C
+        # here waits for the last rename, so the folder never mixes two exports' tables)
+        with _interrupt_deferred() as interrupted:
+            for name in names:
+                os.replace(staging / name, out_dir / name)
+            if not into_sweep:
+                write_json_atomic(mark, contents)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if made:
@@ -119,7 +124,27 @@ def export_sweep(
             mark.unlink(missing_ok=True)
         raise
     staging.rmdir()
+    if interrupted:  # the export is complete and consistent: stop now, as Ctrl-C asked
+        raise KeyboardInterrupt
     return [out_dir / name for name in names]
+
+
+@contextmanager
+def _interrupt_deferred() -> Iterator[list[int]]:
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block instead of raising it there.
+
+    Yields the list the held signals are appended to: the caller decides what to do once the
+    block is done. Only the main thread receives signals; elsewhere the block runs as it is.
+    """
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _remove_stale_staging(out_dir: Path) -> None:

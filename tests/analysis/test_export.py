@@ -211,3 +211,36 @@ def test_a_folder_in_a_tables_place_replaces_nothing(sweep: Path, tmp_path: Path
         p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "export.json"
     } == tables
     assert (out / "export.json").read_bytes() == mark  # put back as it was
+
+
+def test_ctrl_c_while_tables_replace_the_old_waits_for_the_last(
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C between two renames once left a folder mixing two exports' tables under the
+    earlier mark: now every table is replaced, the mark is the new export's, then it stops."""
+    import signal
+
+    from mesaopt.analysis import export
+
+    out = tmp_path / "out"
+    export_sweep(sweep, "csv", out)
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    real = os.replace
+    calls = []
+
+    def replace(source, target):
+        if Path(target).parent == out:  # a table replacing the old (not one being staged)
+            calls.append(Path(target).name)
+            if len(calls) == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # handled before the next bytecode
+        real(source, target)
+
+    monkeypatch.setattr(export.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        export_sweep(sweep, "csv", out)
+    tables = [name for name in before if name != "export.json"]
+    assert sorted(c for c in calls if c in tables) == sorted(tables)  # every one renamed
+    after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert sorted(after) == sorted(before)
+    assert all(after[name] != before[name] for name in tables)
+    assert json.loads((out / "export.json").read_text())["format"] == "csv"
