@@ -737,6 +737,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     try:
         table = indices(args.method, bounds, matrix, per_point[point_of], seed)
     except ValueError as err:  # the runs are kept; only the indices are undefined
+        for stale in ("sensitivity.parquet", "sensitivity.csv"):  # an earlier command's
+            (_out_dir(args.out) / stale).unlink(missing_ok=True)
         shown = f"{args.metric} ({args.statistic}, {args.principal})"
         print(f"mesaopt: no indices of {shown}: {err}", file=sys.stderr)
         return 1
@@ -984,10 +986,13 @@ def _main(args: argparse.Namespace) -> int:
     handlers.update(report=cmd_report, viz=cmd_viz)
     handlers.update(experiments=cmd_experiments)
     try:
-        _check_environment(args.command)
+        _check_environment(args.command)  # imports the engines' modules (seconds): Ctrl-C too
     except ValueError as err:
         print(f"mesaopt: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mesaopt: interrupted; nothing was done", file=sys.stderr)
+        return 130
     try:
         status = cmd_demo() if args.command is None else handlers[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, inside the try (Python docs, "signal")

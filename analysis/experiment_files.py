@@ -261,7 +261,12 @@ def _size(value: Any, key: str, source: str) -> Size:
 
 
 def _sweep_value(value: Any, values: list[Any], key: str, source: str) -> Any:
-    """The swept value ``value`` names; ``true`` never stands for ``1`` (nor ``1`` for ``true``)."""
+    """The swept value ``value`` names, by equality; ``true`` never stands for ``1``.
+
+    ``1.0`` names a swept ``1`` (the same number; :func:`_claim` refuses ``1.0`` only for
+    ``expected_sign``, a sign rather than a value), but a bool never names a number, nor a
+    number a bool.
+    """
     for swept in values:
         if swept == value and isinstance(swept, bool) == isinstance(value, bool):
             return swept

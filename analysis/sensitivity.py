@@ -320,19 +320,17 @@ def indices(
     rows: list[dict[str, Any]] = []
     # A RuntimeWarning inside SALib means a 0/0 or an overflow behind some index: an error,
     # never a NaN or a silently zeroed number in the table.
+    from SALib.analyze import morris, sobol  # imported first: its import warnings are no 0/0
+
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         try:
             if method == "sobol":
-                from SALib.analyze import sobol
-
                 result = sobol.analyze(
                     spec, y, calc_second_order=False, conf_level=level, seed=seed
                 )
                 pairs = (("S1", "S1_conf"), ("ST", "ST_conf"))
             else:
-                from SALib.analyze import morris
-
                 result = morris.analyze(
                     spec, matrix, y, conf_level=level, num_levels=MORRIS_LEVELS, seed=seed
                 )

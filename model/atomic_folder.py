@@ -178,6 +178,11 @@ def _check_writable(target: Path, key: str) -> None:
     parent = _existing_ancestor(target)
     if not parent.is_dir():
         raise ScenarioError(key, f"{target}: {parent} is not a folder")
+    missing = target.parent
+    while missing != parent and missing != missing.parent:  # the folders the swap will make
+        if missing.is_symlink():  # a link that leads nowhere (dangling, or a loop)
+            raise ScenarioError(key, f"{target}: {missing} is a broken symbolic link")
+        missing = missing.parent
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ScenarioError(key, f"{target}: cannot write in {parent} (permission denied)")
     probe = staging_path(target)
@@ -200,8 +205,8 @@ def _check_not_around_cwd(target: Path, key: str) -> None:
     try:
         here = Path.cwd().resolve()
         folder = target.resolve()
-    except OSError:  # the current folder was removed: nothing of it left to protect
-        return
+    except (OSError, RuntimeError):  # the current folder was removed, or a link loop
+        return  # (Python 3.12's resolve raises RuntimeError): the writability checks name it
     if folder == here or folder in here.parents:
         raise ScenarioError(
             key,

@@ -196,11 +196,11 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
 
     Columns are separated by commas and/or whitespace; ``#`` starts a comment; blank lines are
     skipped; the first data line may be a header if every column is a name starting with a
-    letter (``source,target``, perhaps quoted; not ``0.5,1``, ``1,2x`` or ``"0","1"``, which
-    are errors). Ids are ASCII digits. A UTF-8 byte-order mark is dropped. Ids
-    must lie in ``[0, n)``; self-loops are dropped, duplicate and reversed pairs merged. Errors
-    quote a bad line only if it looks like data, and at most :data:`EXCERPT_CHARS` characters of
-    it.
+    letter of any script (``source,target``, ``källa,mål``, perhaps quoted; not ``0.5,1``,
+    ``1,2x``, ``"0","1"`` or ``node 1,node 2``, which are errors); a trailing comma is ignored.
+    Ids are ASCII digits and must lie in ``[0, n)``. A UTF-8 byte-order mark is dropped;
+    self-loops are dropped, duplicate and reversed pairs merged. Errors quote a bad line only if
+    it looks like data, and at most :data:`EXCERPT_CHARS` characters of it.
 
     Args:
         path: File path; relative paths are resolved against ``base_dir``.
@@ -230,7 +230,7 @@ def read_edgelist(path: str | None, n: int, base_dir: pathlib.Path | None = None
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        fields = split(line)
+        fields = [field for field in split(line) if field]  # "0,1," has two: a trailing comma
         try:
             a, b = (_node_id(f) for f in fields)
         except ValueError:
@@ -260,7 +260,9 @@ EDGELIST_BYTES_PER_BYTE = 24
 EXCERPT_CHARS = 40
 _DATA_LIKE = re.compile(r"^[0-9eE+\-.,;:\s]*$")
 #: A column name of a header line: a word starting with a letter, perhaps quoted.
-_HEADER_FIELD = re.compile(r"[\"']?[A-Za-z_][A-Za-z0-9_.\-]*[\"']?")
+#: A column name of a header line: a word starting with a letter (any script) or ``_``, perhaps
+#: quoted: ``source``, ``"target"``, ``källa``, ``node_id``.
+_HEADER_FIELD = re.compile(r"[\"']?[^\W\d][\w.\-]*[\"']?")
 
 
 def _node_id(field: str) -> int:

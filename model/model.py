@@ -126,7 +126,7 @@ class MesaOptModel(mesa.Model):
 
     def __init__(
         self,
-        scenario: Scenario | MesaScenario | None = None,
+        scenario: Scenario | MesaScenario | Mapping[str, Any] | None = None,
         *,
         rng: int | np.random.Generator | None = None,
         base_dir: Path | None = None,

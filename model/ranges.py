@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from typing import Any
 
 #: Refuse ranges that would expand to more values than this (a typo such as ``0:1e6:1``).
@@ -31,7 +32,7 @@ def _number(text: str, what: str) -> int | float:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = None
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
         raise ValueError(f"range {what} must fit a 64-bit integer, got {text[:40]!r}")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"range {what} must be a finite number, got {text[:40]!r}")
@@ -47,7 +48,7 @@ def _check_count(count: int, text: str) -> None:
         raise ValueError(f"range {text!r} has {count} values (at most {MAX_VALUES})")
 
 
-def _count(ratio: Any, text: str) -> int:
+def _count(ratio: Callable[[], float], text: str) -> int:
     """Return ``floor(ratio() + tol) + 1``; a count too large for a float is refused."""
     try:
         return math.floor(ratio() + _TOL) + 1

@@ -184,20 +184,19 @@ def check_inputs_outside(
         target: The run folder (absolute).
         scenario: The scenario (its edge list, if any, is an input).
         base_dir: Folder a relative edge-list path resolves against.
-        source: The scenario file's name (``<...>`` names no file).
+        source: The scenario file's name, if it names a file (``<default scenario>`` does not).
 
     Raises:
         ScenarioError: (key ``--out``) an input lies inside ``target``.
     """
-    inputs = [Path(source)] if source and not source.startswith("<") else []
+    inputs = [Path(source)] if source else []  # "<default scenario>" names no file: skipped
     if scenario.network.topology == "edgelist" and scenario.network.path:
         edges = Path(scenario.network.path).expanduser()
         inputs.append(edges if edges.is_absolute() or base_dir is None else base_dir / edges)
-    folder = target.resolve()
     for file in inputs:
-        try:
-            inside = folder in file.resolve().parents
-        except OSError:
+        try:  # RuntimeError: a symbolic-link loop (Python 3.12's resolve); the run names it
+            inside = file.is_file() and target.resolve() in file.resolve().parents
+        except (OSError, RuntimeError):
             continue
         if inside:
             raise ScenarioError(

@@ -68,14 +68,15 @@ def load_overridden(
         ScenarioError: If the file cannot be read or an override is malformed.
         TypeError: If ``overrides`` is a string, not a list of them (Python callers).
     """
-    if isinstance(overrides, str | bytes) or not all(
-        isinstance(item, str) for item in overrides or []
-    ):
+    if isinstance(overrides, str | bytes):
         raise TypeError(f"overrides must be a list of 'key=value' strings, got {overrides!r:.80}")
+    assignments = list(overrides or [])  # once: a generator is read a single time
+    if not all(isinstance(item, str) for item in assignments):
+        raise TypeError(f"overrides must be 'key=value' strings, got {assignments!r:.80}")
     data, source = load_raw(path)
     if path is not None:
         check_file_paths(data, Path(path).parent, source)
-    for assignment in overrides or []:
+    for assignment in assignments:
         key, value = parse_override(assignment)
         try:
             apply_override(data, key, value)

@@ -102,5 +102,7 @@ def test_api_arguments_of_the_wrong_type_are_refused_before_anything_is_written(
 def test_overrides_as_one_string_are_refused_not_read_letter_by_letter():
     with pytest.raises(TypeError, match="overrides must be a list"):
         mesaopt.load_scenario(None, "run.steps=3")
-    with pytest.raises(TypeError, match="overrides must be a list"):
+    with pytest.raises(TypeError, match="overrides must be 'key=value' strings"):
         mesaopt.load_scenario(None, ["run.steps=3", 4])
+    # any iterable of strings is read once, in full (a generator was consumed by the check)
+    assert mesaopt.load_scenario(None, (o for o in ["run.steps=7"])).run.steps == 7

@@ -553,6 +553,19 @@ def test_ctrl_c_while_a_scenario_loads_is_one_line(monkeypatch, capsys) -> None:
     ]
 
 
+def test_ctrl_c_while_the_engines_load_is_one_line(monkeypatch, capsys) -> None:
+    """sweep, sensitivity and experiments check the engine's settings first, importing pandas,
+    pyarrow and Dask's setup (seconds): a Ctrl-C there is one line too."""
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mesaopt.analysis.executors.worker_start_method", interrupted)
+    assert run.main(["sweep", "baseline", "--out", "never"]) == 130
+    assert capsys.readouterr().err.strip() == "mesaopt: interrupted; nothing was done"
+    assert not Path("never").exists()
+
+
 def test_ctrl_c_after_the_command_keeps_its_exit_status_and_prints_nothing() -> None:
     """A Ctrl-C during the interpreter's shutdown (here: an atexit hook) once gave a traceback
     and status 130 for a command that had succeeded."""

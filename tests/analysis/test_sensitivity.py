@@ -157,6 +157,28 @@ def test_sensitivity_command_writes_indices_with_intervals(tmp_path, method):
     assert not sampled <= {0, 1, 2}  # a float field samples floats (issue 15)
 
 
+def test_indices_refused_for_a_constant_output_leave_no_earlier_indices_behind(tmp_path, capsys):
+    """The same sample judged on another metric: the runs are reused, the constant metric gets
+    no indices (exit 1), and the earlier metric's sensitivity files are gone, not left current."""
+    from mesaopt import run
+
+    args = ["sensitivity", "regressional", "--set=network.n_agents=20", "--steps=2"]
+    args += ["--param=principals.0.selection.n=1:64", "--samples=4", "--engine=serial"]
+    args += [f"--out={tmp_path / 'out'}", "--quiet"]
+    assert run.main([*args, "--metric=value"]) == 0
+    assert (tmp_path / "out" / "sensitivity.csv").is_file()
+    capsys.readouterr()
+    assert run.main([*args, "--metric=goodhart_adversarial"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "mesaopt: no indices of goodhart_adversarial (mean, all): the output is 0.0 at every "
+        "sample point, so its variance has no shares: choose another --metric or wider --param "
+        "ranges"
+    ]
+    assert not list((tmp_path / "out").glob("sensitivity.*"))
+    assert (tmp_path / "out" / "runs.parquet").is_file()
+
+
 def test_sensitivity_command_refuses_a_parameter_without_a_range(tmp_path):
     out = tmp_path / "sa"
     result = subprocess.run(

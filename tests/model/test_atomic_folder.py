@@ -60,7 +60,7 @@ def test_the_current_folder_or_one_holding_it_is_never_replaced(tmp_path, monkey
     monkeypatch.chdir(here)
     target = str(here) if out == "ABS" else out
     scenario = load_scenario(None, ["network.n_agents=20", "run.steps=1"])
-    with pytest.raises(ScenarioError, match=r"current folder|not a folder name"):
+    with pytest.raises(ScenarioError, match="is the current folder or holds it"):
         run_simulation(scenario, target, progress=False)
     assert (here / "steps.parquet").read_text() == "mine"
     assert sorted(p.name for p in here.iterdir()) == ["manifest.json", "steps.parquet"]
@@ -164,3 +164,25 @@ def test_a_parent_the_process_may_not_write_is_refused_before_any_probe(tmp_path
     with pytest.raises(ScenarioError, match="permission denied"):
         check_target(tmp_path / "run")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("link", ["loop", "dangling"])
+def test_a_broken_link_on_the_way_to_the_target_is_refused(tmp_path, link):
+    """A looping or dangling link among the folders the swap would make: refused up front (the
+    swap's mkdir once failed with 'File exists', and Python 3.12's resolve raises RuntimeError)."""
+    way = tmp_path / "way"
+    way.symlink_to(way if link == "loop" else tmp_path / "nowhere")
+    with pytest.raises(ScenarioError, match="way is a broken symbolic link"):
+        prepare_target(way / "run" / "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["way"]
+
+
+def test_an_edge_list_behind_a_link_loop_is_the_readers_one_line_error(tmp_path):
+    from mesaopt import load_scenario, run_simulation
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    overrides = ["network.n_agents=20", "run.steps=1", "network.topology=edgelist"]
+    scenario = load_scenario(None, [*overrides, f"network.path={tmp_path}/loop/e.csv"])
+    with pytest.raises(ScenarioError, match=r"network\.path: cannot read"):
+        run_simulation(scenario, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -479,6 +479,11 @@ def test_edgelist_byte_order_mark_keeps_the_first_edge(tmp_path: pathlib.Path) -
         ("source,target", True),
         ("# nodes\nfrom to", True),
         ('"source","target"', True),
+        ("källa,mål", True),  # names in any script
+        ("источник цель", True),
+        ("source,target,", True),  # a trailing comma
+        ("node 1,node 2", False),  # names with spaces: 1 and 2 look like ids
+        ("\u00b9,2", False),  # a superscript one is neither an id nor a name
         ("0.5,1", False),
         ("1e3 2", False),
         ("1,2x", False),  # a typo in an edge, not a header: the edge would be lost
@@ -493,7 +498,7 @@ def test_edgelist_only_a_line_of_words_is_taken_as_a_header(
     tmp_path: pathlib.Path, first: str, header: bool
 ) -> None:
     """A first line of numbers that are not two ids is a bad edge, not a header to skip."""
-    (tmp_path / "e.csv").write_text(f"{first}\n1,2\n")
+    (tmp_path / "e.csv").write_text(f"{first}\n1,2\n", encoding="utf-8")
     if header:
         assert read_edgelist(str(tmp_path / "e.csv"), 3).nnz == 2
     else:
@@ -514,6 +519,11 @@ def test_an_edge_list_without_a_single_edge_is_refused(tmp_path: pathlib.Path, t
     with pytest.raises(ScenarioError, match="no edges") as err:
         read_edgelist(str(tmp_path / "e.csv"), 3)
     assert err.value.key == "network.path"
+
+
+def test_a_trailing_comma_on_an_edge_line_is_ignored(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "e.csv").write_text("0,1,\n1,2,\n")
+    assert read_edgelist(str(tmp_path / "e.csv"), 3).nnz == 4
 
 
 def test_an_edge_list_of_self_loops_only_is_data_and_gives_no_edges(tmp_path: pathlib.Path) -> None:
