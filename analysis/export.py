@@ -224,18 +224,10 @@ def _export_networks(sweep_dir: Path, target: Path, fmt: str) -> Path | None:
             continue
         if manifest.get("status") == "failed":  # stopped by a non-finite number
             continue
-        try:
+        try:  # a table the manifest names but that is bad is an error (ScenarioError)
             table = read_network_table(folder, manifest)
-        except MissingTableError as err:
-            named = manifest.get("files", {}).get("network")
-            if not named:
-                continue  # recorded by a mesaopt before the network table
-            file = folder / str(named)  # a file of this folder (read_network_table checked)
-            if not file.is_file():
-                raise ScenarioError(
-                    str(file), "missing, though the run's manifest names it"
-                ) from None
-            raise ScenarioError(str(file), str(err).removeprefix(f"{file}: ")) from None
+        except MissingTableError:
+            continue  # recorded by a mesaopt before the network table
         table = table.add_column(0, "run_id", pa.array([folder.name] * table.num_rows, pa.string()))
         if sink is None:
             sink = _Sink(target, fmt, table.schema)

@@ -94,6 +94,7 @@ class RunTables:
 
         Raises:
             MissingTableError: The run has no network table (recorded by an older mesaopt).
+            ScenarioError: Its network table is missing, corrupt or not a network table.
         """
         return read_network_table(self.path, self.manifest).to_pandas()
 
@@ -258,12 +259,16 @@ def read_network_table(path: str | Path, manifest: dict[str, Any]) -> pa.Table:
         The columns ``source``, ``target`` (int64) and ``weight`` (float64).
 
     Raises:
-        MissingTableError: The folder has no network table, or the file lacks those columns.
-        ScenarioError: The file cannot be read at all (corrupt or truncated), naming it.
+        MissingTableError: The run has no network table and its manifest names none (recorded
+            by a mesaopt before the table existed).
+        ScenarioError: Naming the file: the manifest names a table that is missing, or the file
+            cannot be read (corrupt or truncated) or lacks those columns.
     """
     path = Path(path)
     candidates = _named_file(path, manifest, "network")
     file = next((f for f in candidates if f.is_file()), None)
+    if file is None and manifest.get("files", {}).get("network"):
+        raise ScenarioError(str(candidates[0]), "missing, though the run's manifest names it")
     if file is None:
         raise MissingTableError(
             f"{path}: no network table (the run was recorded by a mesaopt that did not record "
@@ -279,12 +284,12 @@ def read_network_table(path: str | Path, manifest: dict[str, Any]) -> pa.Table:
             table = pq.read_table(file)
     except KeyError as err:  # pyarrow.ArrowKeyError: a CSV without one of the columns
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise MissingTableError(f"{file}: not a network table ({message})") from None
+        raise ScenarioError(str(file), f"not a network table ({message})") from None
     except pa.ArrowException as err:
         raise unreadable_table(file, err) from None
     lacking = [name for name in names if name not in table.column_names]
     if lacking:
-        raise MissingTableError(f"{file}: not a network table (no column {lacking[0]!r})")
+        raise ScenarioError(str(file), f"not a network table (no column {lacking[0]!r})")
     return table.select(names).cast(pa.schema([(name, types[name]) for name in names]))
 
 

@@ -19,16 +19,16 @@ BASELINE = ROOT / "scenarios" / "baseline.toml"
 FAST = ["--set", "network.n_agents=400", "--steps", "40", "--set", "regimes.0.at=20"]
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def python(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run this Python on ``args`` with the checkout importable as ``mesaopt``."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
+        [sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
     )
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return python(str(ROOT / "run.py"), *args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -532,14 +532,8 @@ def test_the_command_module_loads_nothing_heavy_before_main_catches_ctrl_c() -> 
         "import sys, mesaopt.run; heavy = ('pydantic', 'numpy', 'scipy', 'pandas', 'mesa')\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert out.stdout.strip() == "[]"
+    out = python("-c", code)
+    assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr
 
 
 def test_ctrl_c_while_a_scenario_loads_is_one_line(monkeypatch, capsys) -> None:
@@ -553,7 +547,7 @@ def test_ctrl_c_while_a_scenario_loads_is_one_line(monkeypatch, capsys) -> None:
     ]
 
 
-def test_ctrl_c_while_the_engines_load_is_one_line(monkeypatch, capsys) -> None:
+def test_ctrl_c_while_the_engines_load_is_one_line(tmp_path, monkeypatch, capsys) -> None:
     """sweep, sensitivity and experiments check the engine's settings first, importing pandas,
     pyarrow and Dask's setup (seconds): a Ctrl-C there is one line too."""
 
@@ -561,9 +555,9 @@ def test_ctrl_c_while_the_engines_load_is_one_line(monkeypatch, capsys) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr("mesaopt.analysis.executors.worker_start_method", interrupted)
-    assert run.main(["sweep", "baseline", "--out", "never"]) == 130
+    assert run.main(["sweep", "baseline", "--out", str(tmp_path / "never")]) == 130
     assert capsys.readouterr().err.strip() == "mesaopt: interrupted; nothing was done"
-    assert not Path("never").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ctrl_c_after_the_command_keeps_its_exit_status_and_prints_nothing() -> None:
@@ -576,13 +570,7 @@ def test_ctrl_c_after_the_command_keeps_its_exit_status_and_prints_nothing() -> 
         "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(5)))\n"
         "run.cli()\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    out = python("-c", code)
     assert (out.returncode, out.stderr) == (0, "")
 
 

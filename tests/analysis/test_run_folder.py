@@ -17,6 +17,7 @@ from mesaopt.analysis.run_folder import (
     read_network_table,
     read_run,
 )
+from mesaopt.model.errors import ScenarioError
 from mesaopt.model.network import Network
 from mesaopt.model.runner import run_simulation
 from mesaopt.model.scenario_files import load_scenario
@@ -107,8 +108,9 @@ def test_a_run_without_a_network_table_is_a_one_line_error(run_dir: Path, tmp_pa
 
 def test_a_file_that_is_not_a_network_table_is_refused(run_dir: Path, tmp_path: Path) -> None:
     pd.DataFrame({"source": [0], "other": [1]}).to_csv(tmp_path / "network.csv", index=False)
-    with pytest.raises(MissingTableError, match="not a network table"):
+    with pytest.raises(ScenarioError, match="not a network table") as err:
         read_network_table(tmp_path, {})
+    assert err.value.key == str(tmp_path / "network.csv")
     with pytest.raises(NotARunError):
         read_run(tmp_path)
 
