@@ -193,11 +193,11 @@ def check_network(
     """
     topology, n, params = _checked_parameters(cfg, None)
     if topology == "edgelist":
+        read = set() if edge_lists_read is None else edge_lists_read
         key = (str(params["path"]), n, str(base_dir))
-        if edge_lists_read is None or key not in edge_lists_read:
+        if key not in read:
             read_edgelist(params["path"], n, base_dir)
-            if edge_lists_read is not None:
-                edge_lists_read.add(key)
+            read.add(key)
 
 
 def _checked_parameters(cfg: Any, block_sizes: list[int] | None) -> tuple[str, int, dict[str, Any]]:
