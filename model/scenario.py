@@ -690,38 +690,67 @@ def _check_finite_risk(scenario: Scenario) -> None:
 
     Student-t noise with df ≤ 2 has no variance; a risk-averse agent paid β ≠ 0 on a metric that
     includes it would bear an infinite risk premium (and ``alpha = "participation"`` would have to
-    compensate it with an infinite α). A fixed β ≠ 0 is refused, whatever α; so is
-    ``beta = "optimal"`` when such a channel lies beyond the principal's capacity (it designs as if
-    the channel did not exist, so it would choose β ≠ 0). One it perceives makes it design β = 0
-    under every α rule: with α designed, any β ≠ 0 has an infinitely negative surplus; with α
-    fixed, any β ≠ 0 leaves its agents an infinitely negative certainty equivalent, which neither
-    meets participation nor is the least shortfall (agents.contract.design_len_contract).
-    A channel counts if it is heavy-tailed and measured at any time (initially or by a regime).
+    compensate it with an infinite α). A fixed β ≠ 0 is refused, whatever α, if any channel is
+    heavy-tailed and measured at any time (initially or after a regime change).
+
+    ``beta = "optimal"`` designs on the principal's world model, which learns of a regime change
+    only by a federated update. When the model shows a perceived, measured channel of infinite
+    variance, the design is β = 0 under every α rule: with α designed, any β ≠ 0 has an infinitely
+    negative surplus; with α fixed, any β ≠ 0 leaves its agents an infinitely negative certainty
+    equivalent, which neither meets participation nor is the least shortfall
+    (agents.contract.design_len_contract). So ``"optimal"`` is safe only if every heavy-tailed,
+    measured channel is so from the start, within the principal's capacity, and stays so at
+    every regime change of that channel until none of the three holds any more. Refused: a
+    channel beyond the principal's capacity (it designs as if the channel did not exist); a
+    regime that turns a channel heavy-tailed, makes a heavy-tailed channel measured, or moves it
+    beyond the capacity (the principal's old world model, or a refitted one, designs β ≠ 0
+    while the true noise has no variance).
     """
     if scenario.agents.risk_aversion == 0:
         return
-    heavy: dict[int, str] = {}
+    # Each channel's (heavy-tailed and measured, level) from the start, then after each of its
+    # regime changes in the order they happen (a partial noise table merges with the last one).
+    states: dict[int, list[tuple[bool, int]]] = {}
     for k, channel in enumerate(scenario.channels):
-        noises = [channel.noise.model_dump()]
-        measured = channel.metric != 0
-        for regime in scenario.regimes:
-            if regime.channel == channel.name:
+        noise, metric, level = channel.noise.model_dump(), channel.metric, channel.level
+        sequence = []
+        for regime in [None, *sorted(scenario.regimes, key=lambda r: r.at)]:
+            if regime is not None:
+                if regime.channel != channel.name:
+                    continue
                 if isinstance(regime.set.get("noise"), dict):
-                    noises.append(noises[-1] | regime.set["noise"])
-                if regime.set.get("metric", 0) != 0:
-                    measured = True
-        if measured and any(n["dist"] == "student_t" and n["df"] <= 2 for n in noises):
-            heavy[k] = channel.name
+                    noise = noise | regime.set["noise"]
+                metric = regime.set.get("metric", metric)
+                level = regime.set.get("level", level)
+            heavy = noise["dist"] == "student_t" and noise["df"] <= 2
+            sequence.append((heavy and metric != 0, int(level)))
+        if any(heavy for heavy, _ in sequence):
+            states[k] = sequence
     for j, principal in enumerate(scenario.principals):
         beta = principal.contract.beta
-        unseen = [
-            name for k, name in heavy.items() if scenario.channels[k].level > principal.capacity
-        ]
-        if beta != "optimal" and beta != 0 and heavy:
-            problem = f"a fixed beta != 0 with channel {next(iter(heavy.values()))!r}"
-        elif beta == "optimal" and unseen:
-            problem = f'"optimal" designed without seeing channel {unseen[0]!r} (beyond capacity)'
-        else:
+        problem = None
+        if beta != "optimal" and beta != 0 and states:
+            name = scenario.channels[next(iter(states))].name
+            problem = f"a fixed beta != 0 with channel {name!r}"
+        elif beta == "optimal":
+            for k, sequence in states.items():
+                name = scenario.channels[k].name
+                seen = [heavy and level <= principal.capacity for heavy, level in sequence]
+                # Safe while the start's heavy, measured, seen channel stays so; once it is not,
+                # it must never be heavy and measured again.
+                kept = next((i for i, ok in enumerate(seen) if not ok), len(seen))
+                if not seen[0] and sequence[0][0]:
+                    problem = (
+                        f'"optimal" designed without seeing channel {name!r} (beyond capacity)'
+                    )
+                elif any(heavy for heavy, _ in sequence[kept:]):
+                    problem = (
+                        f'"optimal" designed on a world model that a regime change of channel '
+                        f"{name!r} outdates"
+                    )
+                if problem:
+                    break
+        if problem is None:
             continue
         raise ScenarioError(
             f"principals.{j}.contract.beta",

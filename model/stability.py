@@ -27,7 +27,7 @@ largest xᵀΔx / xᵀKx) and ρ(G) the network's spectral radius, two numbers d
 * **growth ratio** g = max_k δ_k·ρ(G)/c_k. Efforts stay bounded iff g < 1: from the KKT
   conditions, a_k > 0 implies r_k = (Ka)_k ≥ c_k a_k because K ≥ 0 entrywise, so every
   best response lies below the one-channel response max(r_k, 0)/c_k, and effort on channel k is
-  dominated by the linear recursion x ← θ⁺/c_k + (δ_k/c_k)G x, which converges iff
+  dominated by the linear recursion x ← (θ_k + β_j m_k)⁺/c_k + (δ_k/c_k)G x, which converges iff
   δ_kρ(G)/c_k < 1 (Perron–Frobenius). Conversely with g ≥ 1 effort on that channel, once positive
   anywhere on a connected graph, grows without bound along the Perron vector (the substitutes
   are crowded out, so channel k ends up alone with cost c_k). Because K ≥ 0 entrywise, K − ρΔ is

@@ -8,6 +8,8 @@ import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,6 +86,46 @@ def test_reference_documents_every_key():
         (['channels.2.noise={dist="student_t", df=2}', "principals.1.contract.beta=0"], 0),
         # the same channel turned heavy-tailed by a regime change (partial noise table merges)
         (['regimes.0.channel="gaming"', 'regimes.0.set={noise={df=1.0, dist="student_t"}}'], 0),
+        # a channel lab perceives turned heavy-tailed by a regime: lab's world model still shows
+        # a finite variance, so "optimal" keeps its beta != 0 (this ran with -inf welfare)
+        (
+            [
+                'regimes.0.channel="output"',
+                'regimes.0.set={noise={df=2, dist="student_t"}}',
+                "principals.1.contract.beta=0",
+            ],
+            0,
+        ),
+        # heavy-tailed and perceived from the start, then normal, then heavy-tailed again: a
+        # federated update may have refitted the normal world in between
+        (
+            [
+                'channels.0.noise={dist="student_t", df=1.5}',
+                'regimes=[{at=5, channel="output", set={noise={dist="normal"}}}, '
+                '{at=9, channel="output", set={noise={dist="student_t", df=1.5}}}]',
+                "principals.1.contract.beta=0",
+            ],
+            0,
+        ),
+        # heavy-tailed but unmeasured from the start, measured after a regime
+        (
+            [
+                'channels.1.noise={dist="student_t", df=1.5}',
+                "channels.1.metric=0",
+                "regimes.0.set={metric=1.0}",
+                "principals.1.contract.beta=0",
+            ],
+            0,
+        ),
+        # heavy-tailed and perceived, then moved beyond lab's capacity by a regime
+        (
+            [
+                'channels.1.noise={dist="student_t", df=1.5}',
+                "regimes.0.set={level=2}",
+                "principals.1.contract.beta=0",
+            ],
+            0,
+        ),
     ],
 )
 def test_infinite_risk_premia_are_refused(overrides, key):
@@ -102,6 +144,28 @@ def test_risk_neutral_agents_or_zero_beta_may_face_heavy_tails():
 
     model = MesaOptModel(load_scenario(BASELINE, [*perceived, "network.n_agents=100"]))
     assert model.principals[0].beta == 0.0  # "optimal" sees the infinite variance: no incentive
+
+
+def test_a_heavy_tail_seen_from_the_start_may_outlive_regime_changes():
+    """Regimes that keep a perceived channel heavy-tailed and measured keep lab's beta at 0."""
+    from mesaopt.model.model import MesaOptModel
+
+    kept = [
+        'channels.1.noise={dist="student_t", df=1.5}',
+        "principals.1.contract.beta=0",
+        'regimes=[{at=3, channel="quality", set={cost=0.5, noise={scale=2.0}}}]',
+        "network.n_agents=200",
+        "run.steps=6",
+    ]
+    steps = []
+    model = MesaOptModel(
+        load_scenario(BASELINE, kept),
+        recorder=lambda table, rows: steps.append(pd.DataFrame(rows)) if table == "steps" else 0,
+    )
+    model.run_for(6)
+    assert model.principals[0].beta == 0.0
+    numeric = pd.concat(steps)
+    assert np.isfinite(numeric[["welfare", "utility", "profit"]].to_numpy()).all()
 
 
 # ------------------------------------------------------------ bounds (issue 15)
