@@ -910,10 +910,28 @@ def cmd_demo() -> int:
     return 0
 
 
+#: The optional packages a command needs, with the extra that installs them (pyproject.toml).
+OPTIONAL_PACKAGES = {"sensitivity": ("SALib", "sensitivity"), "viz": ("solara", "viz")}
+
+
 def _check_environment(command: str | None) -> None:
-    """Raise ValueError before any work on a bad ``MESAOPT_THREADS``/``MESAOPT_WORKER_START``."""
+    """Raise ValueError before any work on a bad ``MESAOPT_THREADS``/``MESAOPT_WORKER_START``.
+
+    Also when the command needs an optional package that is not installed (``sensitivity``:
+    SALib, ``viz``: Solara), naming the extra that installs it: before a sensitivity analysis
+    runs anything, and before ``viz`` announces a server that could not start.
+    """
+    import importlib.util
+
     import mesaopt.model.parallel  # noqa: F401  (reads MESAOPT_THREADS when imported)
 
+    if command in OPTIONAL_PACKAGES:
+        package, extra = OPTIONAL_PACKAGES[command]
+        if importlib.util.find_spec(package) is None:
+            raise ValueError(
+                f"{command} needs {package}, which is not installed: "
+                f"pip install -e \".[{extra}]\" (or pip install 'mesaopt[{extra}]')"
+            )
     if command in ("sweep", "sensitivity", "experiments"):
         from mesaopt.analysis.executors import worker_start_method
 

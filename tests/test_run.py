@@ -632,3 +632,31 @@ def test_validate_never_replaces_a_pipe_or_a_device_with_its_csv(tmp_path: Path,
     assert stat.S_ISFIFO(pipe.stat().st_mode)
     assert run.main(["validate", "--only", "stability", "--csv", "/dev/null"]) == 2
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+@pytest.mark.parametrize(
+    ("command", "package", "extra"),
+    [
+        (
+            ["sensitivity", "baseline", "--param", "agents.risk_aversion=0:2"],
+            "SALib",
+            "sensitivity",
+        ),
+        (["viz", "baseline"], "solara", "viz"),
+    ],
+)
+def test_a_command_without_its_optional_package_says_which_extra_to_install(
+    tmp_path, monkeypatch, capsys, command, package, extra
+):
+    """One line naming the extra, exit 2, before any run or the server's announcement."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a)
+    )
+    monkeypatch.chdir(tmp_path)
+    assert run.main([*command, "--out", "out"] if command[0] != "viz" else command) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and f".[{extra}]" in err and package in err
+    assert "serving" not in out and not (tmp_path / "out").exists()
