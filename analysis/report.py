@@ -37,6 +37,7 @@ from mesaopt.analysis.agent_maps import (
     prefers_group_view,
 )
 from mesaopt.analysis.run_folder import (
+    REPORT_MARK,
     NotARunError,
     RunTables,
     is_run_folder,
@@ -439,11 +440,6 @@ def _check_manifest(path: Path) -> None:
         raise NotARunError(f"{file}: cannot read (empty or truncated?): {err}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("scenario"), dict):
         raise NotARunError(f"{file}: not a complete run manifest (no 'scenario' object)")
-
-
-#: Written into a report folder before its first figure, so that a report stopped half-way
-#: (Ctrl-C, a full disk) leaves a folder the next ``report`` recognises as its own and redraws.
-REPORT_MARK = ".mesaopt-report"
 
 
 def _start_report_folder(out: Path) -> None:

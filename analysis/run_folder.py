@@ -55,6 +55,13 @@ def unreadable_table(where: str | Path, err: Exception) -> ScenarioError:
     return ScenarioError(str(where), f"a table cannot be read (corrupt or truncated?): {message}")
 
 
+#: Written into a report folder before its first figure (:mod:`analysis.report`), so that a
+#: report stopped half-way (Ctrl-C, a full disk) leaves a folder the next ``report`` recognises
+#: as its own and redraws, and a sweep that changes its tables can tell its report from a folder
+#: of the user's (:mod:`analysis.sweep_runner`).
+REPORT_MARK = ".mesaopt-report"
+
+
 @dataclass(frozen=True)
 class RunTables:
     """The tables and manifest of one run folder.

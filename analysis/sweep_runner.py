@@ -18,6 +18,8 @@ The layout is in docs/sweeps.md.
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 import threading
 import time
@@ -37,6 +39,7 @@ from mesaopt.analysis.executors import (
     execute_run,
     open_engine,
 )
+from mesaopt.analysis.run_folder import REPORT_MARK
 from mesaopt.analysis.stats import summarize
 from mesaopt.analysis.sweep_design import (
     Design,
@@ -227,6 +230,55 @@ class _Closing:
             raise self._error
 
 
+#: What ``run.py export`` writes into a sweep folder beside its tables (the tables that are
+#: the sweep's own, ``summary.csv`` among them, are rewritten by every sweep).
+EXPORTED_FILES = (
+    "steps.csv",
+    "steps.parquet",
+    "network.csv",
+    "network.parquet",
+    "runs.csv",
+    "run_metrics.csv",
+    "sensitivity.csv",
+    "sensitivity.parquet",
+)
+
+
+def remove_derived(out_dir: Path) -> list[str]:
+    """Remove what was derived from a sweep folder's earlier tables: exports and its report.
+
+    Called when a sweep is about to change the tables (another design, or a run added), so that
+    no file in the folder describes runs the folder no longer holds, or misses runs it now
+    holds. ``DIR/report`` is removed only if it holds the report's mark (a folder of the user's
+    of that name stays). Nothing outside ``out_dir`` is touched.
+
+    Args:
+        out_dir: The sweep folder.
+
+    Returns:
+        The names removed.
+    """
+    removed = []
+    for name in EXPORTED_FILES:
+        path = out_dir / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(name)
+    report = out_dir / "report"
+    if not report.is_symlink() and (report / REPORT_MARK).is_file():
+        shutil.rmtree(report)
+        removed.append("report/")
+    return removed
+
+
+def _earlier_record(path: Path) -> Any:
+    """The ``sweep.json`` an earlier sweep wrote into the folder (None if none can be read)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _prune_steps(out_dir: Path, keep: set[str]) -> None:
     """Remove tidy-dataset files of runs that are not in the current design."""
     for path in (out_dir / "steps").glob("*.parquet"):
@@ -292,6 +344,13 @@ def run_design(
             # Only now, with the engine running (a scheduler answered), is anything written.
             (out_dir / "runs").mkdir(parents=True, exist_ok=True)
             clean_temporary(out_dir)
+            # Exports and the report describe the tables as they were: gone once the design
+            # changes, or (below) once a run is added.
+            stale = _earlier_record(out_dir / "sweep.json") != json.loads(
+                json.dumps(record, default=str)
+            )
+            if stale:
+                remove_derived(out_dir)
             write_design(out_dir / "sweep.json", record)
             if progress:
                 print(
@@ -304,6 +363,9 @@ def run_design(
                 for outcome in map_unordered(execute_run, tasks):
                     outcomes[outcome.run_id] = outcome
                     counts[outcome.status] += 1
+                    if outcome.status == "ok" and not stale:
+                        stale = True
+                        remove_derived(out_dir)
                     bar.set_postfix_str(
                         f"{counts['failed']} failed, {counts['skipped']} already done",
                         refresh=False,

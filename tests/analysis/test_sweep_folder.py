@@ -29,3 +29,50 @@ def test_an_existing_sweep_folder_is_reused(tmp_path):
     again = run_sweep(None, out, overrides=TINY, engine="serial")
     assert [o.status for o in first.outcomes] == ["ok"]
     assert [o.status for o in again.outcomes] == ["skipped"]
+
+
+def test_a_sweep_that_changes_the_tables_removes_what_was_derived_from_them(tmp_path):
+    """Exports and the report describe the tables they were made from: a later sweep with
+    another design, or one that adds a run, removes them; a resume that adds nothing keeps
+    them; a folder of the user's named report (no report mark) is never touched."""
+    from mesaopt.analysis.export import export_sweep
+    from mesaopt.analysis.run_folder import REPORT_MARK
+
+    out = tmp_path / "sweep"
+    grid = {"agents.risk_aversion": [0.5, 1.0]}
+    run_sweep(None, out, overrides=TINY, grid=grid, engine="serial")
+
+    def derive() -> None:
+        export_sweep(out, "csv")
+        (out / "report").mkdir(exist_ok=True)
+        (out / "report" / REPORT_MARK).touch()
+        (out / "report" / "report.html").write_text("old figures")
+
+    derive()
+    exported = {"steps.csv", "runs.csv", "run_metrics.csv", "network.csv"}
+    assert exported <= {p.name for p in out.iterdir()}
+    run_sweep(None, out, overrides=TINY, grid=grid, engine="serial")  # nothing new: kept
+    assert exported <= {p.name for p in out.iterdir()} and (out / "report").is_dir()
+
+    run_sweep(
+        None, out, overrides=TINY, grid={"agents.risk_aversion": [0.5, 1.0, 1.5]}, engine="serial"
+    )
+    names = {p.name for p in out.iterdir()}
+    assert not exported & names and "report" not in names
+    assert {"summary.csv", "summary.parquet", "runs.parquet", "sweep.json"} <= names
+
+    derive()
+    (out / "runs" / sorted(p.name for p in (out / "runs").iterdir())[0]).rename(
+        tmp_path / "gone"
+    )  # the same design, one run to redo
+    again = run_sweep(
+        None, out, overrides=TINY, grid={"agents.risk_aversion": [0.5, 1.0, 1.5]}, engine="serial"
+    )
+    assert sorted(o.status for o in again.outcomes) == ["ok", "skipped", "skipped"]
+    assert not exported & {p.name for p in out.iterdir()} and not (out / "report").exists()
+
+    mine = out / "report"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    run_sweep(None, out, overrides=TINY, grid={"agents.risk_aversion": [2.0]}, engine="serial")
+    assert (mine / "notes.txt").read_text() == "my notes"
