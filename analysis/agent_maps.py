@@ -322,7 +322,8 @@ def draw_agent_map(
             size_legend = ax.legend(
                 handles,
                 labels,
-                title=f"size: {quantity_label(size_by)}",
+                # the units on a line of their own: outside the axes, a long title is clipped
+                title="size: " + quantity_label(size_by).replace(" (", "\n(", 1),
                 loc="upper left",
                 bbox_to_anchor=(1.0, 0.35),
                 frameon=False,

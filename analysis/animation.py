@@ -7,6 +7,7 @@ on a fixed layout with fixed colour and size scales, so that frames are comparab
 from __future__ import annotations
 
 import shutil
+from io import BytesIO
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.animation import FFMpegWriter, FuncAnimation, PillowWriter
+from matplotlib.animation import AbstractMovieWriter, FFMpegWriter, FuncAnimation, PillowWriter
+from matplotlib.colors import to_rgb
+from PIL import Image
 
 from mesaopt.analysis.agent_maps import (
     CATEGORICAL,
@@ -25,6 +28,60 @@ from mesaopt.analysis.agent_maps import (
     size_scale,
     value_limits,
 )
+from mesaopt.analysis.figures import OKABE_ITO
+
+
+def category_palette() -> Image.Image:
+    """A GIF palette holding every figure colour exactly, with its antialiasing blends.
+
+    The Okabe–Ito colours (categories and principals), each blended with white and with black
+    at a quarter, a half and three quarters, and 96 greys (edges, text). Pillow's adaptive
+    palette merges colours that few pixels use: in a frame with no ``sub`` or ``aligned``
+    agent, their legend swatches (sky blue, bluish green) came out the same teal.
+    """
+    colours = []
+    for hex_colour in OKABE_ITO:
+        rgb = np.array(to_rgb(hex_colour))
+        colours.append(rgb)
+        for towards in (np.ones(3), np.zeros(3)):
+            colours += [rgb + (towards - rgb) * t for t in (0.25, 0.5, 0.75)]
+    colours += [np.full(3, g) for g in np.linspace(0.0, 1.0, 96)]
+    flat = (np.clip(np.array(colours), 0, 1) * 255).round().astype(np.uint8).ravel().tolist()
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(flat + flat[:3] * (256 - len(flat) // 3))  # padded to 256 entries
+    return palette
+
+
+class FixedPaletteGifWriter(AbstractMovieWriter):
+    """A GIF writer whose frames all map onto one fixed palette (:func:`category_palette`).
+
+    For categorical maps, where every colour must stay the colour its legend says; continuous
+    colour scales keep matplotlib's :class:`~matplotlib.animation.PillowWriter`.
+    """
+
+    def setup(self, fig: plt.Figure, outfile: str | Path, dpi: float | None = None) -> None:
+        """Start a GIF of ``fig``'s frames at ``dpi``."""
+        super().setup(fig, outfile, dpi=dpi)
+        self._palette = category_palette()
+        self._frames: list[Image.Image] = []
+
+    def grab_frame(self, **savefig_kwargs: object) -> None:
+        """Draw the figure and keep it as a frame mapped onto the palette (no dithering)."""
+        buffer = BytesIO()
+        self.fig.savefig(buffer, **{**savefig_kwargs, "format": "rgba", "dpi": self.dpi})
+        frame = Image.frombuffer("RGBA", self.frame_size, buffer.getbuffer(), "raw", "RGBA", 0, 1)
+        rgb = frame.convert("RGB")
+        self._frames.append(rgb.quantize(palette=self._palette, dither=Image.Dither.NONE))
+
+    def finish(self) -> None:
+        """Write the frames as a looping GIF."""
+        self._frames[0].save(
+            self.outfile,
+            save_all=True,
+            append_images=self._frames[1:],
+            duration=int(1000 / self.fps),
+            loop=0,
+        )
 
 
 def animate_agent_map(
@@ -91,7 +148,8 @@ def animate_agent_map(
     del ax
     animation = FuncAnimation(fig, draw, frames=len(steps), blit=False)
     written = [path]
-    animation.save(path, writer=PillowWriter(fps=fps), dpi=90)
+    gif = FixedPaletteGifWriter if quantity in CATEGORICAL else PillowWriter
+    animation.save(path, writer=gif(fps=fps), dpi=90)
     if mp4 is None:
         mp4 = shutil.which("ffmpeg") is not None
     if mp4:

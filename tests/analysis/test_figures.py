@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 
 from mesaopt.analysis import figures, sweep_figures
 from mesaopt.analysis.agent_maps import force_layout, map_layout, plot_agent_map
 from mesaopt.analysis.animation import animate_agent_map
+from mesaopt.analysis.figures import CATEGORY_COLOURS
 from mesaopt.analysis.run_folder import read_run
 from mesaopt.analysis.sweep_figures import (
     MAX_EXCESS_KURTOSIS,
@@ -100,6 +102,39 @@ def test_animation_gif(grid_run_dir: Path, tmp_path: Path) -> None:
 
     with Image.open(written[0]) as gif:
         assert gif.n_frames == run.agents["step"].nunique()
+
+
+def test_a_categorical_gif_keeps_every_legend_colour_exactly(tmp_path: Path) -> None:
+    """Frames with thousands of colours and a small swatch of each category's: the adaptive
+    palette of matplotlib's PillowWriter loses the swatches' colours (sub's sky blue and
+    aligned's bluish green came out one teal); the fixed palette keeps every one exactly."""
+    import matplotlib.pyplot as plt
+    from matplotlib.animation import FuncAnimation
+    from PIL import Image
+
+    from mesaopt.analysis.animation import FixedPaletteGifWriter
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    rng = np.random.default_rng(0)
+
+    def draw(_: int) -> list:
+        ax.clear()
+        ax.imshow(rng.random((60, 80, 3)), extent=(0, 8, 0, 6))
+        for k, colour in enumerate(CATEGORY_COLOURS.values()):
+            ax.add_patch(plt.Rectangle((0.2 + 1.2 * k, 6.3), 0.5, 0.5, color=colour, clip_on=False))
+        ax.set(xlim=(0, 8), ylim=(0, 7))
+        ax.axis("off")
+        return []
+
+    path = tmp_path / "swatches.gif"
+    FuncAnimation(fig, draw, frames=2).save(path, writer=FixedPaletteGifWriter(fps=2), dpi=60)
+    plt.close(fig)
+    with Image.open(path) as gif:
+        for index in range(gif.n_frames):
+            gif.seek(index)
+            present = {rgb for _, rgb in gif.convert("RGB").getcolors(maxcolors=1 << 16)}
+            for colour in CATEGORY_COLOURS.values():
+                assert tuple(round(255 * c) for c in to_rgb(colour)) in present, colour
 
 
 def test_sweep_figures(sweep_dir: Path, tmp_path: Path) -> None:
