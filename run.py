@@ -197,9 +197,10 @@ def _attributed_to(source: str):
 def _summary(scenario: Scenario) -> str:
     net = scenario.network
     names = ", ".join(p.name for p in scenario.principals)
+    channels, steps = len(scenario.channels), scenario.run.steps
     return (
-        f"{net.n_agents} agents on {net.topology}, {len(scenario.channels)} channels, "
-        f"principals: {names}; {scenario.run.steps} steps, seed {scenario.run.seed}"
+        f"{net.n_agents} agents on {net.topology}, {channels} channel{'s' * (channels != 1)}, "
+        f"principals: {names}; {steps} step{'s' * (steps != 1)}, seed {scenario.run.seed}"
     )
 
 

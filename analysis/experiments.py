@@ -367,9 +367,11 @@ def _run_experiment(
     folder = out / experiment.name
     design = experiment.design(used)
     if progress:
+        arms, points, replicates = len(experiment.arms_used()), len(design.points), used.replicates
         print(
-            f"mesaopt experiments: {experiment.name} — {len(experiment.arms_used())} arms × "
-            f"{len(design.points)} points × {used.replicates} replicates",
+            f"mesaopt experiments: {experiment.name} — {arms} arm{'s' * (arms != 1)} × "
+            f"{points} point{'s' * (points != 1)} × "
+            f"{replicates} replicate{'s' * (replicates != 1)}",
             file=sys.stderr,
         )
     for arm in experiment.arms_used():
