@@ -806,6 +806,11 @@ def cmd_viz(args: argparse.Namespace) -> int:
         args.scenario = str(scenario_path(args.scenario))
         load_scenario(args.scenario)  # a bad file fails here, with one line
     env = dict(os.environ, SOLARA_TELEMETRY_MIXPANEL_ENABLE="False")
+    # Solara warns at the first page load from any host but "localhost" (127.0.0.1 too) that
+    # its session cookie falls back to SameSite=Lax without https: right for a local app (the
+    # fallback is what it needs), and a 15-line warning a user can do nothing about.
+    quiet = "ignore:Cookies with samesite=none require https:UserWarning"
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), quiet]))
     if args.scenario:
         env["MESAOPT_VIZ_SCENARIO"] = str(Path(args.scenario).resolve())
     app = PROJECT_ROOT / "analysis" / "app.py"

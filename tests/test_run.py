@@ -660,3 +660,20 @@ def test_a_command_without_its_optional_package_says_which_extra_to_install(
     out, err = capsys.readouterr()
     assert err.count("\n") == 1 and f".[{extra}]" in err and package in err
     assert "serving" not in out and not (tmp_path / "out").exists()
+
+
+def test_viz_silences_only_solaras_local_cookie_warning(monkeypatch, capsys):
+    """The app's server gets the filter for Solara's SameSite warning (printed at every first
+    page load from 127.0.0.1), after any filters of the user's own."""
+    seen = {}
+    monkeypatch.setattr(
+        run, "_serve_until_signalled", lambda command, env: seen.update(env=env) or 0
+    )
+    monkeypatch.setenv("PYTHONWARNINGS", "error::DeprecationWarning")
+    assert run.main(["viz", "baseline"]) == 0
+    filters = seen["env"]["PYTHONWARNINGS"].split(",")
+    assert filters == [
+        "error::DeprecationWarning",
+        "ignore:Cookies with samesite=none require https:UserWarning",
+    ]
+    assert "serving the app (baseline)" in capsys.readouterr().out
