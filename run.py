@@ -936,7 +936,7 @@ def _check_environment(command: str | None) -> None:
         if importlib.util.find_spec(package) is None:
             raise ValueError(
                 f"{command} needs {package}, which is not installed: "
-                f"pip install -e \".[{extra}]\" (or pip install 'mesaopt[{extra}]')"
+                f'pip install -e ".[{extra}]" in the mesaopt checkout'
             )
     if command in ("sweep", "sensitivity", "experiments"):
         from mesaopt.analysis.executors import worker_start_method

@@ -239,27 +239,30 @@ EXPORTED_FILES = (
     "network.parquet",
     "runs.csv",
     "run_metrics.csv",
-    "sensitivity.csv",
-    "sensitivity.parquet",
 )
+#: What ``run.py sensitivity`` computes from a design's runs (it writes them again, or removes
+#: them, after its runs: see ``run.py``).
+SENSITIVITY_FILES = ("sensitivity.parquet", "sensitivity.csv")
 
 
-def remove_derived(out_dir: Path) -> list[str]:
+def remove_derived(out_dir: Path, *, design_changed: bool) -> list[str]:
     """Remove what was derived from a sweep folder's earlier tables: exports and its report.
 
     Called when a sweep is about to change the tables (another design, or a run added), so that
     no file in the folder describes runs the folder no longer holds, or misses runs it now
     holds. ``DIR/report`` is removed only if it holds the report's mark (a folder of the user's
-    of that name stays). Nothing outside ``out_dir`` is touched.
+    of that name stays); sensitivity indices only when the design changed (they belong to
+    another design then). Links are left alone, and nothing outside ``out_dir`` is touched.
 
     Args:
         out_dir: The sweep folder.
+        design_changed: The design differs from the one the folder held.
 
     Returns:
         The names removed.
     """
     removed = []
-    for name in EXPORTED_FILES:
+    for name in EXPORTED_FILES + (SENSITIVITY_FILES if design_changed else ()):
         path = out_dir / name
         if path.is_file() and not path.is_symlink():
             path.unlink()
@@ -269,6 +272,16 @@ def remove_derived(out_dir: Path) -> list[str]:
         shutil.rmtree(report)
         removed.append("report/")
     return removed
+
+
+def _same_design(earlier: Any, record: dict[str, Any]) -> bool:
+    """Whether ``sweep.json`` already held this design (the scenario's path as typed aside)."""
+    if not isinstance(earlier, dict):
+        return False
+    now = json.loads(json.dumps(record, default=str))
+    return {k: v for k, v in earlier.items() if k != "scenario_source"} == {
+        k: v for k, v in now.items() if k != "scenario_source"
+    }
 
 
 def _earlier_record(path: Path) -> Any:
@@ -346,11 +359,9 @@ def run_design(
             clean_temporary(out_dir)
             # Exports and the report describe the tables as they were: gone once the design
             # changes, or (below) once a run is added.
-            stale = _earlier_record(out_dir / "sweep.json") != json.loads(
-                json.dumps(record, default=str)
-            )
+            stale = not _same_design(_earlier_record(out_dir / "sweep.json"), record)
             if stale:
-                remove_derived(out_dir)
+                remove_derived(out_dir, design_changed=True)
             write_design(out_dir / "sweep.json", record)
             if progress:
                 print(
@@ -365,7 +376,7 @@ def run_design(
                     counts[outcome.status] += 1
                     if outcome.status == "ok" and not stale:
                         stale = True
-                        remove_derived(out_dir)
+                        remove_derived(out_dir, design_changed=False)
                     bar.set_postfix_str(
                         f"{counts['failed']} failed, {counts['skipped']} already done",
                         refresh=False,

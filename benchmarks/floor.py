@@ -1,7 +1,9 @@
-"""What any arrangement of the step must spend, three parts timed alone: ``benchmarks.floor``.
+"""What a step cannot do without, three of its parts timed alone: ``benchmarks.floor``.
 
 Builds the baseline scenario at N agents, runs a few steps, then times, on one kernel thread,
-the parts of an ordinary step that do not go away however the step is arranged: the output
+the parts of an ordinary step that no rearrangement of today's step removes (a redesign could
+merge the two gathers, since the harm received is (G a)ᵀe, and find the proxy quantile by a
+selection instead of a sort; BENCHMARKS.md counts both ways): the output
 noise of every channel (:meth:`model.channels.World.sample_noise`), the two sparse gathers over
 the network (the neighbours' efforts ``G a`` for the plan, the harm they receive for the
 outcomes; each a bare compiled loop over the CSR rows, summed in the kernels' order: SciPy's

@@ -16,6 +16,7 @@ sweep range strings from :mod:`model.ranges`. The embedded default scenario live
 
 from __future__ import annotations
 
+import math
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
@@ -688,75 +689,97 @@ def _check_memory(scenario: Scenario, counts: list[int]) -> None:
 def _check_finite_risk(scenario: Scenario) -> None:
     """Refuse contracts under which measured noise of infinite variance meets β ≠ 0.
 
-    Student-t noise with df ≤ 2 has no variance; a risk-averse agent paid β ≠ 0 on a metric that
-    includes it would bear an infinite risk premium (and ``alpha = "participation"`` would have to
-    compensate it with an infinite α). A fixed β ≠ 0 is refused, whatever α, if any channel is
-    heavy-tailed and measured at any time (initially or after a regime change).
+    Student-t noise with df ≤ 2 (and a scale above 0) has no variance; a risk-averse agent paid
+    β ≠ 0 on a metric that includes it bears an infinite risk premium (and
+    ``alpha = "participation"`` would have to compensate it with an infinite α). The risk is
+    that of the current world, over every measured channel (:mod:`model.measurement`). A fixed
+    β ≠ 0 is refused if such a channel is measured at any step of the run.
 
-    ``beta = "optimal"`` designs on the principal's world model, which learns of a regime change
-    only by a federated update. When the model shows a perceived, measured channel of infinite
-    variance, the design is β = 0 under every α rule: with α designed, any β ≠ 0 has an infinitely
-    negative surplus; with α fixed, any β ≠ 0 leaves its agents an infinitely negative certainty
-    equivalent, which neither meets participation nor is the least shortfall
-    (agents.contract.design_len_contract). So ``"optimal"`` is safe only if every heavy-tailed,
-    measured channel is so from the start, within the principal's capacity, and stays so at
-    every regime change of that channel until none of the three holds any more. Refused: a
-    channel beyond the principal's capacity (it designs as if the channel did not exist); a
-    regime that turns a channel heavy-tailed, makes a heavy-tailed channel measured, or moves it
-    beyond the capacity (the principal's old world model, or a refitted one, designs β ≠ 0
-    while the true noise has no variance).
+    ``beta = "optimal"`` designs on the principal's world model: the initial world, replaced by
+    the current world at each of its federated updates (``federated.every``), each followed by
+    a redesign. When the model shows a measured channel of infinite variance that the principal
+    perceives, the design is β = 0 under every α rule: with α designed, any β ≠ 0 has an
+    infinitely negative surplus; with α fixed, any β ≠ 0 leaves its agents an infinitely negative
+    certainty equivalent, which neither meets participation nor is the least shortfall
+    (agents.contract.design_len_contract). Otherwise it designs β ≠ 0. So the run is refused
+    exactly when, at some step, the world has such a measured channel while the principal's
+    model at that step shows none it perceives (a channel beyond its capacity, a heavy tail a
+    regime brought that no federated update has refitted yet, or one a refit left behind).
+    The world changes only at regime changes and the model only at refits, so the steps are
+    checked segment by segment, never one by one.
     """
     if scenario.agents.risk_aversion == 0:
         return
-    # Each channel's (heavy-tailed and measured, level) from the start, then after each of its
-    # regime changes in the order they happen (a partial noise table merges with the last one).
-    states: dict[int, list[tuple[bool, int]]] = {}
-    for k, channel in enumerate(scenario.channels):
-        noise, metric, level = channel.noise.model_dump(), channel.metric, channel.level
-        sequence = []
-        for regime in [None, *sorted(scenario.regimes, key=lambda r: r.at)]:
-            if regime is not None:
-                if regime.channel != channel.name:
-                    continue
-                if isinstance(regime.set.get("noise"), dict):
-                    noise = noise | regime.set["noise"]
-                metric = regime.set.get("metric", metric)
-                level = regime.set.get("level", level)
-            heavy = noise["dist"] == "student_t" and noise["df"] <= 2
-            sequence.append((heavy and metric != 0, int(level)))
-        if any(heavy for heavy, _ in sequence):
-            states[k] = sequence
+    names = [channel.name for channel in scenario.channels]
+    steps = scenario.run.steps
+    # The channels' (noise, metric, level) before step 1, then after each step with regime
+    # changes (all of a step's changes at once: no step sees the state between them).
+    state = [
+        (channel.noise.model_dump(), channel.metric, channel.level) for channel in scenario.channels
+    ]
+    initial = list(state)
+    segments = [(1, list(state))]
+    for regime in sorted((r for r in scenario.regimes if r.at <= steps), key=lambda r: r.at):
+        k = names.index(regime.channel)
+        noise, metric, level = state[k]
+        if isinstance(regime.set.get("noise"), dict):
+            noise = noise | regime.set["noise"]
+        state[k] = (noise, regime.set.get("metric", metric), regime.set.get("level", level))
+        if segments[-1][0] == regime.at:
+            segments[-1] = (regime.at, list(state))
+        else:
+            segments.append((regime.at, list(state)))
+    if steps < 1:
+        return
+
+    def heavy(world: list, capacity: float = math.inf) -> str | None:
+        """The first measured channel of infinite variance within ``capacity``, if any."""
+        for name, (noise, metric, level) in zip(names, world, strict=True):
+            tail = noise["dist"] == "student_t" and noise["df"] <= 2 and noise["scale"] > 0
+            if tail and metric != 0 and level <= capacity:
+                return name
+        return None
+
     for j, principal in enumerate(scenario.principals):
-        beta = principal.contract.beta
-        problem = None
-        if beta != "optimal" and beta != 0 and states:
-            name = scenario.channels[next(iter(states))].name
-            problem = f"a fixed beta != 0 with channel {name!r}"
-        elif beta == "optimal":
-            for k, sequence in states.items():
-                name = scenario.channels[k].name
-                seen = [heavy and level <= principal.capacity for heavy, level in sequence]
-                # Safe while the start's heavy, measured, seen channel stays so; once it is not,
-                # it must never be heavy and measured again.
-                kept = next((i for i, ok in enumerate(seen) if not ok), len(seen))
-                if not seen[0] and sequence[0][0]:
-                    problem = (
-                        f'"optimal" designed without seeing channel {name!r} (beyond capacity)'
-                    )
-                elif any(heavy for heavy, _ in sequence[kept:]):
-                    problem = (
-                        f'"optimal" designed on a world model that a regime change of channel '
-                        f"{name!r} outdates"
-                    )
-                if problem:
-                    break
-        if problem is None:
+        beta, every = principal.contract.beta, principal.federated.every
+        if beta != "optimal" and beta == 0:
             continue
-        raise ScenarioError(
-            f"principals.{j}.contract.beta",
-            f"{problem} measured with Student-t noise of df <= 2 gives risk-averse agents an "
-            "infinite risk premium; use beta = 0 or df > 2",
-        )
+        model, model_from = initial, 0  # the world model, and the step it was refitted
+        problem = None
+        for i, (first, world) in enumerate(segments):
+            last = segments[i + 1][0] - 1 if i + 1 < len(segments) else steps
+            if first > last:
+                continue
+            name = heavy(world)
+            refit = -(-first // every) * every if every else None  # first update in the segment
+            if name is not None:
+                if beta != "optimal":
+                    problem = f"a fixed beta != 0 with channel {name!r}"
+                elif heavy(model, principal.capacity) is None:
+                    # steps first..min(refit, last) still pay on the older model
+                    problem = _unseen(name, model, names, principal.capacity, model_from)
+                elif (
+                    refit is not None and refit < last and heavy(world, principal.capacity) is None
+                ):
+                    problem = _unseen(name, world, names, principal.capacity, refit)
+                if problem:
+                    raise ScenarioError(
+                        f"principals.{j}.contract.beta",
+                        f"{problem} measured with Student-t noise of df <= 2 from step {first} "
+                        "gives risk-averse agents an infinite risk premium; use beta = 0 or "
+                        "df > 2",
+                    )
+            if refit is not None and refit <= last:
+                model, model_from = world, refit
+
+
+def _unseen(name: str, model: list, names: list[str], capacity: int, since: int) -> str:
+    """Why a principal's design at some step does not see channel ``name``'s infinite variance."""
+    noise, _, level = model[names.index(name)]
+    if level > capacity and noise["dist"] == "student_t" and noise["df"] <= 2:
+        return f'"optimal" designed without seeing channel {name!r} (beyond capacity)'
+    when = "its first world model" if since == 0 else f"the world model it refitted at step {since}"
+    return f'"optimal" designed on {when}, without the infinite variance of channel {name!r},'
 
 
 def _validate_regime_set(regime: RegimeConfig, key: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from mesaopt.analysis.sweep_runner import run_sweep
@@ -76,3 +78,34 @@ def test_a_sweep_that_changes_the_tables_removes_what_was_derived_from_them(tmp_
     (mine / "notes.txt").write_text("my notes")
     run_sweep(None, out, overrides=TINY, grid={"agents.risk_aversion": [2.0]}, engine="serial")
     assert (mine / "notes.txt").read_text() == "my notes"
+
+
+def test_the_same_design_from_another_path_keeps_the_exports(tmp_path, monkeypatch):
+    """``sweep.json`` records the scenario's path as typed: the same file by another path is
+    the same design, and a resume that adds nothing removes nothing."""
+    from mesaopt.analysis.export import export_sweep
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "sweep"
+    grid = {"agents.risk_aversion": [0.5, 1.0]}
+    run_sweep(root / "scenarios" / "baseline.toml", out, overrides=TINY, grid=grid, engine="serial")
+    export_sweep(out, "csv")
+    monkeypatch.chdir(root / "scenarios")
+    again = run_sweep("baseline.toml", out, overrides=TINY, grid=grid, engine="serial")
+    assert {o.status for o in again.outcomes} == {"skipped"}
+    assert {"steps.csv", "runs.csv", "run_metrics.csv"} <= {p.name for p in out.iterdir()}
+
+
+def test_sensitivity_indices_go_only_with_their_design(tmp_path):
+    """A run added to the same design keeps them (the sensitivity command rewrites them); a new
+    design removes them."""
+    out = tmp_path / "sweep"
+    grid = {"agents.risk_aversion": [0.5, 1.0]}
+    run_sweep(None, out, overrides=TINY, grid=grid, engine="serial")
+    (out / "sensitivity.csv").write_text("indices of this design")
+    first_run = sorted((out / "runs").iterdir())[0]
+    first_run.rename(tmp_path / "gone")
+    run_sweep(None, out, overrides=TINY, grid=grid, engine="serial")
+    assert (out / "sensitivity.csv").is_file()
+    run_sweep(None, out, overrides=TINY, grid={"agents.risk_aversion": [2.0]}, engine="serial")
+    assert not (out / "sensitivity.csv").exists()
