@@ -90,13 +90,21 @@ LAB_ONLY = "principals.1.contract.beta=0"
         # "optimal" designed by a principal that cannot see the heavy-tailed gaming channel
         (['channels.2.noise={dist="student_t", df=2}', LAB_ONLY], 0),
         # the same channel turned heavy-tailed by a regime change (partial noise table merges)
-        (['regimes.0.channel="gaming"', 'regimes.0.set={noise={df=1.0, dist="student_t"}}'], 0),
+        (
+            [
+                'regimes.0.channel="gaming"',
+                'regimes.0.set={noise={df=1.0, dist="student_t"}}',
+                "regimes.0.at=3",
+            ],
+            0,
+        ),
         # a channel lab perceives turned heavy-tailed by a regime: lab's world model still shows
         # a finite variance, so "optimal" keeps its beta != 0 (this ran with -inf welfare)
         (
             [
                 'regimes.0.channel="output"',
                 'regimes.0.set={noise={df=2, dist="student_t"}}',
+                "regimes.0.at=3",
                 LAB_ONLY,
             ],
             0,
@@ -114,13 +122,23 @@ LAB_ONLY = "principals.1.contract.beta=0"
             0,
         ),
         # heavy-tailed but unmeasured from the start, measured after a regime
-        ([f"channels.1.{HEAVY}", "channels.1.metric=0", "regimes.0.set={metric=1.0}", LAB_ONLY], 0),
+        (
+            [
+                f"channels.1.{HEAVY}",
+                "channels.1.metric=0",
+                "regimes.0.set={metric=1.0}",
+                "regimes.0.at=3",
+                LAB_ONLY,
+            ],
+            0,
+        ),
         # heavy-tailed and perceived, then moved beyond lab's capacity, which a federated update
         # refits: lab then designs without the channel
         (
             [
                 f"channels.1.{HEAVY}",
                 "regimes.0.set={level=2}",
+                "regimes.0.at=3",
                 "principals.0.federated.every=5",
                 LAB_ONLY,
             ],
@@ -137,11 +155,34 @@ LAB_ONLY = "principals.1.contract.beta=0"
         ),
     ],
 )
-def test_infinite_risk_premia_are_refused(overrides, key):
+def test_infinite_risk_premia_are_refused(overrides, key, monkeypatch):
     with pytest.raises(ScenarioError) as info:
         load_scenario(BASELINE, overrides)
     assert info.value.key == f"principals.{key}.contract.beta"
     assert "infinite risk premium" in info.value.message
+    # and rightly: with the check off, the contract design fails at build, or the run's
+    # welfare is not finite within 12 steps
+    import mesaopt.model.scenario as scenario_module
+    from mesaopt.model.model import MesaOptModel
+
+    monkeypatch.setattr(scenario_module, "_check_finite_risk", lambda scenario: None)
+    steps = []
+    scenario = load_scenario(BASELINE, [*overrides, "network.n_agents=200", "run.steps=12"])
+    try:
+        model = MesaOptModel(
+            scenario,
+            recorder=lambda table, rows: (
+                steps.append(pd.DataFrame(rows)) if table == "steps" else 0
+            ),
+        )
+    except ValueError as err:  # a fixed beta != 0 facing infinite variance from the start
+        assert "infinite metric noise variance" in str(err)
+        return
+    with np.errstate(all="ignore"):
+        model.run_for(12)
+    table = pd.concat(steps)
+    welfare = table.query("principal != 'all'")["welfare"].to_numpy()
+    assert not np.isfinite(welfare).all()
 
 
 def test_risk_neutral_agents_or_zero_beta_may_face_heavy_tails():
