@@ -754,32 +754,32 @@ def _check_finite_risk(scenario: Scenario) -> None:
             refit = -(-first // every) * every if every else None  # first update in the segment
             if name is not None:
                 if beta != "optimal":
-                    problem = f"a fixed beta != 0 with channel {name!r}"
+                    problem = (first, f"a fixed beta != 0 pays on channel {name!r}")
                 elif heavy(model, principal.capacity) is None:
                     # steps first..min(refit, last) still pay on the older model
-                    problem = _unseen(name, model, names, principal.capacity, model_from)
+                    problem = (first, _unseen(name, model, names, principal.capacity, model_from))
                 elif (
                     refit is not None and refit < last and heavy(world, principal.capacity) is None
                 ):
-                    problem = _unseen(name, world, names, principal.capacity, refit)
+                    problem = (refit + 1, _unseen(name, world, names, principal.capacity, refit))
                 if problem:
+                    step, why = problem
                     raise ScenarioError(
                         f"principals.{j}.contract.beta",
-                        f"{problem} measured with Student-t noise of df <= 2 from step {first} "
-                        "gives risk-averse agents an infinite risk premium; use beta = 0 or "
-                        "df > 2",
+                        f"{why}, whose Student-t noise of df <= 2 from step {step} gives "
+                        "risk-averse agents an infinite risk premium; use df > 2 or beta = 0",
                     )
             if refit is not None and refit <= last:
                 model, model_from = world, refit
 
 
 def _unseen(name: str, model: list, names: list[str], capacity: int, since: int) -> str:
-    """Why a principal's design at some step does not see channel ``name``'s infinite variance."""
+    """Why a principal's design at some step pays β ≠ 0 on channel ``name``."""
     noise, _, level = model[names.index(name)]
     if level > capacity and noise["dist"] == "student_t" and noise["df"] <= 2:
-        return f'"optimal" designed without seeing channel {name!r} (beyond capacity)'
+        return f'"optimal" designs beta != 0 without seeing channel {name!r} (beyond capacity)'
     when = "its first world model" if since == 0 else f"the world model it refitted at step {since}"
-    return f'"optimal" designed on {when}, without the infinite variance of channel {name!r},'
+    return f'"optimal" designs beta != 0 on {when}, which does not show channel {name!r}'
 
 
 def _validate_regime_set(regime: RegimeConfig, key: str) -> None:
