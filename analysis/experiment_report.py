@@ -150,7 +150,7 @@ def _claim_html(i: int, row: pd.Series) -> str:
 
 
 def write_report(experiments: list[Experiment], table: pd.DataFrame, out: Path) -> Path:
-    """Write ``out/report/index.html`` and one PNG per experiment.
+    """Write ``out/report/index.html`` and one PNG per experiment; remove other experiments' PNGs.
 
     Args:
         experiments: The experiments that ran.
@@ -193,4 +193,10 @@ def write_report(experiments: list[Experiment], table: pd.DataFrame, out: Path) 
     parts.append("</body></html>")
     page = report / "index.html"
     page.write_text("\n".join(parts), encoding="utf-8")
+    # A figure of an experiment that did not run in this call would sit next to a page (and a
+    # verdict table) that no longer describe it: only this call's figures stay.
+    drawn = {f"{experiment.name}.png" for experiment in experiments}
+    for old in report.glob("*.png"):
+        if old.name not in drawn:
+            old.unlink()
     return page

@@ -347,6 +347,11 @@ def test_all_experiments_end_to_end_then_resume(tmp_path):
         assert (resumed["status"] == "skipped").all()  # the engine's own record: nothing reran
     rerun = pd.read_csv(out / "verdicts.csv")
     pd.testing.assert_frame_equal(rerun, table[table["experiment"] == "overoptimization"])
+    # The report describes this call only: no figure of an experiment it did not run is left.
+    assert sorted(p.name for p in (out / "report").iterdir()) == [
+        "index.html",
+        "overoptimization.png",
+    ]
 
 
 def test_an_arm_whose_every_run_fails_is_inconclusive_and_still_drawn(tmp_path, monkeypatch):
