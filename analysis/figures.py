@@ -2,7 +2,8 @@
 
 Every function takes the tables of a run (pandas DataFrames as read from its folder, see
 :mod:`analysis.run_folder`) and writes a PNG (and an SVG next to it when ``svg=True``): proxy vs
-true value per principal, the failure map by mesa-optimizer category, and the Goodhart breakdown.
+true value per principal, the failure map by mesa-optimizer category, the principal loss split into
+its causes (and per category flag), and the Goodhart breakdown.
 Agent maps live in :mod:`analysis.agent_maps`, sweep figures in :mod:`analysis.sweep_figures`.
 Colours come from the Okabe–Ito palette, which stays distinguishable under the common
 colour-vision deficiencies.
@@ -19,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from mesaopt.model.measures import FLAGS, PARTS
 from mesaopt.model.recording import atomic_path
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
@@ -319,6 +321,142 @@ def plot_failure_map(
     else:
         subtitle = "n = mean agents per step (no agent snapshots: no intervals)"
     fig.suptitle(f"Failure map: who fails, and at which level\n{subtitle}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, Path(path), svg)
+
+
+#: The Shapley parts of the principal loss (``loss_<part>`` columns, :mod:`model.decomposition`),
+#: each with its label and colour: a part's colour is that of the category it names in the failure
+#: map (goals → trans, capacity → sub, world model → stale, kind → kind); noise names none.
+LOSS_PARTS = {
+    "goals": ("goals (θ + β m + δ Ga vs v)", CATEGORY_COLOURS["trans"]),
+    "capacity": ("capacity (perception)", CATEGORY_COLOURS["sub"]),
+    "world_model": ("world model (stale)", CATEGORY_COLOURS["stale"]),
+    "kind": ("kind and power", CATEGORY_COLOURS["kind"]),
+    "noise": ("output noise", "0.55"),
+}
+if tuple(LOSS_PARTS) != PARTS:
+    raise RuntimeError("model.measures.PARTS changed: update analysis.figures.LOSS_PARTS")
+
+
+def flag_loss_table(steps: pd.DataFrame) -> pd.DataFrame:
+    """Principal loss per category flag, averaged over the run (an agent may hold several flags).
+
+    Each step's mean over the flagged agents is weighted by their number, so the result is the
+    mean loss per flagged agent-step, over every agent (not the decomposed sample).
+
+    Args:
+        steps: The run's ``steps`` table.
+
+    Returns:
+        One row per principal and flag: ``principal``, ``flag``, ``agents`` (mean flagged agents
+        per step), ``principal_loss`` (NaN when the flag never held).
+    """
+    rows = []
+    for name in [p for p in steps["principal"].unique() if p != "all"]:
+        group = steps[steps["principal"] == name]
+        for flag in FLAGS:
+            count = group[f"flagged_{flag}"].to_numpy(dtype=float)
+            total = count.sum()
+            values = np.nan_to_num(group[f"principal_loss_flagged_{flag}"].to_numpy(dtype=float))
+            rows.append(
+                {
+                    "principal": name,
+                    "flag": flag,
+                    "agents": float(count.mean()),
+                    "principal_loss": float((values * count).sum() / total) if total else np.nan,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def plot_loss_decomposition(
+    steps: pd.DataFrame, events: pd.DataFrame | None, path: str | Path, *, svg: bool = False
+) -> Path:
+    """Where the principal loss comes from: its Shapley parts over time, and the loss per flag.
+
+    One panel per principal draws each part's mean over the decomposed agents (``loss_<part>``)
+    with a 95% band (± 1.96 ``loss_<part>_se``, the sample's standard error: no band when every
+    agent is decomposed) and the principal loss over all agents (black), which the parts add up
+    to. The last panel is the run's mean principal loss of the agents holding each category flag
+    (:func:`flag_loss_table`), the losses a single primary category per agent would hide.
+
+    Args:
+        steps: The run's ``steps`` table.
+        events: The run's ``events`` table (regime changes drawn as dashed lines), or None.
+        path: Where to write the PNG.
+        svg: Also write an SVG next to it.
+
+    Returns:
+        The PNG's path.
+    """
+    principals = [p for p in steps["principal"].unique() if p != "all"]
+    regimes = _regime_steps(events)
+    panels = len(principals) + 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.0), squeeze=False)
+    axes = axes[0]
+    for ax, name in zip(axes[:-1], principals, strict=True):
+        rows = steps[steps["principal"] == name].sort_values("step")
+        step = rows["step"].to_numpy()
+        for part, (label, colour) in LOSS_PARTS.items():
+            mean = rows[f"loss_{part}"].to_numpy(dtype=float)
+            half = 1.96 * rows[f"loss_{part}_se"].to_numpy(dtype=float)
+            ax.plot(step, mean, lw=1.3, color=colour, label=label)
+            if np.nanmax(half, initial=0.0) > 0:
+                ax.fill_between(step, mean - half, mean + half, color=colour, alpha=0.2, lw=0)
+        ax.plot(step, rows["principal_loss"], color="black", lw=1.0, ls=":", label="total")
+        _mark_regimes(ax, regimes, label=ax is axes[0])
+        ax.axhline(0, color="0.6", lw=0.8)
+        decomposed = float(rows["n_decomposed"].mean()) if len(rows) else 0.0
+        agents = float(rows["n_agents"].mean()) if len(rows) else 0.0
+        ax.set_title(
+            f"{name}: parts of the principal loss\n"
+            f"({decomposed:,.0f} of {agents:,.0f} agents decomposed per step)",
+            fontsize=10,
+        )
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("value units per agent")
+    axes[0].legend(frameon=False, fontsize=7.5, loc="best")
+
+    ax = axes[-1]
+    table = flag_loss_table(steps)
+    width = 0.8 / max(len(principals), 1)
+    x = np.arange(len(FLAGS))
+    for i, name in enumerate(principals):
+        rows = table[table["principal"] == name].set_index("flag").reindex(list(FLAGS))
+        heights = rows["principal_loss"].to_numpy(dtype=float)
+        bars = ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            np.nan_to_num(heights),
+            width * 0.92,
+            color=OKABE_ITO[i % len(OKABE_ITO)],
+            label=name,
+        )
+        for bar, height, count in zip(bars, heights, rows["agents"], strict=True):
+            text = "none" if not np.isfinite(height) else f"{count:,.3g}/step"
+            ax.annotate(
+                text,
+                (bar.get_x() + bar.get_width() / 2, max(np.nan_to_num(height), 0.0)),
+                xytext=(0, 2),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=6.5,
+                color="0.25",
+                rotation=90,
+            )
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set_xticks(x, FLAGS)
+    ax.set_xlabel("category flag (flags overlap)")
+    ax.set_title("Principal loss per flagged agent, run mean", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.margins(y=0.25)
+    ax.legend(title="principal", frameon=False, fontsize=8, title_fontsize=8)
+    fig.suptitle(
+        "Where the principal loss comes from (Shapley parts; bands: 95% over the sampled agents)",
+        fontsize=11,
+    )
     fig.tight_layout()
     return save_figure(fig, Path(path), svg)
 

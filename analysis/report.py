@@ -309,6 +309,17 @@ def _run_report(run: RunTables, out: Path, animate: bool, report: Report) -> lis
     )
     add(
         (
+            figures.plot_loss_decomposition(
+                run.steps, run.events, out / "loss_parts.png", svg=True
+            ),
+            "Where the principal loss comes from: its exact Shapley parts (goals, capacity, world "
+            "model, kind and power, noise) over time per principal, with 95% bands over the "
+            "decomposed sample, the total over all agents dotted; right, the run's mean loss of "
+            "the agents holding each category flag (flags overlap).",
+        )
+    )
+    add(
+        (
             figures.plot_goodhart_breakdown(run.steps, run.events, out / "goodhart.png", svg=True),
             "The four Goodhart variants over time, per principal.",
         )

@@ -39,6 +39,7 @@ def test_time_figures(run_dir: Path, tmp_path: Path) -> None:
     _written(figures.plot_proxy_vs_value(run.steps, run.events, tmp_path / "pv.png", svg=True))
     _written(figures.plot_failure_map(run.steps, tmp_path / "fail.png", svg=True))
     _written(figures.plot_goodhart_breakdown(run.steps, run.events, tmp_path / "gh.png", svg=True))
+    _written(figures.plot_loss_decomposition(run.steps, run.events, tmp_path / "lp.png", svg=True))
 
 
 def test_failure_table_weights_by_count(run_dir: Path) -> None:
@@ -48,6 +49,18 @@ def test_failure_table_weights_by_count(run_dir: Path) -> None:
     lab = steps[steps["principal"] == "lab"]
     expected = (lab["principal_loss_trans"].fillna(0) * lab["n_trans"]).sum() / lab["n_trans"].sum()
     assert row["principal_loss"] == pytest.approx(expected)
+
+
+def test_flag_loss_table_weights_by_count_and_marks_flags_that_never_held(run_dir: Path) -> None:
+    steps = read_run(run_dir).steps
+    table = figures.flag_loss_table(steps).set_index(["principal", "flag"])
+    lab = steps[steps["principal"] == "lab"]
+    count = lab["flagged_trans"]
+    expected = (lab["principal_loss_flagged_trans"].fillna(0) * count).sum() / count.sum()
+    assert table.loc[("lab", "trans"), "principal_loss"] == pytest.approx(expected)
+    assert table.loc[("lab", "trans"), "agents"] == pytest.approx(count.mean())
+    assert (lab["flagged_deceptive"] == 0).all()  # no deceptive candidates in this run
+    assert np.isnan(table.loc[("lab", "deceptive"), "principal_loss"])
 
 
 def test_network_map_layout_is_seeded_and_cached(run_dir: Path, tmp_path: Path) -> None:

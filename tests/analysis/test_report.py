@@ -39,13 +39,13 @@ def test_report_of_a_run(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFi
     shutil.copytree(run_dir, run)
     assert main(["report", str(run)]) == 0
     out = run / "report"
-    for name in ("proxy_vs_value", "failure_map", "goodhart", "agent_groups"):
+    for name in ("proxy_vs_value", "failure_map", "loss_parts", "goodhart", "agent_groups"):
         assert (out / f"{name}.png").stat().st_size > 1000
         assert (out / f"{name}.svg").stat().st_size > 1000
     assert not (out / "agent_map.png").exists()  # no hairball
     page = (out / "report.html").read_text(encoding="utf-8")
     _self_contained(page)
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5
     assert "Key numbers" in page and "watts_strogatz" in page
     assert "report.html" in capsys.readouterr().out
 
@@ -71,7 +71,7 @@ def test_small_sparse_networks_keep_their_node_maps(tmp_path: Path) -> None:
     assert (tmp_path / "rep" / "agent_map.png").is_file()
     assert (tmp_path / "rep" / "agent_effort.png").is_file()
     assert not (tmp_path / "rep" / "agent_groups.png").exists()
-    assert len(report.figures) == 5
+    assert len(report.figures) == 6
 
 
 def test_group_view_counts_every_edge_once(run_dir: Path) -> None:
