@@ -31,7 +31,7 @@ import numpy as np
 from mesaopt.agents.kinds import kind_names
 from mesaopt.agents.response import best_response
 from mesaopt.agents.sandbox import Sandbox, select_best_of_n
-from mesaopt.model.group_stats_jit import radix_argsort
+from mesaopt.model.group_stats_jit import smallest
 from mesaopt.model.tables import selection_rows
 
 if TYPE_CHECKING:
@@ -173,8 +173,8 @@ def retrain_worst(model: MesaOptModel, principal: Principal, *, reason: str, ste
     members = model.members[principal.index]
     count = int(np.floor(principal.config.selection.fraction * len(members) + 0.5))
     if count:
-        order = radix_argsort(model.population.last_proxy[members])  # = stable argsort
-        retrain(model, principal, np.sort(members[order[:count]]), reason=reason, step=step)
+        worst = smallest(model.population.last_proxy[members], count)  # ties: first by index
+        retrain(model, principal, members[worst], reason=reason, step=step)
         redesign_contract(model, principal)
 
 

@@ -28,6 +28,23 @@ def test_radix_argsort_equals_the_reference_permutation(x):
     assert np.array_equal(x[order], np.sort(x), equal_nan=True)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    hnp.arrays(
+        np.float64,
+        st.integers(0, 300),
+        # Few distinct values: ties, both zeros and NaNs at the boundary of the count.
+        elements=st.sampled_from([-1.0, -0.0, 0.0, 0.5, 2.0, np.inf, -np.inf, np.nan])
+        | st.floats(allow_nan=True, allow_infinity=True, width=64),
+    ),
+    st.integers(-2, 310),
+)
+def test_smallest_is_the_start_of_the_stable_order(x, count):
+    """The partition shortcut takes the same entries as the full radix sort would."""
+    expected = np.sort(group_stats_jit.radix_argsort(x)[: max(count, 0)])
+    assert np.array_equal(group_stats_jit.smallest(x, count), expected)
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     hnp.arrays(np.float64, st.integers(0, 200), elements=st.floats(-1e6, 1e6, width=64)),
