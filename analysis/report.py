@@ -288,6 +288,16 @@ def _agent_figures(
 
 
 def _run_report(run: RunTables, out: Path, animate: bool, report: Report) -> list[str]:
+    if run.steps.empty:  # run.steps = 0, or a run stopped in its first step
+        report.notes.append(
+            "no figures and no key numbers: the run recorded no step after the build "
+            "(its steps table is empty)"
+        )
+        return [
+            f"<h1>mesaopt report: {html.escape(str(run.path))}</h1>",
+            "<h2>Scenario</h2>",
+            _scenario_summary(run.manifest),
+        ]
     add = report.figures.append
     add(
         (
@@ -394,6 +404,16 @@ def _sweep_report(path: Path, out: Path, report: Report) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError) as err:  # json errors are ValueErrors
         raise NotARunError(f"{path}/sweep.json: cannot read the sweep: {err}") from None
     _start_report_folder(out)
+    if sweep.runs.empty:  # every run failed, or none recorded a step (run.steps = 0)
+        report.notes.append(
+            "no sweep figures and no design summary: no run of the sweep has a complete run "
+            "folder with a step after the build"
+        )
+        return [
+            f"<h1>mesaopt sweep report: {html.escape(str(path))}</h1>",
+            f"<p>Nothing to summarize: {len(sweep.missing)} of the runs listed in sweep.json "
+            "have no complete run folder, and the others recorded no step.</p>",
+        ]
     used: set[str] = set()
     for key, principal in selection_parameters(sweep).items():
         stem = safe_file_stem(f"overoptimization_{principal}", used)

@@ -176,6 +176,19 @@ class Recorder:
         self._buffers[table].append(batch)
         self._count(table, batch.num_rows)
 
+    def declare(self, table: str, schema: pa.Schema) -> None:
+        """Give ``table`` its columns if no batch has: an empty table is written with them.
+
+        Args:
+            table: The table.
+            schema: Its columns, as its first batch would have set them.
+        """
+        self._schemas.setdefault(table, schema)
+
+    def has_columns(self, table: str) -> bool:
+        """True once some batch (or :meth:`declare`) has set ``table``'s columns."""
+        return table in self._schemas
+
     def group_rows(self, table: str) -> int:
         """Rows per row group of ``table`` (a function of its columns only)."""
         if self.fixed_group_rows is not None:

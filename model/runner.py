@@ -34,7 +34,7 @@ from mesaopt.model.heap import retain_freed_memory
 from mesaopt.model.model import MesaOptModel
 from mesaopt.model.recording import Recorder
 from mesaopt.model.scenario import Scenario
-from mesaopt.model.scenario_files import to_toml_dict
+from mesaopt.model.scenario_files import to_toml_dict, validate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGES = ("mesaopt", "mesa", "numpy", "scipy", "networkx", "pandas", "pyarrow", "pydantic")
@@ -173,6 +173,29 @@ def run_simulation(
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def steps_schema(scenario: Scenario) -> pa.Schema:
+    """The columns of the scenario's ``steps`` table, read off one step of a ten-node probe.
+
+    The ``steps`` columns depend on the principals and channels only; a run that records no
+    ``steps`` row still writes the table with them. The probe is the scenario on a ring of ten
+    nodes (``k = 2``, a graph at least as stable as any), without regimes, for one step, with no
+    recorder.
+
+    Args:
+        scenario: The validated scenario.
+
+    Returns:
+        The schema the table's first batch would have.
+    """
+    data = to_toml_dict(scenario)
+    data["run"] = {**data.get("run", {}), "steps": 1, "agent_every": 0}
+    data["network"] = {"topology": "ring", "n_agents": max(10, len(scenario.principals)), "k": 2}
+    data["regimes"] = []
+    probe = MesaOptModel(validate(data, "<steps probe>"))
+    probe.step()
+    return pa.Table.from_pylist(probe.last_steps).schema
+
+
 def check_inputs_outside(
     target: Path, scenario: Scenario, base_dir: Path | None, source: str | None
 ) -> None:
@@ -274,6 +297,8 @@ def _run_into(
     if failure is not None:
         manifest["error"] = failure.one_line()
         manifest["failure"] = failure.record()
+    if not recorder.has_columns("steps"):  # no step ran (run.steps = 0, or step 1 stopped)
+        recorder.declare("steps", steps_schema(scenario))
     manifest = recorder.close(manifest)
     swap_in(staging, Path(os.path.abspath(target)))
     if failure is not None:

@@ -62,6 +62,16 @@ def test_report_counts_are_integers(run_dir: Path, tmp_path: Path) -> None:
     assert re.search(r"<tr><td>proxy \(final\)</td><td>-?\d+\.\d{3}</td>", page)
 
 
+def test_a_run_without_steps_gets_a_report_that_says_so(tmp_path: Path) -> None:
+    """run.steps = 0: nothing to draw over time; the page names the scenario and says why."""
+    run = small_run(tmp_path / "zero", ["run.steps=0"])
+    report = build_report(run, tmp_path / "rep")
+    assert report.figures == []
+    assert any("recorded no step" in note for note in report.notes)
+    page = report.html.read_text(encoding="utf-8")
+    assert "recorded no step" in page and "Scenario" in page
+
+
 def test_small_sparse_networks_keep_their_node_maps(tmp_path: Path) -> None:
     ring = small_run(
         tmp_path / "ring", ["network.topology=ring", "network.n_agents=60", "network.k=2"]
@@ -156,6 +166,17 @@ def test_report_of_a_sweep(sweep_dir: Path, tmp_path: Path) -> None:
     assert body.count("<tr><td>") == 3
     runs = pd.read_csv(tmp_path / "rep" / "runs.csv")
     assert len(runs) == 6 and set(runs["design_id"]) == {0, 1, 2}
+
+
+def test_a_sweep_of_runs_without_steps_gets_a_report_that_says_so(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = ["--set", "run.steps=0", "--set", "network.n_agents=30", "--replicates", "2"]
+    grid = ["--grid", "principals.0.selection.n=1,4", "--engine", "serial", "--out", str(sweep)]
+    baseline = str(Path(__file__).resolve().parents[2] / "scenarios" / "baseline.toml")
+    assert main(["sweep", baseline, *args, *grid]) == 0
+    assert main(["report", str(sweep), "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
+    assert "no sweep figures and no design summary" in page and "recorded no step" in page
 
 
 def test_design_summary_gives_replicates_and_intervals(sweep_dir: Path) -> None:

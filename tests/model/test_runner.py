@@ -51,6 +51,35 @@ def test_a_non_finite_value_stops_the_run_with_a_failed_manifest(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_a_run_without_steps_rows_still_writes_every_steps_column(tmp_path, monkeypatch):
+    """run.steps = 0 (and a run stopped in its first step) records no ``steps`` row: the table
+    still has the columns, typed as a run that steps writes them, in Parquet and as a CSV header."""
+    import pyarrow.parquet as pq
+
+    size = ["network.n_agents=60"]
+    stepped = run_simulation(load_scenario(None, [*size, "run.steps=1"]), tmp_path / "one",
+                             progress=False)  # fmt: skip
+    expected = pq.read_schema(stepped.paths["steps"]).remove_metadata()
+    assert len(expected.names) > 50
+    none = run_simulation(load_scenario(None, [*size, "run.steps=0"]), tmp_path / "none",
+                          progress=False)  # fmt: skip
+    assert pq.read_schema(none.paths["steps"]).remove_metadata().equals(expected)
+    assert pq.read_metadata(none.paths["steps"]).num_rows == 0
+    assert none.tables["steps"].schema.equals(expected)
+    as_csv = run_simulation(load_scenario(None, [*size, "run.steps=0"]), tmp_path / "csv",
+                            fmt="csv", progress=False)  # fmt: skip
+    header = as_csv.paths["steps"].read_text(encoding="utf-8").splitlines()
+    assert len(header) == 1 and header[0].replace('"', "").split(",") == expected.names
+
+    blow_up_at(monkeypatch, step=1)
+    with pytest.raises(NonFiniteError):
+        run_simulation(load_scenario(None, [*size, "run.steps=3"]), tmp_path / "stopped",
+                       progress=False)  # fmt: skip
+    stopped = tmp_path / "stopped" / "steps.parquet"
+    assert pq.read_schema(stopped).remove_metadata().equals(expected)
+    assert pq.read_metadata(stopped).num_rows == 0
+
+
 def test_re_simulating_replaces_the_whole_folder(tmp_path):
     out = tmp_path / "run"
     run_simulation(load_scenario(None, SMALL), out, progress=False)
