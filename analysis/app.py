@@ -7,8 +7,8 @@ file's own one-line description (:func:`scenario_title`). The page has sliders f
 parameters (:data:`MODEL_PARAMS`), Mesa's play/step/reset controls and two named tabs
 (:data:`PAGES`): "Agents, proxy and true value" (the agents drawn on their lattice or network
 coloured by a chosen quantity, live plots of proxy vs true value and of the losses by category)
-and "Losses, misalignment and welfare" (principal vs mesa loss, the four Goodhart measures, and
-welfare against the planner's first best).
+and "Losses, misalignment and welfare" (principal vs mesa loss, the principal loss split into its
+Shapley parts, the four Goodhart measures, and welfare against the planner's first best).
 
 Mesa 3.5's SolaraViz labels its tabs "Page 0", "Page 1", ...; :func:`MesaOptViz` therefore asks
 SolaraViz for the app bar and the sidebar only (no components) and draws the tabs itself, with
@@ -49,7 +49,7 @@ from mesa.visualization.solara_viz import make_initial_grid_layout
 from mesa.visualization.utils import update_counter
 
 from mesaopt.analysis.agent_maps import MapLayout, draw_agent_map, map_layout, quantity_label
-from mesaopt.analysis.figures import CATEGORY_COLOURS, OKABE_ITO
+from mesaopt.analysis.figures import CATEGORY_COLOURS, LOSS_PARTS, OKABE_ITO
 from mesaopt.model.measures import CATEGORIES
 from mesaopt.model.model import MesaOptModel
 from mesaopt.model.scenario import Scenario
@@ -470,6 +470,33 @@ def LossPlot(model: VizModel) -> None:
     solara.FigureMatplotlib(loss_figure(model), format="png")
 
 
+def loss_parts_figure(model: VizModel) -> Figure:
+    """The principal loss of all agents split into its Shapley parts, and its total (dotted)."""
+    fig = Figure(figsize=(6.0, 3.4))
+    ax = fig.subplots()
+    history = _history(model)
+    rows = history[history["principal"] == "all"] if len(history) else history
+    if len(rows):
+        for part, (label, colour) in LOSS_PARTS.items():
+            ax.plot(rows["step"], rows[f"loss_{part}"], color=colour, lw=1.4, label=label)
+        ax.plot(rows["step"], rows["principal_loss"], color="black", ls=":", lw=1.0, label="total")
+        ax.legend(frameon=False, fontsize=7)
+    _step_axis(ax, model)
+    ax.axhline(0, color="0.8", lw=0.8)
+    ax.set_ylabel("value units per agent")
+    ax.set_title("Where the principal loss comes from (all agents)", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+@solara.component
+def LossPartsPlot(model: VizModel) -> None:
+    """The principal loss of all agents split into its Shapley parts, and its total."""
+    update_counter.get()
+    solara.FigureMatplotlib(loss_parts_figure(model), format="png")
+
+
 #: Goodhart measures of the ``steps`` table drawn by :func:`GoodhartPlot`, with their labels.
 GOODHART_COLUMNS = {
     "goodhart_regressional": "regressional (winner's curse)",
@@ -546,7 +573,7 @@ def WelfarePlot(model: VizModel) -> None:
 #: The app's tabs: a label and the components drawn on it, in grid order.
 PAGES: list[tuple[str, list[Callable[[VizModel], Any]]]] = [
     ("Agents, proxy and true value", [AgentMap, ProxyValuePlot, FailurePlot]),
-    ("Losses, misalignment and welfare", [LossPlot, GoodhartPlot, WelfarePlot]),
+    ("Losses, misalignment and welfare", [LossPlot, LossPartsPlot, GoodhartPlot, WelfarePlot]),
 ]
 
 

@@ -199,7 +199,7 @@ def test_the_page_names_its_scenario_and_its_tabs(app, monkeypatch) -> None:
 
 
 def test_second_tab_plots_more_than_principal_loss(app) -> None:
-    """Mesa loss, the Goodhart measures and welfare vs the first best, from the steps rows."""
+    """Mesa loss, the loss parts, the Goodhart measures and welfare vs the first best."""
     model = app.VizModel(n_agents=100, topology="ring")
     model.step()
     model.step()
@@ -217,6 +217,10 @@ def test_second_tab_plots_more_than_principal_loss(app) -> None:
     goodhart = lines(app.goodhart_figure(model))
     for column, label in app.GOODHART_COLUMNS.items():
         assert np.array_equal(goodhart[label], everyone[column].dropna())
+    parts = lines(app.loss_parts_figure(model))
+    for part, (label, _colour) in app.LOSS_PARTS.items():
+        assert np.array_equal(parts[label], everyone[f"loss_{part}"])
+    assert np.array_equal(parts["total"], everyone["principal_loss"])
     welfare = lines(app.welfare_figure(model))
     assert np.array_equal(welfare["welfare"], everyone["welfare"])
     assert np.array_equal(welfare["planner's first best"], everyone["welfare_planner"])

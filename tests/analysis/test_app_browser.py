@@ -173,10 +173,10 @@ def test_app_steps_in_a_real_browser(app_url: str, tmp_path: Path) -> None:
                 with Image.open(shot) as image:
                     image.resize((1000, round(image.height * 1000 / image.width))).save(shot)
 
-            # the second tab draws its three plots
+            # the second tab draws its four plots
             tabs.nth(1).click()
             page.wait_for_function(
-                "() => document.querySelectorAll('.v-window-item--active img').length >= 3",
+                "() => document.querySelectorAll('.v-window-item--active img').length >= 4",
                 timeout=60_000,
             )
             tabs.nth(0).click()
