@@ -45,6 +45,7 @@ from mesaopt.analysis.run_folder import (
     read_run,
 )
 from mesaopt.analysis.sweep_figures import (
+    LOSS_PART_METRICS,
     RUN_METRICS,
     mean_ci,
     plot_overoptimization,
@@ -431,6 +432,22 @@ def _sweep_report(path: Path, out: Path, report: Report) -> list[str]:
                 f"{parameter} vs the run metrics (time means), 95% CIs over runs.",
             )
         )
+        if set(LOSS_PART_METRICS) <= set(sweep.runs.columns):
+            stem = safe_file_stem(f"sweep_{parameter.replace('.', '_')}_loss_parts", used)
+            report.figures.append(
+                (
+                    plot_parameter_vs_metrics(
+                        sweep,
+                        parameter,
+                        out / f"{stem}.png",
+                        metrics=LOSS_PART_METRICS,
+                        what="the Shapley parts of the principal loss",
+                        svg=True,
+                    ),
+                    f"{parameter} vs the Shapley parts of the principal loss (time means of "
+                    "each run's mean over its decomposed agents), 95% CIs over runs.",
+                )
+            )
     runs = sweep.runs["run_id"].nunique()
     if not sweep.parameters:
         report.notes.append(

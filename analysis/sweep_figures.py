@@ -32,6 +32,7 @@ from mesaopt.analysis.theory import (
     student_t_selection_curve,
 )
 from mesaopt.model.atomic_folder import run_is_complete
+from mesaopt.model.measures import PARTS
 
 #: Monte-Carlo selections per n of the heavy-tail reference curve (its SE is drawn as a band).
 HEAVY_TAIL_REPS = 2000
@@ -39,11 +40,20 @@ HEAVY_TAIL_REPS = 2000
 #: Run-level metrics of the ``steps`` table reduced per run (time mean over the run).
 RUN_METRICS = ("value", "proxy", "principal_loss", "mesa_loss")
 
+#: The principal loss's Shapley parts (``loss_<part>`` of the ``steps`` table), also reduced to
+#: their time means per run and drawn against each swept parameter.
+LOSS_PART_METRICS = tuple(f"loss_{part}" for part in PARTS)
+
 _METRIC_LABELS = {
     "value": "true value V per agent",
     "proxy": "proxy M per agent",
     "principal_loss": "principal loss per agent",
     "mesa_loss": "mesa loss per agent",
+    "loss_goals": "loss part: goals",
+    "loss_capacity": "loss part: capacity",
+    "loss_world_model": "loss part: world model",
+    "loss_kind": "loss part: kind and power",
+    "loss_noise": "loss part: output noise",
 }
 
 
@@ -55,7 +65,8 @@ class SweepRuns:
         path: The sweep folder.
         parameters: The swept dotted keys.
         runs: One row per run and principal (``all`` included): ``run_id``, the swept parameters,
-            the time mean of every metric in :data:`RUN_METRICS`, and for real principals the
+            the time mean of every metric in :data:`RUN_METRICS` and :data:`LOSS_PART_METRICS`
+            (when the runs recorded them), and for real principals the
             mean selection gains ``measured_gain`` (chosen measured score − candidates' mean) and
             ``true_gain`` (chosen true value − candidates' mean), plus ``sd_true`` (candidates'
             sd of true value) and ``noise_var`` (n × squared mean score noise over candidates,
@@ -300,6 +311,9 @@ def _run_rows(
         row: dict[str, Any] = {"run_id": folder.name, **extra, "principal": name, **params}
         for metric in RUN_METRICS:
             row[metric] = float(group[metric].mean())
+        for metric in LOSS_PART_METRICS:
+            if metric in group:  # (runs of mesaopt 1 have no decomposition)
+                row[metric] = float(group[metric].mean())
         if name != "all" and not selections.empty:
             chosen = selections[selections["principal"] == name]
             if len(chosen):
@@ -675,6 +689,7 @@ def plot_parameter_vs_metrics(
     path: str | Path,
     *,
     metrics: tuple[str, ...] = RUN_METRICS,
+    what: str = "run metrics",
     svg: bool = False,
 ) -> Path:
     """A swept parameter vs run-level metrics, one panel per metric, one line per principal.
@@ -687,6 +702,7 @@ def plot_parameter_vs_metrics(
         parameter: The swept dotted key on the x axis.
         path: Where to write the PNG.
         metrics: Columns of :attr:`SweepRuns.runs` on the y axes.
+        what: What the metrics are, for the title.
         svg: Also write an SVG next to it.
 
     Returns:
@@ -736,6 +752,6 @@ def plot_parameter_vs_metrics(
     )
     others = [p for p in sweep.parameters if p != parameter]
     note = f"; averaged over {', '.join(others)}" if others else ""
-    fig.suptitle(f"{parameter} vs run metrics (time means, 95% CI over runs{note})", fontsize=10)
+    fig.suptitle(f"{parameter} vs {what} (time means, 95% CI over runs{note})", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, Path(path), svg)

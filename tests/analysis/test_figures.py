@@ -160,6 +160,18 @@ def test_sweep_figures(sweep_dir: Path, tmp_path: Path) -> None:
     _written(
         plot_parameter_vs_metrics(sweep, "principals.1.selection.n", tmp_path / "p.png", svg=True)
     )
+    parts = sweep_figures.LOSS_PART_METRICS
+    _written(
+        plot_parameter_vs_metrics(
+            sweep, "principals.1.selection.n", tmp_path / "lp.png", metrics=parts, svg=True
+        )
+    )
+    # the loss parts are each run's time means, like the other run metrics
+    steps = read_run(sweep_dir / "runs" / "d1r0").steps
+    lab = steps[steps["principal"] == "lab"]
+    row = sweep.runs[(sweep.runs["run_id"] == "d1r0") & (sweep.runs["principal"] == "lab")]
+    for metric in parts:
+        assert row[metric].item() == pytest.approx(lab[metric].mean())
     # one candidate: no selection gain at all
     one = sweep.runs[
         (sweep.runs["principals.1.selection.n"] == 1) & (sweep.runs["principal"] == "regulated")

@@ -158,6 +158,7 @@ def test_report_of_a_sweep(sweep_dir: Path, tmp_path: Path) -> None:
     assert main(["report", str(sweep_dir), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "overoptimization_regulated.png").is_file()
     assert (tmp_path / "rep" / "sweep_principals_1_selection_n.svg").is_file()
+    assert (tmp_path / "rep" / "sweep_principals_1_selection_n_loss_parts.png").is_file()
     page = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
     _self_contained(page)
     # one row per design point (3), not one per run (6); every run in runs.csv
