@@ -105,8 +105,8 @@ def smallest(x: np.ndarray, count: int) -> np.ndarray:
     The same set as ``np.sort(radix_argsort(x)[:count])`` (ties by index, -0.0 before 0.0, NaNs
     last), found in linear time: a partition finds the count-th smallest value, and only the
     entries up to it (about ``count`` of them) are radix sorted. Retraining takes each
-    principal's worst agents this way at every selection step (the full sort cost a selection
-    step at 1e5 agents about 13 ms, docs/performance.md).
+    principal's worst agents this way at every selection step (measured on 50,000 agents: 0.3 ms
+    against 2.2–6.4 ms for the full sort; docs/performance.md).
 
     Args:
         x: Values, (N,).
