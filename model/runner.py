@@ -298,7 +298,12 @@ def _run_into(
         manifest["error"] = failure.one_line()
         manifest["failure"] = failure.record()
     if not recorder.has_columns("steps"):  # no step ran (run.steps = 0, or step 1 stopped)
-        recorder.declare("steps", steps_schema(scenario))
+        try:
+            recorder.declare("steps", steps_schema(scenario))
+        # The columns are a courtesy: a probe that cannot run must not lose the run's folder
+        # (nor replace the error that stopped it); the table is then written without columns.
+        except (ScenarioError, ArithmeticError, ValueError):
+            pass
     manifest = recorder.close(manifest)
     swap_in(staging, Path(os.path.abspath(target)))
     if failure is not None:
