@@ -54,6 +54,7 @@ from mesaopt.analysis.sweep_figures import (
     selection_parameters,
 )
 from mesaopt.model.atomic_folder import check_reused_folder
+from mesaopt.model.measures import PARTS
 from mesaopt.model.network import Network
 
 #: Characters a file name made from a user-supplied string keeps; everything else becomes "_".
@@ -176,8 +177,9 @@ def key_numbers(run: RunTables) -> pd.DataFrame:
         run: The run's tables.
 
     Returns:
-        One row per principal (``all`` last) with proxy, true value, the two losses, the four
-        Goodhart measures and the agent counts by category.
+        One row per principal (``all`` last) with proxy, true value, the two losses and the
+        principal loss's Shapley parts, the four Goodhart measures and the agent counts by
+        category.
     """
     steps = run.steps
     last = int(steps["step"].max())
@@ -189,6 +191,9 @@ def key_numbers(run: RunTables) -> pd.DataFrame:
         for column in ("proxy", "value", "principal_loss", "mesa_loss"):
             row[f"{column} (final)"] = float(final[column])
             row[f"{column} (last quarter)"] = float(group[column].mean())
+        for part in PARTS:
+            if f"loss_{part}" in group:  # (runs of mesaopt 1 have no decomposition)
+                row[f"loss_{part} (last quarter)"] = float(group[f"loss_{part}"].mean())
         for column in ("goodhart_extremal", "goodhart_causal", "goodhart_adversarial"):
             row[column] = float(group[column].mean())
         row["goodhart_regressional"] = float(

@@ -60,6 +60,7 @@ def test_report_counts_are_integers(run_dir: Path, tmp_path: Path) -> None:
         for cell in re.findall(r"<td>([^<]*)</td>", cells):
             assert re.fullmatch(r"\d+", cell), cell
     assert re.search(r"<tr><td>proxy \(final\)</td><td>-?\d+\.\d{3}</td>", page)
+    assert re.search(r"<tr><td>loss_goals \(last quarter\)</td><td>-?\d+\.\d{3}</td>", page)
 
 
 def test_a_run_without_steps_gets_a_report_that_says_so(tmp_path: Path) -> None:
