@@ -671,17 +671,14 @@ def _tables_of(folder: str):
 def _check_output(scenario: Scenario, metric: str, principal: str, source: str) -> None:
     """Refuse an unknown output metric or principal before any run is made.
 
-    The ``steps`` columns are read off a one-step run of the scenario on a ten-node ring.
+    The ``steps`` columns are read off a one-step run of the scenario on a ten-node ring
+    (:func:`model.runner.probe_steps`).
     """
-    from mesaopt.model.model import MesaOptModel
+    from mesaopt.model.runner import probe_steps
 
-    data = scenario.model_dump(mode="json")
-    data.update(run={"steps": 1, "seed": 0, "agent_every": 0}, regimes=[], sweep=None)
-    data["network"] = {"topology": "ring", "n_agents": max(10, len(scenario.principals)), "k": 2}
     with _attributed_to(source):  # a bad kind or network is the scenario file's error
-        probe = MesaOptModel(validate(data, source))
-    probe.step()
-    columns = [c for c in probe.last_steps[0] if c not in ("step", "principal")]
+        rows = probe_steps(scenario)
+    columns = [c for c in rows[0] if c not in ("step", "principal")]
     if metric not in columns:
         raise ScenarioError(
             "--metric", f"no steps column {metric!r} (e.g. {', '.join(columns[5:9])})"

@@ -504,16 +504,11 @@ def check_experiment_paths(experiment: Experiment) -> None:
 
 
 def steps_columns(scenario_data: dict[str, Any], source: str) -> list[str]:
-    """The ``steps`` columns a scenario records, read off a one-step run on a ten-node ring."""
-    from mesaopt.model.model import MesaOptModel
+    """The ``steps`` columns a scenario records (:func:`model.runner.probe_steps`)."""
+    from mesaopt.model.runner import probe_steps
 
-    data = copy.deepcopy(scenario_data)
-    data.update(run={"steps": 1, "seed": 0, "agent_every": 0}, regimes=[])
-    principals = data.get("principals") or []
-    data["network"] = {"topology": "ring", "n_agents": max(10, len(principals)), "k": 2}
-    probe = MesaOptModel(validate(data, source))
-    probe.step()
-    return [c for c in probe.last_steps[0] if c not in ("step", "principal")]
+    rows = probe_steps(validate(scenario_data, source))
+    return [c for c in rows[0] if c not in ("step", "principal")]
 
 
 def check_experiment(experiment: Experiment, sizes: dict[str, Size] | None = None) -> None:

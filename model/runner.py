@@ -173,27 +173,41 @@ def run_simulation(
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def steps_schema(scenario: Scenario) -> pa.Schema:
-    """The columns of the scenario's ``steps`` table, read off one step of a ten-node probe.
+def probe_steps(scenario: Scenario) -> list[dict[str, Any]]:
+    """The ``steps`` rows of one step of the scenario on a ten-node probe: the columns it records.
 
-    The ``steps`` columns depend on the principals and channels only; a run that records no
-    ``steps`` row still writes the table with them. The probe is the scenario on a ring of ten
-    nodes (``k = 2``, a graph at least as stable as any), without regimes, for one step, with no
-    recorder.
+    The ``steps`` columns depend on the principals and channels only. The probe is the scenario on
+    a ring of ten nodes (``k = 2``, a graph at least as stable as any), without regimes or a sweep
+    grid, for one step, with no recorder.
 
     Args:
         scenario: The validated scenario.
 
     Returns:
-        The schema the table's first batch would have.
+        The probe's ``steps`` rows (one per principal, then ``all``).
     """
     data = to_toml_dict(scenario)
     data["run"] = {**data.get("run", {}), "steps": 1, "agent_every": 0}
     data["network"] = {"topology": "ring", "n_agents": max(10, len(scenario.principals)), "k": 2}
     data["regimes"] = []
+    data["sweep"] = None
     probe = MesaOptModel(validate(data, "<steps probe>"))
     probe.step()
-    return pa.Table.from_pylist(probe.last_steps).schema
+    return probe.last_steps
+
+
+def steps_schema(scenario: Scenario) -> pa.Schema:
+    """The schema of the scenario's ``steps`` table, as its first batch would set it.
+
+    A run that records no ``steps`` row still writes the table with these columns.
+
+    Args:
+        scenario: The validated scenario.
+
+    Returns:
+        The schema of the :func:`probe_steps` rows.
+    """
+    return pa.Table.from_pylist(probe_steps(scenario)).schema
 
 
 def check_inputs_outside(

@@ -62,6 +62,10 @@ MAX_INT = 2**63 - 1
 #: 1e7 steps are >= 10 GB of tables and, at the fastest measured step (~0.1 ms, 1,000 agents),
 #: hours of computing: a larger number is a typo, not an experiment (``--steps`` has this bound).
 MAX_STEPS = 10_000_000
+#: Largest ``network.n_agents``. The memory check refuses runs far smaller (about 1e9 agents fill
+#: a terabyte); this bound keeps the agent counts, split by share in float64, exact (< 2**53)
+#: so that the memory estimate is computed on the number asked for.
+MAX_AGENTS = 10**12
 
 Coefficient = Annotated[float, Field(ge=-MAX_COEFFICIENT, le=MAX_COEFFICIENT)]
 NonNegFloat = Annotated[float, Field(ge=0, le=MAX_COEFFICIENT)]
@@ -171,7 +175,7 @@ class NetworkConfig(_Section):
     """``[network]``: topology and size of the agents' network."""
 
     topology: Literal[TOPOLOGIES] = "watts_strogatz"  # type: ignore[valid-type]
-    n_agents: PosInt = 1000
+    n_agents: Annotated[int, Field(ge=1, le=MAX_AGENTS)] = 1000
     k: NonNegInt = Field(8, description="mean degree (WS ring neighbours, ER, ring)")
     p: Probability = Field(0.1, description="Watts-Strogatz rewiring probability")
     m: PosInt | None = Field(None, description="Barabasi-Albert edges per new node (k // 2)")

@@ -271,6 +271,8 @@ OUT_OF_BOUNDS = [
     ("run.steps=99999999999999999999999", "run.steps"),
     ("run.seed=9223372036854775808", "run.seed"),
     ("network.n_agents=1e12", "network.n_agents"),
+    # near 2**63 the split by share overflowed int64 and the memory estimate went negative
+    ("network.n_agents=9223372036854775806", "network.n_agents"),
     ("agents.power=1e9", "agents.power"),
 ]
 
