@@ -269,11 +269,18 @@ def judge(experiment: Experiment, folder: Path) -> list[dict[str, Any]]:
                 "verdict": verdict.verdict,
                 "expected_sign": claim.expected_sign,
                 "arms": arms,
-                "treatment_mean": float(np.nanmean(treatment)) if len(treatment) else np.nan,
-                "control_mean": float(np.nanmean(control)) if len(control) else np.nan,
+                "treatment_mean": _mean_of_finite(treatment),
+                "control_mean": _mean_of_finite(control),
             }
         )
     return rows
+
+
+def _mean_of_finite(values: Any) -> float:
+    """The mean of the values that are not NaN; NaN when none is (no warning)."""
+    array = np.asarray(values, dtype=float)
+    array = array[~np.isnan(array)]
+    return float(array.mean()) if len(array) else float("nan")
 
 
 # ----------------------------------------------------------------------------- running

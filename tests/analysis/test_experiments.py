@@ -425,3 +425,24 @@ def test_an_experiment_file_cannot_name_files_outside_its_folder(tmp_path, edit,
     with pytest.raises(ScenarioError, match="outside the scenario's folder") as err:
         read_experiment(path)
     assert err.value.key == key and err.value.source == str(path)
+
+
+def test_a_sweep_through_zero_steps_is_inconclusive_without_warnings(tmp_path):
+    """run.steps = 0 is a valid design point: its runs record no step, so every claim along it
+    has no pairs (n = 0, inconclusive), with no traceback and no NumPy warning."""
+    import warnings
+
+    text = (ROOT / "scenarios" / "experiments" / "overoptimization.toml").read_text("utf-8")
+    text = text.replace(
+        'sweep = { key = "principals.0.selection.n", values = [1, 4, 16, 64] }',
+        'sweep = { key = "run.steps", values = [0, 3] }',
+    ).replace("along = [1, 64]", "along = [0, 3]")
+    path = tmp_path / "steps0.toml"
+    path.write_text(text, encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        table = run_experiments(
+            [str(path)], tmp_path / "out", engine="serial", size=Size(2, 30, 3), progress=False
+        )
+    assert set(table["verdict"]) == {"inconclusive"} and set(table["n"]) == {0}
+    assert table["treatment_mean"].isna().all()
