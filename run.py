@@ -428,6 +428,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: Most ``--workers``: worker processes (or SLURM jobs) one command starts. Each local worker is
+#: a process of ~150 MB before its first run; a number beyond this is a typo, not a cluster.
+MAX_WORKERS = 1024
+
+
+def _workers(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_WORKERS} workers, got {value}")
+    return value
+
+
 def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="sweep folder (re-running resumes it)")
     parser.add_argument(
@@ -440,7 +452,7 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--scheduler", type=_scheduler, help="run on an existing Dask cluster: tcp://HOST:PORT"
     )
     parser.add_argument("--cluster", choices=("slurm",), help="start workers with dask-jobqueue")
-    parser.add_argument("--workers", type=_positive_int, help="local worker processes / SLURM jobs")
+    parser.add_argument("--workers", type=_workers, help="local worker processes / SLURM jobs")
     parser.add_argument("--replicates", type=_positive_int, help="replicates per design point")
     parser.add_argument("--quiet", action="store_true", help="no progress or summary")
 
@@ -541,9 +553,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = parse_grid_arguments(args.grid)
     base = load_base(scenario_path(args.scenario), _overrides(args))
     design = sweep_design(base, grid, args.replicates)
-    if not design.parameters:
-        _warn_single_point(base.source, len(design.seeds))
     result = run_design(base, design, _out_dir(args.out), **_engine_options(args))
+    if not design.parameters:  # after the run: an error in its input stays the only line
+        _warn_single_point(base.source, len(design.seeds))
     if not args.quiet:
         out = result.out_dir
         print(
@@ -571,7 +583,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _warn_single_point(source: str, replicates: int) -> None:
     """Say, in one line, why a sweep without a grid draws no curve (it still runs its point)."""
     print(
-        f"mesaopt: note: {source} has no [sweep] grid and no --grid was given: running its one "
+        f"mesaopt: note: {source} has no [sweep] grid and no --grid was given: it ran its one "
         f"design point x {replicates} replicate(s); the report has no parameter to draw against "
         "(add --grid KEY=VALUES or a [sweep.grid] section)",
         file=sys.stderr,
@@ -602,7 +614,7 @@ def _add_experiments_command(commands: argparse._SubParsersAction) -> None:
         help="local: embedded Dask LocalCluster, one process per core (default); serial: here",
     )
     experiments.add_argument("--scheduler", help="run on an existing Dask cluster: tcp://HOST:PORT")
-    experiments.add_argument("--workers", type=_positive_int, help="local worker processes")
+    experiments.add_argument("--workers", type=_workers, help="local worker processes")
     experiments.add_argument("--quiet", action="store_true", help="no progress, only the table")
     experiments.error = _experiments_usage_error  # one line, not argparse's usage block
 
@@ -917,22 +929,26 @@ def cmd_demo() -> int:
 OPTIONAL_PACKAGES = {"sensitivity": ("SALib", "sensitivity"), "viz": ("solara", "viz")}
 
 
-def _check_environment(command: str | None) -> None:
+def _check_environment(command: str | None, cluster: str | None = None) -> None:
     """Raise ValueError before any work on a bad ``MESAOPT_THREADS``/``MESAOPT_WORKER_START``.
 
     Also when the command needs an optional package that is not installed (``sensitivity``:
-    SALib, ``viz``: Solara), naming the extra that installs it: before a sensitivity analysis
-    runs anything, and before ``viz`` announces a server that could not start.
+    SALib, ``viz``: Solara, ``--cluster slurm``: dask-jobqueue), naming the extra that installs
+    it: before a sensitivity analysis runs anything, and before ``viz`` announces a server that
+    could not start.
     """
     import importlib.util
 
     import mesaopt.model.parallel  # noqa: F401  (reads MESAOPT_THREADS when imported)
 
-    if command in OPTIONAL_PACKAGES:
-        package, extra = OPTIONAL_PACKAGES[command]
+    needs = [OPTIONAL_PACKAGES[command]] if command in OPTIONAL_PACKAGES else []
+    if cluster == "slurm":
+        needs.append(("dask_jobqueue", "slurm"))
+    for package, extra in needs:
         if importlib.util.find_spec(package) is None:
+            what = "--cluster slurm" if extra == "slurm" else command
             raise ValueError(
-                f"{command} needs {package}, which is not installed: "
+                f"{what} needs {package}, which is not installed: "
                 f'pip install -e ".[{extra}]" in the mesaopt checkout'
             )
     if command in ("sweep", "sensitivity", "experiments"):
@@ -1007,7 +1023,8 @@ def _main(args: argparse.Namespace) -> int:
     handlers.update(report=cmd_report, viz=cmd_viz)
     handlers.update(experiments=cmd_experiments)
     try:
-        _check_environment(args.command)  # imports the engines' modules (seconds): Ctrl-C too
+        # imports the engines' modules (seconds): Ctrl-C too
+        _check_environment(args.command, getattr(args, "cluster", None))
     except ValueError as err:
         print(f"mesaopt: error: {err}", file=sys.stderr)
         return 2

@@ -340,6 +340,8 @@ def test_a_successful_run_prints_its_summary_after_the_run(tmp_path, capsys):
         (["sweep", "baseline", "--scheduler", "notaurl", "--out", "SW"], "tcp://HOST:PORT"),
         (["sweep", "baseline", "--scheduler", "http://h:1", "--out", "SW"], "unknown scheme"),
         (["sweep", "baseline", "--scheduler", "tcp://h:99999", "--out", "SW"], "1..65535"),
+        (["sweep", "baseline", "--workers", "99999999999", "--out", "SW"], "at most 1024 workers"),
+        (["experiments", "--workers", "1025", "--out", "SW"], "at most 1024 workers"),
     ],
 )
 def test_bad_arguments_are_one_line_with_exit_2(tmp_path, capsys, args, message):
@@ -365,6 +367,28 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_nothing_is_written(
     assert err.splitlines() == [err.strip()]
     assert "--scheduler: no Dask scheduler answered at tcp://127.0.0.1:1 within 1 s" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("grid", [[], ["--grid", "principals.0.selection.n=2,4"]])
+def test_a_sweep_that_cannot_start_is_one_line_and_writes_nothing(tmp_path, capsys, grid):
+    """--cluster slurm without dask-jobqueue, and a --out that is someone else's folder: the
+    error is the only line, with or without a grid (no note about a missing grid before it)."""
+    import importlib.util
+
+    args = ["sweep", str(BASELINE), *TINY, *grid]
+    if importlib.util.find_spec("dask_jobqueue") is None:
+        out = tmp_path / "slurm"
+        assert run.main([*args, "--cluster", "slurm", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.splitlines() == [err.strip()] and 'pip install -e ".[slurm]"' in err
+        assert not out.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine", encoding="utf-8")
+    assert run.main([*args, "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.strip()] and "not a mesaopt sweep" in err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
 def test_running_out_of_memory_past_the_estimate_is_one_line_and_leaves_nothing(
