@@ -633,7 +633,8 @@ def memory_parts(scenario: Scenario, counts: list[int]) -> dict[str, float]:
 
     Returns:
         ``network.n_agents`` (the agents), ``network.k`` / ``network.m`` / ``network.p_in``
-        (graph construction) and ``principals.<j>.selection.n`` (its largest selection chunk).
+        (graph construction) and ``principals.<j>.selection.n`` (its largest selection chunk;
+        ``selection.eval_samples`` when the candidates' sandbox episodes are most of it).
     """
     network = scenario.network
     graph_key = {"sbm": "network.p_in", "barabasi_albert": "network.m"}.get(
@@ -648,10 +649,12 @@ def memory_parts(scenario: Scenario, counts: list[int]) -> dict[str, float]:
     d = len(scenario.channels)
     for j, (principal, count) in enumerate(zip(scenario.principals, counts, strict=True)):
         config = principal.selection
-        per_candidate = d * (CANDIDATE_CHANNEL_BYTES + 8.0 * config.eval_samples)
-        parts[f"principals.{j}.selection.n"] = (
-            float(min(count, SELECTION_CHUNK)) * config.n * per_candidate
-        )
+        slots = float(min(count, SELECTION_CHUNK)) * config.n * d
+        # The candidates' own arrays, and their sandbox episodes: named by the key that is
+        # larger, so that the message points at what to lower.
+        own, episodes = slots * CANDIDATE_CHANNEL_BYTES, slots * 8.0 * config.eval_samples
+        key = "n" if own >= episodes else "eval_samples"
+        parts[f"principals.{j}.selection.{key}"] = own + episodes
     return parts
 
 

@@ -300,9 +300,10 @@ def test_the_bounds_hold_every_shipped_value_with_room():
         (["network.n_agents=2e9"], "network.n_agents"),  # ~1.5 KB per agent: 3 TB
         (["network.n_agents=100000", "network.k=99998"], "network.k"),  # 1e10 entries
         (["principals.0.selection.n=1e11"], "principals.0.selection.n"),
+        (["principals.0.selection.eval_samples=100000000"], "principals.0.selection.eval_samples"),
         (["network.topology='sbm'", "network.n_agents=3000000", "network.p_in=1"], "network.p_in"),
     ],
-    ids=["agents", "degree", "selection", "sbm"],
+    ids=["agents", "degree", "selection", "episodes", "sbm"],
 )
 def test_runs_that_cannot_fit_in_memory_are_refused(overrides, key):
     with pytest.raises(ScenarioError) as info:
