@@ -503,6 +503,11 @@ def check_experiment_paths(experiment: Experiment) -> None:
             raise ScenarioError(err.key, err.message + where, experiment.source) from None
 
 
+def _principals_own(metric: str) -> bool:
+    """True for the ``steps`` columns of one principal's own (NaN in the ``all`` row)."""
+    return metric in ("alpha", "beta") or metric.startswith("belief_")
+
+
 def steps_columns(scenario_data: dict[str, Any], source: str) -> list[str]:
     """The ``steps`` columns a scenario records (:func:`model.runner.probe_steps`)."""
     from mesaopt.model.runner import probe_steps
@@ -568,6 +573,13 @@ def check_experiment(experiment: Experiment, sizes: dict[str, Size] | None = Non
                         raise _bad(
                             f"{key}.{field_name}",
                             f"no principal {who!r} (one of {', '.join(names)})",
+                            source,
+                        )
+                    if who == "all" and _principals_own(claim.metric):
+                        raise _bad(
+                            f"{key}.{field_name}",
+                            f"{claim.metric} is a principal's own column, NaN for 'all': name "
+                            f"one of {', '.join(names[:-1])}",
                             source,
                         )
                 for field_name in ("steps", "versus_steps"):

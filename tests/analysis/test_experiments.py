@@ -126,6 +126,14 @@ def test_every_shipped_experiment_validates_at_both_sizes():
         (('control = "equal"\n', 'control = "nope"\n'), "experiment.claims.0.control"),
         (('metric = "principal_loss"\n', 'metric = "nope"\n'), "experiment.claims.0.metric"),
         (('principal = "lab"\n', 'principal = "nobody"\n'), "experiment.claims.0.principal"),
+        # beta is lab's own: NaN for "all", so a claim on it could never be decided
+        (
+            (
+                'metric = "principal_loss"\nprincipal = "lab"\n',
+                'metric = "beta"\nprincipal = "all"\n',
+            ),
+            "experiment.claims.0.principal",
+        ),
         (
             ("quick = { replicates = 20,", "quick = { replicates = 1,"),
             "experiment.quick.replicates",
