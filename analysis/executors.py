@@ -24,6 +24,7 @@ Results are identical whatever the engine: every run's randomness comes from its
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import shutil
@@ -42,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mesaopt.analysis.stats import reduce_run
-from mesaopt.analysis.sweep_design import RunSpec, column_value
+from mesaopt.analysis.sweep_design import RunSpec, column_value, run_id
 from mesaopt.model.atomic_folder import is_disk_full, run_is_complete, swap_in
 from mesaopt.model.finite import NonFiniteError
 
@@ -105,9 +106,25 @@ def run_folder(out_dir: str | Path, run_id: str) -> Path:
     return Path(out_dir) / "runs" / run_id
 
 
-def is_complete(folder: Path) -> bool:
-    """True when a run folder holds a finished run (a manifest not marked ``failed``)."""
-    return run_is_complete(folder)
+def is_complete(folder: Path, expected_id: str | None = None) -> bool:
+    """True when a run folder holds a finished run (a manifest not marked ``failed``).
+
+    With ``expected_id``, also that it is the run of that id: its manifest's scenario hashes to
+    it (:func:`analysis.sweep_design.run_id`). A run simulated into a sweep's ``runs/<id>/`` by
+    hand, or one of another scenario, is not that run: a resumed sweep runs it again instead of
+    merging its tables.
+    """
+    if not run_is_complete(folder):
+        return False
+    if expected_id is None:
+        return True
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        scenario = dict(manifest["scenario"])
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable: not the run asked for
+        return False
+    scenario.pop("sweep", None)  # a sweep's runs are resolved without one
+    return run_id(scenario) == expected_id
 
 
 def _write_tidy_part(task: RunTask, folder: Path, steps: pa.Table | None = None) -> pd.DataFrame:
@@ -195,7 +212,7 @@ def execute_run(task: RunTask) -> RunOutcome:
     final = run_folder(task.out_dir, spec.run_id)
     status = "skipped"
     steps = None
-    if not is_complete(final):
+    if not is_complete(final, spec.run_id):
         error, steps = _attempt(task, final)
         if error is not None:
             return RunOutcome(

@@ -46,3 +46,22 @@ def test_a_non_finite_run_is_failed_and_retried_on_resume(tmp_path, monkeypatch)
     assert [o.status for o in resumed.outcomes] == ["skipped", "ok"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "complete" and not (folder / "error.txt").exists()
+
+
+def test_a_run_folder_that_is_not_the_runs_own_is_run_again_on_resume(tmp_path):
+    """A complete run simulated by hand into runs/<id>/ (another scenario) is not that run: the
+    resumed sweep runs it again, and its tables are the uninterrupted sweep's."""
+    from mesaopt import load_scenario, run_simulation
+
+    out = tmp_path / "sweep"
+    first = run_sweep(None, out, grid=GRID, overrides=TINY, engine="serial")
+    steps = pd.read_parquet(out / "steps").sort_values(["run_id", "step", "principal"])
+    victim = first.outcomes[1].run_id
+    assert is_complete(out / "runs" / victim, victim)
+    foreign = load_scenario(None, ["network.n_agents=40", "run.steps=2", "run.agent_every=0"])
+    run_simulation(foreign, out / "runs" / victim, progress=False)
+    assert is_complete(out / "runs" / victim) and not is_complete(out / "runs" / victim, victim)
+    resumed = run_sweep(None, out, grid=GRID, overrides=TINY, engine="serial")
+    assert [o.status for o in resumed.outcomes] == ["skipped", "ok"]
+    again = pd.read_parquet(out / "steps").sort_values(["run_id", "step", "principal"])
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), steps.reset_index(drop=True))
