@@ -60,13 +60,21 @@ class NonFiniteError(RuntimeError):
         self.value = value
         self.step = step
         self.principal = principal
+        #: The likely cause, when the runner can name one (:meth:`explain`).
+        self.cause: str | None = None
         super().__init__(self.one_line())
 
+    def explain(self, cause: str | None) -> None:
+        """Add the likely cause to the error's line (and its message)."""
+        self.cause = cause
+        self.args = (self.one_line(),)
+
     def one_line(self) -> str:
-        """The error as one line: where the value appeared and what it was."""
+        """The error as one line: where the value appeared, what it was and, if known, why."""
         at = f"step {self.step}: " if self.step is not None else ""
         who = f" (principal {self.principal})" if self.principal else ""
-        return f"{at}{self.table}.{self.column}{who} is {self.value}: the run is stopped"
+        why = f"; {self.cause}" if self.cause else ""
+        return f"{at}{self.table}.{self.column}{who} is {self.value}: the run is stopped{why}"
 
     def record(self) -> dict[str, Any]:
         """The failure as manifest data (``manifest["failure"]``)."""
@@ -76,6 +84,7 @@ class NonFiniteError(RuntimeError):
             "value": str(self.value),
             "step": self.step,
             "principal": self.principal,
+            "cause": self.cause,
         }
 
 

@@ -321,8 +321,11 @@ class MesaOptModel(mesa.Model):
 
     def step(self) -> None:
         """Advance the model by one step (see the module docstring for the order)."""
-        # Below PARALLEL_MIN_AGENTS waking a second thread costs more than it saves.
-        with kernel_threads(1 if self.population.size < PARALLEL_MIN_AGENTS else None):
+        # Below PARALLEL_MIN_AGENTS waking a second thread costs more than it saves. A number
+        # that overflows is caught where it is recorded (model.finite: the run stops in one
+        # line); NumPy's warnings on the way there would only be more lines.
+        threads = 1 if self.population.size < PARALLEL_MIN_AGENTS else None
+        with kernel_threads(threads), np.errstate(over="ignore", invalid="ignore"):
             self._step()
 
     def _step(self) -> None:

@@ -28,6 +28,7 @@ from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
 from mesaopt.model.atomic_folder import prepare_target, swap_in
+from mesaopt.model.control_limits import divergence_hint
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.finite import NonFiniteError
 from mesaopt.model.heap import retain_freed_memory
@@ -285,6 +286,7 @@ def _run_into(
                 bar.update(1)
     except NonFiniteError as err:
         failure = err
+        failure.explain(divergence_hint(model))
     except BaseException:
         recorder.discard()
         raise

@@ -46,7 +46,8 @@ What is not covered: a population mixing world epochs (stale planners) is guaran
 domination argument) but contracts provably only without substitution (then every channel is a
 monotone scalar map and Perron–Frobenius monotonicity applies); best-of-k planners and control
 agents approach the same equilibrium by their own dynamics — a control agent's gain must also be
-below 2/λ_max(K − λ_min(G)Δ), which is the control kind's own (modelled) failure, not refused here.
+below its network limit 2/max(λ_max(K − λ_min(G)Δ), λ_max(K − λ_max(G)Δ))
+(:mod:`model.control_limits`), which is the control kind's own (modelled) failure, not refused.
 
 Every check is pure: arrays and the validated scenario in, a :class:`PeerStability` or a
 :class:`model.errors.ScenarioError` out. ρ(G) comes from :func:`model.network.spectral_radius`,

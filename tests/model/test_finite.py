@@ -50,8 +50,15 @@ def test_columns_name_the_first_bad_row_its_step_and_principal():
         "value": "nan",
         "step": 5,
         "principal": "b",
+        "cause": None,
     }
     assert "\n" not in err.one_line()
+    err.explain("the likely cause")
+    assert (
+        err.one_line().endswith("the run is stopped; the likely cause")
+        and str(err) == err.one_line()
+    )
+    assert err.record()["cause"] == "the likely cause"
 
 
 def test_finite_batches_and_non_float_columns_pass():

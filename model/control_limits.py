@@ -1,0 +1,119 @@
+"""When a control law's gain makes it diverge on its network: the linear stability limit.
+
+A control agent's law (docs/model.md, "Control laws") is projected gradient ascent,
+``a_t = max(0, a_{t-1} + γ_i (r − K(a_{t-1} + ε)))`` on its perceived channels, with the
+marginal reward ``r = θ_i + β_j m + Δ(G a)_prev`` pulled by its neighbours. Away from the bound
+a ≥ 0 all control agents together iterate ``a ← a + γ(b − (I ⊗ K − G ⊗ Δ) a)``. For an
+undirected G with eigenvalues λ, the iteration splits into one d × d block per λ,
+``I − γ(K − λΔ)``, whose eigenvalues lie in (−1, 1) iff every eigenvalue μ of K − λΔ has
+0 < γμ < 2. The lower side is the peer-stability condition the model refuses outright
+(:mod:`model.stability`); the upper side is the gain's: ``γ < 2 / max_λ λ_max(K − λΔ)``, and as
+the largest eigenvalue of an affine matrix function is convex in λ, the maximum is at λ_min(G)
+or λ_max(G). With peer effects on a graph whose λ_min(G) < 0 (a bipartite torus has −4), the limit
+lies below the lone agent's 2/λ_max(K): the neighbours' overshoots feed each other. Beyond the
+limit the agents swing between the graph's two sides; the bound a ≥ 0 holds the swing to a
+cycle while one side's pull on the other stays below one (on a k-regular bipartite graph with
+one channel, γδk < 1), and past that the swing grows without bound (a lone agent beyond its
+limit only cycles between 0 and γr).
+
+This limit is not refused: a gain beyond it is the control kind's own modelled failure (a gain
+tuned in the sandbox and gone stale). But its divergence ends in numbers no table can hold, so
+when a run stops on a non-finite number the runner names the control agents beyond their limit
+(:func:`divergence_hint`), the likely cause.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+__all__ = ["control_limit", "divergence_hint", "extreme_eigenvalues"]
+
+#: Up to this many nodes the eigenvalues of G are found densely.
+DENSE_NODES = 2_000
+
+
+def extreme_eigenvalues(adjacency: sp.spmatrix | sp.sparray) -> tuple[float, float]:
+    """The smallest and largest real parts of the eigenvalues of G.
+
+    Args:
+        adjacency: The agents' network, (N, N).
+
+    Returns:
+        ``(λ_min, λ_max)``; ``(0, 0)`` for a graph without edges.
+    """
+    a = sp.csr_matrix(adjacency, dtype=np.float64)
+    n = a.shape[0]
+    if n == 0 or a.nnz == 0:
+        return 0.0, 0.0
+    symmetric = abs(a - a.T).max() <= 1e-12
+    if n <= DENSE_NODES:
+        dense = a.toarray()
+        values = np.linalg.eigvalsh(dense) if symmetric else np.linalg.eigvals(dense).real
+        return float(values.min()), float(values.max())
+    if symmetric:
+        low = spla.eigsh(a, k=1, which="SA", return_eigenvectors=False)
+        high = spla.eigsh(a, k=1, which="LA", return_eigenvectors=False)
+    else:
+        low = spla.eigs(a, k=1, which="SR", return_eigenvectors=False).real
+        high = spla.eigs(a, k=1, which="LR", return_eigenvectors=False).real
+    return float(low[0]), float(high[0])
+
+
+def control_limit(
+    cost_matrix: np.ndarray, peer: np.ndarray, perceive: np.ndarray, low: float, high: float
+) -> float:
+    """The largest stable gain of a control law on its perceived channels and network.
+
+    Args:
+        cost_matrix: K, (d, d).
+        peer: δ per channel, (d,).
+        perceive: The channels the law acts on, (d,) bool.
+        low: λ_min(G).
+        high: λ_max(G).
+
+    Returns:
+        ``2 / max(λ_max(K_P − λ_min Δ_P), λ_max(K_P − λ_max Δ_P))`` over the perceived block P;
+        inf when the law acts on no channel.
+    """
+    if not perceive.any():
+        return float("inf")
+    block = cost_matrix[np.ix_(perceive, perceive)]
+    delta = np.diag(peer[perceive])
+    largest = max(float(np.linalg.eigvalsh(block - lam * delta).max()) for lam in (low, high))
+    return 2.0 / largest if largest > 0 else float("inf")
+
+
+def divergence_hint(model) -> str | None:
+    """Name the control agents whose gains exceed their limit in the current world, or None.
+
+    Args:
+        model: The model (its population, world, network and control rows).
+
+    Returns:
+        One clause for an error line, or None when no control agent is beyond its limit.
+    """
+    rows = np.flatnonzero(model.is_control)
+    if not len(rows):
+        return None
+    world = model.world
+    low, high = extreme_eigenvalues(model.adjacency)
+    perceive = model.perceives(world)[rows]
+    gains = model.population.gain[rows]
+    beyond = np.zeros(len(rows), dtype=bool)
+    limit_of = np.empty(len(rows))
+    for mask in np.unique(perceive, axis=0):
+        same = (perceive == mask).all(axis=1)
+        limit = control_limit(world.cost_matrix, world.peer, mask, low, high)
+        limit_of[same] = limit
+        beyond[same] = gains[same] >= limit
+    if not beyond.any():
+        return None
+    worst = int(np.argmax(np.where(beyond, gains / limit_of, -np.inf)))
+    return (
+        f"{int(beyond.sum())} of {len(rows)} control agents have gains at or above their "
+        f"stability limit on this network (γ = {gains[worst]:.4g} ≥ 2/λ_max(K − λΔ) = "
+        f"{limit_of[worst]:.4g}, with λ_min(G) = {low:.4g}): neighbours' overshoots feed "
+        "each other and their efforts can grow without bound (docs/model.md, Control laws)"
+    )
