@@ -245,6 +245,7 @@ def plan_runs(
     seen: dict[str, int] = {}
     networks: set[str] = set()
     edge_lists: set[tuple[str, int, str]] = set()  # each read once, whatever else varies
+    stabilities: set[str] = set()
     for design_id, point in enumerate(design.points):
         for replicate, seed in enumerate(design.seeds):
             resolved = resolve_point(base, point, seed, source)
@@ -259,6 +260,12 @@ def plan_runs(
                     )
                 except ScenarioError as err:
                     raise err.with_source(source) from None
+            stability = canonical_json(
+                {key: resolved.get(key) for key in ("network", "channels", "regimes", "agents")}
+            )
+            if stability not in stabilities:
+                stabilities.add(stability)
+                check_point_stability(resolved, source, base_dir)
             rid = run_id(resolved)
             if rid in seen and seen[rid] != design_id:
                 raise ScenarioError(
@@ -269,6 +276,50 @@ def plan_runs(
             seen[rid] = design_id
             runs.append(RunSpec(rid, design_id, replicate, seed, dict(point), resolved))
     return runs
+
+
+#: Topologies whose graph does not depend on the run's seed: one graph decides every run.
+SEEDLESS_TOPOLOGIES = ("ring", "grid", "complete", "star", "edgelist")
+
+
+def check_point_stability(resolved: dict[str, Any], source: str, base_dir: Path | None) -> None:
+    """Refuse a design point whose peer effects no run of it could build stably.
+
+    Each run refuses unstable peer effects when it builds its graph
+    (:func:`model.stability.check_peer_stability`); a sweep checks before any run starts where
+    one graph decides for every replicate: a topology that draws nothing (ring, grid, complete,
+    star, an edge list) is built once and checked exactly; a Watts–Strogatz graph of mean degree
+    k has ρ(G) ≥ k whatever its seed (the Rayleigh quotient of the all-ones vector), so a point
+    unstable on the ring of degree k is unstable for every replicate. Other random graphs (and
+    row-normalised Watts–Strogatz ones) are left to their runs, which may fail one by one.
+
+    Args:
+        resolved: The point's resolved scenario data.
+        source: The scenario's file name, for the error.
+        base_dir: Folder a relative edge-list path resolves against.
+
+    Raises:
+        ScenarioError: Naming the key and the failed condition, with the file.
+    """
+    from mesaopt.model.network import build_network
+    from mesaopt.model.stability import check_peer_stability
+
+    network = dict(resolved["network"])
+    if not any(channel.get("peer") for channel in resolved["channels"]) and not any(
+        "peer" in regime.get("set", {}) for regime in resolved.get("regimes") or []
+    ):
+        return
+    note = ""
+    if network["topology"] == "watts_strogatz" and not network.get("normalize"):
+        network = {"topology": "ring", "n_agents": network["n_agents"], "k": network["k"]}
+        note = f" (every watts_strogatz graph of mean degree {network['k']} has ρ(G) ≥ that)"
+    elif network["topology"] not in SEEDLESS_TOPOLOGIES:
+        return
+    graph = build_network(SimpleNamespace(**network), np.random.default_rng(0), base_dir=base_dir)
+    try:
+        check_peer_stability(validate(resolved, source), graph.adjacency)
+    except ScenarioError as err:
+        raise ScenarioError(err.key, err.message + note, source) from None
 
 
 def design_record(design: Design, runs: list[RunSpec], source: str) -> dict[str, Any]:

@@ -508,3 +508,41 @@ def test_too_many_runs_names_the_grid_the_user_wrote(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as err:
         sweep_design(base, {"principals.0.selection.n": [1, 2]})
     assert err.value.key == "--grid"
+
+
+@pytest.mark.parametrize(
+    ("network", "peer", "refused"),
+    [
+        (["network.topology='ring'", "network.k=4"], "0.24,0.26", True),  # ρ = 4 exactly
+        (["network.topology='ring'", "network.k=4"], "0.2,0.24", False),
+        (["network.topology='watts_strogatz'", "network.k=4"], "0.1,0.3", True),  # ρ ≥ 4
+        (["network.topology='erdos_renyi'", "network.k=4"], "0.1,0.15", False),
+    ],
+    ids=["ring-unstable", "ring-stable", "ws-unstable-whatever-the-seed", "er-stable"],
+)
+def test_a_sweep_refuses_peer_effects_no_run_could_build_before_writing(
+    tmp_path, network, peer, refused
+):
+    """A design point whose peer effects are unstable for every replicate's graph is one error
+    naming the key and the file, nothing written; stable points run."""
+    overrides = [
+        "network.n_agents=40",
+        "run.steps=2",
+        "run.agent_every=0",
+        "channels.0.cost=1.0",
+        "agents.effort_substitution=0",
+        *network,
+    ]
+    base = load_base(ROOT / "scenarios" / "baseline.toml", overrides)
+    grid = {"channels.0.peer": [float(v) for v in peer.split(",")]}
+    design = sweep_design(base, grid, 1)
+    out = tmp_path / "sweep"
+    if refused:
+        with pytest.raises(ScenarioError) as info:
+            run_design(base, design, out, engine="serial", progress=False)
+        assert info.value.key == "channels.0.peer" and "baseline.toml" in str(info.value)
+        assert "\n" not in info.value.one_line()
+        assert not out.exists()
+    else:
+        result = run_design(base, design, out, engine="serial", progress=False)
+        assert [o.status for o in result.outcomes] == ["ok", "ok"]
