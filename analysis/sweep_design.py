@@ -211,7 +211,11 @@ def resolve_point(
             apply_override(data, key, value)
         except ScenarioError as err:
             raise err.with_source(source) from None
-    apply_override(data, "run.seed", seed)
+    try:
+        apply_override(data, "run.seed", seed)
+    except ScenarioError:
+        validate(data, source)  # a point made [run] a plain value: this names its key and file
+        raise
     scenario: Scenario = validate(data, source)
     check_optimizer(scenario.agents.optimizer, source)  # a registry, not a schema enum
     resolved = to_toml_dict(scenario)

@@ -546,3 +546,12 @@ def test_a_sweep_refuses_peer_effects_no_run_could_build_before_writing(
     else:
         result = run_design(base, design, out, engine="serial", progress=False)
         assert [o.status for o in result.outcomes] == ["ok", "ok"]
+
+
+def test_a_grid_that_replaces_a_section_names_it_and_the_file(tmp_path):
+    base = load_base(ROOT / "scenarios" / "baseline.toml", ["network.n_agents=40"])
+    design = sweep_design(base, {"run": [1, 2]}, 1)
+    with pytest.raises(ScenarioError) as info:  # the seed goes into [run], now a number
+        run_design(base, design, tmp_path / "sweep", engine="serial", progress=False)
+    assert info.value.key == "run" and "baseline.toml" in str(info.value)
+    assert not (tmp_path / "sweep").exists()
