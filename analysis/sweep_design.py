@@ -248,7 +248,7 @@ def plan_runs(
     runs: list[RunSpec] = []
     seen: dict[str, int] = {}
     networks: set[str] = set()
-    edge_lists: set[tuple[str, int, str]] = set()  # each read once, whatever else varies
+    edge_lists: dict[tuple[str, int, str], Any] = {}  # each read once, whatever else varies
     stabilities: set[str] = set()
     for design_id, point in enumerate(design.points):
         for replicate, seed in enumerate(design.seeds):
@@ -269,7 +269,7 @@ def plan_runs(
             )
             if stability not in stabilities:
                 stabilities.add(stability)
-                check_point_stability(resolved, source, base_dir)
+                check_point_stability(resolved, source, base_dir, edge_lists)
             rid = run_id(resolved)
             if rid in seen and seen[rid] != design_id:
                 raise ScenarioError(
@@ -286,7 +286,12 @@ def plan_runs(
 SEEDLESS_TOPOLOGIES = ("ring", "grid", "complete", "star", "edgelist")
 
 
-def check_point_stability(resolved: dict[str, Any], source: str, base_dir: Path | None) -> None:
+def check_point_stability(
+    resolved: dict[str, Any],
+    source: str,
+    base_dir: Path | None,
+    edge_lists: dict[tuple[str, int, str], Any] | None = None,
+) -> None:
     """Refuse a design point whose peer effects no run of it could build stably.
 
     Each run refuses unstable peer effects when it builds its graph
@@ -301,11 +306,13 @@ def check_point_stability(resolved: dict[str, Any], source: str, base_dir: Path 
         resolved: The point's resolved scenario data.
         source: The scenario's file name, for the error.
         base_dir: Folder a relative edge-list path resolves against.
+        edge_lists: Edge lists already read by :func:`model.network.check_network`, reused
+            rather than read again.
 
     Raises:
         ScenarioError: Naming the key and the failed condition, with the file.
     """
-    from mesaopt.model.network import build_network
+    from mesaopt.model.network import build_network, edge_list_key, row_normalize
     from mesaopt.model.stability import check_peer_stability
 
     network = dict(resolved["network"])
@@ -319,9 +326,15 @@ def check_point_stability(resolved: dict[str, Any], source: str, base_dir: Path 
         note = f" (every watts_strogatz graph of mean degree {network['k']} has ρ(G) ≥ that)"
     elif network["topology"] not in SEEDLESS_TOPOLOGIES:
         return
-    graph = build_network(SimpleNamespace(**network), np.random.default_rng(0), base_dir=base_dir)
+    key = edge_list_key(network.get("path"), network["n_agents"], base_dir)
+    if network["topology"] == "edgelist" and edge_lists and key in edge_lists:
+        adjacency = edge_lists[key]
+        adjacency = row_normalize(adjacency) if network.get("normalize") else adjacency
+    else:
+        cfg = SimpleNamespace(**network)
+        adjacency = build_network(cfg, np.random.default_rng(0), base_dir=base_dir).adjacency
     try:
-        check_peer_stability(validate(resolved, source), graph.adjacency)
+        check_peer_stability(validate(resolved, source), adjacency)
     except ScenarioError as err:
         raise ScenarioError(err.key, err.message + note, source) from None
 

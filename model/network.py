@@ -172,7 +172,7 @@ def check_network(
     cfg: Any,
     *,
     base_dir: pathlib.Path | None = None,
-    edge_lists_read: set[tuple[str, int, str]] | None = None,
+    edge_lists_read: dict[tuple[str, int, str], sp.csr_matrix] | None = None,
 ) -> None:
     """Make every check :func:`build_network` makes, without drawing or building the graph.
 
@@ -184,20 +184,24 @@ def check_network(
     Args:
         cfg: The network config, as for :func:`build_network`.
         base_dir: Folder a relative edge-list ``path`` is resolved against.
-        edge_lists_read: ``(path, n_agents, base_dir)`` of the edge lists already read and found
-            good; one in it is not read again (a sweep over other network keys), a new one is
-            added once it passes.
+        edge_lists_read: The edge lists already read and found good, by ``(path, n_agents,
+            base_dir)``, with the adjacency read (before any row normalisation); one in it is
+            not read again (a sweep over other network keys), a new one is added once it passes.
 
     Raises:
         ScenarioError: As :func:`build_network`.
     """
     topology, n, params = _checked_parameters(cfg, None)
     if topology == "edgelist":
-        read = set() if edge_lists_read is None else edge_lists_read
-        key = (str(params["path"]), n, str(base_dir))
+        read = {} if edge_lists_read is None else edge_lists_read
+        key = edge_list_key(params["path"], n, base_dir)
         if key not in read:
-            read_edgelist(params["path"], n, base_dir)
-            read.add(key)
+            read[key] = read_edgelist(params["path"], n, base_dir)
+
+
+def edge_list_key(path: Any, n_agents: int, base_dir: pathlib.Path | None) -> tuple[str, int, str]:
+    """The key an edge list read by :func:`check_network` is remembered under."""
+    return (str(path), n_agents, str(base_dir))
 
 
 def _checked_parameters(cfg: Any, block_sizes: list[int] | None) -> tuple[str, int, dict[str, Any]]:

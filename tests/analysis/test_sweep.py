@@ -290,11 +290,12 @@ def test_bad_worker_start_method_is_a_one_line_error(tmp_path):
 
 def test_failing_run_is_recorded_and_the_sweep_exits_nonzero(tmp_path, monkeypatch, capsys):
     """A run that fails as it builds (here a missing edge list, with the sweep's up-front
-    network check switched off to stand for a failure no check foresees) is recorded as failed,
-    with its error; the other runs finish, and the command exits 1."""
+    network and stability checks switched off to stand for a failure no check foresees) is
+    recorded as failed, with its error; the other runs finish, and the command exits 1."""
     from mesaopt import run
 
     monkeypatch.setattr("mesaopt.analysis.sweep_design.check_network", lambda *a, **k: None)
+    monkeypatch.setattr("mesaopt.analysis.sweep_design.check_point_stability", lambda *a: None)
     edges = tmp_path / "edges.csv"
     edges.write_text("\n".join(f"{i},{(i + 1) % 60}" for i in range(60)))
     out = tmp_path / "out"
