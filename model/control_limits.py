@@ -119,7 +119,7 @@ def divergence_hint(model) -> str | None:
         return None  # a lone law beyond its limit cycles (the bound a >= 0 holds it): no cause
     try:  # a hint to an error, not a result: a looser tolerance keeps it to seconds
         low, high = extreme_eigenvalues(model.adjacency, tol=1e-3, maxiter=100)
-    except spla.ArpackNoConvergence:
+    except (spla.ArpackError, np.linalg.LinAlgError):  # no convergence, or ARPACK's own failures
         return None
     perceive = model.perceives(world)[rows]
     gains = model.population.gain[rows]
