@@ -689,7 +689,7 @@ def _check_output(scenario: Scenario, metric: str, principal: str, source: str) 
     from mesaopt.model.runner import probe_steps
 
     with _attributed_to(source):  # a bad kind or network is the scenario file's error
-        rows = probe_steps(scenario)
+        rows = probe_steps(scenario, source)
     columns = [c for c in rows[0] if c not in ("step", "principal")]
     if metric not in columns:
         raise ScenarioError(

@@ -512,7 +512,7 @@ def steps_columns(scenario_data: dict[str, Any], source: str) -> list[str]:
     """The ``steps`` columns a scenario records (:func:`model.runner.probe_steps`)."""
     from mesaopt.model.runner import probe_steps
 
-    rows = probe_steps(validate(scenario_data, source))
+    rows = probe_steps(validate(scenario_data, source), source)
     return [c for c in rows[0] if c not in ("step", "principal")]
 
 

@@ -378,7 +378,8 @@ def plot_loss_decomposition(
     One panel per principal draws each part's mean over the decomposed agents (``loss_<part>``)
     with a 95% band (± 1.96 ``loss_<part>_se``, the sample's standard error: no band when every
     agent is decomposed) and the principal loss over all agents (black), which the parts add up
-    to. The last panel is the run's mean principal loss of the agents holding each category flag
+    to when every agent is decomposed (on a sample, to within its standard errors). The last
+    panel is the run's mean principal loss of the agents holding each category flag
     (:func:`flag_loss_table`), the losses a single primary category per agent would hide.
 
     Args:

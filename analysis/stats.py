@@ -48,9 +48,9 @@ def reduce_run(steps: pd.DataFrame) -> pd.DataFrame:
         principals in the order they appear in ``steps``.
     """
     metrics = metric_columns(steps)
-    order = list(dict.fromkeys(steps["principal"]))
-    if steps.empty:
+    if steps.empty:  # no step ran (the table may even lack its columns: see model.runner)
         return pd.DataFrame(columns=["principal", "statistic", *metrics])
+    order = list(dict.fromkeys(steps["principal"]))
     step = steps["step"].to_numpy()
     last = steps.loc[step == step.max(), ["principal", *metrics]].set_index("principal")
     mean = steps.groupby("principal", sort=False)[metrics].mean()

@@ -250,6 +250,7 @@ def plan_runs(
     networks: set[str] = set()
     edge_lists: dict[tuple[str, int, str], Any] = {}  # each read once, whatever else varies
     stabilities: set[str] = set()
+    graphs: dict[str, Any] = {}  # the graphs the stability check built, by their [network]
     for design_id, point in enumerate(design.points):
         for replicate, seed in enumerate(design.seeds):
             resolved = resolve_point(base, point, seed, source)
@@ -264,12 +265,13 @@ def plan_runs(
                     )
                 except ScenarioError as err:
                     raise err.with_source(source) from None
-            stability = canonical_json(
-                {key: resolved.get(key) for key in ("network", "channels", "regimes", "agents")}
+            stability = canonical_json(  # what check_peer_stability reads
+                {key: resolved.get(key) for key in ("network", "channels", "regimes")}
+                | {"substitution": resolved["agents"].get("effort_substitution")}
             )
             if stability not in stabilities:
                 stabilities.add(stability)
-                check_point_stability(resolved, source, base_dir, edge_lists)
+                check_point_stability(resolved, source, base_dir, edge_lists, graphs)
             rid = run_id(resolved)
             if rid in seen and seen[rid] != design_id:
                 raise ScenarioError(
@@ -282,6 +284,9 @@ def plan_runs(
     return runs
 
 
+#: Graphs :func:`check_point_stability` keeps for the design points after the one that built them.
+GRAPHS_KEPT = 4
+
 #: Topologies whose graph does not depend on the run's seed: one graph decides every run.
 SEEDLESS_TOPOLOGIES = ("ring", "grid", "complete", "star", "edgelist")
 
@@ -291,6 +296,7 @@ def check_point_stability(
     source: str,
     base_dir: Path | None,
     edge_lists: dict[tuple[str, int, str], Any] | None = None,
+    graphs: dict[str, Any] | None = None,
 ) -> None:
     """Refuse a design point whose peer effects no run of it could build stably.
 
@@ -308,6 +314,8 @@ def check_point_stability(
         base_dir: Folder a relative edge-list path resolves against.
         edge_lists: Edge lists already read by :func:`model.network.check_network`, reused
             rather than read again.
+        graphs: Adjacency matrices built by earlier calls, by canonical ``[network]``: a design
+            point that varies other keys does not build its graph again. Updated in place.
 
     Raises:
         ScenarioError: Naming the key and the failed condition, with the file.
@@ -326,13 +334,20 @@ def check_point_stability(
         note = f" (every watts_strogatz graph of mean degree {network['k']} has ρ(G) ≥ that)"
     elif network["topology"] not in SEEDLESS_TOPOLOGIES:
         return
+    graphs = {} if graphs is None else graphs
+    graph_key = canonical_json(network)
     key = edge_list_key(network.get("path"), network["n_agents"], base_dir)
-    if network["topology"] == "edgelist" and edge_lists and key in edge_lists:
+    if graph_key in graphs:
+        adjacency = graphs[graph_key]
+    elif network["topology"] == "edgelist" and edge_lists and key in edge_lists:
         adjacency = edge_lists[key]
         adjacency = row_normalize(adjacency) if network.get("normalize") else adjacency
     else:
         cfg = SimpleNamespace(**network)
         adjacency = build_network(cfg, np.random.default_rng(0), base_dir=base_dir).adjacency
+    if graph_key not in graphs and len(graphs) >= GRAPHS_KEPT:
+        graphs.pop(next(iter(graphs)))  # the oldest: a 10^6-node graph holds ~100 MB
+    graphs[graph_key] = adjacency
     try:
         check_peer_stability(validate(resolved, source), adjacency)
     except ScenarioError as err:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -34,7 +35,7 @@ from mesaopt.model.finite import NonFiniteError
 from mesaopt.model.heap import retain_freed_memory
 from mesaopt.model.model import MesaOptModel
 from mesaopt.model.recording import Recorder
-from mesaopt.model.scenario import Scenario
+from mesaopt.model.scenario import Scenario, agent_counts
 from mesaopt.model.scenario_files import to_toml_dict, validate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -174,27 +175,42 @@ def run_simulation(
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def probe_steps(scenario: Scenario) -> list[dict[str, Any]]:
-    """The ``steps`` rows of one step of the scenario on a ten-node probe: the columns it records.
+def probe_steps(scenario: Scenario, source: str | None = None) -> list[dict[str, Any]]:
+    """The ``steps`` rows of one step of the scenario on a small probe: the columns it records.
 
-    The ``steps`` columns depend on the principals and channels only. The probe is the scenario on
-    a ring of ten nodes (``k = 2``, a graph at least as stable as any), without regimes or a sweep
-    grid, for one step, with no recorder.
+    The ``steps`` columns depend on the principals and channels only, not on the network or the
+    values. The probe is the scenario on a ring (``k = 2``) just large enough that every principal
+    has an agent (from ten nodes, doubling, at most the scenario's own size), without peer
+    effects (so that no graph can make it unstable), regimes or a sweep grid, for one step, with
+    no recorder.
 
     Args:
         scenario: The validated scenario.
+        source: The scenario's file name, for an error the probe raises.
 
     Returns:
         The probe's ``steps`` rows (one per principal, then ``all``).
     """
     data = to_toml_dict(scenario)
     data["run"] = {**data.get("run", {}), "steps": 1, "agent_every": 0}
-    data["network"] = {"topology": "ring", "n_agents": max(10, len(scenario.principals)), "k": 2}
+    data["network"] = {"topology": "ring", "n_agents": _probe_size(scenario), "k": 2}
+    data["channels"] = [{**channel, "peer": 0.0} for channel in data["channels"]]
     data["regimes"] = []
     data["sweep"] = None
-    probe = MesaOptModel(validate(data, "<steps probe>"))
+    probe = MesaOptModel(validate(data, source or "<steps probe>"))
     probe.step()
     return probe.last_steps
+
+
+def _probe_size(scenario: Scenario) -> int:
+    """The fewest nodes, from 10 doubling, that give every principal an agent (ring: n > 2)."""
+    n = max(10, len(scenario.principals))
+    while n < scenario.network.n_agents:
+        network = SimpleNamespace(n_agents=n)
+        if min(agent_counts(SimpleNamespace(principals=scenario.principals, network=network))):
+            return n
+        n *= 2
+    return max(3, scenario.network.n_agents)  # valid: the scenario gives each principal one
 
 
 def steps_schema(scenario: Scenario) -> pa.Schema:

@@ -549,6 +549,26 @@ def test_a_sweep_refuses_peer_effects_no_run_could_build_before_writing(
         assert [o.status for o in result.outcomes] == ["ok", "ok"]
 
 
+def test_the_up_front_stability_check_builds_each_graph_once(monkeypatch):
+    """Points that vary keys the peer-stability condition does not read (an agent's gain) are
+    checked once; points that vary a peer effect on one network reuse its graph."""
+    from mesaopt.model import network as network_module
+
+    calls: list[int] = []
+    real = network_module.build_network
+
+    def counting(cfg, rng, **kwargs):
+        calls.append(cfg.n_agents)
+        return real(cfg, rng, **kwargs)
+
+    monkeypatch.setattr(network_module, "build_network", counting)
+    overrides = ["network.n_agents=40", "network.topology='ring'", "network.k=4"]
+    base = load_base(ROOT / "scenarios" / "baseline.toml", overrides)
+    grid = {"agents.gain": [0.5, 0.6, 0.7], "channels.0.peer": [0.05, 0.1]}
+    runs = plan_runs(base.data, grid_design(grid, 2, 1), base.source)
+    assert len(runs) == 12 and calls == [40]
+
+
 def test_a_grid_that_replaces_a_section_names_it_and_the_file(tmp_path):
     base = load_base(ROOT / "scenarios" / "baseline.toml", ["network.n_agents=40"])
     design = sweep_design(base, {"run": [1, 2]}, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -78,6 +79,33 @@ def test_a_run_without_steps_rows_still_writes_every_steps_column(tmp_path, monk
     stopped = tmp_path / "stopped" / "steps.parquet"
     assert pq.read_schema(stopped).remove_metadata().equals(expected)
     assert pq.read_metadata(stopped).num_rows == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        # peer 0.6 on a row-normalised torus (rho = 1): stable there, not on an unnormalised ring
+        ("peer_grid.toml", ["network.n_agents=100"]),
+        # shares 0.5 and 0.01: the second principal has no agent among ten, 4 among 200
+        (None, ["network.n_agents=200", "principals.1.share=0.01"]),
+    ],
+    ids=["normalised-peer-effects", "small-share"],
+)
+def test_the_columns_of_a_zero_step_run_come_from_a_probe_every_valid_scenario_passes(
+    tmp_path, name, size
+):
+    """The probe that gives a zero-step run its ``steps`` columns runs without peer effects and
+    on enough nodes that every principal has an agent, so a scenario valid on its own network
+    cannot be refused by it (which left the table without columns)."""
+    import pyarrow.parquet as pq
+
+    path = None if name is None else Path(__file__).parents[2] / "scenarios" / name
+    stepped = run_simulation(load_scenario(path, [*size, "run.steps=1"]), tmp_path / "one",
+                             progress=False)  # fmt: skip
+    expected = pq.read_schema(stepped.paths["steps"]).remove_metadata()
+    none = run_simulation(load_scenario(path, [*size, "run.steps=0"]), tmp_path / "none",
+                          progress=False)  # fmt: skip
+    assert pq.read_schema(none.paths["steps"]).remove_metadata().equals(expected)
 
 
 def test_re_simulating_replaces_the_whole_folder(tmp_path):
