@@ -336,12 +336,11 @@ def check_point_stability(
         return
     graphs = {} if graphs is None else graphs
     graph_key = canonical_json(network)
-    key = edge_list_key(network.get("path"), network["n_agents"], base_dir)
+    read = (edge_lists or {}).get(edge_list_key(network.get("path"), network["n_agents"], base_dir))
     if graph_key in graphs:
         adjacency = graphs[graph_key]
-    elif network["topology"] == "edgelist" and edge_lists and key in edge_lists:
-        adjacency = edge_lists[key]
-        adjacency = row_normalize(adjacency) if network.get("normalize") else adjacency
+    elif network["topology"] == "edgelist" and read is not None:
+        adjacency = row_normalize(read) if network.get("normalize") else read
     else:
         cfg = SimpleNamespace(**network)
         adjacency = build_network(cfg, np.random.default_rng(0), base_dir=base_dir).adjacency

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
@@ -35,7 +34,7 @@ from mesaopt.model.finite import NonFiniteError
 from mesaopt.model.heap import retain_freed_memory
 from mesaopt.model.model import MesaOptModel
 from mesaopt.model.recording import Recorder
-from mesaopt.model.scenario import Scenario, agent_counts
+from mesaopt.model.scenario import Scenario, split_by_share
 from mesaopt.model.scenario_files import to_toml_dict, validate
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -203,14 +202,18 @@ def probe_steps(scenario: Scenario, source: str | None = None) -> list[dict[str,
 
 
 def _probe_size(scenario: Scenario) -> int:
-    """The fewest nodes, from 10 doubling, that give every principal an agent (ring: n > 2)."""
-    n = max(10, len(scenario.principals))
-    while n < scenario.network.n_agents:
-        network = SimpleNamespace(n_agents=n)
-        if min(agent_counts(SimpleNamespace(principals=scenario.principals, network=network))):
-            return n
+    """The fewest nodes, from 10 doubling, that give every principal an agent.
+
+    At most the scenario's own size (valid: validation gives each principal an agent there), and
+    at least 3, the smallest ring of degree 2.
+    """
+    shares = [p.share for p in scenario.principals]
+    n = max(10, len(shares))
+    while n < scenario.network.n_agents and not min(split_by_share(shares, n)):
         n *= 2
-    return max(3, scenario.network.n_agents)  # valid: the scenario gives each principal one
+    if min(split_by_share(shares, n)):
+        return n
+    return max(3, scenario.network.n_agents)
 
 
 def steps_schema(scenario: Scenario) -> pa.Schema:

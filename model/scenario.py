@@ -567,10 +567,21 @@ def agent_counts(scenario: Scenario) -> list[int]:
         One count per principal, summing to ``n_agents``, by the largest-remainder method (ties
         to the earlier principal). The model builds its principals with exactly these counts.
     """
+    return split_by_share([p.share for p in scenario.principals], scenario.network.n_agents)
+
+
+def split_by_share(shares: list[float], total: int) -> list[int]:
+    """Split ``total`` by ``shares`` with the largest-remainder method (ties to the earlier).
+
+    Args:
+        shares: Positive weights, not necessarily normalised.
+        total: What is split.
+
+    Returns:
+        One count per share, summing to ``total``.
+    """
     import numpy as np
 
-    shares = [p.share for p in scenario.principals]
-    total = scenario.network.n_agents
     weights = np.asarray(shares, dtype=float) / sum(shares)
     exact = weights * total
     counts = np.floor(exact).astype(int)
