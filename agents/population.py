@@ -72,7 +72,7 @@ class Population:
             epoch=np.zeros(n, dtype=np.int64),
             deployed_at=np.zeros(n, dtype=np.int64),
             action=np.zeros((n, d)),
-            last_noise=np.zeros((n, d)),
+            last_noise=np.zeros((d, n)).T,  # the layout of each step's noise: one compile
             last_proxy=np.zeros(n),
             power=np.zeros(n, dtype=np.int64),
             gain=np.zeros(n),

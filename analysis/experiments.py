@@ -325,8 +325,6 @@ def run_experiments(
     Raises:
         ScenarioError: On an unknown name, a bad size or an invalid arm (nothing written then).
     """
-    from mesaopt.analysis.experiment_report import write_report
-
     experiments = _select(names)
     if size is None and os.environ.get(SIZE_ENV, "").strip():
         size = parse_size(os.environ[SIZE_ENV])
@@ -356,6 +354,9 @@ def run_experiments(
     for name, writer in (("verdicts.csv", "to_csv"), ("verdicts.parquet", "to_parquet")):
         with atomic_path(out / name) as tmp:
             getattr(table, writer)(tmp, index=False)
+    # Imported here, after every check: matplotlib and scipy.stats cost a refusal 1.5 s.
+    from mesaopt.analysis.experiment_report import write_report
+
     write_report(experiments, table, out)
     table.attrs["failed_runs"] = failed
     table.attrs["wall_seconds"] = time.perf_counter() - clock

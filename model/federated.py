@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.stats import chi2
+from scipy.special import chdtri
 
 from mesaopt.model.selection import redesign_contract, retrain, retrain_worst
 
@@ -121,7 +121,9 @@ def screen_agents(
         return members[:0]
     gap = (outputs - model.population.sandbox_action[members])[:, perceived]
     statistic = np.einsum("ij,ij->i", gap, gap / world.noise_var[perceived])
-    threshold = chi2.isf(principal.config.federated.screen_level, int(perceived.sum()))
+    # chi2.isf(level, |P|) without scipy.stats, whose import costs every command about a second
+    # (the same function underneath: scipy.stats computes it with chdtri).
+    threshold = chdtri(int(perceived.sum()), principal.config.federated.screen_level)
     flagged = members[statistic > threshold]
     model.record_event(
         "screen",

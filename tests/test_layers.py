@@ -63,3 +63,18 @@ def test_every_module_has_a_layer():
     assert not unplaced, f"modules in no layer of [tool.importlinter]: {', '.join(unplaced)}"
     # mesaopt.model's __init__ sits outside the layers, so it must import nothing of ours.
     assert not graph.find_modules_directly_imported_by("mesaopt.model")
+
+
+def test_a_run_imports_no_plotting_statistics_or_cluster_library():
+    """``check`` and ``simulate`` import the model and the runner: neither may pull in
+    matplotlib, scipy.stats, Dask or SALib, each of which costs every command a second or so
+    (scipy.stats alone took ``check`` from 3.0 to 4.8 s)."""
+    heavy = ["matplotlib", "scipy.stats", "dask", "distributed", "SALib", "solara"]
+    code = (
+        "import sys, mesaopt.run, mesaopt.model.runner, mesaopt.model.model; "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert result.stdout.strip() == "[]", result.stdout

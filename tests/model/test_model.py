@@ -275,6 +275,21 @@ def test_keyword_parameters_build_the_model():
     assert int(model.time) == 3
 
 
+def test_last_noise_keeps_one_memory_layout_across_steps():
+    """The compiled planner is specialised on array layouts: a C-ordered zero array before the
+    first step and the F-ordered noise of later steps compiled ``_plan_rows`` twice (about 5 s
+    of every first run after install)."""
+
+    def layout(array: np.ndarray) -> tuple[bool, bool]:
+        return array.flags.c_contiguous, array.flags.f_contiguous
+
+    model = MesaOptModel(network__n_agents=50, run__steps=3)
+    before = layout(model.population.last_noise)
+    for _ in range(3):
+        model.step()
+        assert layout(model.population.last_noise) == before
+
+
 def test_memory_does_not_grow_with_steps():
     """Beyond the recorder (which streams to disk), a run holds only the current state."""
     import gc
