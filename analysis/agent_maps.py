@@ -33,6 +33,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
 from matplotlib.lines import Line2D
 
 from mesaopt.analysis.figures import CATEGORY_COLOURS, OKABE_ITO, save_figure
+from mesaopt.analysis.stats import t_quantile
 from mesaopt.model.measures import CATEGORIES
 from mesaopt.model.network import Network
 from mesaopt.model.recording import atomic_path
@@ -495,8 +496,6 @@ def plot_group_view(
     Raises:
         ValueError: If the table has no snapshots.
     """
-    from scipy import stats as sps
-
     if agents.empty:
         raise ValueError("the run has no agent snapshots (run.agent_every = 0 or snapshots off)")
     step = int(agents["step"].max()) if step is None else step
@@ -546,7 +545,7 @@ def plot_group_view(
             values = values[np.isfinite(values)]
             means.append(values.mean() if len(values) else np.nan)
             if len(values) >= 2:
-                t = float(sps.t.ppf(0.975, len(values) - 1))
+                t = t_quantile(0.975, len(values) - 1)
                 halves.append(t * values.std(ddof=1) / np.sqrt(len(values)))
             else:
                 halves.append(np.nan)

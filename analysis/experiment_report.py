@@ -21,11 +21,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from mesaopt.analysis.experiment_files import Claim, Experiment
 from mesaopt.analysis.experiments import arm_steps, run_quantity
 from mesaopt.analysis.figures import OKABE_ITO, save_figure
+from mesaopt.analysis.stats import t_quantile
 
 _VERDICT_COLOURS = {"supported": "#009E73", "refuted": "#D55E00", "inconclusive": "#777777"}
 
@@ -34,7 +34,7 @@ def _band(values: pd.DataFrame, by: str, column: str) -> pd.DataFrame:
     """Mean and 95% t interval of ``column`` over replicates at each value of ``by``."""
     grouped = values.groupby(by)[column]
     frame = grouped.agg(["mean", "std", "count"])
-    quantile = sps.t.ppf(0.975, np.maximum(frame["count"] - 1, 1))
+    quantile = t_quantile(0.975, np.maximum(frame["count"] - 1, 1).to_numpy())
     half = np.where(frame["count"] > 1, quantile * frame["std"] / np.sqrt(frame["count"]), np.nan)
     return frame.assign(low=frame["mean"] - half, high=frame["mean"] + half)
 

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from mesaopt.analysis.stats import t_quantile
 from mesaopt.model.measures import FLAGS, PARTS
 from mesaopt.model.recording import atomic_path
 
@@ -138,8 +139,6 @@ def _agent_intervals(agents: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     in which it was of the category), so the interval is over agents, not agent-snapshots, which
     are strongly correlated.
     """
-    from scipy import stats as sps
-
     needed = {"agent_id", "principal", "category", "principal_loss", "mesa_loss"}
     if agents is None or agents.empty or not needed <= set(agents.columns):
         return pd.DataFrame(columns=["principal", "category", "n"])
@@ -158,7 +157,7 @@ def _agent_intervals(agents: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
             values = group[loss].to_numpy(dtype=float)
             values = values[np.isfinite(values)]
             if len(values) >= 2:
-                t = float(sps.t.ppf(0.5 + level / 2, len(values) - 1))
+                t = t_quantile(0.5 + level / 2, len(values) - 1)
                 row[f"{loss}_half"] = t * float(values.std(ddof=1)) / np.sqrt(len(values))
             else:
                 row[f"{loss}_half"] = np.nan

@@ -10,11 +10,11 @@ mean ± t₀.₉₇₅,ₙ₋₁ · sd/√n (NaN when fewer than two replicates)
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import stdtrit
 
 #: Columns of a ``steps`` table that are not metrics.
 ID_COLUMNS = ("step", "principal")
@@ -63,11 +63,22 @@ def reduce_run(steps: pd.DataFrame) -> pd.DataFrame:
     return reduced
 
 
-@functools.lru_cache(maxsize=1024)  # a summary asks for the same few quantiles thousands of times
-def _t_quantile(q: float, df: int) -> float:
-    from scipy import stats as sps  # imported here: sweep workers import this module, not SciPy's
+def t_quantile(q: float, df: Any) -> Any:
+    """Quantile ``q`` of Student's t with ``df`` degrees of freedom, for 0 < q ≤ 1.
 
-    return float(sps.t.ppf(q, df))
+    The value of ``scipy.stats.t.ppf(q, df)`` (``scipy.special.stdtrit`` is what it evaluates,
+    to the bit), without importing ``scipy.stats``: that import costs every command that draws
+    or summarises about a second.
+
+    Args:
+        q: The probability (the intervals here use upper quantiles, 0.5 + level / 2).
+        df: Degrees of freedom, a number or an array (NaN where not positive).
+
+    Returns:
+        The quantile, a float for scalar ``df``, else an array.
+    """
+    quantile = stdtrit(df, q)
+    return float(quantile) if np.ndim(quantile) == 0 else quantile
 
 
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[int, float, float, float, float]:
@@ -89,7 +100,7 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[int, float, flo
     if n < 2:
         return 1, mean, np.nan, np.nan, np.nan
     sd = float(finite.std(ddof=1))
-    half = _t_quantile(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
+    half = t_quantile(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
     return n, mean, sd, mean - half, mean + half
 
 

@@ -23,9 +23,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from mesaopt.analysis.figures import OKABE_ITO, save_figure
+from mesaopt.analysis.stats import t_quantile
 from mesaopt.analysis.theory import (
     expected_max_std_normal,
     regressional_selection_gain,
@@ -457,7 +457,7 @@ def mean_ci(values: pd.Series | np.ndarray, level: float = 0.95) -> tuple[float,
     mean = float(x.mean())
     if len(x) < 2:
         return mean, np.nan, np.nan
-    half = float(sps.t.ppf(0.5 + level / 2, len(x) - 1)) * float(x.std(ddof=1)) / np.sqrt(len(x))
+    half = t_quantile(0.5 + level / 2, len(x) - 1) * float(x.std(ddof=1)) / np.sqrt(len(x))
     return mean, mean - half, mean + half
 
 

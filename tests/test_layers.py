@@ -3,10 +3,12 @@
 Bottom up: the world's data, behaviour and measures, the model core, analysis, the command line;
 each layer imports only layers below it, and nothing below analysis imports analysis. A broken
 contract fails the test with import-linter's report (each illegal import with its chain and line).
+Also what the layers pull in at import: every command pays for it before it does anything.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -65,16 +67,32 @@ def test_every_module_has_a_layer():
     assert not graph.find_modules_directly_imported_by("mesaopt.model")
 
 
+def _imported(modules: list[str], heavy: list[str]) -> list[str]:
+    """Which of ``heavy`` a fresh interpreter has loaded after importing ``modules``."""
+    code = f"import sys, {', '.join(modules)}; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    return ast.literal_eval(result.stdout.strip())
+
+
 def test_a_run_imports_no_plotting_statistics_or_cluster_library():
     """``check`` and ``simulate`` import the model and the runner: neither may pull in
     matplotlib, scipy.stats, Dask or SALib, each of which costs every command a second or so
     (scipy.stats alone took ``check`` from 3.0 to 4.8 s)."""
     heavy = ["matplotlib", "scipy.stats", "dask", "distributed", "SALib", "solara"]
-    code = (
-        "import sys, mesaopt.run, mesaopt.model.runner, mesaopt.model.model; "
-        f"print([m for m in {heavy!r} if m in sys.modules])"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
-    )
-    assert result.stdout.strip() == "[]", result.stdout
+    modules = ["mesaopt.run", "mesaopt.model.runner", "mesaopt.model.model"]
+    assert _imported(modules, heavy) == []
+
+
+def test_analysis_takes_its_t_and_normal_quantiles_from_scipy_special():
+    """Reports, experiments and sweeps use ``analysis.stats.t_quantile`` (scipy.special), not
+    scipy.stats, whose import costs each of those commands about a second."""
+    modules = [
+        "mesaopt.analysis.report",
+        "mesaopt.analysis.experiments",
+        "mesaopt.analysis.experiment_report",
+        "mesaopt.analysis.sweep_runner",
+        "mesaopt.analysis.validation",
+    ]
+    assert _imported(modules, ["scipy.stats"]) == []
