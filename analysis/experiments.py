@@ -354,7 +354,7 @@ def run_experiments(
     for name, writer in (("verdicts.csv", "to_csv"), ("verdicts.parquet", "to_parquet")):
         with atomic_path(out / name) as tmp:
             getattr(table, writer)(tmp, index=False)
-    # Imported here, after every check: matplotlib and scipy.stats cost a refusal 1.5 s.
+    # Imported here, after every check: matplotlib would cost a refusal about a second.
     from mesaopt.analysis.experiment_report import write_report
 
     write_report(experiments, table, out)

@@ -204,16 +204,17 @@ def probe_steps(scenario: Scenario, source: str | None = None) -> list[dict[str,
 def _probe_size(scenario: Scenario) -> int:
     """The fewest nodes, from 10 doubling, that give every principal an agent.
 
-    At most the scenario's own size (valid: validation gives each principal an agent there), and
-    at least 3, the smallest ring of degree 2.
+    The doubling stops at the scenario's own size: if no ring below it gives every principal an
+    agent, the probe takes that size (validation gives each principal an agent there; at least
+    3, the smallest ring of degree 2). A scenario of fewer than ten agents is probed on ten.
     """
     shares = [p.share for p in scenario.principals]
     n = max(10, len(shares))
-    while n < scenario.network.n_agents and not min(split_by_share(shares, n)):
+    while not min(split_by_share(shares, n)):
+        if n >= scenario.network.n_agents:
+            return max(3, scenario.network.n_agents)
         n *= 2
-    if min(split_by_share(shares, n)):
-        return n
-    return max(3, scenario.network.n_agents)
+    return n
 
 
 def steps_schema(scenario: Scenario) -> pa.Schema:
