@@ -787,9 +787,12 @@ def _add_view_commands(commands: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Draw every figure of a run or sweep folder and write report.html."""
-    from mesaopt.analysis.report import NotARunError, build_report
+    from mesaopt.analysis.folder_kinds import NotARunError, check_run_or_sweep
 
     try:
+        check_run_or_sweep(args.dir)  # before the plotting libraries' import (seconds)
+        from mesaopt.analysis.report import build_report
+
         with _tables_of(args.dir):
             report = build_report(args.dir, _out_dir(args.out), animate=args.animate)
     except NotARunError as err:
@@ -1015,6 +1018,29 @@ def cli() -> None:
     sys.exit(status)
 
 
+#: Commands that run the model, and so may compile its kernels (None: the demo).
+MODEL_COMMANDS = frozenset({None, "simulate", "validate", "sweep", "sensitivity", "experiments"})
+
+
+def _compile_notice(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """One line on stderr if the command compiles the model's kernels.
+
+    On a terminal only, as the progress bars (tqdm's ``disable=None``), and not with ``--quiet``:
+    a log or a test that reads stderr keeps its one line per error.
+    """
+    quiet = getattr(args, "quiet", False) or not sys.stderr.isatty()
+    if args.command not in MODEL_COMMANDS or quiet:
+        return contextlib.nullcontext()
+    from mesaopt.model.compile_notice import compile_notice
+
+    def write(line: str) -> None:
+        from tqdm import tqdm  # above a progress bar that is already drawn, not through it
+
+        tqdm.write(line, file=sys.stderr)
+
+    return compile_notice(write)
+
+
 def _main(args: argparse.Namespace) -> int:
     """Run the parsed command; every failure a user can cause is one line and an exit status."""
     handlers = {"simulate": cmd_simulate, "validate": cmd_validate, "scenarios": cmd_scenarios}
@@ -1032,7 +1058,8 @@ def _main(args: argparse.Namespace) -> int:
         print("mesaopt: interrupted; nothing was done", file=sys.stderr)
         return 130
     try:
-        status = cmd_demo() if args.command is None else handlers[args.command](args)
+        with _compile_notice(args):
+            status = cmd_demo() if args.command is None else handlers[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, inside the try (Python docs, "signal")
         return status
     except ScenarioError as err:

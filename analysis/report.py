@@ -36,12 +36,12 @@ from mesaopt.analysis.agent_maps import (
     plot_group_view,
     prefers_group_view,
 )
+from mesaopt.analysis.folder_kinds import check_run_or_sweep
 from mesaopt.analysis.run_folder import (
     REPORT_MARK,
     NotARunError,
     RunTables,
     is_run_folder,
-    is_sweep_folder,
     read_run,
 )
 from mesaopt.analysis.sweep_figures import (
@@ -520,11 +520,7 @@ def build_report(
     """
     path = Path(path)
     out = Path(out_dir) if out_dir is not None else path / "report"
-    if not (is_run_folder(path) or is_sweep_folder(path)):
-        raise NotARunError(
-            f"{path} is not a run folder (manifest.json + steps) "
-            "or a sweep folder (sweep.json + runs/)"
-        )
+    check_run_or_sweep(path)
     # written into, never swapped: absent, empty or an earlier report (never someone's folder)
     check_reused_folder(out, ("report.html", REPORT_MARK), "a mesaopt report folder")
     report = Report(out_dir=out, html=out / "report.html")

@@ -21,6 +21,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+# (re-exported: what kind of folder it is, decided without reading a table)
+from mesaopt.analysis.folder_kinds import (
+    FailedRunError,
+    NotARunError,
+    is_run_folder,
+    is_sweep_folder,
+)
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.graphs import grid_positions
 from mesaopt.model.network import (
@@ -35,14 +42,6 @@ from mesaopt.model.scenario_files import validate
 
 #: Tables :func:`read_run` reads at once; ``network`` is read on demand (it can be large).
 FRAME_TABLES = tuple(name for name in TABLES if name != "network")
-
-
-class NotARunError(ValueError):
-    """Raised when a folder holds neither a run nor a sweep."""
-
-
-class FailedRunError(NotARunError):
-    """Raised when a run folder holds a run stopped by an error (``"status": "failed"``)."""
 
 
 class MissingTableError(ValueError):
@@ -113,20 +112,6 @@ class RunTables:
             MissingTableError: The run has no network table (recorded by an older mesaopt).
         """
         return read_network(self)
-
-
-def is_run_folder(path: str | Path) -> bool:
-    """Whether ``path`` holds a run: a ``manifest.json`` and a ``steps`` table."""
-    path = Path(path)
-    return (path / "manifest.json").is_file() and any(
-        (path / f"steps.{ext}").is_file() for ext in ("parquet", "csv")
-    )
-
-
-def is_sweep_folder(path: str | Path) -> bool:
-    """Whether ``path`` holds a sweep: a ``sweep.json`` next to a ``runs/`` folder."""
-    path = Path(path)
-    return (path / "sweep.json").is_file() and (path / "runs").is_dir()
 
 
 def _named_file(path: Path, manifest: dict[str, Any], name: str) -> list[Path]:

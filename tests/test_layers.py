@@ -96,3 +96,24 @@ def test_analysis_takes_its_t_and_normal_quantiles_from_scipy_special():
         "mesaopt.analysis.validation",
     ]
     assert _imported(modules, ["scipy.stats"]) == []
+
+
+def test_report_refuses_a_folder_that_is_no_run_before_importing_the_tables_or_plots(tmp_path):
+    """``report nosuchdir`` answers at once: the folder is checked (analysis.folder_kinds)
+    before matplotlib, pandas or the report module are imported (it took 3.8 s before)."""
+    code = (
+        "import sys; from mesaopt.run import main; status = main(['report', 'nosuchdir']); "
+        "print([status, [m for m in ('matplotlib', 'pandas', 'mesaopt.analysis.report') "
+        "if m in sys.modules]])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert ast.literal_eval(result.stdout.strip()) == [2, []], result.stderr
+    assert "nosuchdir is not a run folder" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from mesaopt.model import runner
+from mesaopt.model.compile_notice import NOTICE
 
 pytestmark = pytest.mark.slow  # about half a minute: a build, a venv and a compiled first run
 
@@ -42,25 +43,55 @@ USER_MODEL = (
 )
 
 
-def run(*args: str | Path, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command with an environment that points at nothing of the checkout."""
+def run(
+    *args: str | Path, cwd: Path, check: bool = True, terminal: bool = False
+) -> subprocess.CompletedProcess:
+    """Run a command with an environment that points at nothing of the checkout.
+
+    ``terminal``: its stderr is a pseudo-terminal (what a user at a shell has), read back as
+    text with its line ends as written.
+    """
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("PYTHON", "VIRTUAL_ENV", "GIT_"))
     }
     env["PYTHONNOUSERSITE"] = "1"
-    result = subprocess.run(
-        [str(arg) for arg in args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    command = [str(arg) for arg in args]
+    if terminal:
+        result = _run_on_a_terminal(command, cwd, env)
+    else:
+        result = subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        )
     if check:
         assert result.returncode == 0, f"{args}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
+
+
+def _run_on_a_terminal(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    """``command`` with stdout captured and stderr on a pseudo-terminal that is read back."""
+    import pty
+
+    reader, writer = pty.openpty()
+    with subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=writer, text=True
+    ) as process:
+        os.close(writer)  # the child holds the only other end: reading ends when it exits
+        written = bytearray()
+        while True:
+            try:
+                chunk = os.read(reader, 4096)
+            except OSError:  # EIO: the terminal's other end is closed (Linux)
+                break
+            if not chunk:
+                break
+            written += chunk
+        os.close(reader)
+        stdout = process.stdout.read()
+        returncode = process.wait(timeout=600)
+    stderr = written.decode("utf-8", "replace").replace("\r\n", "\n")
+    return subprocess.CompletedProcess(command, returncode, stdout, stderr)
 
 
 def git_repository(path: Path) -> Path:
@@ -210,12 +241,23 @@ def test_simulate_beside_a_user_model_py_outside_a_checkout(installed):
     scenario = package / "scenarios" / "baseline.toml"
     # The venv sits in a git repository: a revision from it would be the user's, not ours.
     assert REVISION.fullmatch(run("git", "-C", package, "rev-parse", "HEAD", cwd=user).stdout[:40])
+    # On a terminal, as a newcomer runs it: a fresh install has no compiled kernels, and the
+    # first run says once that it is compiling them; the next run loads them and says nothing.
     result = run(
         *(installed["bin"] / "mesaopt", "simulate", scenario),
         *("--set", "network.n_agents=60", "--steps", "3", "--out", "OUT"),
         cwd=user,
+        terminal=True,
     )
     assert "wrote OUT" in result.stdout, result.stdout
+    assert result.stderr.count(NOTICE) == 1, result.stderr
+    again = run(
+        *(installed["bin"] / "mesaopt", "simulate", scenario),
+        *("--set", "network.n_agents=60", "--steps", "3", "--out", "AGAIN"),
+        cwd=user,
+        terminal=True,
+    )
+    assert "wrote AGAIN" in again.stdout and NOTICE not in again.stderr, again.stderr
     manifest = json.loads((user / "OUT" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["steps"] == 3 and manifest["scenario"]["network"]["n_agents"] == 60
     assert manifest["git_revision"] is None
