@@ -464,6 +464,7 @@ def open_engine(
     workers: int | None = None,
     deferred: list[Callable[[], None]] | None = None,
     start_method: str | None = None,
+    warm_up: Callable[[], None] | None = None,
 ) -> Iterator[tuple[MapFn, str]]:
     """Start (or connect to) an execution engine for the length of a ``with`` block.
 
@@ -478,6 +479,9 @@ def open_engine(
             a background thread while it writes its tables).
         start_method: How LocalCluster workers start (``fork``, ``spawn``, ``forkserver``);
             default :func:`worker_start_method`.
+        warm_up: Called in this process before forked LocalCluster workers start (a small run
+            that loads or compiles the kernels the runs need), so that they inherit the
+            compiled kernels instead of each compiling them at once on a first run.
 
     Yields:
         ``(map_unordered, description)``: ``map_unordered(fn, items)`` yields ``fn(item)`` for
@@ -523,6 +527,8 @@ def open_engine(
         raise ValueError(f"unknown start method {method!r} (one of {', '.join(START_METHODS)})")
     if method == "fork":
         _preload_runs()
+        if warm_up is not None:
+            warm_up()
     options = {
         "distributed.worker.multiprocessing-method": method,
         **LOCAL_CLUSTER_CONFIG,

@@ -20,8 +20,8 @@ __all__ = ["NOTICE", "compile_notice"]
 
 #: The line written on the first compilation of one of the package's kernels.
 NOTICE = (
-    "mesaopt: compiling the model's kernels for this machine (once; this run starts up to a "
-    "minute later, later runs load them from the cache)"
+    "mesaopt: compiling the model's kernels for this machine (once: up to a minute; later "
+    "commands load them from the cache)"
 )
 
 #: Modules whose kernels count: the package's own (a user's Numba code is theirs to time).

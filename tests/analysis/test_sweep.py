@@ -19,8 +19,11 @@ import pytest
 from mesaopt.analysis.executors import (
     LOCAL_CLUSTER_CONFIG,
     START_METHOD_ENV,
+    RunTask,
+    execute_run,
     is_complete,
     open_engine,
+    run_folder,
     worker_start_method,
 )
 from mesaopt.analysis.export import export_sweep
@@ -32,7 +35,7 @@ from mesaopt.analysis.sweep_design import (
     plan_runs,
     replicate_seeds,
 )
-from mesaopt.analysis.sweep_runner import load_base, run_design, sweep_design
+from mesaopt.analysis.sweep_runner import load_base, run_design, sweep_design, warm_kernels
 from mesaopt.model.errors import ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,10 +216,18 @@ def test_local_cluster_gives_the_tables_of_the_serial_engine(
     if start == "fork" and not sys.platform.startswith("linux"):
         pytest.skip("fork is the default start method on Linux only")
     monkeypatch.setenv(START_METHOD_ENV, start)
+    warmed: list[int] = []
+
+    def warm(tasks: list) -> None:  # the real warm-up, counted: it changes no table
+        warmed.append(len(tasks))
+        warm_kernels(tasks)
+
+    monkeypatch.setattr("mesaopt.analysis.sweep_runner.warm_kernels", warm)
     base = load_base(None, TINY)
     design = sweep_design(base, GRID, replicates=2, seed=3)
     local = run_design(base, design, tmp_path / "local", engine="local", workers=2, progress=False)
     assert local.count("ok") == 8, local.failed
+    assert warmed == ([8] if start == "fork" else [])  # forked workers inherit its kernels
     pd.testing.assert_frame_equal(tidy(tmp_path / "local"), tidy(serial_sweep.out_dir))
     pd.testing.assert_frame_equal(local.summary, serial_sweep.summary)
     # re-running skips every finished run and gives the same tables
@@ -252,15 +263,60 @@ def _worker_config(_: object) -> dict[str, object]:
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-@pytest.mark.parametrize(("start", "inherited"), [("fork", ["driver"]), ("spawn", [])])
+@pytest.mark.parametrize(("start", "inherited"), [("fork", ["driver", "warmed up"]), ("spawn", [])])
 def test_local_workers_start_as_asked(monkeypatch, start, inherited):
+    """A forked worker is a copy of the driver, warmed up first (its kernels loaded)."""
     if start == "fork" and not sys.platform.startswith("linux"):
         pytest.skip("fork is the command line's default on Linux only")
     monkeypatch.setattr(sys.modules[__name__], "DRIVER_MARK", ["driver"])
-    with open_engine("local", workers=1, start_method=start) as (map_unordered, _):
+    calls: list[str] = []
+
+    def warm_up() -> None:
+        calls.append(start)
+        DRIVER_MARK.append("warmed up")
+
+    with open_engine("local", workers=1, start_method=start, warm_up=warm_up) as (
+        map_unordered,
+        _,
+    ):
         assert list(map_unordered(_driver_mark, [0])) == [inherited]
         # The embedded cluster's quiet settings reach the workers however they start.
         assert list(map_unordered(_worker_config, [0])) == [LOCAL_CLUSTER_CONFIG]
+    assert calls == ([start] if start == "fork" else [])  # a spawned worker inherits nothing
+
+
+def _sweep_tasks(tmp_path: Path) -> list:
+    base = load_base(ROOT / "scenarios" / "baseline.toml", TINY)
+    design = sweep_design(base, {"principals.0.selection.n": [2, 8]}, replicates=1)
+    runs = plan_runs(base.data, design, base.source, base.base_dir)
+    return [RunTask(spec, str(tmp_path), None, base.source) for spec in runs]
+
+
+def test_the_warm_up_probes_the_first_unfinished_run(tmp_path, monkeypatch):
+    """A cold first sweep compiles once, in the driver, not in every worker at once."""
+    probed: list[int] = []
+    monkeypatch.setattr(
+        "mesaopt.model.runner.probe_steps",
+        lambda scenario, source=None: probed.append(scenario.principals[0].selection.n),
+    )
+    tasks = _sweep_tasks(tmp_path)
+    warm_kernels(tasks)
+    assert probed == [2]
+    execute_run(tasks[0])  # really run: resuming tells a finished run by its manifest
+    assert is_complete(run_folder(tmp_path, tasks[0].spec.run_id), tasks[0].spec.run_id)
+    warm_kernels(tasks)
+    assert probed == [2, 8]  # the finished run is skipped: the next one is probed
+    execute_run(tasks[1])
+    warm_kernels(tasks)
+    assert probed == [2, 8]  # nothing left to run: nothing to warm up
+
+
+def test_a_warm_up_that_fails_leaves_the_error_to_the_run(tmp_path, monkeypatch):
+    def failing(scenario, source=None):
+        raise ValueError("the probe cannot run")
+
+    monkeypatch.setattr("mesaopt.model.runner.probe_steps", failing)
+    warm_kernels(_sweep_tasks(tmp_path))  # no exception: the runs report their own errors
 
 
 def test_bad_worker_start_method_is_a_one_line_error(tmp_path):
