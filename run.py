@@ -371,10 +371,17 @@ def scenario_path(text: str) -> Path:
         raise ScenarioError("scenario", "empty file name")
     _check_name_length(text, "scenario")
     path = Path(text)
-    if not path.exists() and path.name == text and path.suffix == "":
-        shipped = SCENARIO_DIR / f"{text}.toml"
-        if shipped.is_file():
+    if not path.exists() and path.name == text and path.suffix in ("", ".toml"):
+        shipped = SCENARIO_DIR / f"{path.stem}.toml"
+        if path.suffix == "" and shipped.is_file():
             return shipped
+        import difflib
+
+        names = sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+        close = difflib.get_close_matches(path.stem, names, n=1)
+        if close and close[0] != path.stem:  # a typo of a shipped scenario's name
+            message = f"file not found (did you mean the shipped scenario '{close[0]}'?)"
+            raise ScenarioError("scenario", message, text)
     return path
 
 
@@ -980,7 +987,8 @@ def _disk_full_message(command: str | None, err: OSError) -> str:
 def _interrupted_message(command: str | None, out: str | None) -> str:
     """What Ctrl-C left: a run keeps nothing, a sweep or experiments every finished run."""
     if command in ("sweep", "sensitivity", "experiments"):
-        return f"run the same command again to resume ({out}/ keeps every finished run)"
+        folder = out if (out or "").endswith("/") else f"{out}/"  # "sw/" and "sw" alike: sw/
+        return f"run the same command again to resume ({folder} keeps every finished run)"
     if command == "simulate":
         return "nothing was kept (a run folder appears complete or not at all)"
     return "nothing more was done"

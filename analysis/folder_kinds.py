@@ -47,8 +47,10 @@ def check_run_or_sweep(path: str | Path) -> None:
         path: The folder.
 
     Raises:
-        NotARunError: If ``path`` holds neither a run nor a sweep.
+        NotARunError: If ``path`` does not exist, or holds neither a run nor a sweep.
     """
+    if not Path(path).exists():
+        raise NotARunError(f"{path}: no such folder")
     if not (is_run_folder(path) or is_sweep_folder(path)):
         raise NotARunError(
             f"{path} is not a run folder (manifest.json + steps) "

@@ -54,7 +54,7 @@ from mesaopt.analysis.sweep_figures import (
     selection_parameters,
 )
 from mesaopt.model.atomic_folder import check_reused_folder
-from mesaopt.model.measures import PARTS
+from mesaopt.model.measures import FLAGS, PARTS
 from mesaopt.model.network import Network
 
 #: Characters a file name made from a user-supplied string keeps; everything else becomes "_".
@@ -178,8 +178,8 @@ def key_numbers(run: RunTables) -> pd.DataFrame:
 
     Returns:
         One row per principal (``all`` last) with proxy, true value, the two losses and the
-        principal loss's Shapley parts, the four Goodhart measures and the agent counts by
-        category.
+        principal loss's Shapley parts, the four Goodhart measures, the agent counts by
+        primary category (of the decomposed agents) and by flag.
     """
     steps = run.steps
     last = int(steps["step"].max())
@@ -201,6 +201,11 @@ def key_numbers(run: RunTables) -> pd.DataFrame:
         )
         for category in figures.CATEGORY_COLOURS:
             row[f"n_{category}"] = int(final[f"n_{category}"])
+        if "n_decomposed" in final:  # (runs of mesaopt 1 have neither)
+            row["n_decomposed"] = int(final["n_decomposed"])
+        for flag in FLAGS:
+            if f"flagged_{flag}" in final:
+                row[f"flagged_{flag}"] = int(final[f"flagged_{flag}"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -358,10 +363,15 @@ def _run_report(run: RunTables, out: Path, animate: bool, report: Report) -> lis
         _scenario_summary(run.manifest),
         "<h2>Key numbers</h2>",
         "<p>Means per agent; <em>last quarter</em> averages the last 25% of steps; regressional "
-        "Goodhart averages the selection steps.</p>",
+        "Goodhart averages the selection steps. Counts are of the final step: "
+        "<code>n_&lt;category&gt;</code> counts the decomposed agents "
+        "(<code>n_decomposed</code>) by <em>primary</em> category, the cause of the largest part "
+        "of their principal loss, so each agent is counted once; "
+        "<code>flagged_&lt;flag&gt;</code> counts every agent that has the flag, and flags "
+        "overlap (an agent can be super and trans at once).</p>",
         _table_html(
             numbers.set_index("principal").T.reset_index(names=""),
-            counts={c for c in numbers.columns if c.startswith("n_")},
+            counts={c for c in numbers.columns if c.startswith(("n_", "flagged_"))},
         ),
     ]
     return sections

@@ -167,7 +167,7 @@ def _progress_bar(total: int, enabled: bool, desc: str) -> tqdm:
         desc=desc,
         unit="run",
         file=sys.stderr,
-        disable=not enabled,
+        disable=not enabled or None,  # None: on a terminal only, as the run's own bar
         dynamic_ncols=True,
         bar_format="{desc}: {n_fmt}/{total_fmt} runs |{bar}| {elapsed}, ETA {remaining}{postfix}",
     )

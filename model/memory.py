@@ -20,3 +20,12 @@ def available_bytes() -> int:
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     return total if soft == resource.RLIM_INFINITY else min(total, soft)
+
+
+def memory_limit_name() -> str:
+    """What :func:`available_bytes` is, in words: this machine's memory or the ``ulimit -v``."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY and soft < total:
+        return "this process's address-space limit (ulimit -v)"
+    return "this machine's memory"

@@ -204,6 +204,21 @@ def edge_list_key(path: Any, n_agents: int, base_dir: pathlib.Path | None) -> tu
     return (str(path), n_agents, str(base_dir))
 
 
+def check_network_parameters(cfg: Any) -> None:
+    """The checks of :func:`build_network` that read no file: topology and its parameters.
+
+    Scenario validation runs these before it estimates a run's memory, so that a network no run
+    can build (``k >= n_agents``) is named as such, not as a run too large for the machine.
+
+    Args:
+        cfg: The network config, as for :func:`build_network`.
+
+    Raises:
+        ScenarioError: As :func:`build_network`.
+    """
+    _checked_parameters(cfg, None)
+
+
 def _checked_parameters(cfg: Any, block_sizes: list[int] | None) -> tuple[str, int, dict[str, Any]]:
     """The topology, ``n_agents`` and the checked parameters its generator takes."""
     topology = getattr(cfg, "topology", None)

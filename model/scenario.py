@@ -32,8 +32,8 @@ from pydantic import (
 )
 
 from mesaopt.model.errors import ScenarioError, clean_message
-from mesaopt.model.memory import available_bytes
-from mesaopt.model.network import TOPOLOGIES
+from mesaopt.model.memory import available_bytes, memory_limit_name
+from mesaopt.model.network import TOPOLOGIES, check_network_parameters
 from mesaopt.model.ranges import expand_values
 
 # ------------------------------------------------------------------------------------ bounds
@@ -549,6 +549,7 @@ class Scenario(_Section):
                     f"principal {principal.name!r} would get 0 of the {self.network.n_agents} "
                     f"agents (share {principal.share:g} of {total:g}); raise its share",
                 )
+        check_network_parameters(self.network)  # a graph no run can build is named first
         _check_memory(self, counts)
         return self
 
@@ -699,8 +700,8 @@ def _check_memory(scenario: Scenario, counts: list[int]) -> None:
     key = max(parts, key=parts.__getitem__)
     raise ScenarioError(
         key,
-        f"the run would need about {need / 2**30:.3g} GiB of memory; this machine has "
-        f'{have / 2**30:.3g} GiB (docs/scenarios.md, "Bounds")',
+        f"the run would need about {need / 2**30:.3g} GiB of memory; {memory_limit_name()} "
+        f'is {have / 2**30:.3g} GiB (docs/scenarios.md, "Bounds")',
     )
 
 

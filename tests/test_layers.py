@@ -115,5 +115,5 @@ def test_report_refuses_a_folder_that_is_no_run_before_importing_the_tables_or_p
         cwd=tmp_path,
     )
     assert ast.literal_eval(result.stdout.strip()) == [2, []], result.stderr
-    assert "nosuchdir is not a run folder" in result.stderr
+    assert "mesaopt: error: nosuchdir: no such folder" in result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written

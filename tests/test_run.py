@@ -701,3 +701,33 @@ def test_viz_silences_only_solaras_local_cookie_warning(monkeypatch, capsys):
         "ignore:Cookies with samesite=none require https:UserWarning",
     ]
     assert "serving the app (baseline)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [("baselin", "baseline"), ("baselin.toml", "baseline"), ("regime", "regime_change")],
+)
+def test_a_typo_of_a_shipped_scenario_name_is_answered_with_its_name(
+    tmp_path, monkeypatch, capsys, name, meant
+):
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["simulate", name, "--out", "o"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"mesaopt: error: {name}: scenario: file not found "
+        f"(did you mean the shipped scenario '{meant}'?)"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_name_like_no_shipped_scenario_is_just_not_found(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run.main(["check", "zzzz"]) == 2
+    assert capsys.readouterr().err.strip() == "mesaopt: error: zzzz: scenario: file not found"
+
+
+@pytest.mark.parametrize("out", ["sw", "sw/"])
+def test_an_interrupted_sweep_names_its_folder_once(out):
+    assert run._interrupted_message("sweep", out) == (
+        "run the same command again to resume (sw/ keeps every finished run)"
+    )

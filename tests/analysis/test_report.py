@@ -18,9 +18,10 @@ from mesaopt.analysis.agent_maps import (
     prefers_group_view,
 )
 from mesaopt.analysis.figures import failure_table
-from mesaopt.analysis.report import build_report, design_summary, safe_file_stem
+from mesaopt.analysis.report import build_report, design_summary, key_numbers, safe_file_stem
 from mesaopt.analysis.run_folder import read_run
 from mesaopt.analysis.sweep_figures import read_sweep
+from mesaopt.model.measures import CATEGORIES, FLAGS
 from mesaopt.run import main
 from tests.analysis.conftest import small_run
 
@@ -54,8 +55,9 @@ def test_report_counts_are_integers(run_dir: Path, tmp_path: Path) -> None:
     """Agent counts read 60, not 60.000 (issue 15); other numbers keep three decimals."""
     report = build_report(run_dir, tmp_path / "rep")
     page = report.html.read_text(encoding="utf-8")
-    rows = re.findall(r"<tr><td>(n_\w+)</td>(.*?)</tr>", page)
-    assert {name for name, _ in rows} >= {"n_trans", "n_aligned"}
+    rows = re.findall(r"<tr><td>((?:n|flagged)_\w+)</td>(.*?)</tr>", page)
+    assert {name for name, _ in rows} >= {"n_trans", "n_aligned", "n_decomposed"}
+    assert {f"flagged_{flag}" for flag in FLAGS} <= {name for name, _ in rows}
     for _name, cells in rows:
         for cell in re.findall(r"<td>([^<]*)</td>", cells):
             assert re.fullmatch(r"\d+", cell), cell
@@ -372,3 +374,15 @@ def test_a_corrupt_table_is_one_line(
     assert len(err.splitlines()) == 1
     assert err.startswith(f"mesaopt: error: {run}: a table cannot be read"), err
     assert not (run / "report").exists()
+
+
+def test_key_numbers_count_agents_by_flag_as_well_as_by_primary_category(run_dir: Path) -> None:
+    """Primary categories partition the decomposed agents; flags overlap and count everyone."""
+    run = read_run(run_dir)
+    numbers = key_numbers(run).set_index("principal")
+    final = run.steps[run.steps["step"] == run.steps["step"].max()].set_index("principal")
+    for name, row in numbers.iterrows():
+        for flag in FLAGS:
+            assert row[f"flagged_{flag}"] == final.loc[name, f"flagged_{flag}"]
+        primary = sum(row[f"n_{category}"] for category in CATEGORIES)
+        assert primary == row["n_decomposed"] == final.loc[name, "n_decomposed"]

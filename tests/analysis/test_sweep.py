@@ -632,3 +632,14 @@ def test_a_grid_that_replaces_a_section_names_it_and_the_file(tmp_path):
         run_design(base, design, tmp_path / "sweep", engine="serial", progress=False)
     assert info.value.key == "run" and "baseline.toml" in str(info.value)
     assert not (tmp_path / "sweep").exists()
+
+
+def test_the_sweep_progress_bar_is_drawn_on_a_terminal_only(capsys):
+    """As a run's own bar (tqdm's disable=None): a log or a pipe gets no carriage returns."""
+    from mesaopt.analysis.sweep_runner import _progress_bar
+
+    with _progress_bar(3, True, "sweep") as bar:  # stderr is captured here: not a terminal
+        bar.update(3)
+    assert bar.disable and capsys.readouterr().err == ""
+    with _progress_bar(3, False, "sweep") as bar:
+        assert bar.disable

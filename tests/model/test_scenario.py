@@ -358,3 +358,30 @@ def test_huge_equal_weights_are_a_fair_choice():
             ["agents.capacity={values=[1, 2], weights=[1e308, 1e308]}", "network.n_agents=60"],
         )
     )
+
+
+def test_a_network_no_run_can_build_is_named_before_its_memory():
+    """k ≥ n_agents is the error, whatever memory such a graph would take."""
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(BASELINE, ["network.n_agents=20000", "network.k=30000"])
+    assert info.value.key == "network.k" and "needs k < n_agents (20000)" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("soft", "named"),
+    [
+        (None, "this machine's memory"),
+        (2**30, "this process's address-space limit (ulimit -v)"),
+    ],
+)
+def test_the_memory_refusal_names_the_limit_it_met(monkeypatch, soft, named):
+    import resource
+
+    from mesaopt.model import memory
+
+    limit = resource.RLIM_INFINITY if soft is None else soft
+    monkeypatch.setattr(memory.resource, "getrlimit", lambda which: (limit, limit))
+    assert memory.memory_limit_name() == named
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(BASELINE, ["network.n_agents=2e9"])
+    assert f"; {named} is " in info.value.message
