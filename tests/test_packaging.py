@@ -70,8 +70,13 @@ def run(
 
 
 def _run_on_a_terminal(command: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    """``command`` with stdout captured and stderr on a pseudo-terminal that is read back."""
+    """``command`` with stdout captured and stderr on a pseudo-terminal that is read back.
+
+    Killed, as ``subprocess.run(timeout=600)`` would, if it has not finished within 600 s.
+    """
     import pty
+    import select
+    import time
 
     reader, writer = pty.openpty()
     with subprocess.Popen(
@@ -79,7 +84,12 @@ def _run_on_a_terminal(command: list[str], cwd: Path, env: dict) -> subprocess.C
     ) as process:
         os.close(writer)  # the child holds the only other end: reading ends when it exits
         written = bytearray()
+        deadline = time.monotonic() + 600
         while True:
+            ready, _, _ = select.select([reader], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                process.kill()
+                pytest.fail(f"{command} did not finish within 600 s")
             try:
                 chunk = os.read(reader, 4096)
             except OSError:  # EIO: the terminal's other end is closed (Linux)
