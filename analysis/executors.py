@@ -499,8 +499,7 @@ def open_engine(
     if scheduler is None and cluster is None and engine != "local":
         raise ValueError(f"unknown engine {engine!r} (one of {', '.join(ENGINES)})")
     _quiet_dask()
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is not None:
         with _connected(scheduler) as client:
@@ -522,27 +521,7 @@ def open_engine(
                 yield _dask_map(client), f"SLURM via dask-jobqueue ({workers or 1} jobs)"
         return
     n = workers or default_workers()
-    method = start_method or worker_start_method()
-    if method not in START_METHODS:
-        raise ValueError(f"unknown start method {method!r} (one of {', '.join(START_METHODS)})")
-    if method == "fork":
-        _preload_runs()
-        if warm_up is not None:
-            warm_up()
-    options = {
-        "distributed.worker.multiprocessing-method": method,
-        **LOCAL_CLUSTER_CONFIG,
-    }
-    with dask.config.set(options):  # for the cluster's life: a restarted worker starts alike
-        local = LocalCluster(
-            n_workers=n,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            # A task that raises (a full disk) reaches the driver, which reports it in one
-            # line; the worker would also log it with its traceback.
-            silence_logs=logging.CRITICAL,
-        )
+    with local_cluster(n, start_method, warm_up) as local:
         try:
             with Client(local) as client:
                 yield _dask_map(client), f"Dask LocalCluster ({n} process workers × 1 thread)"
@@ -551,3 +530,53 @@ def open_engine(
                 local.close()
             else:
                 deferred.append(local.close)
+
+
+@contextmanager
+def local_cluster(
+    workers: int | None = None,
+    start_method: str | None = None,
+    warm_up: Callable[[], None] | None = None,
+) -> Iterator[Any]:
+    """The embedded LocalCluster of a sweep (:func:`open_engine`) and of the experiments.
+
+    Started with :data:`LOCAL_CLUSTER_CONFIG`, set for the cluster's life (a restarted worker
+    starts alike); not closed when the block ends: the caller closes it (a sweep in the
+    background while it writes its tables).
+
+    Args:
+        workers: Worker processes (default: one per core), one thread each.
+        start_method: How workers start (default :func:`worker_start_method`).
+        warm_up: Called before forked workers start (see :func:`open_engine`).
+
+    Yields:
+        The started ``distributed.LocalCluster``.
+
+    Raises:
+        ValueError: On an unknown start method.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    method = start_method or worker_start_method()
+    if method not in START_METHODS:
+        raise ValueError(f"unknown start method {method!r} (one of {', '.join(START_METHODS)})")
+    if method == "fork":
+        _preload_runs()
+        if warm_up is not None:
+            warm_up()
+    options = {"distributed.worker.multiprocessing-method": method, **LOCAL_CLUSTER_CONFIG}
+    with dask.config.set(options):
+        yield LocalCluster(
+            n_workers=workers or default_workers(),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            # The scheduler's HTTP server (health and metrics routes, no dashboard) would listen
+            # on 0.0.0.0:8787 and warn, on stderr, when a second cluster (a concurrent sweep)
+            # finds the port taken: on this machine only, on a free port, quietly.
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            # A task that raises (a full disk) reaches the driver, which reports it in one
+            # line; the worker would also log it with its traceback.
+            silence_logs=logging.CRITICAL,
+        )

@@ -417,8 +417,9 @@ def _engine(
 
     Twenty-odd arms each starting and stopping their own cluster would spend more time on that
     than on their runs (and workers that stay up keep their compiled kernels loaded), so a local
-    engine is one LocalCluster, configured as :func:`analysis.executors.open_engine` configures
-    its own, whose address every :func:`run_design` call is given. A given ``scheduler`` is
+    engine is one LocalCluster, the one :func:`analysis.executors.open_engine` starts
+    (:func:`analysis.executors.local_cluster`), whose address every :func:`run_design` call is
+    given. A given ``scheduler`` is
     used as it is; the serial engine needs none (yields None).
     """
     if scheduler is not None or engine == "serial":
@@ -426,31 +427,10 @@ def _engine(
         return
     if engine != "local":
         raise ValueError(f"unknown engine {engine!r} (one of local, serial)")
-    import logging
-
-    import dask
-    from distributed import LocalCluster
-
     from mesaopt.analysis import executors
 
     executors._quiet_dask()
-    method = start_method or executors.worker_start_method()
-    if method == "fork":
-        executors._preload_runs()
-    options = {
-        "distributed.worker.multiprocessing-method": method,
-        **executors.LOCAL_CLUSTER_CONFIG,
-    }
-    with (
-        dask.config.set(options),
-        LocalCluster(
-            n_workers=workers or executors.default_workers(),
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.CRITICAL,  # as open_engine: the driver reports a failed task
-        ) as cluster,
-    ):
+    with executors.local_cluster(workers, start_method) as cluster, cluster:
         yield cluster.scheduler_address
 
 

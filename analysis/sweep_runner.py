@@ -37,9 +37,7 @@ from mesaopt.analysis.executors import (
     RunTask,
     clean_temporary,
     execute_run,
-    is_complete,
     open_engine,
-    run_folder,
 )
 from mesaopt.analysis.run_folder import REPORT_MARK
 from mesaopt.analysis.stats import summarize
@@ -302,29 +300,29 @@ def _prune_steps(out_dir: Path, keep: set[str]) -> None:
 
 
 def warm_kernels(tasks: list[RunTask]) -> None:
-    """Load (or, on a first run, compile) the kernels of the first unfinished run, in this process.
+    """Load (or, on a first run, compile) the kernels of the sweep's runs, in this process.
 
     Forked workers inherit them: with a cold cache every worker would otherwise compile the same
     kernels at the same time on its first run (measured on 2 cores: a first sweep of 4 small runs
-    took 85 s, each worker compiling). The warm-up is the ``steps`` probe of that run's scenario
-    (:func:`model.runner.probe_steps`: one step on a small ring), which builds the same kinds and
-    channels. It is only a head start: a probe that fails says nothing about the run, which
-    reports its own error.
+    took 85 s, each worker compiling). The warm-up is the ``steps`` probe of the first run's
+    scenario (:func:`model.runner.probe_steps`: one step on a small ring, the kinds and channels
+    of the runs), whether or not that run is finished: telling would read every finished run's
+    manifest once more before the workers do. It is only a head start: a probe that fails says
+    nothing about the run, which reports its own error.
 
     Args:
         tasks: The sweep's runs.
     """
+    if not tasks:
+        return
     from mesaopt.model.runner import probe_steps
     from mesaopt.model.scenario_files import validate
 
-    for task in tasks:
-        if is_complete(run_folder(task.out_dir, task.spec.run_id), task.spec.run_id):
-            continue
-        try:
-            probe_steps(validate(task.spec.scenario, task.source), task.source)
-        except Exception:  # a head start only: the run reports its own error
-            pass
-        return
+    first = tasks[0]
+    try:
+        probe_steps(validate(first.spec.scenario, first.source), first.source)
+    except Exception:  # a head start only: the run reports its own error
+        pass
 
 
 def run_design(

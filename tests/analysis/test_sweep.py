@@ -20,10 +20,8 @@ from mesaopt.analysis.executors import (
     LOCAL_CLUSTER_CONFIG,
     START_METHOD_ENV,
     RunTask,
-    execute_run,
     is_complete,
     open_engine,
-    run_folder,
     worker_start_method,
 )
 from mesaopt.analysis.export import export_sweep
@@ -292,7 +290,7 @@ def _sweep_tasks(tmp_path: Path) -> list:
     return [RunTask(spec, str(tmp_path), None, base.source) for spec in runs]
 
 
-def test_the_warm_up_probes_the_first_unfinished_run(tmp_path, monkeypatch):
+def test_the_warm_up_probes_the_first_run(tmp_path, monkeypatch):
     """A cold first sweep compiles once, in the driver, not in every worker at once."""
     probed: list[int] = []
     monkeypatch.setattr(
@@ -301,14 +299,9 @@ def test_the_warm_up_probes_the_first_unfinished_run(tmp_path, monkeypatch):
     )
     tasks = _sweep_tasks(tmp_path)
     warm_kernels(tasks)
-    assert probed == [2]
-    execute_run(tasks[0])  # really run: resuming tells a finished run by its manifest
-    assert is_complete(run_folder(tmp_path, tasks[0].spec.run_id), tasks[0].spec.run_id)
-    warm_kernels(tasks)
-    assert probed == [2, 8]  # the finished run is skipped: the next one is probed
-    execute_run(tasks[1])
-    warm_kernels(tasks)
-    assert probed == [2, 8]  # nothing left to run: nothing to warm up
+    assert probed == [2]  # one probe, of the first run's scenario
+    warm_kernels([])
+    assert probed == [2]  # no run: nothing to warm up
 
 
 def test_a_warm_up_that_fails_leaves_the_error_to_the_run(tmp_path, monkeypatch):
@@ -643,3 +636,20 @@ def test_the_sweep_progress_bar_is_drawn_on_a_terminal_only(capsys):
     assert bar.disable and capsys.readouterr().err == ""
     with _progress_bar(3, False, "sweep") as bar:
         assert bar.disable
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_two_local_clusters_at_once_start_quietly_on_this_machine_only(recwarn):
+    """Two sweeps at once: no "Port 8787 is already in use" warning on the second's stderr,
+    and the schedulers' HTTP servers listen on the loopback interface, not on 0.0.0.0."""
+    with open_engine("local", workers=1, start_method="spawn") as (first, _):
+        with open_engine("local", workers=1, start_method="spawn") as (second, _):
+            assert list(first(abs, [-1])) == [1] and list(second(abs, [-2])) == [2]
+            import distributed
+
+            client = distributed.get_client()
+            host = client.run_on_scheduler(
+                lambda dask_scheduler: dask_scheduler.http_server.address
+            )
+            assert host == "127.0.0.1"
+    assert not [w for w in recwarn if "already in use" in str(w.message)]
