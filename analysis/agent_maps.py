@@ -564,7 +564,11 @@ def plot_group_view(
     loss_ax.axvline(0, color="0.5", lw=0.8)
     loss_ax.grid(axis="x", alpha=0.3)
     loss_ax.set_title("Mean loss per group (95% t interval; none for n = 1)", fontsize=10)
-    loss_ax.legend(frameon=False, fontsize=7)
+    loss_ax.set_xlabel("mean loss per agent", fontsize=8)
+    # Below the axes: inside, no corner is free of the bars whatever the groups' losses.
+    loss_ax.legend(
+        frameon=False, fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16)
+    )
 
     if channels:
         effort = np.array(

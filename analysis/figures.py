@@ -68,19 +68,45 @@ def _regime_steps(events: pd.DataFrame | None) -> list[int]:
     return sorted(int(s) for s in events.loc[events["kind"] == "regime", "step"].unique())
 
 
+#: Height, in points, kept free of data at the top of an axes for the "regime change" label.
+REGIME_LABEL_BAND = 16
+
+
 def _mark_regimes(ax: plt.Axes, steps: list[int], *, label: bool = True) -> None:
+    """Draw a dashed line at each regime change; with ``label``, name it in the axes' top band.
+
+    The band (:data:`REGIME_LABEL_BAND` points) is kept free of data by raising the top of the y
+    range, so the label never sits on a line. Call it after the axes' last plot: the range is
+    then fixed.
+    """
     for step in steps:
         ax.axvline(step, color="0.4", ls="--", lw=1)
-        if label:
-            ax.annotate(
-                "regime change",
-                (step, 1.0),
-                xycoords=("data", "axes fraction"),
-                xytext=(3, -12),
-                textcoords="offset points",
-                fontsize=8,
-                color="0.3",
-            )
+    if not (label and steps):
+        return
+    _keep_top_band_free(ax, REGIME_LABEL_BAND)
+    for step in steps:
+        ax.annotate(
+            "regime change",
+            (step, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -3),
+            textcoords="offset points",
+            va="top",
+            fontsize=8,
+            color="0.3",
+        )
+
+
+def _keep_top_band_free(ax: plt.Axes, points: float) -> None:
+    """Raise the top of ``ax``'s y range until its data stay ``points`` below the frame."""
+    ax.autoscale_view()
+    low, high = ax.get_ylim()
+    height = ax.get_window_extent().height * 72.0 / ax.figure.dpi
+    band = min(points / max(height, 1.0), 0.3)
+    top = ax.dataLim.y1
+    wanted = low + (top - low) / (1.0 - band)
+    if np.isfinite(wanted) and wanted > high:
+        ax.set_ylim(low, wanted)
 
 
 def plot_proxy_vs_value(
@@ -101,28 +127,13 @@ def plot_proxy_vs_value(
     fig, axes = plt.subplots(
         1, len(principals), figsize=(5.2 * len(principals), 3.8), sharey=True, squeeze=False
     )
-    regimes = (
-        events[events["kind"] == "regime"].drop_duplicates("step")
-        if events is not None and len(events)
-        else None
-    )
+    regimes = _regime_steps(events)
     for ax, name in zip(axes[0], principals, strict=True):
         rows = steps[steps["principal"] == name].sort_values("step")
         ax.plot(rows["step"], rows["proxy"], color=OKABE_ITO[0], lw=1.6, label="proxy M")
         ax.plot(rows["step"], rows["value"], color=OKABE_ITO[1], lw=1.6, label="true value V")
-        if regimes is not None:
-            for _, event in regimes.iterrows():
-                ax.axvline(event["step"], color="0.4", ls="--", lw=1)
-                ax.annotate(
-                    "regime change",
-                    (event["step"], 1.0),
-                    xycoords=("data", "axes fraction"),
-                    xytext=(3, -12),
-                    textcoords="offset points",
-                    fontsize=8,
-                    color="0.3",
-                )
         ax.axhline(0, color="0.8", lw=0.8)
+        _mark_regimes(ax, regimes)
         ax.set_title(f"principal: {name}")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -405,8 +416,8 @@ def plot_loss_decomposition(
             if np.nanmax(half, initial=0.0) > 0:
                 ax.fill_between(step, mean - half, mean + half, color=colour, alpha=0.2, lw=0)
         ax.plot(step, rows["principal_loss"], color="black", lw=1.0, ls=":", label="total")
-        _mark_regimes(ax, regimes, label=ax is axes[0])
         ax.axhline(0, color="0.6", lw=0.8)
+        _mark_regimes(ax, regimes, label=ax is axes[0])
         decomposed = float(rows["n_decomposed"].mean()) if len(rows) else 0.0
         agents = float(rows["n_agents"].mean()) if len(rows) else 0.0
         ax.set_title(
@@ -498,8 +509,8 @@ def plot_goodhart_breakdown(
                 ax.plot(rows["step"], rows[column], "o-", ms=3, lw=1, color=colour, label=name)
             else:
                 ax.plot(rows["step"], rows[column], lw=1.4, color=colour, label=name)
-        _mark_regimes(ax, regimes, label=ax is axes[0][0])
         ax.axhline(0, color="0.8", lw=0.8)
+        _mark_regimes(ax, regimes, label=ax is axes[0][0])
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

@@ -42,6 +42,48 @@ def test_time_figures(run_dir: Path, tmp_path: Path) -> None:
     _written(figures.plot_loss_decomposition(run.steps, run.events, tmp_path / "lp.png", svg=True))
 
 
+def test_the_regime_label_sits_above_every_line() -> None:
+    """The label is drawn in a band at the top that the y range keeps free of data."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, shared) = plt.subplots(1, 2, sharey=True)
+    step = np.arange(200)
+    for axes, peak in ((ax, 100), (shared, 102)):  # both lines peak at the regime change
+        axes.plot(step, np.exp(-(((step - peak) / 8.0) ** 2)))
+        axes.axhline(0)
+        figures._mark_regimes(axes, [100])
+    fig.canvas.draw()
+    for axes in (ax, shared):
+        (label,) = axes.texts
+        box = label.get_window_extent()
+        for line in axes.get_lines():
+            x, y = line.get_xdata(), line.get_ydata()
+            if line.get_transform() is not axes.transData:  # the regime line itself
+                continue
+            points = axes.transData.transform(np.column_stack([x, y]))
+            assert (points[:, 1] < box.y0).all()
+        assert axes.get_ylim()[1] > 1.0
+    plt.close(fig)
+
+
+def test_the_group_view_legend_covers_no_bar(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mesaopt.analysis import agent_maps
+
+    drawn = []
+    monkeypatch.setattr(agent_maps, "save_figure", lambda fig, path, svg: drawn.append(fig))
+    run = read_run(run_dir)
+    agent_maps.plot_group_view(run.agents, run.network, tmp_path / "groups.png")
+    (fig,) = drawn
+    fig.canvas.draw()
+    loss_ax = fig.axes[1]
+    legend = loss_ax.get_legend().get_window_extent()
+    for bar in loss_ax.patches:
+        assert not legend.overlaps(bar.get_window_extent())
+    assert legend.y1 < loss_ax.get_window_extent().y0  # below the axes, not inside them
+
+
 def test_failure_table_weights_by_count(run_dir: Path) -> None:
     steps = read_run(run_dir).steps
     table = figures.failure_table(steps)
