@@ -69,9 +69,9 @@ def _non_negative_int(text: str) -> int:
 
 def _steps(text: str) -> int:
     """A ``--steps`` value: a whole number in 0..MAX_STEPS (the bound of ``run.steps``)."""
+    value = _non_negative_int(text)  # before the schema's import (a second): -1 is refused at once
     from mesaopt.model.scenario import MAX_STEPS
 
-    value = _non_negative_int(text)
     if value > MAX_STEPS:
         raise argparse.ArgumentTypeError(f"expected at most {MAX_STEPS:,} steps, got {text[:40]}")
     return value
@@ -239,11 +239,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     """Run one scenario and write its tables."""
     from mesaopt.model.atomic_folder import check_target
     from mesaopt.model.finite import NonFiniteError
-    from mesaopt.model.runner import check_inputs_outside, run_simulation
 
     scenario, base_dir, source = _resolve(args)
     out = _out_dir(args.out)
     check_target(out)  # before the run: a folder it may not replace or cannot write is refused
+    # The runner loads Mesa and the kernels (about 1.5 s): after the checks, so that bad input
+    # is refused without waiting for them.
+    from mesaopt.model.runner import check_inputs_outside, run_simulation
+
     check_inputs_outside(Path(os.path.abspath(out)), scenario, base_dir, source)
     try:
         with _attributed_to(source):
@@ -278,13 +281,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     Every file is checked: one ``ok: ...`` line on stdout per good file, one error line on stderr
     per bad one; the status is 2 if any file is bad, else 0.
     """
-    from mesaopt.model.model import MesaOptModel
-
     bad = 0
     for name in args.scenarios:
         args.scenario = name
         try:
             scenario, base_dir, source = _resolve(args)
+            # After the file's checks: the model loads Mesa and the kernels (about 1.5 s).
+            from mesaopt.model.model import MesaOptModel
+
             with _attributed_to(source):
                 MesaOptModel(scenario, base_dir=base_dir)
         except ScenarioError as err:

@@ -117,3 +117,32 @@ def test_report_refuses_a_folder_that_is_no_run_before_importing_the_tables_or_p
     assert ast.literal_eval(result.stdout.strip()) == [2, []], result.stderr
     assert "mesaopt: error: nosuchdir: no such folder" in result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["simulate", "baseline", "--set", "netwrok.n_agents=3", "--out", "o"], "netwrok"),
+        (["simulate", "nosuch.toml", "--out", "o"], "nosuch.toml: scenario: file not found"),
+        (["check", "nosuch.toml"], "nosuch.toml: scenario: file not found"),
+        (["simulate", "--steps", "-1", "--out", "o"], "argument --steps"),
+    ],
+)
+def test_simulate_and_check_refuse_bad_input_before_importing_mesa(tmp_path, argv, line):
+    """A scenario's errors are found before the model (Mesa, the kernels: ~1.5 s) is imported."""
+    code = (
+        f"import sys; from mesaopt.run import main\n"
+        f"try:\n    status = main({argv!r})\nexcept SystemExit as exit:\n    status = exit.code\n"
+        "print([status, [m for m in ('mesa', 'mesaopt.model.model') if m in sys.modules]])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert ast.literal_eval(result.stdout.strip()) == [2, []], result.stderr
+    assert line in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing written
