@@ -35,6 +35,7 @@ from mesaopt.model.errors import ScenarioError, clean_message
 from mesaopt.model.memory import available_bytes, memory_limit_name
 from mesaopt.model.network import TOPOLOGIES, check_network_parameters
 from mesaopt.model.ranges import expand_values
+from mesaopt.model.user_files import expanded_path
 
 # ------------------------------------------------------------------------------------ bounds
 # Every number a scenario gives is bounded, so that no accepted scenario can overflow float64
@@ -188,6 +189,13 @@ class NetworkConfig(_Section):
     p_out: Probability = 0.001
     path: str | None = Field(None, description="edgelist CSV of node pairs")
     normalize: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _a_file_could_have_it(cls, path: str | None) -> str | None:
+        if path is not None:
+            expanded_path(path)  # a NUL byte, an unknown ~user: refused before any file access
+        return path
 
     @model_validator(mode="after")
     def _edgelist_needs_path(self) -> NetworkConfig:

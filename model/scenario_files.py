@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from mesaopt.model.errors import ScenarioError, clean_message
 from mesaopt.model.scenario import Scenario
-from mesaopt.model.user_files import MAX_SCENARIO_BYTES, read_user_text
+from mesaopt.model.user_files import MAX_SCENARIO_BYTES, expanded_path, read_user_text
 
 #: Deepest nesting of tables and arrays accepted, in a file, a ``--set`` value or the data they
 #: make. The deepest a scenario needs is 8 (``[sweep.grid]`` with a dotted key into a pool's
@@ -221,7 +221,10 @@ def check_file_paths(data: dict[str, Any], folder: Path, source: str) -> None:
     for key, value in candidates:
         if not isinstance(value, str) or not value:
             continue  # validation names a wrong type
-        target = (folder / Path(value).expanduser()).resolve()
+        try:
+            target = (folder / expanded_path(value)).resolve()
+        except ValueError as err:
+            raise ScenarioError(key, str(err), source) from None
         if not target.is_relative_to(root):
             raise ScenarioError(
                 key,

@@ -19,6 +19,28 @@ from mesaopt.model.errors import ScenarioError
 MAX_SCENARIO_BYTES = 16 * 2**20
 
 
+def expanded_path(text: str) -> Path:
+    """A path a user wrote, with ``~`` expanded, refused if no file could ever have that name.
+
+    Args:
+        text: The path as written.
+
+    Returns:
+        The path, ``~`` and ``~user`` expanded.
+
+    Raises:
+        ValueError: If it holds a NUL byte (no file name can), or it starts with ``~user`` for
+            a user that does not exist (or ``~`` with no home folder).
+    """
+    if "\x00" in text:
+        raise ValueError("a file name cannot hold a NUL byte")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # pathlib's "Could not determine home directory"
+        user = text.split("/", 1)[0]
+        raise ValueError(f"{user[:40]!r}: no such user's home folder to expand") from None
+
+
 def read_user_text(
     file: Path,
     *,

@@ -307,8 +307,21 @@ TINY = ["--set", "network.n_agents=60", "--steps", "2"]
         (["network.topology='barabasi_albert'", "network.m=60"], "network.m"),
         (["channels.0.peer=5"], "channels.0.peer"),
         (["network.topology='edgelist'", "network.path='missing.csv'"], "network.path"),
+        (["network.topology='edgelist'", 'network.path="e\\u0000.csv"'], "network.path"),
+        (["network.topology='edgelist'", "network.path='~no_such_user/e.csv'"], "network.path"),
     ],
-    ids=["ws-k>=n", "ws-odd-k", "er-k>=n", "grid-square", "grid-height", "ba-m", "peer", "edges"],
+    ids=[
+        "ws-k>=n",
+        "ws-odd-k",
+        "er-k>=n",
+        "grid-square",
+        "grid-height",
+        "ba-m",
+        "peer",
+        "edges",
+        "nul-in-path",
+        "unknown-user",
+    ],
 )
 def test_errors_found_while_building_the_network_are_the_only_line(
     tmp_path, capsys, overrides, key

@@ -339,6 +339,29 @@ def test_a_scenario_file_cannot_name_files_outside_its_folder(tmp_path, path):
     assert "root:" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("toml_path", "reason"),
+    [
+        ('"edges\\u0000.csv"', "cannot hold a NUL byte"),  # TOML's escape of a NUL
+        ("'~no_such_user_of_mesaopt/e.csv'", "no such user's home folder"),
+    ],
+    ids=["nul", "unknown-user"],
+)
+def test_a_path_no_file_can_have_is_refused_in_a_file_and_in_an_override(
+    tmp_path, toml_path, reason
+):
+    """os.open raised ValueError on a NUL, pathlib RuntimeError on ~nobody: tracebacks, before."""
+    scenario = _edgelist_scenario(tmp_path / "s", "placeholder.csv")
+    scenario.write_text(scenario.read_text().replace("'placeholder.csv'", toml_path))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario)
+    assert info.value.key == "network.path" and reason in str(info.value)
+    scenario = _edgelist_scenario(tmp_path / "t", "e.csv")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario, [f"network.path={toml_path}"])
+    assert info.value.key == "network.path" and reason in str(info.value)
+
+
 def test_paths_below_the_folder_and_on_the_command_line_are_allowed(tmp_path):
     (tmp_path / "s" / "data").mkdir(parents=True)
     scenario = _edgelist_scenario(tmp_path / "s", "data/e.csv")
