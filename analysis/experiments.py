@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -342,8 +342,7 @@ def run_experiments(
     rows: list[dict[str, Any]] = []
     failed = 0
     clock = time.perf_counter()
-    sizes = [(experiment, _size_of(experiment, full, size)) for experiment in experiments]
-    with _engine(engine, scheduler, workers, start_method, lambda: warm_arms(sizes)) as address:
+    with _engine(engine, scheduler, workers, start_method) as address:
         for experiment in experiments:
             rows.extend(
                 _run_experiment(
@@ -410,41 +409,9 @@ def _failed_runs(folder: Path, experiment: Experiment) -> int:
     return count
 
 
-def warm_arms(sizes: list[tuple[Experiment, Size]]) -> None:
-    """Load (or, on a first run, compile) the kernels of every arm in this process.
-
-    The experiments' counterpart of :func:`analysis.sweep_runner.warm_kernels`, called before
-    the LocalCluster forks its workers, which inherit the kernels instead of each compiling them
-    at the same time: the ``steps`` probe (:func:`model.runner.probe_steps`) of each arm's first
-    run. An arm varies a kind, a channel or a network against its treatment, so each is probed
-    (measured: the 21 arms of the seven experiments take 0.3 s once the kernels are cached). A
-    probe that fails is ignored: the arm's runs report their own errors.
-
-    Args:
-        sizes: The experiments to run, each with the size it runs at.
-    """
-    from mesaopt.analysis.sweep_design import resolve_point
-    from mesaopt.model.runner import probe_steps
-    from mesaopt.model.scenario_files import validate
-
-    for experiment, used in sizes:
-        design = experiment.design(used)
-        for arm in experiment.arms_used():
-            base = experiment.arm_base(arm, used)
-            try:
-                first = resolve_point(base.data, design.points[0], design.seeds[0], base.source)
-                probe_steps(validate(first, base.source), base.source)
-            except Exception:  # a head start only: the arm's runs report their own errors
-                pass
-
-
 @contextmanager
 def _engine(
-    engine: str,
-    scheduler: str | None,
-    workers: int | None,
-    start_method: str | None,
-    warm_up: Callable[[], None] | None = None,
+    engine: str, scheduler: str | None, workers: int | None, start_method: str | None
 ) -> Iterator[str | None]:
     """The scheduler address every arm runs on: one LocalCluster for all of them.
 
@@ -452,8 +419,8 @@ def _engine(
     than on their runs (and workers that stay up keep their compiled kernels loaded), so a local
     engine is one LocalCluster, the one :func:`analysis.executors.open_engine` starts
     (:func:`analysis.executors.local_cluster`), whose address every :func:`run_design` call is
-    given. A given ``scheduler`` is used as it is; the serial engine needs none (yields None).
-    ``warm_up`` runs before forked workers start (:func:`warm_arms`).
+    given. A given ``scheduler`` is
+    used as it is; the serial engine needs none (yields None).
     """
     if scheduler is not None or engine == "serial":
         yield scheduler
@@ -463,7 +430,7 @@ def _engine(
     from mesaopt.analysis import executors
 
     executors._quiet_dask()
-    with executors.local_cluster(workers, start_method, warm_up) as cluster, cluster:
+    with executors.local_cluster(workers, start_method) as cluster, cluster:
         yield cluster.scheduler_address
 
 

@@ -400,59 +400,6 @@ def test_the_experiments_cluster_workers_leave_ctrl_c_to_the_driver() -> None:
     assert list(handlers.values()) == [signal.SIG_IGN]
 
 
-def test_warm_arms_probes_the_first_run_of_every_arm_and_ignores_a_failing_probe(monkeypatch):
-    """Each arm's first run is probed once (an arm differs from its treatment in what kernels
-    it needs); a probe that raises stops nothing."""
-    from mesaopt.analysis import experiments
-    from mesaopt.model import runner
-
-    probed: list[tuple[str, int]] = []
-
-    def probe(scenario, source=None):
-        probed.append((source, scenario.run.seed))
-        if len(probed) == 1:
-            raise RuntimeError("a probe that fails")
-        return []
-
-    monkeypatch.setattr(runner, "probe_steps", probe)
-    size = Size(2, 24, 3)
-    chosen = [EXPERIMENTS["overoptimization"], EXPERIMENTS["deception"]]
-    experiments.warm_arms([(experiment, size) for experiment in chosen])
-    arms = [arm for experiment in chosen for arm in experiment.arms_used()]
-    assert len(probed) == len(arms)
-    first_seeds = {experiment.design(size).seeds[0] for experiment in chosen}
-    assert {seed for _, seed in probed} <= first_seeds
-
-
-@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-@pytest.mark.parametrize(("start", "inherited"), [("fork", True), ("spawn", False)])
-def test_the_experiments_cluster_forks_its_workers_after_the_warm_up(start, inherited) -> None:
-    """Forked workers are copies of the driver taken after :func:`warm_arms` ran; spawned ones
-    start fresh (and the warm-up, useless to them, is not run)."""
-    if start == "fork" and not sys.platform.startswith("linux"):
-        pytest.skip("fork is the command line's default on Linux only")
-    from distributed import Client
-
-    from mesaopt.analysis.experiments import _engine
-
-    ran: list[str] = []
-
-    def warm_up() -> None:
-        ran.append("warmed up")
-        os.environ["MESAOPT_TEST_WARMED"] = "1"
-
-    try:
-        with (
-            _engine("local", None, 1, start, warm_up) as address,
-            Client(address) as client,
-        ):
-            seen = client.run(lambda: os.environ.get("MESAOPT_TEST_WARMED"))
-    finally:
-        os.environ.pop("MESAOPT_TEST_WARMED", None)
-    assert ran == (["warmed up"] if inherited else [])
-    assert list(seen.values()) == (["1"] if inherited else [None])
-
-
 @pytest.mark.parametrize(
     ("edit", "key"),
     [
