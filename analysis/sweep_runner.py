@@ -303,8 +303,9 @@ def warm_kernels(tasks: list[RunTask]) -> None:
     """Load (or, on a first run, compile) the kernels of the sweep's runs, in this process.
 
     Forked workers inherit them: with a cold cache every worker would otherwise compile the same
-    kernels at the same time on its first run (measured on 2 cores: a first sweep of 4 small runs
-    took 85 s, each worker compiling). The warm-up is the ``steps`` probe of the first run's
+    kernels at the same time on its first run: the CPU of one compile per worker, which on an
+    idle machine with a core per worker costs no wall-clock time but on a shared one does
+    (docs/sweeps.md has the measurements). The warm-up is the ``steps`` probe of the first run's
     scenario (:func:`model.runner.probe_steps`: one step on a small ring, the kinds and channels
     of the runs), whether or not that run is finished: telling would read every finished run's
     manifest once more before the workers do. It is only a head start: a probe that fails says
