@@ -57,11 +57,18 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser, *, required: bool =
     parser.add_argument("--seed", type=_non_negative_int, help="override run.seed")
 
 
-def _non_negative_int(text: str) -> int:
+def _whole_number(text: str) -> int:
+    """A whole number written in ASCII digits (``int`` also takes ``٣``, which no user means)."""
     try:
-        value = int(text)
+        if not text.isascii():
+            raise ValueError(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text[:40]!r}") from None
+
+
+def _non_negative_int(text: str) -> int:
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
@@ -433,7 +440,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
     return value

@@ -744,3 +744,26 @@ def test_an_interrupted_sweep_names_its_folder_once(out):
     assert run._interrupted_message("sweep", out) == (
         "run the same command again to resume (sw/ keeps every finished run)"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["simulate", "--steps", "٣"], "argument --steps: expected a whole number, got '٣'"),
+        (["simulate", "--seed", "x" * 100], f"expected a whole number, got '{'x' * 40}'"),
+        (["sweep", "baseline", "--workers", "-3"], "argument --workers: expected a number >= 1"),
+        (
+            ["sweep", "baseline", "--replicates", "0"],
+            "argument --replicates: expected a number >= 1",
+        ),
+    ],
+    ids=["non-ascii-digit", "clipped", "negative-workers", "zero-replicates"],
+)
+def test_numeric_arguments_are_ascii_and_name_their_real_bound(tmp_path, capsys, argv, line):
+    """int() reads '٣' as 3, and a count of at least 1 was refused as 'expected >= 0'."""
+    with pytest.raises(SystemExit) as exit_:
+        run.main([*argv, "--out", str(tmp_path / "o")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert line in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
