@@ -98,13 +98,13 @@ def test_analysis_takes_its_t_and_normal_quantiles_from_scipy_special():
     assert _imported(modules, ["scipy.stats"]) == []
 
 
-def test_report_refuses_a_folder_that_is_no_run_before_importing_the_tables_or_plots(tmp_path):
-    """``report nosuchdir`` answers at once: the folder is checked (analysis.folder_kinds)
-    before matplotlib, pandas or the report module are imported (it took 3.8 s before)."""
+def _refused(tmp_path, argv: list[str], heavy: tuple[str, ...]) -> tuple[int, list[str], str]:
+    """Run ``main(argv)`` in a fresh interpreter in ``tmp_path``: its exit status, which of
+    ``heavy`` it imported, and its stderr."""
     code = (
-        "import sys; from mesaopt.run import main; status = main(['report', 'nosuchdir']); "
-        "print([status, [m for m in ('matplotlib', 'pandas', 'mesaopt.analysis.report') "
-        "if m in sys.modules]])"
+        f"import sys; from mesaopt.run import main\n"
+        f"try:\n    status = main({argv!r})\nexcept SystemExit as exit:\n    status = exit.code\n"
+        f"print([status, [m for m in {heavy!r} if m in sys.modules]])"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
@@ -114,8 +114,17 @@ def test_report_refuses_a_folder_that_is_no_run_before_importing_the_tables_or_p
         timeout=300,
         cwd=tmp_path,
     )
-    assert ast.literal_eval(result.stdout.strip()) == [2, []], result.stderr
-    assert "mesaopt: error: nosuchdir: no such folder" in result.stderr
+    status, imported = ast.literal_eval(result.stdout.strip())
+    return status, imported, result.stderr
+
+
+def test_report_refuses_a_folder_that_is_no_run_before_importing_the_tables_or_plots(tmp_path):
+    """``report nosuchdir`` answers at once: the folder is checked (analysis.folder_kinds)
+    before matplotlib, pandas or the report module are imported (it took 3.8 s before)."""
+    heavy = ("matplotlib", "pandas", "mesaopt.analysis.report")
+    status, imported, stderr = _refused(tmp_path, ["report", "nosuchdir"], heavy)
+    assert (status, imported) == (2, []), stderr
+    assert "mesaopt: error: nosuchdir: no such folder" in stderr
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
@@ -130,19 +139,7 @@ def test_report_refuses_a_folder_that_is_no_run_before_importing_the_tables_or_p
 )
 def test_simulate_and_check_refuse_bad_input_before_importing_mesa(tmp_path, argv, line):
     """A scenario's errors are found before the model (Mesa, the kernels: ~1.5 s) is imported."""
-    code = (
-        f"import sys; from mesaopt.run import main\n"
-        f"try:\n    status = main({argv!r})\nexcept SystemExit as exit:\n    status = exit.code\n"
-        "print([status, [m for m in ('mesa', 'mesaopt.model.model') if m in sys.modules]])"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert ast.literal_eval(result.stdout.strip()) == [2, []], result.stderr
-    assert line in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    status, imported, stderr = _refused(tmp_path, argv, ("mesa", "mesaopt.model.model"))
+    assert (status, imported) == (2, []), stderr
+    assert line in stderr and len(stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # nothing written
