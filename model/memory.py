@@ -1,14 +1,28 @@
 """The memory this process may use: the bound that refuses runs and files that cannot fit.
 
-One idea: :func:`available_bytes`, the physical memory of the machine or the address-space limit
-(``ulimit -v``) if that is lower. :mod:`model.scenario` compares its estimate of a run's memory
-with it, :func:`model.graphs.read_edgelist` the size of an edge list.
+One idea: :func:`available_bytes`, the physical memory of the machine or, if lower, what the
+address-space limit (``ulimit -v``) leaves once the process's threads have their share of it.
+:mod:`model.scenario` compares its estimate of a run's memory with it,
+:func:`model.graphs.read_edgelist` the size of an edge list.
 """
 
 from __future__ import annotations
 
 import os
 import resource
+
+from mesaopt.model.parallel import thread_count
+
+#: Address space a process takes beyond the memory it touches, counted against ``ulimit -v``
+#: only (it is reserved, not resident): per thread, its stack (8 MiB) and the malloc arena that
+#: glibc may reserve for it (64 MiB on 64-bit Linux), less what most threads never map. Measured
+#: with ``ulimit -v`` (the smallest limit under which ``run.py simulate baseline --set
+#: network.n_agents=2000 --steps 3`` still ran, to 10 MB): 91, 99, 239 and 408 MB above the run's
+#: estimate with 1, 2, 4 and 8 kernel threads (``MESAOPT_THREADS``); the margin, 64 MiB plus
+#: 64 MiB per kernel thread, is 128, 192, 320 and 576 MiB. Below it a run that passed the check
+#: crashed (a thread that cannot start, an abort inside the compiler) or hung.
+ADDRESS_SPACE_BASE = 64 * 2**20
+ADDRESS_SPACE_PER_THREAD = 64 * 2**20
 
 
 def _limited_by_ulimit() -> tuple[int, bool]:
@@ -20,17 +34,26 @@ def _limited_by_ulimit() -> tuple[int, bool]:
     return total, False
 
 
+def address_space_margin() -> int:
+    """Bytes of the address-space limit that the process's threads take (see the constants)."""
+    return ADDRESS_SPACE_BASE + ADDRESS_SPACE_PER_THREAD * thread_count()
+
+
 def available_bytes() -> int:
-    """Return the bytes a run may use: physical memory, or the address-space limit if lower.
+    """Return the bytes a run may use: physical memory, or what the address-space limit leaves.
 
     Returns:
-        ``min(physical memory, RLIMIT_AS)`` in bytes (physical memory when there is no limit).
+        Physical memory, or ``RLIMIT_AS`` less :func:`address_space_margin` when that is lower
+        (at least 0).
     """
-    return _limited_by_ulimit()[0]
+    total, by_ulimit = _limited_by_ulimit()
+    if by_ulimit:
+        return max(0, total - address_space_margin())
+    return total
 
 
 def memory_limit_name() -> str:
     """What :func:`available_bytes` is, in words: this machine's memory or the ``ulimit -v``."""
     if _limited_by_ulimit()[1]:
-        return "this process's address-space limit (ulimit -v)"
+        return "what this process's address-space limit (ulimit -v) leaves to the run"
     return "this machine's memory"

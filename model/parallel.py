@@ -104,11 +104,17 @@ def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         pool = _pool
     # The caller works on the first share itself: one thread handoff fewer per call.
     shares = [items[t::threads] for t in range(threads)]
-    futures = [
-        pool.submit(lambda share=share: [fn(item) for item in share]) for share in shares[1:]
-    ]
+    futures = []
     try:
+        for share in shares[1:]:
+            futures.append(pool.submit(lambda share=share: [fn(item) for item in share]))
         mine = [fn(item) for item in shares[0]]
+    except RuntimeError as err:
+        if "can't start new thread" not in str(err):
+            raise
+        # The pool's first threads start lazily: under a tight ``ulimit -v`` the system has no
+        # address space left for one (its stack), which is running out of memory.
+        raise MemoryError(str(err)) from err
     finally:
         # Never return (or raise) while other threads still write into the caller's arrays.
         wait(futures)

@@ -434,6 +434,43 @@ def test_running_out_of_memory_past_the_estimate_is_one_line_and_leaves_nothing(
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(("above", "status"), [(32, 2), (448, 0)])
+def test_a_run_under_ulimit_v_is_refused_unless_its_threads_fit_too(
+    tmp_path: Path, above: int, status: int
+) -> None:
+    """``ulimit -v`` a little above the run's estimate is refused in one line, exit 2.
+
+    The address space also holds each thread's stack and malloc arena
+    (:func:`mesaopt.model.memory.address_space_margin`, 192 MiB with two kernel threads): 32 MiB
+    above the estimate was accepted and then hung, aborted or printed a traceback (``can't
+    start new thread``); 448 MiB above runs.
+    """
+    import resource
+
+    from mesaopt.model.scenario import agent_counts, estimated_bytes
+    from mesaopt.model.scenario_files import load_scenario
+
+    sizes = ["network.n_agents=2000"]
+    need = estimated_bytes(scenario := load_scenario(None, sizes), agent_counts(scenario))
+    limit = int(need) + above * 2**20
+    out = tmp_path / "out"
+    command = ["simulate", "baseline", "--set", *sizes, "--steps", "3", "--out", str(out)]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *command, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, MESAOPT_THREADS="2", PYTHONPATH=str(ROOT)),
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)),
+    )
+    assert result.returncode == status, result.stderr[-2000:]
+    if status == 2:
+        assert result.stderr.count("\n") == 1 and "ulimit -v" in result.stderr
+        assert not out.exists() and list(tmp_path.iterdir()) == []
+    else:
+        assert (out / "manifest.json").is_file()
+
+
 def _disk_full_when(monkeypatch, full) -> None:
     """Make every Parquet table write fail as on a full disk once ``full()`` is true."""
     import errno

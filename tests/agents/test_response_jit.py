@@ -122,6 +122,28 @@ def test_parallel_map_waits_for_every_thread_before_raising(monkeypatch):
     assert finished == [1]
 
 
+@pytest.mark.parametrize(
+    ("refusal", "raised"),
+    [("can't start new thread", MemoryError), ("interpreter shutdown", RuntimeError)],
+)
+def test_a_kernel_thread_that_cannot_start_is_out_of_memory(monkeypatch, refusal, raised):
+    """Under a tight ``ulimit -v`` the pool's first thread has no room for its stack.
+
+    Python says ``RuntimeError: can't start new thread``; :func:`parallel_map` turns it into
+    the MemoryError that ``run.py`` reports in one line (it was a traceback). Other errors pass.
+    """
+    import threading
+
+    def refuse(self):
+        raise RuntimeError(refusal)
+
+    monkeypatch.setattr(parallel, "_MAX_THREADS", 2)
+    monkeypatch.setattr(parallel, "_pool", None)  # a new pool, whose threads start on demand
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with kernel_threads(2), pytest.raises(raised, match=refusal):
+        parallel.parallel_map(lambda x: x, range(2))
+
+
 def test_mesaopt_threads_must_be_a_positive_integer(monkeypatch):
     monkeypatch.setenv("MESAOPT_THREADS", "two")
     with pytest.raises(ValueError, match="MESAOPT_THREADS"):

@@ -371,7 +371,7 @@ def test_a_network_no_run_can_build_is_named_before_its_memory():
     ("soft", "named"),
     [
         (None, "this machine's memory"),
-        (2**30, "this process's address-space limit (ulimit -v)"),
+        (2**30, "what this process's address-space limit (ulimit -v) leaves to the run"),
     ],
 )
 def test_the_memory_refusal_names_the_limit_it_met(monkeypatch, soft, named):
