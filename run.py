@@ -1023,8 +1023,12 @@ def cli() -> None:
 
     Once the command is over and its one line printed, what is left is the interpreter's
     shutdown (joining threads, flushing), where a Ctrl-C would print a traceback or turn a
-    success into 130: from then on it ends the process at once with the command's status.
+    success into 130: from then on it ends the process at once with the command's status, and
+    once the threads are joined it is ignored. (The interpreter puts a handler written in Python
+    back to the default before its last clean-up, so a Ctrl-C there killed a finished run
+    without a word; an ignored signal it leaves ignored.)
     """
+    import atexit
     import signal
 
     status = main()
@@ -1034,6 +1038,7 @@ def cli() -> None:
     except (BrokenPipeError, KeyboardInterrupt):
         pass
     signal.signal(signal.SIGINT, lambda signum, frame: os._exit(status))
+    atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)  # runs first of the hooks
     sys.exit(status)
 
 
