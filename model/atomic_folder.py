@@ -14,9 +14,11 @@ nothing written or deleted) a parent (or, when parents are missing, the nearest 
 ancestor: the parents are made only at the swap) that is not a writable folder, a target that is
 a file or a link, and an existing folder that is not one of ours (not empty and without a
 mesaopt manifest), and it
-removes the hidden siblings that killed runs into the same target left (their pid is not
-alive). The whole folder is replaced, so whatever else was inside an old run folder (a
-``report/``) goes with it.
+removes the hidden siblings that killed runs into the same target left: their pid is not alive
+and the folder is one of ours (a staging folder carries the mark :data:`STAGING_MARK` until its
+swap; an old run folder moved aside has its manifest), so a user's own folder that happens to
+have such a name is left alone. The whole folder is replaced, so whatever else was inside an
+old run folder (a ``report/``) goes with it.
 
 Test hook: with ``MESAOPT_TEST_KILL_AT=<point>`` set, the process kills itself (SIGKILL) when it
 reaches that point of the write sequence (:data:`KILL_POINTS`); ``MESAOPT_TEST_SWAP=rename``
@@ -39,6 +41,9 @@ from pathlib import Path
 from mesaopt.model.errors import ScenarioError
 
 MANIFEST = "manifest.json"
+#: The empty file that marks a staging folder as mesaopt's until :func:`swap_in` (see
+#: :func:`clean_stale_siblings`); it never reaches the run folder.
+STAGING_MARK = ".mesaopt-staging"
 #: Names the crash-window test can stop the process at, in the order a run reaches them.
 KILL_POINTS = (
     "before_tables",  # the staging folder exists, no table written yet
@@ -147,6 +152,10 @@ def is_replaceable(folder: Path) -> bool:
 def clean_stale_siblings(target: Path) -> list[Path]:
     """Remove ``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>`` siblings of ``target`` of dead pids.
 
+    Only folders that are mesaopt's: a staging folder (it holds :data:`STAGING_MARK`), or one
+    that a run may replace (:func:`is_replaceable`: a run folder moved aside or swapped out,
+    an empty folder). Anything else with such a name is a user's, and is kept.
+
     Args:
         target: The run folder.
 
@@ -162,11 +171,16 @@ def clean_stale_siblings(target: Path) -> list[Path]:
         if not match or match["name"] != target.name:
             continue
         pid = int(match["pid"])
-        if pid == os.getpid() or not _pid_alive(pid):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            continue  # never made by a run
+        try:
+            ours = (entry / STAGING_MARK).is_file() or is_replaceable(entry)
+        except OSError:  # unreadable: not ours to judge
+            continue
+        if ours:
+            shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
 
@@ -314,7 +328,7 @@ def prepare_target(target: Path, key: str = "--out") -> Path:
         key: What to name in an error.
 
     Returns:
-        The (new, empty) staging folder.
+        The new staging folder, holding only :data:`STAGING_MARK`.
 
     Raises:
         ScenarioError: See :func:`check_target`; also when the staging folder cannot be made.
@@ -324,6 +338,7 @@ def prepare_target(target: Path, key: str = "--out") -> Path:
     staging = staging_path(target)
     try:
         staging.mkdir()
+        (staging / STAGING_MARK).touch()
     except OSError as err:
         raise ScenarioError(key, f"{target}: cannot create {staging} ({err.strerror})") from None
     return staging
@@ -371,6 +386,8 @@ def swap_in(staging: Path, target: Path) -> None:
         target: Where it goes; absent, empty, or a run folder (checked by :func:`check_target`).
     """
     kill_hook("before_swap")
+    # From here a leftover is recognised by its manifest (clean_stale_siblings)
+    (staging / STAGING_MARK).unlink(missing_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)  # a missing parent is made only now
     if not target.exists():
         try:

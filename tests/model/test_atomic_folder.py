@@ -147,6 +147,29 @@ def test_stale_siblings_of_dead_processes_are_removed_live_ones_kept(tmp_path):
     assert staging_path(target) == tmp_path / f".run.tmp-{os.getpid()}"
 
 
+def test_a_users_folder_named_like_a_stale_sibling_is_kept(tmp_path):
+    """The cleaning once removed any ``.run.tmp-<dead pid>`` beside the target, a user's own
+    folder of that name included (fuzzing pass): it now removes only what a run made."""
+    target = tmp_path / "run"
+    dead = dead_pid()
+    mine = tmp_path / f".run.tmp-{dead}"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    also_mine = tmp_path / f".run.old-{dead}"
+    also_mine.write_text("a file, not a folder")
+    killed = prepare_target(target)  # as a run killed before its first table left it
+    assert [p.name for p in killed.iterdir()] == [atomic_folder.STAGING_MARK]
+    killed_at = tmp_path / f".run.tmp-{dead_pid()}"
+    killed.rename(killed_at)
+    (killed_at / "steps.parquet").write_text("half a table")  # no manifest yet
+    assert clean_stale_siblings(target) == [killed_at]
+    assert (mine / "notes.txt").read_text() == "mine" and also_mine.is_file()
+    staging = prepare_target(target)
+    write_run(staging, "new")
+    swap_in(staging, target)
+    assert sorted(p.name for p in target.iterdir()) == ["manifest.json", "steps.parquet"]
+
+
 def test_run_status():
     assert run_status(atomic_folder.Path("/nonexistent")) is None
 
