@@ -29,7 +29,7 @@ import typing
 from contextlib import contextmanager
 from pathlib import Path
 
-from mesaopt.model.errors import ScenarioError
+from mesaopt.model.errors import ScenarioError, Terminated
 
 if typing.TYPE_CHECKING:
     from mesaopt.model.scenario import Scenario
@@ -1005,6 +1005,11 @@ def _interrupted_message(command: str | None, out: str | None) -> str:
     return "nothing more was done"
 
 
+def _stopped(err: KeyboardInterrupt) -> tuple[str, int]:
+    """How a stop is named and its exit status: SIGTERM 143, Ctrl-C 130 (128 + the signal)."""
+    return ("terminated", 143) if isinstance(err, Terminated) else ("interrupted", 130)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mesaopt`` command; returns the exit status.
 
@@ -1012,10 +1017,15 @@ def main(argv: list[str] | None = None) -> int:
     """
     try:
         args = build_parser().parse_args(argv)
-    except KeyboardInterrupt:
-        print("mesaopt: interrupted; nothing was done", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        word, status = _stopped(err)
+        print(f"mesaopt: {word}; nothing was done", file=sys.stderr)
+        return status
     return _main(args)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def cli() -> None:
@@ -1023,21 +1033,24 @@ def cli() -> None:
 
     Once the command is over and its one line printed, what is left is the interpreter's
     shutdown (joining threads, flushing), where a Ctrl-C would print a traceback or turn a
-    success into 130: from then on it ends the process at once with the command's status, and
-    once the threads are joined it is ignored. (The interpreter puts a handler written in Python
-    back to the default before its last clean-up, so a Ctrl-C there killed a finished run
-    without a word; an ignored signal it leaves ignored.)
+    success into 130: from then on it (or SIGTERM) ends the process at once with the command's
+    status, and once the threads are joined a Ctrl-C is ignored. (The interpreter puts a
+    handler written in Python back to the default before its last clean-up, so a Ctrl-C there
+    killed a finished run without a word; an ignored signal it leaves ignored.)
     """
     import atexit
     import signal
 
+    # `kill` or a batch scheduler's time limit cleans up as a Ctrl-C does (model.errors)
+    signal.signal(signal.SIGTERM, _terminate)
     status = main()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except (BrokenPipeError, KeyboardInterrupt):
         pass
-    signal.signal(signal.SIGINT, lambda signum, frame: os._exit(status))
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda signum, frame: os._exit(status))
     atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)  # runs first of the hooks
     sys.exit(status)
 
@@ -1078,9 +1091,10 @@ def _main(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"mesaopt: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("mesaopt: interrupted; nothing was done", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        word, status = _stopped(err)
+        print(f"mesaopt: {word}; nothing was done", file=sys.stderr)
+        return status
     try:
         with _compile_notice(args):
             status = cmd_demo() if args.command is None else handlers[args.command](args)
@@ -1089,10 +1103,11 @@ def _main(args: argparse.Namespace) -> int:
     except ScenarioError as err:
         print(f"mesaopt: error: {err.one_line()}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         message = _interrupted_message(args.command, getattr(args, "out", None))
-        print(f"mesaopt: interrupted; {message}", file=sys.stderr)
-        return 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+        word, status = _stopped(err)
+        print(f"mesaopt: {word}; {message}", file=sys.stderr)
+        return status  # what a shell reports for a command stopped by that signal
     except MemoryError:
         # Past the loader's memory estimate (a tighter `ulimit -v`, other processes): one line;
         # the run's hidden folder is removed on the way out, so nothing is left behind.

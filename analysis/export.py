@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from mesaopt import __version__
 from mesaopt.analysis.run_folder import MissingTableError, read_network_table, unreadable_table
 from mesaopt.model.atomic_folder import check_reused_folder
-from mesaopt.model.errors import ScenarioError
+from mesaopt.model.errors import ScenarioError, Terminated
 from mesaopt.model.recording import write_json_atomic
 
 FORMATS = ("csv", "parquet")
@@ -124,27 +124,36 @@ def export_sweep(
             mark.unlink(missing_ok=True)
         raise
     staging.rmdir()
-    if interrupted:  # the export is complete and consistent: stop now, as Ctrl-C asked
-        raise KeyboardInterrupt
+    if interrupted:  # the export is complete and consistent: stop now, as the signal asked
+        raise Terminated if signal.SIGTERM in interrupted else KeyboardInterrupt
     return [out_dir / name for name in names]
 
 
 @contextmanager
 def _interrupt_deferred() -> Iterator[list[int]]:
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block instead of raising it there.
+    """Hold a Ctrl-C (SIGINT) or SIGTERM that arrives inside the block instead of raising it there.
 
     Yields the list the held signals are appended to: the caller decides what to do once the
     block is done. Only the main thread receives signals; elsewhere the block runs as it is.
+    SIGTERM is held only where a handler of the program's raises it (``run.py``'s
+    :class:`~model.errors.Terminated`): with the default action it ends the process, as asked.
     """
     caught: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield caught
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    held = [signal.SIGINT]
+    if callable(signal.getsignal(signal.SIGTERM)):
+        held.append(signal.SIGTERM)
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: caught.append(signum))
+        for signum in held
+    }
     try:
         yield caught
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _remove_stale_staging(out_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""Errors raised on bad user input (scenario files, overrides, edge lists).
+"""Errors raised on bad user input (scenario files, overrides, edge lists), and on SIGTERM.
 
 Every error names the offending key (dotted path, e.g. ``network.k``) and, when known, the file
 it came from, so that the command line can print it as one line and exit with status 2.
@@ -7,6 +7,15 @@ it came from, so that the command line can print it as one line and exit with st
 """
 
 from __future__ import annotations
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler's time limit) raised where a Ctrl-C would be.
+
+    A KeyboardInterrupt, so that everything a Ctrl-C cleans up (a run's staging folder, a
+    sweep's cluster) is cleaned up the same way; the command line then says "terminated" and
+    exits with 143 (128 + SIGTERM) instead of 130. Raised by ``run.py``'s SIGTERM handler only.
+    """
 
 
 class ScenarioError(ValueError):

@@ -666,6 +666,39 @@ def test_ctrl_c_in_the_interpreters_last_clean_up_keeps_the_exit_status() -> Non
     assert (out.returncode, out.stderr) == (0, "")
 
 
+def test_sigterm_stops_a_run_as_ctrl_c_does_one_line_exit_143_nothing_kept(
+    tmp_path: Path,
+) -> None:
+    """``kill`` (a batch scheduler's time limit) once ended a run at once, status −15, no line,
+    its hidden staging folder left beside ``--out`` (fuzzing pass): now it cleans up as a
+    Ctrl-C does and says so."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "run.py"), "simulate", "baseline", "--out", str(out)]
+    command += ["--set", "network.n_agents=20000", "--steps", "400", "--quiet"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    deadline = time.monotonic() + 240
+    while not any(tmp_path.glob(".run.tmp-*")):  # the run has started writing
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 143, err
+    assert err.strip().splitlines() == [
+        "mesaopt: terminated; nothing was kept (a run folder appears complete or not at all)"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ctrl_c_in_a_terminal_stops_a_dask_sweep_with_one_line(tmp_path: Path) -> None:
     """Ctrl-C goes to the whole foreground process group, Dask's worker processes included: the
     driver says one line and exits 130; the workers print no traceback of their own."""

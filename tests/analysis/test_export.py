@@ -213,14 +213,22 @@ def test_a_folder_in_a_tables_place_replaces_nothing(sweep: Path, tmp_path: Path
     assert (out / "export.json").read_bytes() == mark  # put back as it was
 
 
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_while_tables_replace_the_old_waits_for_the_last(
-    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str
 ) -> None:
     """A Ctrl-C between two renames once left a folder mixing two exports' tables under the
-    earlier mark: now every table is replaced, the mark is the new export's, then it stops."""
+    earlier mark: now every table is replaced, the mark is the new export's, then it stops.
+    So does SIGTERM where ``run.py`` raises it as :class:`~mesaopt.model.errors.Terminated`."""
     import signal
 
+    from mesaopt import run
     from mesaopt.analysis import export
+    from mesaopt.model.errors import Terminated
+
+    signum = getattr(signal, stop)
+    raised = Terminated if stop == "SIGTERM" else KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, run._terminate)  # as the command line has it
 
     out = tmp_path / "out"
     export_sweep(sweep, "csv", out)
@@ -232,12 +240,16 @@ def test_ctrl_c_while_tables_replace_the_old_waits_for_the_last(
         if Path(target).parent == out:  # a table replacing the old (not one being staged)
             calls.append(Path(target).name)
             if len(calls) == 1:
-                os.kill(os.getpid(), signal.SIGINT)  # handled before the next bytecode
+                os.kill(os.getpid(), signum)  # handled before the next bytecode
         real(source, target)
 
     monkeypatch.setattr(export.os, "replace", replace)
-    with pytest.raises(KeyboardInterrupt):
-        export_sweep(sweep, "csv", out)
+    try:
+        with pytest.raises(KeyboardInterrupt) as info:
+            export_sweep(sweep, "csv", out)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert info.type is raised
     tables = [name for name in before if name != "export.json"]
     assert sorted(c for c in calls if c in tables) == sorted(tables)  # every one renamed
     after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
