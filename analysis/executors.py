@@ -244,6 +244,10 @@ def clean_temporary(out_dir: str | Path) -> int:
     Only call this while no sweep is writing to ``out_dir``.
     """
     removed = 0
+    scratch = Path(out_dir) / TMP_DIR
+    if scratch.is_symlink() or (scratch.exists() and not scratch.is_dir()):
+        scratch.unlink()  # not the folder a sweep makes: every run would fail to make it
+        removed += 1
     for pattern, where in (("*", TMP_DIR), (".*.tmp-*", "steps")):
         for path in (Path(out_dir) / where).glob(pattern):
             if path.is_dir():

@@ -109,3 +109,27 @@ def test_sensitivity_indices_go_only_with_their_design(tmp_path):
     assert (out / "sensitivity.csv").is_file()
     run_sweep(None, out, overrides=TINY, grid={"agents.risk_aversion": [2.0]}, engine="serial")
     assert not (out / "sensitivity.csv").exists()
+
+
+@pytest.mark.parametrize("replaced_by", ["file", "link"])
+def test_a_sweeps_scratch_folder_replaced_by_a_file_or_a_link_is_removed(tmp_path, replaced_by):
+    """``.partial-runs`` made a file failed every later run (FileExistsError; fuzzing pass), and
+    made a link had the clean-up empty the folder it led to, outside the sweep: the link or
+    file is removed, never what it points at."""
+    out = tmp_path / "sweep"
+    run_sweep(None, out, overrides=TINY, engine="serial")
+    scratch = out / ".partial-runs"
+    if scratch.exists():
+        scratch.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "kept").mkdir(parents=True)
+    (elsewhere / "notes.txt").write_text("mine")
+    if replaced_by == "file":
+        scratch.write_text("x")
+    else:
+        scratch.symlink_to(elsewhere, target_is_directory=True)
+    grid = {"agents.risk_aversion": [1.5, 2.0]}  # two new runs
+    result = run_sweep(None, out, overrides=TINY, grid=grid, engine="serial")
+    assert [o.status for o in result.outcomes] == ["ok", "ok"]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["kept", "notes.txt"]
+    assert not scratch.is_symlink()
