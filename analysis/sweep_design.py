@@ -97,6 +97,14 @@ def replicate_seeds(sweep_seed: int, replicates: int) -> list[int]:
     return [int(child.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for child in children]
 
 
+#: Why ``run.seed`` is not a grid key: every run's seed is its replicate's (it was overwritten,
+#: so that its values gave design points with the same scenario).
+SEED_NOT_SWEPT = (
+    "each run's seed is its replicate's, spawned from the sweep's seed: "
+    "use --replicates (and --seed), not a grid over run.seed"
+)
+
+
 def parse_grid_arguments(assignments: list[str]) -> dict[str, list[Any]]:
     """Parse ``--grid key=v1,v2`` / ``--grid key=1:1024:log2`` arguments.
 
@@ -117,6 +125,8 @@ def parse_grid_arguments(assignments: list[str]) -> dict[str, list[Any]]:
             raise ScenarioError(text or "--grid", "grid entries look like key=v1,v2 or key=1:8:1")
         if key in grid:
             raise ScenarioError(f"--grid {key}", "key given twice")
+        if key == "run.seed":
+            raise ScenarioError(f"--grid {key}", SEED_NOT_SWEPT)
         try:
             grid[key] = parse_cli_values(raw)
         except ValueError as err:
@@ -153,6 +163,8 @@ def grid_design(
         raise ScenarioError("--replicates", "needs at least one replicate", source)
     values: dict[str, list[Any]] = {}
     for key, spec in grid.items():
+        if key == "run.seed":
+            raise ScenarioError(f"sweep.grid.{key}", SEED_NOT_SWEPT, source)
         try:
             values[key] = expand_values(spec)
         except ValueError as err:

@@ -45,7 +45,9 @@ def _whole(value: float) -> bool:
 
 def _check_count(count: int, text: str) -> None:
     if count > MAX_VALUES:
-        raise ValueError(f"range {text!r} has {count} values (at most {MAX_VALUES})")
+        # (a step of 1e-300 gives a count of 301 digits: its size is what matters)
+        shown = f"{count:,}" if count < 10**12 else f"about {float(count):.1e}"
+        raise ValueError(f"range {text[:40]!r} has {shown} values (at most {MAX_VALUES:,})")
 
 
 def _count(ratio: Callable[[], float], text: str) -> int:
@@ -139,13 +141,54 @@ def parse_cli_values(text: str) -> list[Any]:
     text = text.strip()
     if is_range(text):
         return expand_range(text)
+    if _looks_like_a_range(text):
+        raise ValueError(
+            f"a range looks like start:stop:step or start:stop:log2, got {text[:40]!r}"
+        )
     values: list[Any] = []
-    for raw in text.split(","):
+    for raw in _top_level_items(text):
         raw = raw.strip()
         if not raw:
-            raise ValueError(f"empty value in {text!r}")
+            raise ValueError(f"empty value in {text[:40]!r}")
         try:
             values.append(tomllib.loads(f"v = {raw}")["v"])
         except tomllib.TOMLDecodeError:
             values.append(raw)
     return values
+
+
+def _looks_like_a_range(text: str) -> bool:
+    """Numbers joined by one colon or by more than two (``0:10``, ``1:2:3:4``): a mistyped range.
+
+    Taken as a word they became one string value, which a key that is then overwritten (the
+    seed) or a string key accepted without a word.
+    """
+    parts = text.split(":")
+    if len(parts) < 2 or len(parts) == 3:
+        return False
+    for part in parts:
+        try:
+            _number(part, "part")
+        except ValueError:
+            return False
+    return True
+
+
+def _top_level_items(text: str) -> list[str]:
+    """Split ``text`` at the commas outside brackets, braces and quotes (``[1,2],[3,4]``: two)."""
+    items, start, depth, quote = [], 0, 0, ""
+    for i, char in enumerate(text):
+        if quote:
+            if char == quote and text[i - 1] != "\\":
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth = max(0, depth - 1)
+        elif char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items

@@ -96,6 +96,18 @@ def test_ranges_and_grid_arguments():
         parse_grid_arguments(["c=1", "c=2"])
 
 
+def test_the_seed_is_not_a_grid_key():
+    """``--grid run.seed=1.5,3`` said "design points 0 and 1 give the same scenario": the
+    replicate's seed overwrote every value (fuzzing pass). The CLI and a file's [sweep] grid
+    both say why, and what to use instead."""
+    with pytest.raises(ScenarioError, match="use --replicates") as info:
+        parse_grid_arguments(["run.seed=1,2"])
+    assert info.value.key == "--grid run.seed"
+    with pytest.raises(ScenarioError, match="use --replicates") as info:
+        grid_design({"run.seed": [1, 2]}, 1, 0, source="s.toml")
+    assert (info.value.key, info.value.source) == ("sweep.grid.run.seed", "s.toml")
+
+
 def test_design_seeds_and_run_ids_are_deterministic():
     seeds = replicate_seeds(7, 4)
     assert seeds == replicate_seeds(7, 4) and len(set(seeds)) == 4

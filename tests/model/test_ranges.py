@@ -91,3 +91,32 @@ def test_cli_values_are_toml_literals_or_bare_words():
     ]
     with pytest.raises(ValueError, match="empty value"):
         parse_cli_values("1,,2")
+
+
+def test_a_huge_count_is_shown_by_its_size_not_its_digits():
+    """A step of 1e-300 once printed a count of 301 digits (fuzzing pass)."""
+    with pytest.raises(ValueError) as info:
+        expand_range("0:1:1e-300")
+    assert "about 1.0e+300 values (at most 100,000)" in str(info.value)
+    assert len(str(info.value)) < 120
+    with pytest.raises(ValueError, match="has 10,000,001 values"):
+        expand_range("0:1:1e-7")
+
+
+@pytest.mark.parametrize("text", ["0:1000000000000", "1:2:3:4", " 0.5 : 2 "])
+def test_numbers_joined_by_one_or_three_colons_are_a_mistyped_range(text):
+    """``0:1000000000000`` (no step) was taken as one string value, and a key that accepts a
+    string, or the seed, which the sweep overwrites, ran it without a word (fuzzing pass)."""
+    with pytest.raises(ValueError, match="a range looks like start:stop:step"):
+        parse_cli_values(text)
+
+
+def test_commas_inside_brackets_braces_or_quotes_do_not_split_values():
+    """``[1,2],[3,4]`` was split into '[1', '2]', '[3', '4]' (fuzzing pass)."""
+    assert parse_cli_values("[1,2],[3,4]") == [[1, 2], [3, 4]]
+    assert parse_cli_values('{ dist = "laplace", scale = 0.5 },"a,b", c') == [
+        {"dist": "laplace", "scale": 0.5},
+        "a,b",
+        "c",
+    ]
+    assert parse_cli_values("data/a:b.txt") == ["data/a:b.txt"]  # a word, not numbers
