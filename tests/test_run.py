@@ -787,6 +787,37 @@ def test_a_command_without_its_optional_package_says_which_extra_to_install(
     assert "serving" not in out and not (tmp_path / "out").exists()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_viz_on_an_address_it_cannot_listen_on_is_one_line_before_serving(monkeypatch, capsys):
+    """A port in use, a host that is not this machine's or does not resolve: the server said
+    so in uvicorn's format after "serving the app", exit 3 (fuzzing pass); now one line, 2."""
+    import socket
+
+    started = []
+    monkeypatch.setattr(run, "_serve_until_signalled", lambda *args: started.append(1) or 0)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert run.main(["viz", "--host", "127.0.0.1", "--port", str(port)]) == 2
+        out, err = capsys.readouterr()
+        assert err.count("\n") == 1
+        assert err.startswith(f"mesaopt: error: --port: cannot listen on 127.0.0.1:{port} (")
+    for host in ("192.0.2.1", "no-such-host.invalid"):  # TEST-NET-1: never this machine's
+        assert run.main(["viz", "--host", host, "--port", str(_free_port())]) == 2
+        out, err = capsys.readouterr()
+        assert err.count("\n") == 1 and err.startswith("mesaopt: error: --host: ")
+        assert out == ""
+    assert started == []
+
+
 def test_viz_silences_only_solaras_local_cookie_warning(monkeypatch, capsys):
     """The app's server gets the filter for Solara's SameSite warning (printed at every first
     page load from 127.0.0.1), after any filters of the user's own."""
@@ -795,7 +826,7 @@ def test_viz_silences_only_solaras_local_cookie_warning(monkeypatch, capsys):
         run, "_serve_until_signalled", lambda command, env: seen.update(env=env) or 0
     )
     monkeypatch.setenv("PYTHONWARNINGS", "error::DeprecationWarning")
-    assert run.main(["viz", "baseline"]) == 0
+    assert run.main(["viz", "baseline", "--port", str(_free_port())]) == 0
     filters = seen["env"]["PYTHONWARNINGS"].split(",")
     assert filters == [
         "error::DeprecationWarning",
