@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mesaopt.model.errors import ScenarioError, Terminated
+from mesaopt.model.errors import clipped as _clipped
 
 if typing.TYPE_CHECKING:
     from mesaopt.model.scenario import Scenario
@@ -219,11 +220,6 @@ def _out_dir(text: str | None) -> Path | None:
         raise ScenarioError("--out", "empty folder name (it would write into the current folder)")
     _check_name_length(text, "--out")
     return Path(text)
-
-
-def _clipped(text: str, keep: int = 60) -> str:
-    """``text`` shortened to its first and last ``keep`` characters, for an error line."""
-    return text if len(text) <= 2 * keep + 1 else f"{text[:keep]}…{text[-keep:]}"
 
 
 def _check_name_length(text: str, key: str) -> None:

@@ -8,6 +8,17 @@ it came from, so that the command line can print it as one line and exit with st
 
 from __future__ import annotations
 
+import re
+
+#: Characters kept at each end of a long word of an error line (:func:`clipped`).
+CLIP_KEEP = 60
+_LONG_WORD = re.compile(rf"\S{{{2 * CLIP_KEEP + 2},}}")
+
+
+def clipped(text: str, keep: int = CLIP_KEEP) -> str:
+    """``text`` shortened to its first and last ``keep`` characters, for an error line."""
+    return text if len(text) <= 2 * keep + 1 else f"{text[:keep]}…{text[-keep:]}"
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a batch scheduler's time limit) raised where a Ctrl-C would be.
@@ -34,9 +45,14 @@ class ScenarioError(ValueError):
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
-        """Return the error as a single line: ``file: key: message``."""
+        """Return the error as a single line: ``file: key: message``.
+
+        A word longer than 121 characters (a path of 300, a value pasted whole) keeps its first
+        and last 60: the line stays one a terminal shows whole.
+        """
         where = f"{self.source}: " if self.source else ""
-        return f"{where}{self.key}: {self.message}".replace("\n", " ")
+        line = f"{where}{self.key}: {self.message}".replace("\n", " ")
+        return _LONG_WORD.sub(lambda word: clipped(word[0]), line)
 
     def with_source(self, source: str) -> ScenarioError:
         """Return a copy of this error attributed to ``source`` (if it had none)."""

@@ -336,6 +336,19 @@ def test_errors_found_while_building_the_network_are_the_only_line(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("path", ["x" * 300 + ".csv", "/tmp/" + "x" * 300 + "/e.csv"])
+def test_a_long_network_path_is_clipped_in_its_error_line(tmp_path, capsys, path):
+    """A 300-character network.path was echoed whole (fuzzing pass): every error line keeps
+    the first and last 60 characters of a word longer than 121 (model.errors.clipped)."""
+    args = ["simulate", str(BASELINE), *TINY, "--set", "network.topology='edgelist'"]
+    args += ["--set", f"network.path='{path}'", "--out", str(tmp_path / "out")]
+    assert run.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ": network.path: " in err
+    assert "x" * 50 + "…" + "x" * 50 in err and "x" * 122 not in err
+    assert len(err) < 2 * len(str(BASELINE)) + 250
+
+
 def test_a_successful_run_prints_its_summary_after_the_run(tmp_path, capsys):
     assert run.main(["simulate", str(BASELINE), *TINY, "--out", str(tmp_path / "o")]) == 0
     captured = capsys.readouterr()
