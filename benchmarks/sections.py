@@ -37,7 +37,7 @@ PARTS = (
     ("mesaopt.model.measurement", "decompose_agents", "  decompose_agents (compiled)"),
     ("mesaopt.model.measurement", "record_decomposition", "  record_decomposition (compiled)"),
     ("mesaopt.model.measurement", "aggregate_steps", "  aggregate_steps"),
-    ("mesaopt.model.metrics", "parallel_map", "    the two radix sorts (two threads)"),
+    ("mesaopt.model.metrics", "parallel_map", "    the two sorts (two threads)"),
     ("mesaopt.model.metrics", "group_ginis", "    group_ginis"),
     ("mesaopt.model.metrics", "group_correlations", "    group_correlations"),
     ("mesaopt.model.metrics", "sample_estimates", "    sample_estimates"),

@@ -1,8 +1,8 @@
 """Order statistics of a step per group, in NumPy: the reference of :mod:`model.group_stats_jit`.
 
 The ``steps`` table's ``gini_utility`` and ``corr_proxy_value`` / ``corr_proxy_value_top``
-columns, per principal and over all agents. The compiled module computes them from one radix
-sort of the whole population; the functions here, with the same names, are the readable
+columns, per principal and over all agents. The compiled module computes them from one sort
+of the whole population; the functions here, with the same names, are the readable
 definitions that ``tests/model/test_group_stats_jit.py`` holds it to. A group's statistics
 are those of its members ``x[group == g]``; the last entry of every result is over all agents.
 """
@@ -85,17 +85,18 @@ def radix_argsort(x: np.ndarray) -> np.ndarray:
 
 
 def sort_by_group(x: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``x`` in ascending order (:func:`radix_argsort`) and the group of each of its entries.
+    """``x`` in ascending order, ties by group, and the group of each of its entries.
 
     Args:
         x: Values, (N,).
         group: Group index per entry, (N,).
 
     Returns:
-        ``(ordered, groups)``.
+        ``(ordered, groups)`` (a lexicographic sort by value, then group; NaNs last).
     """
-    order = radix_argsort(x)
-    return np.asarray(x, dtype=float)[order], np.asarray(group)[order]
+    x = np.asarray(x, dtype=float)
+    order = np.lexsort((np.asarray(group), x))
+    return x[order], np.asarray(group)[order]
 
 
 def group_ginis(x: np.ndarray, group: np.ndarray, n_groups: int) -> list[float]:

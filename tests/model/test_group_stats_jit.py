@@ -57,6 +57,22 @@ def test_sort_by_group_equals_the_reference(x, j):
     assert np.array_equal(ordered, e_ordered) and np.array_equal(groups, e_groups)
 
 
+@pytest.mark.parametrize("j", [1, 3, 5, 8, 130])  # runs merged in 0, 2, 3, 3 and 8 rounds
+def test_sort_by_group_with_ties_nans_and_many_groups_equals_the_reference(j):
+    """Each group's run is sorted alone and the runs merged: ties across groups in group order,
+    NaNs after every number, more groups than an int8 label holds."""
+    rng = np.random.default_rng(j)
+    x = rng.integers(-20, 20, 3000).astype(float)  # many ties
+    x[rng.random(3000) < 0.05] = np.nan
+    x[rng.random(3000) < 0.05] = -0.0
+    group = rng.integers(0, j, 3000)
+    ordered, groups = group_stats_jit.sort_by_group(x, group)
+    e_ordered, e_groups = group_stats.sort_by_group(x, group)
+    assert np.array_equal(ordered, e_ordered, equal_nan=True)
+    assert np.array_equal(groups, e_groups)
+    assert groups.dtype == (np.int8 if j < 128 else np.int64)
+
+
 def _groups(n: int, j: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.normal(1.0, 1.0, n)
