@@ -21,6 +21,7 @@ in :mod:`analysis.theory`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -176,6 +177,23 @@ def _quadratic_roots(c2: float, c1: float, c0: float) -> list[float]:
     return roots
 
 
+@functools.cache
+def _active_sets(p: int) -> tuple[tuple[np.ndarray, np.ndarray, tuple, tuple], ...]:
+    """Every subset A of ``p`` channels, as :func:`_candidate_betas` walks them (by bit mask).
+
+    Each is ``(A, the rest, the index of K_AA, the index of K_rest,A)``: built once per channel
+    count instead of at every design (a selection step's contract design spent most of its
+    time making them; the same indices, so the same numbers).
+    """
+    idx = np.arange(p)
+    sets = []
+    for mask in range(1 << p):
+        act = idx[(mask >> idx) & 1 == 1]
+        rest = idx[(mask >> idx) & 1 == 0]
+        sets.append((act, rest, np.ix_(act, act), np.ix_(rest, act)))
+    return tuple(sets)
+
+
 def _candidate_betas(
     v: np.ndarray, g: np.ndarray, m: np.ndarray, k: np.ndarray, risk: float, level: float
 ) -> np.ndarray:
@@ -199,26 +217,21 @@ def _candidate_betas(
     at each through the exact best response, so a rounding error here can only move a candidate
     by rounding, never make the design use a wrong response.
     """
-    p = v.size
     points: list[float] = [0.0]
-    idx = np.arange(p)
-    for mask in range(1 << p):
-        act = idx[(mask >> idx) & 1 == 1]
-        rest = idx[(mask >> idx) & 1 == 0]
+    for act, rest, block, across in _active_sets(v.size):
         if act.size:
-            k_aa = k[np.ix_(act, act)]
+            k_aa = k[block]
             u = np.linalg.solve(k_aa, m[act])
             w = np.linalg.solve(k_aa, g[act])
-            slope_rest = -(m[rest] - k[np.ix_(rest, act)] @ u)
-            const_rest = -(g[rest] - k[np.ix_(rest, act)] @ w)
-            slopes = np.concatenate([u, slope_rest])
-            consts = np.concatenate([w, const_rest])
+            k_ra = k[across]
+            slopes = np.concatenate([u, -(m[rest] - k_ra @ u)])
+            consts = np.concatenate([w, -(g[rest] - k_ra @ w)])
         else:
             u = w = np.zeros(0)
             slopes, consts = -m, -g
         # Conditions slope·β + const ≥ 0 cut the piece [lo, hi] out of the line.
         lo, hi = -math.inf, math.inf
-        for s, c in zip(slopes, consts, strict=True):
+        for s, c in zip(slopes.tolist(), consts.tolist(), strict=True):
             if s > 0.0:
                 lo = max(lo, -c / s)
             elif s < 0.0:
@@ -227,8 +240,9 @@ def _candidate_betas(
                 lo, hi = math.inf, -math.inf
         if not lo <= hi + 1e-12 * (1.0 + abs(lo) + abs(hi)):
             continue
-        mu, mw = float(m[act] @ u), float(m[act] @ w)
-        gw, vu, vw = float(g[act] @ w), float(v[act] @ u), float(v[act] @ w)
+        m_a, v_a = m[act], v[act]
+        mu, mw = float(m_a @ u), float(m_a @ w)
+        gw, vu, vw = float(g[act] @ w), float(v_a @ u), float(v_a @ w)
         ce = (0.5 * (mu - risk), mw, 0.5 * gw)
         profit = (-mu, vu - mw, vw)
         surplus = (-0.5 * (mu + risk), vu, vw + 0.5 * gw)
