@@ -679,6 +679,23 @@ def test_ctrl_c_in_the_interpreters_last_clean_up_keeps_the_exit_status() -> Non
     assert (out.returncode, out.stderr) == (0, "")
 
 
+def _started(command: list[str], **options) -> subprocess.Popen:
+    """A command started in the background, its output captured, this checkout importable."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    return subprocess.Popen(command, **pipes, text=True, env=env, **options)
+
+
+def _wait_until(ready, process: subprocess.Popen, seconds: float = 240) -> None:
+    """Wait until ``ready()``; fail (with the command's output) if it ends or time runs out."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.05)
+
+
 def test_sigterm_stops_a_run_as_ctrl_c_does_one_line_exit_143_nothing_kept(
     tmp_path: Path,
 ) -> None:
@@ -691,17 +708,8 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_one_line_exit_143_nothing_kept(
     out = tmp_path / "run"
     command = [sys.executable, str(ROOT / "run.py"), "simulate", "baseline", "--out", str(out)]
     command += ["--set", "network.n_agents=20000", "--steps", "400", "--quiet"]
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-    )
-    deadline = time.monotonic() + 240
-    while not any(tmp_path.glob(".run.tmp-*")):  # the run has started writing
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.05)
+    process = _started(command)
+    _wait_until(lambda: any(tmp_path.glob(".run.tmp-*")), process)  # it has started writing
     time.sleep(0.5)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
@@ -716,26 +724,18 @@ def test_ctrl_c_in_a_terminal_stops_a_dask_sweep_with_one_line(tmp_path: Path) -
     """Ctrl-C goes to the whole foreground process group, Dask's worker processes included: the
     driver says one line and exits 130; the workers print no traceback of their own."""
     import signal
-    import time
 
     out = tmp_path / "sweep"
     command = [sys.executable, str(ROOT / "run.py"), "sweep", "baseline", "--out", str(out)]
     command += ["--set", "network.n_agents=20000", "--steps", "150", "--workers", "2"]
     command += ["--grid", "principals.0.selection.n=2,4,8,16", "--replicates", "3", "--quiet"]
-    process = subprocess.Popen(
+    process = _started(
         command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
         start_new_session=True,  # its own group, as a terminal's foreground job
         # a job started by a non-interactive shell may inherit SIGINT ignored: restore it
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 240
-    while not ((out / "runs").is_dir() and any((out / "runs").iterdir())):
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.1)
+    _wait_until(lambda: (out / "runs").is_dir() and any((out / "runs").iterdir()), process)
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
