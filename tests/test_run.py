@@ -647,35 +647,24 @@ def test_ctrl_c_while_the_engines_load_is_one_line(tmp_path, monkeypatch, capsys
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_after_the_command_keeps_its_exit_status_and_prints_nothing() -> None:
-    """A Ctrl-C during the interpreter's shutdown (here: an atexit hook) once gave a traceback
-    and status 130 for a command that had succeeded."""
-    code = (
-        "import atexit, os, signal, time\n"
-        "from mesaopt import run\n"
-        "run.main = lambda: 0\n"
-        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(1)))\n"
-        "run.cli()\n"
-    )
-    out = python("-c", code)
-    assert (out.returncode, out.stderr) == (0, "")
-
-
-def test_ctrl_c_in_the_interpreters_last_clean_up_keeps_the_exit_status() -> None:
-    """The interpreter puts a Python signal handler back to the default before it clears its
-    modules, so a Ctrl-C there (here: from an object freed with ``__main__``) killed a command
-    that had succeeded, status −2 and no line (fuzzing pass); now it is ignored there."""
-    code = (
-        "import os, signal\n"
-        "from mesaopt import run\n"
-        "run.main = lambda: 0\n"
+@pytest.mark.parametrize(
+    "ctrl_c",
+    [
+        # in an atexit hook: once a traceback and status 130 for a command that had succeeded
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(1)))\n",
+        # from an object freed with __main__, after the interpreter has put a Python signal
+        # handler back to the default: once status -2 and no line (fuzzing pass)
         "class LateCtrlC:\n"
         "    def __del__(self):\n"
         "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "late = LateCtrlC()\n"
-        "run.cli()\n"
-    )
-    out = python("-c", code)
+        "late = LateCtrlC()\n",
+    ],
+    ids=["atexit-hook", "last-clean-up"],
+)
+def test_ctrl_c_after_the_command_keeps_its_exit_status_and_prints_nothing(ctrl_c) -> None:
+    """A Ctrl-C during the interpreter's shutdown: the command's status, and nothing printed."""
+    code = "import atexit, os, signal, time\nfrom mesaopt import run\nrun.main = lambda: 0\n"
+    out = python("-c", code + ctrl_c + "run.cli()\n")
     assert (out.returncode, out.stderr) == (0, "")
 
 
