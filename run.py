@@ -872,6 +872,8 @@ def _check_listening(host: str, port: int) -> None:
     except (socket.gaierror, UnicodeError) as err:
         reason = getattr(err, "strerror", None) or "not a host name"
         raise ScenarioError("--host", f"{_clipped(host)}: {reason}") from None
+    unavailable: OSError | None = None
+    bound = 0
     for family, kind, proto, _, address in addresses:
         with socket.socket(family, kind, proto) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -879,10 +881,17 @@ def _check_listening(host: str, port: int) -> None:
                 probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
                 probe.bind(address)
+                bound += 1
             except OSError as err:
+                if err.errno == errno.EADDRNOTAVAIL:  # as asyncio: that family may be off
+                    unavailable = unavailable or err
+                    continue
                 key = "--port" if err.errno in (errno.EADDRINUSE, errno.EACCES) else "--host"
                 reason = err.strerror or str(err)
                 raise ScenarioError(key, f"cannot listen on {shown} ({reason})") from None
+    if not bound and unavailable is not None:
+        reason = unavailable.strerror or str(unavailable)
+        raise ScenarioError("--host", f"cannot listen on {shown} ({reason})")
 
 
 #: Seconds the Solara server has to stop after SIGINT/SIGTERM before it is killed.

@@ -160,8 +160,8 @@ def parse_cli_values(text: str) -> list[Any]:
 def _looks_like_a_range(text: str) -> bool:
     """Numbers joined by one colon or by more than two (``0:10``, ``1:2:3:4``): a mistyped range.
 
-    Taken as a word they became one string value, which a key that is then overwritten (the
-    seed) or a string key accepted without a word.
+    Taken as a word, such text became one string value, which a string key, or a key that the
+    sweep then overwrites (the seed), accepted without a word.
     """
     parts = text.split(":")
     if len(parts) < 2 or len(parts) == 3:
