@@ -157,6 +157,8 @@ def sort_by_group(x: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndar
     small = np.int8 if n_groups_fit(group) else np.int64
     x = np.ascontiguousarray(x, dtype=float)
     group = np.ascontiguousarray(group, dtype=small)
+    if len(group) and int(group.min()) < 0:  # the compiled gather indexes by group unchecked
+        raise ValueError(f"group indices must be at least 0, got {int(group.min())}")
     n_groups = int(group.max()) + 1 if len(group) else 0
     values, bounds = _gather_by_group(x, group, n_groups)
     for g in range(n_groups):

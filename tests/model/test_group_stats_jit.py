@@ -73,6 +73,13 @@ def test_sort_by_group_with_ties_nans_and_many_groups_equals_the_reference(j):
     assert groups.dtype == (np.int8 if j < 128 else np.int64)
 
 
+def test_sort_by_group_of_nothing_and_of_a_negative_group():
+    ordered, groups = group_stats_jit.sort_by_group(np.zeros(0), np.zeros(0, dtype=int))
+    assert ordered.shape == groups.shape == (0,)
+    with pytest.raises(ValueError, match="at least 0"):
+        group_stats_jit.sort_by_group(np.ones(3), np.array([0, -1, 0]))
+
+
 def _groups(n: int, j: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.normal(1.0, 1.0, n)
