@@ -29,7 +29,7 @@ import typing
 from contextlib import contextmanager
 from pathlib import Path
 
-from mesaopt.model.errors import ScenarioError, Terminated
+from mesaopt.model.errors import ScenarioError, Terminated, raise_terminated
 from mesaopt.model.errors import clipped as _clipped
 
 if typing.TYPE_CHECKING:
@@ -875,7 +875,12 @@ def _check_listening(host: str, port: int) -> None:
     unavailable: OSError | None = None
     bound = 0
     for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
+        try:
+            probe = socket.socket(family, kind, proto)
+        except OSError as err:  # as asyncio: a family this kernel does not offer (IPv6 off)
+            unavailable = unavailable or err
+            continue
+        with probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -1067,25 +1072,26 @@ def main(argv: list[str] | None = None) -> int:
     return _main(args)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
 def cli() -> None:
     """The ``mesaopt`` console script and ``python run.py``: run :func:`main`, exit with its status.
 
     Once the command is over and its one line printed, what is left is the interpreter's
     shutdown (joining threads, flushing), where a Ctrl-C would print a traceback or turn a
     success into 130: from then on it (or SIGTERM) ends the process at once with the command's
-    status, and once the threads are joined a Ctrl-C is ignored. (The interpreter puts a
-    handler written in Python back to the default before its last clean-up, so a Ctrl-C there
-    killed a finished run without a word; an ignored signal it leaves ignored.)
+    status, and once the threads are joined and the other atexit hooks have run, a Ctrl-C is
+    ignored. (The interpreter puts a handler written in Python back to the default before its
+    last clean-up, so a Ctrl-C there killed a finished run without a word; an ignored signal it
+    leaves ignored.)
     """
     import atexit
     import signal
 
-    # `kill` or a batch scheduler's time limit cleans up as a Ctrl-C does (model.errors)
-    signal.signal(signal.SIGTERM, _terminate)
+    # `kill` or a batch scheduler's time limit cleans up as a Ctrl-C does (model.errors); a
+    # forked child (a Dask worker) keeps the default: the driver stops it
+    signal.signal(signal.SIGTERM, raise_terminated)
+    os.register_at_fork(after_in_child=_default_sigterm)
+    # Registered first, run last: once every other hook has run, a Ctrl-C is ignored
+    atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
     status = main()
     try:
         sys.stdout.flush()
@@ -1094,8 +1100,14 @@ def cli() -> None:
         pass
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, lambda signum, frame: os._exit(status))
-    atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)  # runs first of the hooks
     sys.exit(status)
+
+
+def _default_sigterm() -> None:
+    import signal
+
+    with contextlib.suppress(ValueError):  # not the child's main thread: nothing to undo
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 #: Commands that run the model, and so may compile its kernels (None: the demo).

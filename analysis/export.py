@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from mesaopt import __version__
 from mesaopt.analysis.run_folder import MissingTableError, read_network_table, unreadable_table
 from mesaopt.model.atomic_folder import check_reused_folder
-from mesaopt.model.errors import ScenarioError, Terminated
+from mesaopt.model.errors import ScenarioError, Terminated, raise_terminated
 from mesaopt.model.recording import write_json_atomic
 
 FORMATS = ("csv", "parquet")
@@ -135,15 +135,16 @@ def _interrupt_deferred() -> Iterator[list[int]]:
 
     Yields the list the held signals are appended to: the caller decides what to do once the
     block is done. Only the main thread receives signals; elsewhere the block runs as it is.
-    SIGTERM is held only where a handler of the program's raises it (``run.py``'s
-    :class:`~model.errors.Terminated`): with the default action it ends the process, as asked.
+    SIGTERM is held only where the command line's handler raises it
+    (:func:`~model.errors.raise_terminated`): with the default action it ends the process, as
+    asked, and a program's own handler is left to run.
     """
     caught: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield caught
         return
     held = [signal.SIGINT]
-    if callable(signal.getsignal(signal.SIGTERM)):
+    if signal.getsignal(signal.SIGTERM) is raise_terminated:
         held.append(signal.SIGTERM)
     previous = {
         signum: signal.signal(signum, lambda signum, frame: caught.append(signum))

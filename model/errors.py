@@ -29,6 +29,15 @@ class Terminated(KeyboardInterrupt):
     """
 
 
+def raise_terminated(signum: int, frame: object) -> None:
+    """The SIGTERM handler of the command line (``run.py``): raise :class:`Terminated`.
+
+    Code that holds signals for a moment (an export's renames) holds SIGTERM only when this is
+    its handler: another program's own handler is left to run as it is.
+    """
+    raise Terminated
+
+
 class ScenarioError(ValueError):
     """A scenario value, override or referenced file is invalid.
 

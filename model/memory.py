@@ -26,11 +26,17 @@ ADDRESS_SPACE_PER_THREAD = 64 * 2**20
 
 
 def _limited_by_ulimit() -> tuple[int, bool]:
-    """The bytes a run may use, and whether the address-space limit (not memory) sets them."""
+    """The bytes a run may use, and whether the address-space limit (not memory) sets them.
+
+    Under a limit, what it leaves once :func:`address_space_margin` is taken off (at least 0),
+    when that is less than physical memory.
+    """
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft != resource.RLIM_INFINITY and soft < total:
-        return soft, True
+    if soft != resource.RLIM_INFINITY:
+        left = max(0, soft - address_space_margin())
+        if left < total:
+            return left, True
     return total, False
 
 
@@ -46,10 +52,7 @@ def available_bytes() -> int:
         Physical memory, or ``RLIMIT_AS`` less :func:`address_space_margin` when that is lower
         (at least 0).
     """
-    total, by_ulimit = _limited_by_ulimit()
-    if by_ulimit:
-        return max(0, total - address_space_margin())
-    return total
+    return _limited_by_ulimit()[0]
 
 
 def memory_limit_name() -> str:

@@ -113,7 +113,13 @@ def parallel_map(fn: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
         if "can't start new thread" not in str(err):
             raise
         # The pool's first threads start lazily: under a tight ``ulimit -v`` the system has no
-        # address space left for one (its stack), which is running out of memory.
+        # address space left for one (its stack), which is running out of memory. The share
+        # whose thread did not start is already queued: cancel it, or wait for the thread that
+        # took it, before raising; the next call starts a new pool.
+        with _pool_lock:
+            if _pool is pool:
+                _pool = None
+        pool.shutdown(wait=True, cancel_futures=True)
         raise MemoryError(str(err)) from err
     finally:
         # Never return (or raise) while other threads still write into the caller's arrays.

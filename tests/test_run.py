@@ -709,9 +709,16 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_one_line_exit_143_nothing_kept(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_in_a_terminal_stops_a_dask_sweep_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "word", "status"), [("SIGINT", "interrupted", 130), ("SIGTERM", "terminated", 143)]
+)
+def test_ctrl_c_in_a_terminal_stops_a_dask_sweep_with_one_line(
+    tmp_path: Path, stop: str, word: str, status: int
+) -> None:
     """Ctrl-C goes to the whole foreground process group, Dask's worker processes included: the
-    driver says one line and exits 130; the workers print no traceback of their own."""
+    driver says one line and exits 130; the workers print no traceback of their own. So does
+    SIGTERM to the group (a batch scheduler's time limit): the workers, forked from the driver,
+    once inherited its handler and printed ``Terminated`` tracebacks."""
     import signal
 
     out = tmp_path / "sweep"
@@ -725,12 +732,11 @@ def test_ctrl_c_in_a_terminal_stops_a_dask_sweep_with_one_line(tmp_path: Path) -
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_until(lambda: (out / "runs").is_dir() and any((out / "runs").iterdir()), process)
-    os.killpg(process.pid, signal.SIGINT)
+    os.killpg(process.pid, getattr(signal, stop))
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
+    assert process.returncode == status, err
     assert err.strip().splitlines() == [
-        f"mesaopt: interrupted; run the same command again to resume ({out}/ keeps every "
-        "finished run)"
+        f"mesaopt: {word}; run the same command again to resume ({out}/ keeps every finished run)"
     ]
     assert not (out / "runs.parquet").exists()
 
@@ -818,6 +824,25 @@ def test_viz_on_an_address_it_cannot_listen_on_is_one_line_before_serving(monkey
         assert err.count("\n") == 1 and err.startswith("mesaopt: error: --host: ")
         assert out == ""
     assert started == []
+
+
+def test_viz_on_a_machine_without_ipv6_serves_on_what_it_has(monkeypatch, capsys):
+    """A family the kernel does not offer is skipped, as asyncio's server skips it: with IPv6
+    off, ``--host ""`` (every address) was refused with an unnamed error, exit 1 (review)."""
+    import errno
+    import socket
+
+    real = socket.socket
+
+    def no_ipv6(family=socket.AF_INET, *args, **kwargs):
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+        return real(family, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "socket", no_ipv6)
+    monkeypatch.setattr(run, "_serve_until_signalled", lambda *args: 0)
+    assert run.main(["viz", "--host", "", "--port", str(_free_port())]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_viz_silences_only_solaras_local_cookie_warning(monkeypatch, capsys):

@@ -144,6 +144,38 @@ def test_a_kernel_thread_that_cannot_start_is_out_of_memory(monkeypatch, refusal
         parallel.parallel_map(lambda x: x, range(2))
 
 
+def test_a_share_whose_thread_did_not_start_never_runs_after_the_error(monkeypatch):
+    """``submit`` queues the work before it starts the thread: the share stayed queued and a
+    pool thread ran it after ``parallel_map`` had raised (review); it is now cancelled."""
+    import threading
+    import time
+
+    real = threading.Thread.start
+    started = []
+
+    def one_thread_only(self):
+        if started:
+            raise RuntimeError("can't start new thread")
+        started.append(self)
+        real(self)
+
+    ran = []
+
+    def work(x):
+        time.sleep(0.2)
+        ran.append((x, time.monotonic()))
+
+    monkeypatch.setattr(parallel, "_MAX_THREADS", 3)
+    monkeypatch.setattr(parallel, "_pool", None)
+    monkeypatch.setattr(threading.Thread, "start", one_thread_only)
+    with kernel_threads(3), pytest.raises(MemoryError):
+        parallel.parallel_map(work, range(3))
+    raised = time.monotonic()
+    time.sleep(0.6)
+    assert [x for x, at in ran if at > raised] == []
+    assert parallel._pool is None  # the next call starts a new pool
+
+
 def test_mesaopt_threads_must_be_a_positive_integer(monkeypatch):
     monkeypatch.setenv("MESAOPT_THREADS", "two")
     with pytest.raises(ValueError, match="MESAOPT_THREADS"):

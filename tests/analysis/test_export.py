@@ -222,13 +222,12 @@ def test_ctrl_c_while_tables_replace_the_old_waits_for_the_last(
     So does SIGTERM where ``run.py`` raises it as :class:`~mesaopt.model.errors.Terminated`."""
     import signal
 
-    from mesaopt import run
     from mesaopt.analysis import export
-    from mesaopt.model.errors import Terminated
+    from mesaopt.model.errors import Terminated, raise_terminated
 
     signum = getattr(signal, stop)
     raised = Terminated if stop == "SIGTERM" else KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, run._terminate)  # as the command line has it
+    previous = signal.signal(signal.SIGTERM, raise_terminated)  # as the command line has it
 
     out = tmp_path / "out"
     export_sweep(sweep, "csv", out)
@@ -256,3 +255,26 @@ def test_ctrl_c_while_tables_replace_the_old_waits_for_the_last(
     assert sorted(after) == sorted(before)
     assert all(after[name] != before[name] for name in tables)
     assert json.loads((out / "export.json").read_text())["format"] == "csv"
+
+
+def test_a_programs_own_sigterm_handler_is_left_to_run_during_the_renames() -> None:
+    """Only the command line's SIGTERM handler is held back: a library user's own handler was
+    replaced for the block and never called (review)."""
+    import signal
+
+    from mesaopt.analysis.export import _interrupt_deferred
+    from mesaopt.model.errors import raise_terminated
+
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with _interrupt_deferred():
+            assert signal.getsignal(signal.SIGTERM) is mine
+        signal.signal(signal.SIGTERM, raise_terminated)
+        with _interrupt_deferred():
+            assert signal.getsignal(signal.SIGTERM) is not raise_terminated
+        assert signal.getsignal(signal.SIGTERM) is raise_terminated
+    finally:
+        signal.signal(signal.SIGTERM, previous)

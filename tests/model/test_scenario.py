@@ -367,6 +367,23 @@ def test_a_network_no_run_can_build_is_named_before_its_memory():
     assert info.value.key == "network.k" and "needs k < n_agents (20000)" in info.value.message
 
 
+def test_a_ulimit_just_above_physical_memory_still_leaves_room_for_the_threads(monkeypatch):
+    """A limit between physical memory and physical memory plus the threads' margin left the
+    whole of physical memory to the run (review): what a run may use is the smaller of the two."""
+    import resource
+
+    from mesaopt.model import memory
+
+    total = memory.os.sysconf("SC_PAGE_SIZE") * memory.os.sysconf("SC_PHYS_PAGES")
+    limit = total + 100 * 2**20
+    monkeypatch.setattr(memory.resource, "getrlimit", lambda which: (limit, limit))
+    assert memory.available_bytes() == limit - memory.address_space_margin() < total
+    assert "ulimit -v" in memory.memory_limit_name()
+    unlimited = resource.RLIM_INFINITY
+    monkeypatch.setattr(memory.resource, "getrlimit", lambda which: (unlimited, unlimited))
+    assert memory.available_bytes() == total
+
+
 @pytest.mark.parametrize(
     ("soft", "named"),
     [
