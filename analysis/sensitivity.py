@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from mesaopt.analysis.sweep_design import MAX_RUNS, Design, replicate_seeds
+from mesaopt.analysis.sweep_design import MAX_RUNS, SEED_NOT_SWEPT, Design, replicate_seeds
 from mesaopt.model.errors import ScenarioError
 from mesaopt.model.scenario import ChannelConfig, NoiseConfig, RegimeConfig, Scenario
 
@@ -145,6 +145,8 @@ def parse_param(text: str) -> Bound:
     parts = raw.split(":")
     if not sep or not key or len(parts) != 2:
         raise ScenarioError(text or "--param", "parameters look like key=low:high")
+    if key == "run.seed":
+        raise ScenarioError(f"--param {key}", SEED_NOT_SWEPT)
     try:
         low, high = (float(p) for p in parts)
     except ValueError:

@@ -101,7 +101,7 @@ def replicate_seeds(sweep_seed: int, replicates: int) -> list[int]:
 #: so that its values gave design points with the same scenario).
 SEED_NOT_SWEPT = (
     "each run's seed is its replicate's, spawned from the sweep's seed: "
-    "use --replicates (and --seed), not a grid over run.seed"
+    "use --replicates (and --seed), not run.seed as a swept parameter"
 )
 
 

@@ -57,7 +57,8 @@ class ScenarioError(ValueError):
         """Return the error as a single line: ``file: key: message``.
 
         A word longer than 121 characters (a path of 300, a value pasted whole) keeps its first
-        and last 60: the line stays one a terminal shows whole.
+        and last 60: the line stays one a terminal shows whole. The same line is the error's
+        text, so a run's manifest (``error``) and a sweep's ``runs`` table keep it clipped too.
         """
         where = f"{self.source}: " if self.source else ""
         line = f"{where}{self.key}: {self.message}".replace("\n", " ")

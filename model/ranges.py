@@ -141,15 +141,15 @@ def parse_cli_values(text: str) -> list[Any]:
     text = text.strip()
     if is_range(text):
         return expand_range(text)
-    if _looks_like_a_range(text):
-        raise ValueError(
-            f"a range looks like start:stop:step or start:stop:log2, got {text[:40]!r}"
-        )
     values: list[Any] = []
     for raw in _top_level_items(text):
         raw = raw.strip()
         if not raw:
             raise ValueError(f"empty value in {text[:40]!r}")
+        if _looks_like_a_range(raw):
+            raise ValueError(
+                f"a range looks like start:stop:step or start:stop:log2, got {raw[:40]!r}"
+            )
         try:
             values.append(tomllib.loads(f"v = {raw}")["v"])
         except tomllib.TOMLDecodeError:
@@ -159,6 +159,9 @@ def parse_cli_values(text: str) -> list[Any]:
 
 def _looks_like_a_range(text: str) -> bool:
     """Numbers joined by one colon or by more than two (``0:10``, ``1:2:3:4``): a mistyped range.
+
+    Checked for each value of a list on the command line; a file's ``[sweep.grid]`` value is
+    TOML, where a range is a string and a list is an array, so ``"0:10"`` there is the string.
 
     Taken as a word, such text became one string value, which a string key, or a key that the
     sweep then overwrites (the seed), accepted without a word.
@@ -175,14 +178,25 @@ def _looks_like_a_range(text: str) -> bool:
 
 
 def _top_level_items(text: str) -> list[str]:
-    """Split ``text`` at the commas outside brackets, braces and quotes (``[1,2],[3,4]``: two)."""
-    items, start, depth, quote = [], 0, 0, ""
+    """Split ``text`` at the commas outside brackets, braces and quotes (``[1,2],[3,4]``: two).
+
+    A quote opens a TOML string only where a value or an element starts (after a comma, a
+    bracket, an ``=`` or spaces): the apostrophe of a bare word (``don't``) is a letter. In a
+    basic string (``"..."``) a backslash escapes the next character; a literal string
+    (``'...'``) has no escapes.
+    """
+    items, start, depth, quote, escaped = [], 0, 0, "", False
     for i, char in enumerate(text):
         if quote:
-            if char == quote and text[i - 1] != "\\":
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote == '"':
+                escaped = True
+            elif char == quote:
                 quote = ""
         elif char in "\"'":
-            quote = char
+            if not text[start:i].strip() or text[:i].rstrip()[-1:] in "[{,=":
+                quote = char
         elif char in "[{":
             depth += 1
         elif char in "]}":

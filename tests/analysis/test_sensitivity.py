@@ -34,6 +34,10 @@ def test_parse_param():
     for bad in ("x=1", "x=2:1", "x=a:b", "=1:2", "principals.0.selection.n=1.5:4"):
         with pytest.raises(ScenarioError):
             parse_param(bad)
+    # the replicate's seed overwrote it, as for --grid (review)
+    with pytest.raises(ScenarioError, match="use --replicates") as info:
+        parse_param("run.seed=0:100")
+    assert info.value.key == "--param run.seed"
 
 
 def test_parameter_type_comes_from_the_schema_not_the_bounds():

@@ -103,7 +103,7 @@ def test_a_huge_count_is_shown_by_its_size_not_its_digits():
         expand_range("0:1:1e-7")
 
 
-@pytest.mark.parametrize("text", ["0:1000000000000", "1:2:3:4", " 0.5 : 2 "])
+@pytest.mark.parametrize("text", ["0:1000000000000", "1:2:3:4", " 0.5 : 2 ", "5,0:1000000000000"])
 def test_numbers_joined_by_one_or_three_colons_are_a_mistyped_range(text):
     """``0:1000000000000`` (no step) was taken as one string value, and a key that accepts a
     string, or the seed, which the sweep overwrites, ran it without a word (fuzzing pass)."""
@@ -120,3 +120,8 @@ def test_commas_inside_brackets_braces_or_quotes_do_not_split_values():
         "c",
     ]
     assert parse_cli_values("data/a:b.txt") == ["data/a:b.txt"]  # a word, not numbers
+    # (review) an apostrophe inside a bare word is a letter, not a quote; a literal string
+    # ('...') has no escapes, a basic one ("...") has
+    assert parse_cli_values("don't,b") == ["don't", "b"]
+    assert parse_cli_values("'C:\\',x") == ["C:\\", "x"]
+    assert parse_cli_values('"a\\",b",c') == ['a",b', "c"]
