@@ -1089,7 +1089,8 @@ def cli() -> None:
     # `kill` or a batch scheduler's time limit cleans up as a Ctrl-C does (model.errors); a
     # forked child (a Dask worker) keeps the default: the driver stops it
     signal.signal(signal.SIGTERM, raise_terminated)
-    os.register_at_fork(after_in_child=_default_sigterm)
+    if hasattr(os, "register_at_fork"):  # POSIX; elsewhere no child is forked
+        os.register_at_fork(after_in_child=_default_sigterm)
     # Registered first, run last: once every other hook has run, a Ctrl-C is ignored
     atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
     status = main()
@@ -1104,6 +1105,7 @@ def cli() -> None:
 
 
 def _default_sigterm() -> None:
+    """In a forked child: SIGTERM back to its default (the command's handler is the parent's)."""
     import signal
 
     with contextlib.suppress(ValueError):  # not the child's main thread: nothing to undo
