@@ -419,8 +419,7 @@ def _engine(
     than on their runs (and workers that stay up keep their compiled kernels loaded), so a local
     engine is one LocalCluster, the one :func:`analysis.executors.open_engine` starts
     (:func:`analysis.executors.local_cluster`), whose address every :func:`run_design` call is
-    given. A given ``scheduler`` is
-    used as it is; the serial engine needs none (yields None).
+    given. A given ``scheduler`` is used as it is; the serial engine needs none (yields None).
     """
     if scheduler is not None or engine == "serial":
         yield scheduler

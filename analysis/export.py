@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from mesaopt import __version__
 from mesaopt.analysis.run_folder import MissingTableError, read_network_table, unreadable_table
-from mesaopt.model.atomic_folder import check_reused_folder
+from mesaopt.model.atomic_folder import check_reused_folder, pid_alive
 from mesaopt.model.errors import ScenarioError, Terminated, raise_terminated
 from mesaopt.model.recording import write_json_atomic
 
@@ -161,19 +161,9 @@ def _remove_stale_staging(out_dir: Path) -> None:
     """Remove the staging folders of exports into ``out_dir`` whose process is gone (kill -9)."""
     for folder in out_dir.glob(".export.tmp-*"):
         pid = folder.name.rpartition("-")[2]
-        if not (pid.isascii() and pid.isdigit()) or int(pid) == os.getpid() or not _alive(int(pid)):
+        number = int(pid) if pid.isascii() and pid.isdigit() else None
+        if number is None or number == os.getpid() or not pid_alive(number):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (one that belongs to another user counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def _write_tables(sweep_dir: Path, staging: Path, fmt: str, into_sweep: bool) -> list[str]:

@@ -97,12 +97,17 @@ def staging_path(target: Path) -> Path:
     return _existing_ancestor(target) / f".{target.name}.tmp-{os.getpid()}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` may exist: its leftovers are then not ours to remove.
+
+    One that belongs to another user counts as alive, and so does a number too large to be a
+    pid (a folder named ``.out.tmp-99999999999999999999``, not a run's: it is kept).
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, someone else's
+    except (PermissionError, OverflowError):
         return True
     return True
 
@@ -171,7 +176,7 @@ def clean_stale_siblings(target: Path) -> list[Path]:
         if not match or match["name"] != target.name:
             continue
         pid = int(match["pid"])
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             continue
         if entry.is_symlink() or not entry.is_dir():
             continue  # never made by a run

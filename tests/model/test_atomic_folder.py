@@ -164,6 +164,9 @@ def test_a_users_folder_named_like_a_stale_sibling_is_kept(tmp_path):
     (killed_at / "steps.parquet").write_text("half a table")  # no manifest yet
     assert clean_stale_siblings(target) == [killed_at]
     assert (mine / "notes.txt").read_text() == "mine" and also_mine.is_file()
+    too_large = tmp_path / ".run.tmp-99999999999999999999"  # no pid: kept, not a traceback
+    too_large.mkdir()
+    assert clean_stale_siblings(target) == [] and too_large.is_dir()
     staging = prepare_target(target)
     write_run(staging, "new")
     swap_in(staging, target)
