@@ -26,9 +26,11 @@ certainty equivalent, the mean less ``(ρ/2)β²σ_M²`` (Holmström & Milgrom 1
 Linearity in the Provision of Intertemporal Incentives"; the multitask version with an effort
 cost matrix K, Holmström & Milgrom 1991). The peer term ``Σ_k δ_k a_ik (G a)_ik`` is the
 complementarity of the linear-quadratic network game (Ballester, Calvó-Armengol & Zenou 2006,
-"Who's Who in Networks"). The Goodhart measures follow the four variants of Manheim &
-Garrabrant (2018, "Categorizing Variants of Goodhart's Law"); the mesa loss the inner-alignment
-framing of Hubinger et al. (2019, "Risks from Learned Optimization").
+"Who's Who in Networks"), realized with the neighbours' efforts of the same step (as the
+externality is, and as the planner's welfare W(a) counts it); an agent *chose* its effort against
+last step's (the reward r, which the mesa loss keeps). The Goodhart measures follow the four
+variants of Manheim & Garrabrant (2018, "Categorizing Variants of Goodhart's Law"); the mesa loss
+the inner-alignment framing of Hubinger et al. (2019, "Risks from Learned Optimization").
 """
 
 from __future__ import annotations
@@ -186,8 +188,8 @@ def outcomes_and_measures(
     ``e`` the per-unit externality on each neighbour:
 
     * ``proxy = mᵀy``, ``value = v_jᵀy`` with ``y = a + ε``; ``pay = α_j + β_j·proxy``;
-    * ``agent_goal_payoff = θᵀa``; ``peer = Σ_k δ_k a_k (G a)_k`` (``G a`` of the previous
-      step); ``private_payoff = θᵀa − ½aᵀKa − risk_j + peer`` (risk_j the LEN risk premium
+    * ``agent_goal_payoff = θᵀa``; ``peer = Σ_k δ_k a_k (G a)_k`` (``G a`` of this step's
+      efforts); ``private_payoff = θᵀa − ½aᵀKa − risk_j + peer`` (risk_j the LEN risk premium
       ``(ρ/2)β_j²σ_M²``);
     * ``externality_given = (eᵀa)·Σ_l G_li`` (its harm times its weight in others' rows);
       ``externality_received = Σ_l G_il (eᵀa_l)``;
@@ -214,8 +216,8 @@ def outcomes_and_measures(
         world: The current world's channels (``root`` and ``substitution`` are not read).
         population: The agents (``theta``, ``capacity`` and ``principal`` are read).
         principals: Contracts, values and yardsticks per principal.
-        step: The plan (``plan.neighbour_effort`` is G a of the previous step), output noise,
-            audit catches.
+        step: The plan (``plan.reward`` holds the rewards the agents chose by, with
+            ``plan.neighbour_effort`` = G a of the previous step), output noise, audit catches.
         deceptive: Deceptive agents, (N,) bool (None: none).
         welfare_counts_agent_goals: Count ``θᵀa`` in welfare
             (``metrics.welfare_counts_agent_goals``).
@@ -238,7 +240,7 @@ def outcomes_and_measures(
     pay = principals.alpha[j] + beta * proxy
     effort_cost = 0.5 * np.einsum("ij,ij->i", a @ world.cost, a)
     goals = np.einsum("ij,ij->i", population.theta, a)
-    peer = np.einsum("ij,ij->i", a * world.peer, step.plan.neighbour_effort)
+    peer = np.einsum("ij,ij->i", a * world.peer, adjacency @ a)
     private = goals - effort_cost - principals.risk_premium[j] + peer
     harm = a @ world.externality
     received = adjacency @ harm

@@ -173,8 +173,8 @@ def outcomes_and_measures(
         world: The current world's channels (``root`` and ``substitution`` are not read).
         population: The agents (``theta``, ``capacity`` and ``principal`` are read).
         principals: Contracts, values and yardsticks per principal.
-        step: The plan (``plan.neighbour_effort`` is G a of the previous step), output noise,
-            audit catches.
+        step: The plan (``plan.reward`` holds the rewards the agents chose by, with
+            ``plan.neighbour_effort`` = G a of the previous step), output noise, audit catches.
         out: Receives the metrics, flags (N, 5) in :data:`model.measures.FLAGS` order,
             ``outside`` and ``harm`` (eᵀa).
         deceptive: Deceptive agents, (N,) bool (None: none).
@@ -221,7 +221,6 @@ class _OutcomeRows(NamedTuple):
     in_weight: np.ndarray
     action: np.ndarray
     noise: np.ndarray
-    neighbour_effort: np.ndarray
     reward: np.ndarray
     own_best: np.ndarray
     theta: np.ndarray
@@ -282,7 +281,6 @@ class _OutcomeRows(NamedTuple):
             in_weight=graph.in_weight,
             action=plan.action,
             noise=step.noise,
-            neighbour_effort=plan.neighbour_effort,
             reward=plan.reward,
             own_best=plan.own_best,
             theta=population.theta,
@@ -331,7 +329,7 @@ def _outcome_body(first_block: int, last_block: int, d: int, rows: _OutcomeRows)
     """
     indptr, indices, weights, in_weight = rows.indptr, rows.indices, rows.weights, rows.in_weight
     action, noise, caught = rows.action, rows.noise, rows.caught
-    neighbour_effort, reward, own_best = rows.neighbour_effort, rows.reward, rows.own_best
+    reward, own_best = rows.reward, rows.own_best
     theta, capacity, principal = rows.theta, rows.capacity, rows.principal
     metric, cost, peer = rows.metric, rows.cost, rows.peer
     alpha, beta, values = rows.alpha, rows.beta, rows.values
@@ -344,16 +342,28 @@ def _outcome_body(first_block: int, last_block: int, d: int, rows: _OutcomeRows)
     pair_losses, pair_count = rows.pair_losses, rows.pair_count
     n_metrics = metrics.shape[0]
     received_of = np.empty(rows.block_rows)
+    # (G a)_ik of this step's efforts on the channels with a peer effect (0 elsewhere, where
+    # δ_k = 0 makes the term 0 whatever it is): the peer payoff is realized with the neighbours'
+    # efforts of the same step, as the externality is and as the planner's W(a) counts it.
+    spill_of = np.zeros((rows.block_rows, d))
     for block in range(first_block, last_block):
         lo = block * rows.block_rows
         hi = min(action.shape[0], lo + rows.block_rows)
-        # The externality received, (G harm)_i, for the whole block first: a tight loop of
-        # gathers keeps more cache misses in flight (agents.response_jit._GATHER_TILE).
+        # The externality received, (G harm)_i, and G a for the whole block first: a tight loop
+        # of gathers keeps more cache misses in flight (agents.response_jit._GATHER_TILE). Both
+        # are summed in CSR index order, as SciPy's product sums them.
         for i in range(lo, hi):
             total = 0.0
             for p in range(indptr[i], indptr[i + 1]):
                 total += weights[p] * harm[indices[p]]
             received_of[i - lo] = total
+        for k in range(d):
+            if peer[k] != 0.0:  # one tight gather per peer channel, its sum in a register
+                for i in range(lo, hi):
+                    total = 0.0
+                    for p in range(indptr[i], indptr[i + 1]):
+                        total += weights[p] * action[indices[p], k]
+                    spill_of[i - lo, k] = total
         for i in range(lo, hi):
             j = principal[i]
             proxy = 0.0
@@ -378,7 +388,7 @@ def _outcome_body(first_block: int, last_block: int, d: int, rows: _OutcomeRows)
                 for m in range(d):
                     pushed += cost[k, m] * action[i, m]
                 effort_cost += pushed * a
-                peer_payoff += a * peer[k] * neighbour_effort[i, k]
+                peer_payoff += a * peer[k] * spill_of[i - lo, k]
                 planned_proxy += a * metric[k]
                 own += reward[i, k] * a
                 if hostile[j, k]:

@@ -18,6 +18,10 @@ Haswell, Zen and SkylakeX kernels give these hashes while its older Sandybridge 
 refuses any other), and the test runs this module in a subprocess with :data:`BLAS_CORETYPE` set.
 Re-recorded on 2026-12-03 (7 tables) when the planner's spectral bracket stopped using BLAS's dot
 product: ``welfare_planner``, ``welfare_gap`` and ``price_of_anarchy`` moved by ≤ 1e-15 relative.
+Re-recorded on 2026-12-08 (15 tables: the scenarios with peer effects and the sweep) when the peer
+payoff came to be realized with the neighbours' efforts of the same step, as the externality and
+the planner's W(a) are: ``private_payoff``, ``utility``, ``welfare`` and what is built on them
+(``gini_utility``, ``welfare_gap``, ``price_of_anarchy``) moved; no other column did.
 """
 
 from __future__ import annotations

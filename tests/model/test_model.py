@@ -63,18 +63,15 @@ def test_payoffs_recomputed_from_efforts_objectives_and_the_network():
     cost = world.cost_matrix
     rho = model.config.agents.risk_aversion
     sigma2 = float(np.sum(world.metric**2 * world.noise_var))
-    # A step whose neighbours' previous efforts are all in the table: no agent was replaced
-    # after the previous snapshot (audit) or before this step's actions (scheduled selection).
-    retrained = set(tables["selections"]["step"])
-    t = max(s for s in range(2, 12) if s not in retrained and s - 1 not in retrained)
-    before = agents[agents["step"] == t - 1].sort_values("agent_id")
+    # A step with a scheduled retraining: the peer payoff and the externality are realized with
+    # the neighbours' efforts of the same step, whoever chose them (the table's own efforts).
+    t = max(s for s in set(tables["selections"]["step"]) if 1 <= s < 12)
     now = agents[agents["step"] == t].sort_values("agent_id")
-    a_prev = before[[f"effort_{c}" for c in names]].to_numpy()
     a = now[[f"effort_{c}" for c in names]].to_numpy()
     theta = now[[f"objective_{c}" for c in names]].to_numpy()
     beta = np.array([steps.loc[(t, p), "beta"] for p in now["principal"]])
     alpha = np.array([steps.loc[(t, p), "alpha"] for p in now["principal"]])
-    peer = np.sum(world.peer * a * (G @ a_prev), axis=1)
+    peer = np.sum(world.peer * a * (G @ a), axis=1)
     private = (
         np.sum(theta * a, axis=1)
         - 0.5 * np.einsum("ij,jk,ik->i", a, cost, a)

@@ -245,6 +245,31 @@ def test_price_of_anarchy_is_one_for_aligned_agents_paid_nothing():
         assert abs(row["welfare_planner"] / realized.mean() - 1) < 4 * se / expected
 
 
+@pytest.mark.parametrize("steps", [1, 3])
+def test_recorded_welfare_is_the_planners_welfare_at_the_realized_efforts(steps):
+    """Welfare as recorded is W(a_t) plus the value of the output noise, also while efforts move.
+
+    The peer payoff counts the neighbours' efforts of the same step, as the externality and the
+    planner's W(a) do; counted with last step's (what the agents chose by), the record and
+    W(a_t) part whenever efforts change, most at step 1 (from a_0 = 0).
+    """
+    data = aligned_scenario(n=500, channels__0__peer=0.1, channels__1__externality=-0.1)
+    model = MesaOptModel(validate(copy.deepcopy(data)))
+    if steps > 1:
+        model.run_for(steps - 1)
+    before = model.population.action.copy()
+    model.run_for(1)
+    pop, world = model.population, model.world
+    assert np.abs(pop.action - before).max() > 1e-2  # efforts are still moving
+    values = np.stack([p.true_values for p in model.principals])[pop.principal]
+    exact = planner_welfare(
+        model.adjacency, pop.action, values, np.arange(len(values)), world.cost_matrix,
+        world.externality, world.peer,
+    )  # fmt: skip
+    noise_value = np.einsum("ij,ij->i", values, pop.last_noise)
+    np.testing.assert_allclose(comparison_welfare(model), exact + noise_value, rtol=0, atol=1e-12)
+
+
 def test_price_of_anarchy_exceeds_one_when_the_proxy_pays_aligned_agents():
     beta = 0.6
     model = run_model(aligned_scenario(beta=beta))
