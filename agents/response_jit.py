@@ -28,6 +28,7 @@ from mesaopt.model.kernel_arrays import (
     WorldArrays,
     check_layout,
 )
+from mesaopt.model.neighbour_effort import gather_rows
 from mesaopt.model.parallel import parallel_map, row_ranges
 
 __all__ = ["OwnWorldRows", "plan_actions", "plans_in_own_worlds", "water_fill"]
@@ -35,7 +36,7 @@ __all__ = ["OwnWorldRows", "plan_actions", "plans_in_own_worlds", "water_fill"]
 
 #: The fields of :mod:`model.kernel_arrays` these kernels were written for (see
 #: :func:`model.kernel_arrays.check_layout`: Numba's cache cannot tell reordered fields apart).
-KERNEL_ARRAYS_LAYOUT = "5b91d7af76b8"
+KERNEL_ARRAYS_LAYOUT = "353e5d478d3f"
 check_layout(KERNEL_ARRAYS_LAYOUT, __name__)
 
 
@@ -98,13 +99,15 @@ def plan_actions(
     population: PopulationArrays,
     beta: np.ndarray,
     plan: PlanArrays,
+    *,
+    gathered: bool = False,
 ) -> None:
     """Step 3 for every row: neighbours' effort, marginal reward, new effort, own optimum.
 
     The NumPy reference is :func:`agents.response.plan_actions`. Per row i with principal j:
 
     * ``G a``: the weighted sum of the neighbours' previous efforts (CSR row i, in index order,
-      as SciPy's sparse product sums it);
+      as SciPy's sparse product sums it), unless ``gathered``;
     * ``r = θ_i + β_j·m + δ ⊙ (G a)_i``, the marginal reward in the current world;
     * a direct agent's effort: the exact best response to r on its perceived channels (current
       world model; the caller re-plans stale and best-of-k planners);
@@ -119,10 +122,14 @@ def plan_actions(
         population: The agents at the start of the step (``capacity`` is not read).
         beta: Contract slope per principal, (J,).
         plan: Receives G a, r, the new efforts, ½ rᵀa* and a*.
+        gathered: ``plan.neighbour_effort`` already holds G a of the previous efforts (carried
+            from the last step's outcomes: :mod:`model.neighbour_effort`); it is read, not
+            gathered again.
     """
     rows_kernel = _PLAN_ROWS.get(population.theta.shape[1], _plan_rows)
+    gather = not gathered
     parallel_map(
-        lambda rows: rows_kernel(*rows, graph, world, population, beta, plan),
+        lambda rows: rows_kernel(*rows, graph, world, population, beta, plan, gather),
         row_ranges(len(population.theta)),
     )
 
@@ -137,6 +144,7 @@ def _plan_body(
     population: PopulationArrays,
     beta: np.ndarray,
     plan: PlanArrays,
+    gather: bool,
 ) -> None:
     """:func:`plan_actions` for rows ``lo..hi`` with ``d`` channels (inlined into the kernels).
 
@@ -157,7 +165,8 @@ def _plan_body(
     chosen = np.empty(d)
     for start in range(lo, hi, _GATHER_TILE):
         stop = min(hi, start + _GATHER_TILE)
-        _gather_tile(start, stop, d, indptr, indices, weights, previous, neighbour_effort)
+        if gather:
+            gather_rows(start, stop, d, indptr, indices, weights, previous, neighbour_effort)
         _plan_tile(start, stop, d, world, population, beta, plan, full, mask, r, scaled, ranked,
                    best, chosen)  # fmt: skip
 
@@ -166,19 +175,6 @@ def _plan_body(
 #: keeps more of the loads that miss the cache in flight at once than gathers spread between
 #: water fillings (measured at 1e6 agents: the plan kernel 15 % faster; docs/performance.md).
 _GATHER_TILE = 2048
-
-
-@nb.njit(inline="always", error_model="numpy")
-def _gather_tile(start, stop, d, indptr, indices, weights, previous, neighbour_effort):
-    """``G a`` of rows ``start..stop``: CSR rows in index order, as SciPy sums them."""
-    for i in range(start, stop):
-        for k in range(d):
-            neighbour_effort[i, k] = 0.0
-        for p in range(indptr[i], indptr[i + 1]):
-            other = indices[p]
-            w = weights[p]
-            for k in range(d):
-                neighbour_effort[i, k] += w * previous[other, k]
 
 
 @nb.njit(inline="always", error_model="numpy")
@@ -242,30 +238,31 @@ def _plan_rows(
     population: PopulationArrays,
     beta: np.ndarray,
     plan: PlanArrays,
+    gather: bool,
 ) -> None:
     """:func:`plan_actions` for rows ``lo..hi``, any d (compiled; runs without the GIL)."""
-    _plan_body(lo, hi, population.theta.shape[1], graph, world, population, beta, plan)
+    _plan_body(lo, hi, population.theta.shape[1], graph, world, population, beta, plan, gather)
 
 
 # The per-d kernels take the arguments of _plan_rows.
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _plan_rows_1(lo, hi, graph, world, population, beta, plan):
-    _plan_body(lo, hi, 1, graph, world, population, beta, plan)
+def _plan_rows_1(lo, hi, graph, world, population, beta, plan, gather):
+    _plan_body(lo, hi, 1, graph, world, population, beta, plan, gather)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _plan_rows_2(lo, hi, graph, world, population, beta, plan):
-    _plan_body(lo, hi, 2, graph, world, population, beta, plan)
+def _plan_rows_2(lo, hi, graph, world, population, beta, plan, gather):
+    _plan_body(lo, hi, 2, graph, world, population, beta, plan, gather)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _plan_rows_3(lo, hi, graph, world, population, beta, plan):
-    _plan_body(lo, hi, 3, graph, world, population, beta, plan)
+def _plan_rows_3(lo, hi, graph, world, population, beta, plan, gather):
+    _plan_body(lo, hi, 3, graph, world, population, beta, plan, gather)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _plan_rows_4(lo, hi, graph, world, population, beta, plan):
-    _plan_body(lo, hi, 4, graph, world, population, beta, plan)
+def _plan_rows_4(lo, hi, graph, world, population, beta, plan, gather):
+    _plan_body(lo, hi, 4, graph, world, population, beta, plan, gather)
 
 
 _PLAN_ROWS = {1: _plan_rows_1, 2: _plan_rows_2, 3: _plan_rows_3, 4: _plan_rows_4}

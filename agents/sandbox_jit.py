@@ -29,7 +29,7 @@ __all__ = ["score_candidates"]
 
 #: The fields of :mod:`model.kernel_arrays` these kernels were written for (see
 #: :func:`model.kernel_arrays.check_layout`: Numba's cache cannot tell reordered fields apart).
-KERNEL_ARRAYS_LAYOUT = "5b91d7af76b8"
+KERNEL_ARRAYS_LAYOUT = "353e5d478d3f"
 check_layout(KERNEL_ARRAYS_LAYOUT, __name__)
 
 

@@ -239,6 +239,9 @@ class MeasureArrays(NamedTuple):
         primary: Primary category index, (N,) int64.
         outside: Whether the action leaves the principal's selection range, (N,) bool.
         harm: ``eᵀa``, the externality each agent gives each neighbour, (N,).
+        neighbour_effort: ``G a`` of this step's efforts, (N, d): the peer payoff's, and the
+            next step's agents choose against it (:mod:`model.neighbour_effort`).
+        gathered_from: A copy of the efforts ``neighbour_effort`` was gathered from, (N, d).
     """
 
     metrics: np.ndarray
@@ -246,9 +249,11 @@ class MeasureArrays(NamedTuple):
     primary: np.ndarray
     outside: np.ndarray
     harm: np.ndarray
+    neighbour_effort: np.ndarray
+    gathered_from: np.ndarray
 
     @classmethod
-    def empty(cls, rows: int, n: int, categories: int) -> MeasureArrays:
+    def empty(cls, rows: int, n: int, categories: int, d: int) -> MeasureArrays:
         """Uninitialised arrays for ``rows`` metrics of ``n`` agents (the kernel fills them)."""
         return cls(
             metrics=np.empty((rows, n)),
@@ -256,6 +261,8 @@ class MeasureArrays(NamedTuple):
             primary=np.empty(n, dtype=np.int64),
             outside=np.empty(n, dtype=bool),
             harm=np.empty(n),
+            neighbour_effort=np.empty((n, d)),
+            gathered_from=np.empty((n, d)),
         )
 
 

@@ -40,6 +40,7 @@ from mesaopt.model.measures_jit import (
     record_decomposition,
 )
 from mesaopt.model.metrics import aggregate_steps
+from mesaopt.model.neighbour_effort import CarriedEffort
 from mesaopt.model.noise import metric_noise_variance
 from mesaopt.model.planner import add_planner_columns
 from mesaopt.model.tables import agent_snapshot
@@ -81,7 +82,7 @@ def measure_step(
     noise: np.ndarray,
     own_best: np.ndarray,
     caught: np.ndarray,
-) -> None:
+) -> CarriedEffort:
     """Steps 4 and 6: outcomes, payoffs, losses, categories and Goodhart measures; rows out.
 
     Args:
@@ -94,6 +95,10 @@ def measure_step(
         noise: Realized output noise, (N, d).
         own_best: Each agent's payoff at its own optimum, (N,).
         caught: This step's audit catches (a catch counts even when the penalty is 0), (N,).
+
+    Returns:
+        G a of this step's efforts, gathered for the peer payoff, for the next step's plan
+        (:mod:`model.neighbour_effort`).
 
     Per-agent definitions: :func:`model.measures.outcomes_and_measures`.
     """
@@ -137,6 +142,7 @@ def measure_step(
     primary = np.empty(n, dtype=np.int64)
     outside = np.empty(n, dtype=bool)
     adjacency = model.adjacency
+    carried = CarriedEffort(adjacency, np.empty((n, model.d)), np.empty((n, model.d)))
     sums = outcomes_and_measures(
         Graph.of(adjacency, model.in_weight),
         WorldArrays.of(world),
@@ -157,7 +163,15 @@ def measure_step(
         StepArrays(
             PlanArrays(neighbour_effort, reward, action, own_best, planning.optimum), noise, caught
         ),
-        MeasureArrays(metrics, flags, primary, outside, harm=np.empty(n)),
+        MeasureArrays(
+            metrics,
+            flags,
+            primary,
+            outside,
+            harm=np.empty(n),
+            neighbour_effort=carried.neighbour_effort,
+            gathered_from=carried.gathered_from,
+        ),
         deceptive=pop.deceptive,
         welfare_counts_agent_goals=model.config.metrics.welfare_counts_agent_goals,
     )
@@ -232,6 +246,7 @@ def measure_step(
             "agents",
             agent_rows(model, t, slice(None), flags, stale, outside, action, per_agent, parts),
         )
+    return carried
 
 
 def agent_rows(

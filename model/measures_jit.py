@@ -30,6 +30,7 @@ from mesaopt.model.kernel_arrays import (
     WorldArrays,
 )
 from mesaopt.model.measures import ALIGNED_TOLERANCE, CATEGORIES, FLAGS, PARTS
+from mesaopt.model.neighbour_effort import gather_rows
 from mesaopt.model.parallel import block_ranges, parallel_map
 
 __all__ = [
@@ -176,7 +177,8 @@ def outcomes_and_measures(
         step: The plan (``plan.reward`` holds the rewards the agents chose by, with
             ``plan.neighbour_effort`` = G a of the previous step), output noise, audit catches.
         out: Receives the metrics, flags (N, 5) in :data:`model.measures.FLAGS` order,
-            ``outside`` and ``harm`` (eᵀa).
+            ``outside``, ``harm`` (eᵀa), ``neighbour_effort`` (G a of this step's efforts) and
+            ``gathered_from`` (a copy of those efforts).
         deceptive: Deceptive agents, (N,) bool (None: none).
         welfare_counts_agent_goals: Count θᵀa in welfare (``metrics.welfare_counts_agent_goals``).
 
@@ -244,6 +246,8 @@ class _OutcomeRows(NamedTuple):
     deceptive: np.ndarray
     counts_goals: bool
     harm: np.ndarray
+    neighbour_effort: np.ndarray
+    gathered_from: np.ndarray
     metrics: np.ndarray
     flags: np.ndarray
     outside: np.ndarray
@@ -304,6 +308,8 @@ class _OutcomeRows(NamedTuple):
             deceptive=deceptive,
             counts_goals=bool(counts_goals),
             harm=out.harm,
+            neighbour_effort=out.neighbour_effort,
+            gathered_from=out.gathered_from,
             metrics=out.metrics,
             flags=out.flags,
             outside=out.outside,
@@ -338,32 +344,25 @@ def _outcome_body(first_block: int, last_block: int, d: int, rows: _OutcomeRows)
     principal_capacity, trans_cosine = rows.principal_capacity, rows.trans_cosine
     deceptive, counts_goals = rows.deceptive, rows.counts_goals
     harm, metrics, flags, outside = rows.harm, rows.metrics, rows.flags, rows.outside
+    neighbour_effort, gathered_from = rows.neighbour_effort, rows.gathered_from
     sum_metrics, sum_effort, sum_outside = rows.sum_metrics, rows.sum_effort, rows.sum_outside
     pair_losses, pair_count = rows.pair_losses, rows.pair_count
     n_metrics = metrics.shape[0]
     received_of = np.empty(rows.block_rows)
-    # (G a)_ik of this step's efforts on the channels with a peer effect (0 elsewhere, where
-    # δ_k = 0 makes the term 0 whatever it is): the peer payoff is realized with the neighbours'
-    # efforts of the same step, as the externality is and as the planner's W(a) counts it.
-    spill_of = np.zeros((rows.block_rows, d))
     for block in range(first_block, last_block):
         lo = block * rows.block_rows
         hi = min(action.shape[0], lo + rows.block_rows)
-        # The externality received, (G harm)_i, and G a for the whole block first: a tight loop
-        # of gathers keeps more cache misses in flight (agents.response_jit._GATHER_TILE). Both
-        # are summed in CSR index order, as SciPy's product sums them.
+        # The externality received, (G harm)_i, and G a of this step's efforts (the peer
+        # payoff is realized with them, as the externality is and as the planner's W(a) counts
+        # it; the next step's agents choose against them) for the whole block first: a tight
+        # loop of gathers keeps more cache misses in flight (agents.response_jit._GATHER_TILE).
+        # Both are summed in CSR index order, as SciPy's product sums them.
         for i in range(lo, hi):
             total = 0.0
             for p in range(indptr[i], indptr[i + 1]):
                 total += weights[p] * harm[indices[p]]
             received_of[i - lo] = total
-        for k in range(d):
-            if peer[k] != 0.0:  # one tight gather per peer channel, its sum in a register
-                for i in range(lo, hi):
-                    total = 0.0
-                    for p in range(indptr[i], indptr[i + 1]):
-                        total += weights[p] * action[indices[p], k]
-                    spill_of[i - lo, k] = total
+        gather_rows(lo, hi, d, indptr, indices, weights, action, neighbour_effort)
         for i in range(lo, hi):
             j = principal[i]
             proxy = 0.0
@@ -388,7 +387,8 @@ def _outcome_body(first_block: int, last_block: int, d: int, rows: _OutcomeRows)
                 for m in range(d):
                     pushed += cost[k, m] * action[i, m]
                 effort_cost += pushed * a
-                peer_payoff += a * peer[k] * spill_of[i - lo, k]
+                peer_payoff += a * peer[k] * neighbour_effort[i, k]
+                gathered_from[i, k] = a
                 planned_proxy += a * metric[k]
                 own += reward[i, k] * a
                 if hostile[j, k]:

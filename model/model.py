@@ -78,6 +78,7 @@ from mesaopt.model.kernel_arrays import (
 from mesaopt.model.measurement import StepContracts, agent_rows, measure_step
 from mesaopt.model.measures import CATEGORIES, FLAGS
 from mesaopt.model.measures_jit import METRIC_ROWS
+from mesaopt.model.neighbour_effort import CarriedEffort, refresh_neighbour_effort
 from mesaopt.model.network import Network, build_network, network_table
 from mesaopt.model.parallel import kernel_threads
 from mesaopt.model.regimes import RegimeSchedule, apply_regime_changes
@@ -197,6 +198,8 @@ class MesaOptModel(mesa.Model):
         )
         self.last_steps: list[dict[str, Any]] = []
         self.last_agent_metrics: dict[str, np.ndarray] = {}
+        # G a of the last step's efforts, from its outcomes, for the next plan (None: gather).
+        self._carried_effort: CarriedEffort | None = None
         self.primary_code = np.full(n_agents, CATEGORIES.index("aligned"), dtype=np.int64)
 
         self._declare_tables()
@@ -339,13 +342,23 @@ class MesaOptModel(mesa.Model):
         world = self.world
         contracts = StepContracts.of(self.principals)
         n, d = pop.size, self.d
+        graph = Graph.of(self.adjacency, self.in_weight)
         plan = PlanArrays.empty(n, d)
+        carried, self._carried_effort = self._carried_effort, None
+        gathered = carried is not None and carried.adjacency is self.adjacency
+        if gathered:
+            # Last step's outcomes gathered G a; rows whose neighbours were replaced since (or
+            # whose efforts anything else wrote) are gathered again, so it equals G @ a.
+            refresh_neighbour_effort(graph, pop.action, carried.gathered_from,
+                                     carried.neighbour_effort)  # fmt: skip
+            plan = plan._replace(neighbour_effort=carried.neighbour_effort)
         plan_actions(
-            Graph.of(self.adjacency, self.in_weight),
+            graph,
             WorldArrays.of(world),
             PopulationArrays.of(pop, self.perceives(world), self.is_control),
             contracts.beta,
             plan,
+            gathered=gathered,
         )
         planning = Planning(
             world=world,
@@ -366,7 +379,9 @@ class MesaOptModel(mesa.Model):
 
         noise = world.sample_noise(self.rng, n)  # 4. outcomes (measured below)
         caught = audit(self, plan.action)  # 5. audits
-        measure_step(self, t, contracts, planning, noise, plan.own_best, caught)  # 4 and 6
+        self._carried_effort = measure_step(  # 4 and 6
+            self, t, contracts, planning, noise, plan.own_best, caught
+        )
         pop.action = plan.action
         pop.last_noise = noise
         pop.last_proxy = self.last_agent_metrics["proxy"]

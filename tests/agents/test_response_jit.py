@@ -77,6 +77,28 @@ def test_plan_actions_equals_the_numpy_reference(d, s):
     assert 0 < control.sum() < len(control)
 
 
+def test_a_plan_given_g_a_reads_it_instead_of_gathering():
+    """``gathered=True``: the plan reads the G a it is handed (carried from the last outcomes)."""
+    p = _problem(2 * BLOCK + 5, 4, 0.2, seed=3)
+    n, d = p["population"].theta.shape
+    fresh = _plan(p)
+    handed = PlanArrays.empty(n, d)
+    handed.neighbour_effort[:] = fresh.neighbour_effort
+    response_jit.plan_actions(
+        p["graph"], p["world"], p["population"], p["beta"], handed, gathered=True
+    )
+    for got, want in zip(handed, fresh, strict=True):
+        assert np.array_equal(got, want)
+    # ... and really reads it: another G a gives other rewards.
+    other = PlanArrays.empty(n, d)
+    other.neighbour_effort[:] = 2.0 * fresh.neighbour_effort
+    response_jit.plan_actions(
+        p["graph"], p["world"], p["population"], p["beta"], other, gathered=True
+    )
+    assert np.array_equal(other.neighbour_effort, 2.0 * fresh.neighbour_effort)
+    assert not np.array_equal(other.reward, fresh.reward)
+
+
 def test_plan_actions_does_not_depend_on_the_number_of_threads(same_on_one_and_three_threads):
     p = _problem(5 * BLOCK + 3, 4, 0.2, seed=7)
     same_on_one_and_three_threads(lambda: tuple(_plan(p)))

@@ -98,6 +98,8 @@ def _run(x: dict, **options) -> MeasureArrays:
         primary=np.full(n, -1, dtype=np.int64),
         outside=np.zeros(n, dtype=bool),
         harm=np.empty(n),
+        neighbour_effort=np.full((n, x["step"].plan.action.shape[1]), np.nan),
+        gathered_from=np.full((n, x["step"].plan.action.shape[1]), np.nan),
     )
     outcomes_and_measures(**x, out=out, **options)
     return out
@@ -117,6 +119,13 @@ def test_outcomes_and_measures_equal_the_numpy_reference(d, j, counts_goals):
     # the reference with BLAS products and einsum (other orders of the same sums).
     for row, name in zip(got.metrics, METRIC_ROWS, strict=True):
         assert np.allclose(row, metrics[name], rtol=1e-12, atol=1e-12), name
+    # G a of this step's efforts, summed as SciPy sums it, and the efforts it came from: bit
+    # for bit (the next step's plan reads them as if it had gathered them itself).
+    g = x["graph"]
+    adjacency = sp.csr_array((g.data, g.indices, g.indptr), shape=(len(g.in_weight),) * 2)
+    action = x["step"].plan.action
+    assert np.array_equal(got.neighbour_effort, adjacency @ action)
+    assert np.array_equal(got.gathered_from, action)
     # Flags and the range test are comparisons: bit for bit.
     assert np.array_equal(got.flags, flags)
     assert np.array_equal(got.outside, outside)

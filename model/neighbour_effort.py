@@ -1,0 +1,136 @@
+"""The neighbours' efforts G a: gathered once per step, refreshed where efforts changed since.
+
+A step's outcomes gather ``G a_t`` of the efforts just realized (the peer payoff is realized with
+them: :mod:`model.measures_jit`), and the next step's agents choose against the same ``G a_t``
+(:mod:`agents.response_jit`). Between the two, agents may be replaced — by an audit, a federated
+update, scheduled retraining — and start from other efforts. :func:`refresh_neighbour_effort`
+finds every row of G with a neighbour whose effort changed since the gather (bit for bit: any
+write, by the model or by a user's code, counts) and gathers that row again. Every row is summed
+in CSR index order, as SciPy's sparse product sums it, so the carried ``G a`` is equal bit for
+bit to a fresh ``G @ a`` (:func:`refresh_neighbour_effort_numpy`, the NumPy reference).
+
+Why carry it at all: the gather reads every edge's neighbour at random and is the largest cost
+of a step after the output noise (``python -m benchmarks.floor``); once per step instead of
+twice is what makes realizing the peer payoff with the same step's efforts cost nothing.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+import scipy.sparse as sp
+
+from mesaopt.model.kernel_arrays import Graph
+from mesaopt.model.parallel import parallel_map, row_ranges
+
+__all__ = [
+    "CarriedEffort",
+    "gather_rows",
+    "refresh_neighbour_effort",
+    "refresh_neighbour_effort_numpy",
+]
+
+
+class CarriedEffort(NamedTuple):
+    """``G a`` of the last step's efforts, carried into the next step's plan.
+
+    Attributes:
+        adjacency: The network G it was gathered on (the plan gathers afresh on another).
+        neighbour_effort: ``G a``, (N, d).
+        gathered_from: The efforts a it was gathered from, a copy, (N, d).
+    """
+
+    adjacency: object
+    neighbour_effort: np.ndarray
+    gathered_from: np.ndarray
+
+
+@nb.njit(inline="always", error_model="numpy")
+def gather_rows(start, stop, d, indptr, indices, weights, source, out):
+    """``out[i] = (G source)_i`` for rows ``start..stop``: CSR rows in index order, as SciPy."""
+    for i in range(start, stop):
+        for k in range(d):
+            out[i, k] = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            other = indices[p]
+            w = weights[p]
+            for k in range(d):
+                out[i, k] += w * source[other, k]
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _changed_rows(lo, hi, now, then, changed):
+    """``changed[i]``: row i of ``now`` differs from ``then`` in some bit (uint64 views)."""
+    count = 0
+    for i in range(lo, hi):
+        differs = False
+        for k in range(now.shape[1]):
+            differs |= now[i, k] != then[i, k]
+        changed[i] = differs
+        count += differs
+    return count
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _regather_rows(lo, hi, indptr, indices, weights, changed, action, out):
+    """Gather again the rows of ``lo..hi`` that have a neighbour in ``changed``."""
+    count = 0
+    for i in range(lo, hi):
+        touched = False
+        for p in range(indptr[i], indptr[i + 1]):
+            touched |= changed[indices[p]]
+        if touched:
+            gather_rows(i, i + 1, action.shape[1], indptr, indices, weights, action, out)
+            count += 1
+    return count
+
+
+def refresh_neighbour_effort(
+    graph: Graph, action: np.ndarray, gathered_from: np.ndarray, neighbour_effort: np.ndarray
+) -> int:
+    """Bring ``neighbour_effort = G gathered_from`` up to ``G action``, in place, bit for bit.
+
+    Args:
+        graph: The network G the effort was gathered on.
+        action: The efforts now, (N, d) float64, C order.
+        gathered_from: The efforts ``neighbour_effort`` was gathered from, (N, d) float64.
+        neighbour_effort: ``G gathered_from``, (N, d); receives ``G action``.
+
+    Returns:
+        The number of rows gathered again (0 when no effort changed).
+    """
+    n = len(action)
+    changed = np.empty(n, dtype=np.bool_)
+    now, then = action.view(np.uint64), gathered_from.view(np.uint64)
+    spans = row_ranges(n)
+    if not sum(parallel_map(lambda span: _changed_rows(*span, now, then, changed), spans)):
+        return 0
+    return sum(
+        parallel_map(
+            lambda span: _regather_rows(
+                *span, graph.indptr, graph.indices, graph.data, changed, action, neighbour_effort
+            ),
+            spans,
+        )
+    )
+
+
+def refresh_neighbour_effort_numpy(
+    adjacency: sp.csr_array | sp.csr_matrix,
+    action: np.ndarray,
+    gathered_from: np.ndarray,
+    neighbour_effort: np.ndarray,
+) -> int:
+    """The NumPy reference of :func:`refresh_neighbour_effort`.
+
+    The rows with a changed neighbour get SciPy's ``G @ action``, which sums each row in index
+    order (arguments and result as there; ``adjacency`` is G as a SciPy CSR matrix).
+    """
+    g = sp.csr_array(adjacency)
+    changed = (action.view(np.uint64) != gathered_from.view(np.uint64)).any(axis=1)
+    touched = np.diff(np.concatenate([[0], np.cumsum(changed[g.indices])])[g.indptr]) > 0
+    rows = np.flatnonzero(touched)
+    neighbour_effort[rows] = g[rows] @ action
+    return len(rows)
