@@ -29,7 +29,7 @@ import typing
 from contextlib import contextmanager
 from pathlib import Path
 
-from mesaopt.model.errors import ScenarioError, Terminated, raise_terminated
+from mesaopt.model.errors import ScenarioError, Terminated, interruption, raise_terminated
 from mesaopt.model.errors import clipped as _clipped
 
 if typing.TYPE_CHECKING:
@@ -1046,6 +1046,8 @@ def _disk_full_message(command: str | None, err: OSError) -> str:
 def _interrupted_message(command: str | None, out: str | None) -> str:
     """What Ctrl-C left: a run keeps nothing, a sweep or experiments every finished run."""
     if command in ("sweep", "sensitivity", "experiments"):
+        if out is not None and not os.path.lexists(out):  # stopped before it wrote anything
+            return "nothing was written"
         folder = out if (out or "").endswith("/") else f"{out}/"  # "sw/" and "sw" alike: sw/
         return f"run the same command again to resume ({folder} keeps every finished run)"
     if command == "simulate":
@@ -1064,7 +1066,14 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C is one line wherever it lands, start-up (parsing, the first imports) included.
     """
     try:
+        # The thread pool reads MESAOPT_THREADS when first imported; imported by an argument's
+        # check, a bad value was reported as that argument's (--steps: fuzzing pass)
+        import mesaopt.model.parallel  # noqa: F401
+
         args = build_parser().parse_args(argv)
+    except ValueError as err:  # only MESAOPT_THREADS: argparse reports its own errors
+        print(f"mesaopt: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as err:
         word, status = _stopped(err)
         print(f"mesaopt: {word}; nothing was done", file=sys.stderr)
@@ -1078,10 +1087,10 @@ def cli() -> None:
     Once the command is over and its one line printed, what is left is the interpreter's
     shutdown (joining threads, flushing), where a Ctrl-C would print a traceback or turn a
     success into 130: from then on it (or SIGTERM) ends the process at once with the command's
-    status, and once the threads are joined and the other atexit hooks have run, a Ctrl-C is
+    status, and once the threads are joined and the other atexit hooks have run, both are
     ignored. (The interpreter puts a handler written in Python back to the default before its
-    last clean-up, so a Ctrl-C there killed a finished run without a word; an ignored signal it
-    leaves ignored.)
+    last clean-up, so a Ctrl-C or SIGTERM there killed a finished run without a word; an ignored
+    signal it leaves ignored.)
     """
     import atexit
     import signal
@@ -1091,8 +1100,9 @@ def cli() -> None:
     signal.signal(signal.SIGTERM, raise_terminated)
     if hasattr(os, "register_at_fork"):  # POSIX; elsewhere no child is forked
         os.register_at_fork(after_in_child=_default_sigterm)
-    # Registered first, run last: once every other hook has run, a Ctrl-C is ignored
-    atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
+    # Registered first, run last: once every other hook has run, a Ctrl-C or SIGTERM is ignored
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        atexit.register(signal.signal, stop, signal.SIG_IGN)
     status = main()
     try:
         sys.stdout.flush()
@@ -1160,9 +1170,14 @@ def _main(args: argparse.Namespace) -> int:
     except ScenarioError as err:
         print(f"mesaopt: error: {err.one_line()}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as err:
+    except (KeyboardInterrupt, SystemError) as err:
+        # A Ctrl-C that lands inside a compiled kernel's call comes out of Numba's dispatcher
+        # as a SystemError caused by it (model.errors.interruption)
+        stop = err if isinstance(err, KeyboardInterrupt) else interruption(err)
+        if stop is None:
+            raise
         message = _interrupted_message(args.command, getattr(args, "out", None))
-        word, status = _stopped(err)
+        word, status = _stopped(stop)
         print(f"mesaopt: {word}; {message}", file=sys.stderr)
         return status  # what a shell reports for a command stopped by that signal
     except MemoryError:

@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 from mesaopt.analysis.stats import reduce_run
 from mesaopt.analysis.sweep_design import RunSpec, column_value, run_id
 from mesaopt.model.atomic_folder import is_disk_full, run_is_complete, swap_in
+from mesaopt.model.errors import interruption
 from mesaopt.model.finite import NonFiniteError
 
 ENGINES = ("local", "serial")
@@ -191,6 +192,8 @@ def _attempt(task: RunTask, final: Path) -> tuple[str | None, pa.Table | None]:
         shutil.rmtree(tmp, ignore_errors=True)
         if is_disk_full(err):  # the machine's failure, not the run's: stop; a re-run resumes
             raise
+        if (stop := interruption(err)) is not None:  # a Ctrl-C inside a kernel call: stop
+            raise stop from None
         tmp.mkdir(parents=True)
         (tmp / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
         error = f"{type(err).__name__}: {err}".splitlines()[0]
@@ -267,6 +270,14 @@ def _serial_map(fn: Callable[[Any], Any], items: list[Any]) -> Iterator[Any]:
 
 
 def _quiet_dask() -> None:
+    """Dask's loggers in this process at ERROR: its INFO lines are not the command's.
+
+    ``distributed`` sets its loggers' levels when first imported (``distributed`` at INFO),
+    so it is imported first: set before, the level was undone, and a stop (Ctrl-C, SIGTERM to
+    the process group) let the scheduler log "Batched Comm Closed" with a traceback.
+    """
+    import distributed  # noqa: F401
+
     for name in ("distributed", "dask", "tornado", "bokeh", "dask_jobqueue"):
         logging.getLogger(name).setLevel(logging.ERROR)
 

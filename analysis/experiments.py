@@ -94,8 +94,8 @@ def parse_size(text: str, source: str = SIZE_ENV) -> Size:
         The size.
 
     Raises:
-        ScenarioError: On an unknown key, a value that is not a whole number, fewer than 2 or
-            more than :data:`~analysis.experiment_files.MAX_REPLICATES` replicates.
+        ScenarioError: On an unknown or repeated key, a value that is not a whole number, fewer
+            than 2 or more than :data:`~analysis.experiment_files.MAX_REPLICATES` replicates.
     """
     values: dict[str, int] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
@@ -103,6 +103,8 @@ def parse_size(text: str, source: str = SIZE_ENV) -> Size:
         key = key.strip()
         if not sep or key not in ("replicates", "n_agents", "steps"):
             raise ScenarioError(source, f"expected replicates=R,n_agents=N,steps=T, got {part!r}")
+        if key in values:  # two values for one key: which one was meant?
+            raise ScenarioError(f"{source} {key}", "given twice")
         try:
             values[key] = int(raw)
         except ValueError:

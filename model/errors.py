@@ -29,6 +29,24 @@ class Terminated(KeyboardInterrupt):
     """
 
 
+def interruption(err: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM) behind ``err``, or None if there is none.
+
+    An error raised because of an interruption, or while one was being handled, is that
+    interruption. A signal that lands while a compiled kernel is being called raises its
+    KeyboardInterrupt inside Numba's dispatcher, which then reports ``SystemError: ... returned
+    a result with an exception set``, the interruption as its cause: that error is the
+    interruption, not a failure of the run.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def raise_terminated(signum: int, frame: object) -> None:
     """The SIGTERM handler of the command line (``run.py``): raise :class:`Terminated`.
 

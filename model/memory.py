@@ -56,7 +56,17 @@ def available_bytes() -> int:
 
 
 def memory_limit_name() -> str:
-    """What :func:`available_bytes` is, in words: this machine's memory or the ``ulimit -v``."""
+    """What :func:`available_bytes` is, in words: this machine's memory or the ``ulimit -v``.
+
+    Under the limit, with the kernel threads' share of it: with many threads
+    (``MESAOPT_THREADS``) that share, not the scenario, can be what leaves too little.
+    """
     if _limited_by_ulimit()[1]:
-        return "what this process's address-space limit (ulimit -v) leaves to the run"
+        threads = thread_count()
+        setting = " (MESAOPT_THREADS)" if os.environ.get("MESAOPT_THREADS", "").strip() else ""
+        return (
+            "what this process's address-space limit (ulimit -v) leaves to the run once its "
+            f"{threads} kernel thread{'s' * (threads != 1)}{setting} have their "
+            f"{address_space_margin() / 2**30:.3g} GiB"
+        )
     return "this machine's memory"

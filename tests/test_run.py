@@ -296,6 +296,26 @@ def test_a_non_finite_number_is_one_line_exit_1_and_a_failed_manifest(
 TINY = ["--set", "network.n_agents=60", "--steps", "2"]
 
 
+@pytest.mark.parametrize("value", ["0", "abc"])
+@pytest.mark.parametrize(
+    "command",
+    [["simulate", "baseline", "--steps", "2"], ["sweep", "baseline", "--scheduler", "tcp://h:1"]],
+    ids=["simulate", "sweep"],
+)
+def test_a_bad_thread_count_is_one_line_naming_mesaopt_threads(
+    tmp_path, monkeypatch, command, value
+):
+    """It was reported as a bad --steps or --scheduler value, whose check imports the thread
+    pool (fuzzing pass)."""
+    monkeypatch.setenv("MESAOPT_THREADS", value)
+    result = cli(*command, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"mesaopt: error: MESAOPT_THREADS must be a positive integer, got {value!r}"
+    ]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
@@ -572,10 +592,32 @@ def test_a_really_full_disk_stops_a_dask_sweep_in_one_line(small_disk: Path) -> 
     assert not any(p.name == "runs.parquet" for p in out.iterdir())
 
 
+def _ctrl_c_inside_a_kernel_call() -> None:
+    """What Numba's dispatcher raises when a Ctrl-C lands while it calls a compiled kernel."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as err:
+        raise SystemError(
+            "CPUDispatcher(<function _gather_by_group>) returned a result with an exception set"
+        ) from err
+
+
+def _ctrl_c() -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    "ctrl_c", [_ctrl_c, _ctrl_c_inside_a_kernel_call], ids=["python", "kernel"]
+)
 def test_ctrl_c_is_one_line_exit_130_and_a_sweep_resumes(
-    tmp_path: Path, monkeypatch, capsys
+    tmp_path: Path, monkeypatch, capsys, ctrl_c
 ) -> None:
-    """KeyboardInterrupt: simulate keeps nothing, a sweep keeps its finished runs and says so."""
+    """KeyboardInterrupt: simulate keeps nothing, a sweep keeps its finished runs and says so.
+
+    Also when it lands inside a compiled kernel's call (a SystemError caused by it): that once
+    printed a traceback (simulate) or was recorded as the run's failure while the serial sweep
+    went on (fuzzing pass).
+    """
     from mesaopt.model import model as model_module
 
     original = model_module.MesaOptModel.step
@@ -584,7 +626,7 @@ def test_ctrl_c_is_one_line_exit_130_and_a_sweep_resumes(
     def step(self):
         calls["n"] += 1
         if calls["n"] == calls["stop_at"]:
-            raise KeyboardInterrupt
+            ctrl_c()
         return original(self)
 
     monkeypatch.setattr(model_module.MesaOptModel, "step", step)
@@ -634,6 +676,22 @@ def test_ctrl_c_while_a_scenario_loads_is_one_line(monkeypatch, capsys) -> None:
     ]
 
 
+def test_ctrl_c_before_a_sweep_has_written_its_folder_says_nothing_was_written(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """A large design takes a while to check before the folder exists: the line once said the
+    folder "keeps every finished run" (fuzzing pass)."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mesaopt.analysis.sweep_runner.plan_runs", interrupted)
+    args = ["sweep", "baseline", *TINY, "--engine", "serial", "--quiet"]
+    assert run.main([*args, "--out", str(tmp_path / "sweep")]) == 130
+    assert capsys.readouterr().err.strip() == "mesaopt: interrupted; nothing was written"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_ctrl_c_while_the_engines_load_is_one_line(tmp_path, monkeypatch, capsys) -> None:
     """sweep, sensitivity and experiments check the engine's settings first, importing pandas,
     pyarrow and Dask's setup (seconds): a Ctrl-C there is one line too."""
@@ -654,17 +712,23 @@ def test_ctrl_c_while_the_engines_load_is_one_line(tmp_path, monkeypatch, capsys
         "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(1)))\n",
         # from an object freed with __main__, after the interpreter has put a Python signal
         # handler back to the default: once status -2 and no line (fuzzing pass)
+        # (what it calls is bound when it is defined: by then the module's globals are gone)
         "class LateCtrlC:\n"
-        "    def __del__(self):\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    def __del__(self, kill=os.kill, pid=os.getpid(), stop=signal.SIGINT,\n"
+        "                wait=time.sleep):\n"
+        "        kill(pid, stop)\n"
+        "        wait(0.5)\n"
         "late = LateCtrlC()\n",
     ],
     ids=["atexit-hook", "last-clean-up"],
 )
-def test_ctrl_c_after_the_command_keeps_its_exit_status_and_prints_nothing(ctrl_c) -> None:
-    """A Ctrl-C during the interpreter's shutdown: the command's status, and nothing printed."""
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_after_the_command_keeps_its_exit_status_and_prints_nothing(ctrl_c, stop) -> None:
+    """A Ctrl-C (or SIGTERM) during the interpreter's shutdown: the command's status, nothing
+    printed. (SIGTERM in the last clean-up once killed a finished command silently, status −15:
+    fuzzing pass.)"""
     code = "import atexit, os, signal, time\nfrom mesaopt import run\nrun.main = lambda: 0\n"
-    out = python("-c", code + ctrl_c + "run.cli()\n")
+    out = python("-c", code + ctrl_c.replace("SIGINT", stop) + "run.cli()\n")
     assert (out.returncode, out.stderr) == (0, "")
 
 
@@ -886,7 +950,9 @@ def test_a_name_like_no_shipped_scenario_is_just_not_found(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("out", ["sw", "sw/"])
-def test_an_interrupted_sweep_names_its_folder_once(out):
+def test_an_interrupted_sweep_names_its_folder_once(out, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sw").mkdir()
     assert run._interrupted_message("sweep", out) == (
         "run the same command again to resume (sw/ keeps every finished run)"
     )

@@ -248,9 +248,13 @@ def test_parse_size():
         "replicates=two",
         "colour=3,replicates=2",
         "replicates=100001",
+        "replicates=2,replicates=3",  # once taken as 3 without a word (fuzzing pass)
     ):
         with pytest.raises(ScenarioError):
             parse_size(text)
+    with pytest.raises(ScenarioError) as err:
+        parse_size("replicates=2, n_agents=9, replicates=3")
+    assert err.value.key == "MESAOPT_EXPERIMENT_SIZE replicates" and "twice" in err.value.message
 
 
 def test_a_size_of_more_than_a_million_runs_is_refused_before_anything_is_written(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import signal
 import socket
@@ -665,3 +666,19 @@ def test_two_local_clusters_at_once_start_quietly_on_this_machine_only(recwarn):
             )
             assert host == "127.0.0.1"
     assert not [w for w in recwarn if "already in use" in str(w.message)]
+
+
+def test_dask_is_quiet_in_the_driver_even_when_first_imported_there():
+    """``distributed`` sets its loggers to INFO when first imported: set to ERROR before that,
+    the level was undone, and a SIGTERM to a local sweep's process group let the scheduler log
+    "Batched Comm Closed" with a traceback, about one stop in five (fuzzing pass)."""
+    code = (
+        "import logging, sys\n"
+        "from mesaopt.analysis import executors\n"
+        "assert 'distributed' not in sys.modules\n"
+        "executors._quiet_dask()\n"
+        "from distributed import Client\n"
+        "print(logging.getLogger('distributed.batched').getEffectiveLevel())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env())
+    assert (out.returncode, out.stdout.strip()) == (0, str(logging.ERROR)), out.stderr

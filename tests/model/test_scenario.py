@@ -385,19 +385,35 @@ def test_a_ulimit_just_above_physical_memory_still_leaves_room_for_the_threads(m
 
 
 @pytest.mark.parametrize(
-    ("soft", "named"),
+    ("soft", "threads", "named"),
     [
-        (None, "this machine's memory"),
-        (2**30, "what this process's address-space limit (ulimit -v) leaves to the run"),
+        (None, None, "this machine's memory"),
+        (
+            2**30,
+            None,
+            "what this process's address-space limit (ulimit -v) leaves to the run once its 2 "
+            "kernel threads have their 0.188 GiB",
+        ),
+        (
+            2**33,
+            "90",  # too many threads, not too large a scenario (fuzzing pass)
+            "what this process's address-space limit (ulimit -v) leaves to the run once its 90 "
+            "kernel threads (MESAOPT_THREADS) have their 5.69 GiB",
+        ),
     ],
 )
-def test_the_memory_refusal_names_the_limit_it_met(monkeypatch, soft, named):
+def test_the_memory_refusal_names_the_limit_it_met(monkeypatch, soft, threads, named):
     import resource
 
     from mesaopt.model import memory
 
     limit = resource.RLIM_INFINITY if soft is None else soft
     monkeypatch.setattr(memory.resource, "getrlimit", lambda which: (limit, limit))
+    monkeypatch.setattr(memory, "thread_count", lambda: int(threads or 2))
+    if threads:
+        monkeypatch.setenv("MESAOPT_THREADS", threads)
+    else:
+        monkeypatch.delenv("MESAOPT_THREADS", raising=False)
     assert memory.memory_limit_name() == named
     with pytest.raises(ScenarioError) as info:
         load_scenario(BASELINE, ["network.n_agents=2e9"])
