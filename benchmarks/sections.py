@@ -30,6 +30,7 @@ from benchmarks.worker import _scenario, _selection_steps
 PARTS = (
     ("mesaopt.model.model", "apply_regime_changes", "regime changes"),
     ("mesaopt.model.model", "scheduled_retraining", "scheduled selection"),
+    ("mesaopt.model.model", "refresh_neighbour_effort", "G a refreshed (compiled)"),
     ("mesaopt.model.model", "plan_actions", "plan_actions (compiled)"),
     ("mesaopt.model.model", "audit", "audit"),
     ("mesaopt.model.model", "measure_step", "measure_step"),

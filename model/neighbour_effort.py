@@ -4,14 +4,17 @@ A step's outcomes gather ``G a_t`` of the efforts just realized (the peer payoff
 them: :mod:`model.measures_jit`), and the next step's agents choose against the same ``G a_t``
 (:mod:`agents.response_jit`). Between the two, agents may be replaced — by an audit, a federated
 update, scheduled retraining — and start from other efforts. :func:`refresh_neighbour_effort`
-finds every row of G with a neighbour whose effort changed since the gather (bit for bit: any
-write, by the model or by a user's code, counts) and gathers that row again. Every row is summed
-in CSR index order, as SciPy's sparse product sums it, so the carried ``G a`` is equal bit for
-bit to a fresh ``G @ a`` (:func:`refresh_neighbour_effort_numpy`, the NumPy reference).
+finds the agents whose effort changed since the gather (bit for bit: any write, by the model or
+by a user's code, counts) and gathers their neighbours' rows again (G's pattern is symmetric in
+every network the model builds, so the neighbours of j are the rows that list j). Every row is
+summed in CSR index order, as SciPy's sparse product sums it, so the carried ``G a`` is equal
+bit for bit to a fresh ``G @ a`` (:func:`refresh_neighbour_effort_numpy`, the NumPy reference).
 
 Why carry it at all: the gather reads every edge's neighbour at random and is the largest cost
-of a step after the output noise (``python -m benchmarks.floor``); once per step instead of
-twice is what makes realizing the peer payoff with the same step's efforts cost nothing.
+of a step after the output noise (``python -m benchmarks.floor``). Gathered twice, in the plan
+and again in the outcomes, the same-step peer payoff made the outcome kernel 50 ms slower per
+step at 1e6 agents; gathered once (in one pass with the harm received) and carried, the step
+costs what it did before (docs/performance.md, "G a once per step").
 """
 
 from __future__ import annotations
@@ -74,17 +77,23 @@ def _changed_rows(lo, hi, now, then, changed):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _regather_rows(lo, hi, indptr, indices, weights, changed, action, out):
-    """Gather again the rows of ``lo..hi`` that have a neighbour in ``changed``."""
-    count = 0
-    for i in range(lo, hi):
-        touched = False
-        for p in range(indptr[i], indptr[i + 1]):
-            touched |= changed[indices[p]]
-        if touched:
-            gather_rows(i, i + 1, action.shape[1], indptr, indices, weights, action, out)
-            count += 1
-    return count
+def _mark_neighbours(changed, indptr, indices, touched):
+    """``touched[i]`` for every row i with a neighbour among the ``changed`` rows.
+
+    The rows whose CSR row lists j are the neighbours of j because the pattern of G is
+    symmetric (every network the model builds is undirected; row normalisation keeps the
+    pattern), so they are found from the changed rows alone, without reading every row of G.
+    """
+    for j in changed:
+        for p in range(indptr[j], indptr[j + 1]):
+            touched[indices[p]] = True
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _regather_rows(rows, indptr, indices, weights, action, out):
+    """Gather ``rows`` of ``out = G action`` again."""
+    for i in rows:
+        gather_rows(i, i + 1, action.shape[1], indptr, indices, weights, action, out)
 
 
 def refresh_neighbour_effort(
@@ -92,8 +101,11 @@ def refresh_neighbour_effort(
 ) -> int:
     """Bring ``neighbour_effort = G gathered_from`` up to ``G action``, in place, bit for bit.
 
+    A few agents change between steps (those replaced), so the rows to gather again are found
+    from them: G's pattern must be symmetric, as every network the model builds is.
+
     Args:
-        graph: The network G the effort was gathered on.
+        graph: The network G the effort was gathered on (its pattern symmetric).
         action: The efforts now, (N, d) float64, C order.
         gathered_from: The efforts ``neighbour_effort`` was gathered from, (N, d) float64.
         neighbour_effort: ``G gathered_from``, (N, d); receives ``G action``.
@@ -107,14 +119,18 @@ def refresh_neighbour_effort(
     spans = row_ranges(n)
     if not sum(parallel_map(lambda span: _changed_rows(*span, now, then, changed), spans)):
         return 0
-    return sum(
-        parallel_map(
-            lambda span: _regather_rows(
-                *span, graph.indptr, graph.indices, graph.data, changed, action, neighbour_effort
-            ),
-            spans,
-        )
-    )
+    touched = np.zeros(n, dtype=np.bool_)
+    _mark_neighbours(np.flatnonzero(changed), graph.indptr, graph.indices, touched)
+    rows = np.flatnonzero(touched)
+    # After a selection most rows may be touched: on the kernel threads, as the plan gathers
+    parallel_map(
+        lambda span: _regather_rows(
+            rows[span[0] : span[1]], graph.indptr, graph.indices, graph.data, action,
+            neighbour_effort,
+        ),
+        row_ranges(len(rows)),
+    )  # fmt: skip
+    return len(rows)
 
 
 def refresh_neighbour_effort_numpy(
