@@ -2,11 +2,12 @@
 
 Builds the baseline scenario at N agents, runs a few steps, then times, on one kernel thread,
 the parts of an ordinary step that no rearrangement of today's step removes (a redesign could
-merge the two gathers, since the harm received is (G a)ᵀe, and find the proxy quantile by a
+compute the harm received as (G a)ᵀe, changing its rounding, and find the proxy quantile by a
 selection instead of a sort; BENCHMARKS.md counts both ways): the output
 noise of every channel (:meth:`model.channels.World.sample_noise`), the two sparse gathers over
-the network (the neighbours' efforts ``G a`` for the plan, the harm they receive for the
-outcomes; each a bare compiled loop over the CSR rows, summed in the kernels' order: SciPy's
+the network (the neighbours' efforts ``G a`` and the harm they receive, which the outcome kernel
+gathers in one pass and carries into the next plan, :mod:`model.neighbour_effort`; timed here
+each alone, as a bare compiled loop over the CSR rows, summed in the kernels' order: SciPy's
 product of a CSR matrix and an (N, 4) array is twice as slow) and the two sorts of a step's
 ``steps`` row (:func:`model.group_stats_jit.sort_by_group`, for the Gini coefficient and the
 proxy quantile). It prints each median, their sum, and the time an ordinary step may take at a
@@ -88,7 +89,7 @@ def measure(n: int, warmup_steps: int = 3, repeats: int = 15) -> dict[str, float
             "output noise (every channel)": _median_ms(
                 lambda: model.world.sample_noise(generator, n), repeats
             ),
-            "gather G a (plan)": _median_ms(lambda: gather(*csr, action, efforts_in), repeats),
+            "gather G a (outcomes)": _median_ms(lambda: gather(*csr, action, efforts_in), repeats),
             "gather G harm (outcomes)": _median_ms(lambda: gather(*csr, harm, harm_in), repeats),
             "two sorts (Gini, proxy quantile)": _median_ms(
                 lambda: (sort_by_group(utility, principal), sort_by_group(proxy, principal)),

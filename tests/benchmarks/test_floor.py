@@ -29,7 +29,7 @@ def test_the_parts_are_timed(capsys):
     parts = floor.measure(2_000, warmup_steps=2, repeats=2)
     assert list(parts) == [
         "output noise (every channel)",
-        "gather G a (plan)",
+        "gather G a (outcomes)",
         "gather G harm (outcomes)",
         "two sorts (Gini, proxy quantile)",
     ]
