@@ -345,12 +345,18 @@ class MesaOptModel(mesa.Model):
         graph = Graph.of(self.adjacency, self.in_weight)
         plan = PlanArrays.empty(n, d)
         carried, self._carried_effort = self._carried_effort, None
-        gathered = carried is not None and carried.adjacency is self.adjacency
+        # Last step's outcomes gathered G a; rows whose neighbours were replaced since (or whose
+        # efforts anything else wrote) are gathered again, so it equals G @ a; if most rows
+        # would be (after a selection), the plan gathers them all itself.
+        gathered = (
+            carried is not None
+            and carried.adjacency is self.adjacency
+            and refresh_neighbour_effort(
+                graph, pop.action, carried.gathered_from, carried.neighbour_effort
+            )
+            is not None
+        )
         if gathered:
-            # Last step's outcomes gathered G a; rows whose neighbours were replaced since (or
-            # whose efforts anything else wrote) are gathered again, so it equals G @ a.
-            refresh_neighbour_effort(graph, pop.action, carried.gathered_from,
-                                     carried.neighbour_effort)  # fmt: skip
             plan = plan._replace(neighbour_effort=carried.neighbour_effort)
         plan_actions(
             graph,

@@ -97,21 +97,30 @@ def _regather_rows(rows, indptr, indices, weights, action, out):
 
 
 def refresh_neighbour_effort(
-    graph: Graph, action: np.ndarray, gathered_from: np.ndarray, neighbour_effort: np.ndarray
-) -> int:
+    graph: Graph,
+    action: np.ndarray,
+    gathered_from: np.ndarray,
+    neighbour_effort: np.ndarray,
+    most: int | None = None,
+) -> int | None:
     """Bring ``neighbour_effort = G gathered_from`` up to ``G action``, in place, bit for bit.
 
     A few agents change between steps (those replaced), so the rows to gather again are found
-    from them: G's pattern must be symmetric, as every network the model builds is.
+    from them: G's pattern must be symmetric, as every network the model builds is. After a
+    selection most rows may have a changed neighbour; then gathering them all in the plan, each
+    tile used while it is in the cache, is cheaper than gathering them again here.
 
     Args:
         graph: The network G the effort was gathered on (its pattern symmetric).
         action: The efforts now, (N, d) float64, C order.
         gathered_from: The efforts ``neighbour_effort`` was gathered from, (N, d) float64.
         neighbour_effort: ``G gathered_from``, (N, d); receives ``G action``.
+        most: The most rows to gather again (default: a quarter of them).
 
     Returns:
-        The number of rows gathered again (0 when no effort changed).
+        The number of rows gathered again (0 when no effort changed), or None if more than
+        ``most`` would be: ``neighbour_effort`` is then left as it was, for the caller to
+        gather in full.
     """
     n = len(action)
     changed = np.empty(n, dtype=np.bool_)
@@ -122,7 +131,8 @@ def refresh_neighbour_effort(
     touched = np.zeros(n, dtype=np.bool_)
     _mark_neighbours(np.flatnonzero(changed), graph.indptr, graph.indices, touched)
     rows = np.flatnonzero(touched)
-    # After a selection most rows may be touched: on the kernel threads, as the plan gathers
+    if len(rows) > (n // 4 if most is None else most):
+        return None
     parallel_map(
         lambda span: _regather_rows(
             rows[span[0] : span[1]], graph.indptr, graph.indices, graph.data, action,

@@ -27,7 +27,7 @@ def _graph(n: int, seed: int, weighted: bool) -> sp.csr_array:
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("changes", [0, 1, 37, 5000])
+@pytest.mark.parametrize("changes", [0, 1, 37, 1000, 5000])
 def test_refresh_gives_a_fresh_product_bit_for_bit_and_regathers_only_touched_rows(
     weighted, changes
 ):
@@ -46,11 +46,18 @@ def test_refresh_gives_a_fresh_product_bit_for_bit_and_regathers_only_touched_ro
     reference = effort.copy()
     n_ref = refresh_neighbour_effort_numpy(g, after, before, reference)
     got = effort.copy()
-    n_got = refresh_neighbour_effort(Graph.of(g), after, before, got)
+    n_got = refresh_neighbour_effort(Graph.of(g), after, before, got, most=n)
     assert np.array_equal(got, g @ after)  # bit for bit
     assert np.array_equal(reference, got)
     touched = np.unique(g[:, rows].tocoo().row) if changes else np.arange(0)
     assert n_got == n_ref == len(touched)  # exactly the rows with a changed neighbour
+    # With at most a quarter of the rows to gather again by default, beyond that nothing done
+    left = effort.copy()
+    n_default = refresh_neighbour_effort(Graph.of(g), after, before, left)
+    if len(touched) > n // 4:
+        assert n_default is None and np.array_equal(left, effort)
+    else:
+        assert n_default == len(touched) and np.array_equal(left, got)
 
 
 def _model(**changes: str) -> MesaOptModel:
