@@ -13,8 +13,9 @@ bit for bit to a fresh ``G @ a`` (:func:`refresh_neighbour_effort_numpy`, the Nu
 Why carry it at all: the gather reads every edge's neighbour at random and is the largest cost
 of a step after the output noise (``python -m benchmarks.floor``). Gathered twice, in the plan
 and again in the outcomes, the same-step peer payoff made the outcome kernel 50 ms slower per
-step at 1e6 agents; gathered once (in one pass with the harm received) and carried, the step
-costs what it did before (docs/performance.md, "G a once per step").
+step at 1e6 agents; gathered once (in one pass with the harm received) and carried, an ordinary
+step costs what it did before, a selection step (whose plan gathers anew when most agents'
+neighbours changed) one gather more (docs/performance.md, "G a once per step").
 """
 
 from __future__ import annotations
