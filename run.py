@@ -999,7 +999,10 @@ OPTIONAL_PACKAGES = {"sensitivity": ("SALib", "sensitivity"), "viz": ("solara", 
 
 
 def _check_environment(command: str | None, cluster: str | None = None) -> None:
-    """Raise ValueError before any work on a bad ``MESAOPT_THREADS``/``MESAOPT_WORKER_START``.
+    """Raise ValueError before any work on a bad ``MESAOPT_WORKER_START``.
+
+    (A bad ``MESAOPT_THREADS`` is refused earlier: :func:`main` imports the thread pool, which
+    reads it, before parsing.)
 
     Also when the command needs an optional package that is not installed (``sensitivity``:
     SALib, ``viz``: Solara, ``--cluster slurm``: dask-jobqueue), naming the extra that installs
@@ -1007,8 +1010,6 @@ def _check_environment(command: str | None, cluster: str | None = None) -> None:
     could not start.
     """
     import importlib.util
-
-    import mesaopt.model.parallel  # noqa: F401  (reads MESAOPT_THREADS when imported)
 
     needs = [OPTIONAL_PACKAGES[command]] if command in OPTIONAL_PACKAGES else []
     if cluster == "slurm":
@@ -1066,12 +1067,14 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C is one line wherever it lands, start-up (parsing, the first imports) included.
     """
     try:
-        # The thread pool reads MESAOPT_THREADS when first imported; imported by an argument's
-        # check, a bad value was reported as that argument's (--steps: fuzzing pass)
+        # The thread pool reads MESAOPT_THREADS when first imported: before parsing, since an
+        # argument's check imports it (a bad value was reported as a bad --steps: fuzzing pass)
         import mesaopt.model.parallel  # noqa: F401
 
         args = build_parser().parse_args(argv)
-    except ValueError as err:  # only MESAOPT_THREADS: argparse reports its own errors
+        # imports the engines' modules (seconds): Ctrl-C too
+        _check_environment(args.command, getattr(args, "cluster", None))
+    except ValueError as err:  # argparse reports its own errors: the environment's
         print(f"mesaopt: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
@@ -1153,16 +1156,6 @@ def _main(args: argparse.Namespace) -> int:
     handlers.update(report=cmd_report, viz=cmd_viz)
     handlers.update(experiments=cmd_experiments)
     try:
-        # imports the engines' modules (seconds): Ctrl-C too
-        _check_environment(args.command, getattr(args, "cluster", None))
-    except ValueError as err:
-        print(f"mesaopt: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as err:
-        word, status = _stopped(err)
-        print(f"mesaopt: {word}; nothing was done", file=sys.stderr)
-        return status
-    try:
         with _compile_notice(args):
             status = cmd_demo() if args.command is None else handlers[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, inside the try (Python docs, "signal")
@@ -1173,7 +1166,7 @@ def _main(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, SystemError) as err:
         # A Ctrl-C that lands inside a compiled kernel's call comes out of Numba's dispatcher
         # as a SystemError caused by it (model.errors.interruption)
-        stop = err if isinstance(err, KeyboardInterrupt) else interruption(err)
+        stop = interruption(err)  # the KeyboardInterrupt itself, or the one that caused it
         if stop is None:
             raise
         message = _interrupted_message(args.command, getattr(args, "out", None))
